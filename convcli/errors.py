@@ -1,0 +1,55 @@
+"""Exception types of convcli, each carrying the exit code the CLI reports.
+
+Exit codes: 0 ok, 1 failed work (bad data, I/O error, partial batch),
+2 usage (a bad parameter or flag), 130 interrupted.  Nothing below the CLI
+prints: code raises one of these and ``convcli.cli`` turns it into one line
+``convcli: error: <subject>: <reason>`` on stderr and the exit code.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class ConvcliError(Exception):
+    """Base error: ``subject`` is the file or parameter the message is about."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.subject = subject
+
+    def line(self) -> str:
+        """The one-line report, without the ``convcli: error:`` prefix."""
+        return f"{self.subject}: {self.message}" if self.subject else self.message
+
+
+class UsageError(ConvcliError):
+    """A parameter, flag or combination that is not allowed (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ParameterError(UsageError, ValueError):
+    """A Python-API argument with a bad value; ``subject`` is the parameter name.
+
+    It is also a ``ValueError`` so library users can catch it the usual way.
+    """
+
+
+class DataError(ConvcliError):
+    """An input that cannot be read or processed as data (exit 1)."""
+
+
+class OutputError(ConvcliError):
+    """An output that cannot or must not be written (exit 1)."""
+
+
+class Interrupted(ConvcliError):
+    """The run was stopped by SIGINT/SIGTERM (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
