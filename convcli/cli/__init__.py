@@ -1,0 +1,34 @@
+"""The command line: parse, call the core, report.  No numerics live here.
+
+Every command reports failures the same way: one line
+``convcli: error: <subject>: <reason>`` on stderr and the exit code of the
+error (see ``convcli.errors``); ``--debug`` re-raises for a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="convcli",
+    help="Apply convolution kernels to audio, images and volumes; classify images with a CNN.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each command lives in its own module and registers itself on `app`.
+from . import filter_cmd  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map every failure to one line and an exit code."""
+    import click
+
+    from .report import run_guarded
+
+    code = run_guarded(lambda: app(args=argv, standalone_mode=False), click)
+    sys.exit(code)

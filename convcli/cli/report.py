@@ -1,0 +1,91 @@
+"""One place that turns exceptions into the one-line report and the exit code."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConvcliError
+
+
+def error_line(text: str) -> None:
+    """Write ``convcli: error: <text>`` as one line on stderr."""
+    text = " ".join(str(text).split())  # one line, whatever the message held
+    try:
+        sys.stderr.write(f"convcli: error: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("CONVCLI_DEBUG", "") not in ("", "0")
+
+
+def guard(command: Callable) -> Callable:
+    """Decorate a Typer command so a ConvcliError becomes one line and its exit code."""
+    import typer
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConvcliError as exc:
+            if debug_enabled():
+                raise
+            error_line(exc.line())
+            raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(EXIT_OK) from None
+        except MemoryError:
+            if debug_enabled():
+                raise
+            error_line("out of memory: the input is too large for this machine (try a smaller input or --precision float32)")
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`| head`): drop what is buffered so Python does not
+    # print "Exception ignored ... BrokenPipeError" at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run_guarded(run: Callable[[], object], click) -> int:
+    """Run the Click app in non-standalone mode and return the process exit code."""
+    try:
+        result = run()
+        return result if isinstance(result, int) else EXIT_OK
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.UsageError as exc:
+        if exc.ctx is not None and exc.ctx.command_path:
+            error_line(f"{exc.format_message()} (see '{exc.ctx.command_path} --help')")
+        else:
+            error_line(exc.format_message())
+        return EXIT_USAGE
+    except click.exceptions.ClickException as exc:
+        error_line(exc.format_message())
+        return exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("\n")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return EXIT_OK
+    except ConvcliError as exc:
+        if debug_enabled():
+            raise
+        error_line(exc.line())
+        return exc.exit_code
+
