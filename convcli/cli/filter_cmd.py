@@ -1,0 +1,1 @@
+"""`convcli filter` (placeholder module until the engine lands)."""
