@@ -1,0 +1,94 @@
+"""Border modes: how a signal is extended past its ends before a kernel is laid over it.
+
+One table feeds the code, ``--help`` and the README.  Each drawing shows how
+the samples ``a b c d`` are extended by (up to) three samples on each side.
+Padding wider than the signal repeats the rule, as ``numpy.pad`` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParameterError
+
+
+@dataclass(frozen=True)
+class BorderMode:
+    name: str
+    numpy_mode: str
+    drawing: str
+    aliases: tuple[str, ...]
+    description: str
+
+
+BORDER_MODES: tuple[BorderMode, ...] = (
+    BorderMode(
+        "reflect", "reflect", "d c b | a b c d | c b a",
+        ("mirror", "reflect101", "reflect-101", "reflect_101", "border_reflect_101"),
+        "mirror about the edge sample, which is not repeated (scipy 'mirror', OpenCV REFLECT_101); the default",
+    ),
+    BorderMode(
+        "symmetric", "symmetric", "c b a | a b c d | d c b",
+        ("grid-mirror", "half-symmetric", "border_reflect"),
+        "mirror about the edge itself, repeating the edge sample (scipy 'reflect', OpenCV REFLECT)",
+    ),
+    BorderMode(
+        "replicate", "edge", "a a a | a b c d | d d d",
+        ("nearest", "edge", "clamp", "border_replicate"),
+        "repeat the edge sample (scipy 'nearest', numpy 'edge', OpenCV REPLICATE)",
+    ),
+    BorderMode(
+        "circular", "wrap", "b c d | a b c d | a b c",
+        ("wrap", "tile", "periodic", "grid-wrap", "border_wrap"),
+        "wrap around: the signal repeats periodically (scipy/numpy 'wrap', OpenCV WRAP)",
+    ),
+    BorderMode(
+        "zeros", "constant", "0 0 0 | a b c d | 0 0 0",
+        ("zero", "constant", "border_constant"),
+        "zeros outside the signal; 'constant:V' pads with the value V instead",
+    ),
+)
+
+_BY_NAME = {m.name: m for m in BORDER_MODES}
+_BY_NAME.update({alias: m for m in BORDER_MODES for alias in m.aliases})
+
+
+def mode_names() -> list[str]:
+    """Every accepted spelling, canonical names first."""
+    return [m.name for m in BORDER_MODES] + [a for m in BORDER_MODES for a in m.aliases] + ["constant:V"]
+
+
+def parse_pad_mode(spec: str) -> tuple[BorderMode, float]:
+    """Resolve a mode name, alias or ``constant:V`` into (mode, constant value)."""
+    if not isinstance(spec, str):
+        raise ParameterError(f"must be a border mode name, got {spec!r}", subject="pad_mode")
+    text = spec.strip().lower()
+    value = 0.0
+    if ":" in text:
+        head, _, tail = text.partition(":")
+        if head not in ("constant", "zeros", "zero"):
+            raise ParameterError(f"only 'constant:V' takes a value, got {spec!r}", subject="pad_mode")
+        try:
+            value = float(tail)
+        except ValueError:
+            raise ParameterError(f"'constant:V' needs a number for V, got {tail!r}", subject="pad_mode") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ParameterError(f"the constant must be finite, got {tail!r}", subject="pad_mode")
+        text = "zeros"
+    mode = _BY_NAME.get(text)
+    if mode is None:
+        allowed = ", ".join(m.name for m in BORDER_MODES)
+        raise ParameterError(f"unknown border mode {spec!r}; use one of {allowed} or constant:V", subject="pad_mode")
+    return mode, value
+
+
+def pad(x, pads, mode: BorderMode, value: float = 0.0):
+    """Extend the trailing ``len(pads)`` axes of ``x`` by ``(before, after)`` samples each."""
+    import numpy as np
+
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    width = [(0, 0)] * (x.ndim - len(pads)) + [tuple(p) for p in pads]
+    if mode.numpy_mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=value)
+    return np.pad(x, width, mode=mode.numpy_mode)
+

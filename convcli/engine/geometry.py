@@ -1,0 +1,123 @@
+"""Geometry: per-axis stride, dilation and padding, and the output size they give.
+
+Arguments are normalised once, here, into per-axis tuples; every error names
+the parameter, the value and what is allowed.
+
+Output length per axis (n input, k kernel, s stride, d dilation):
+
+- explicit padding p (and ``valid`` = 0, ``full`` = d(k-1)), PyTorch's rule::
+
+      out = floor((n + 2p - d(k-1) - 1) / s) + 1
+
+- ``same``, TensorFlow's rule::
+
+      out = ceil(n / s)
+      total = max((out - 1) s + d(k-1) + 1 - n, 0)
+      before = total // 2, after = total - before
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParameterError
+
+PADDING_WORDS = ("same", "valid", "full")
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one spatial axis is padded and sampled."""
+
+    length: int
+    taps: int
+    stride: int
+    dilation: int
+    before: int
+    after: int
+    out: int
+
+    @property
+    def span(self) -> int:
+        """Samples one output covers: d(k-1) + 1."""
+        return self.dilation * (self.taps - 1) + 1
+
+
+def per_axis(value, ndim: int, name: str, *, minimum: int) -> tuple[int, ...]:
+    """Normalise an int, a sequence of ints or a comma list (``"2,1"``) into one int per axis."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            items = [int(p) for p in parts]
+        except ValueError:
+            raise ParameterError(
+                f"must be an integer or a comma list of {ndim} integers (one per axis), got {value!r}",
+                subject=name,
+            ) from None
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    for item in items:
+        if isinstance(item, bool) or not _is_int(item):
+            raise ParameterError(f"must be whole numbers, got {value!r}", subject=name)
+    items = [int(i) for i in items]
+    if len(items) == 1:
+        items = items * ndim
+    if len(items) != ndim:
+        raise ParameterError(
+            f"has {len(items)} values but the kernel has {ndim} spatial axes; give 1 or {ndim}",
+            subject=name,
+        )
+    for item in items:
+        if item < minimum:
+            raise ParameterError(f"must be >= {minimum} on every axis, got {value!r}", subject=name)
+    return tuple(items)
+
+
+def _is_int(item) -> bool:
+    try:
+        return int(item) == item
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def parse_padding(value, ndim: int):
+    """Normalise ``padding`` into a word (same/valid/full) or one int per axis."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in PADDING_WORDS:
+            return word
+        if not word.replace(",", "").replace(" ", "").isdigit():
+            raise ParameterError(
+                f"must be same, valid, full, an integer or a comma list of integers, got {value!r}",
+                subject="padding",
+            )
+    return per_axis(value, ndim, "padding", minimum=0)
+
+
+def plan_axes(spatial_shape, kernel_shape, *, stride=1, padding="same", dilation=1) -> tuple[AxisPlan, ...]:
+    """Plan every spatial axis: padding before/after and output length."""
+    ndim = len(kernel_shape)
+    strides = per_axis(stride, ndim, "stride", minimum=1)
+    dilations = per_axis(dilation, ndim, "dilation", minimum=1)
+    pad = parse_padding(padding, ndim)
+    plans = []
+    for axis, (n, k, s, d) in enumerate(zip(spatial_shape, kernel_shape, strides, dilations)):
+        span = d * (k - 1) + 1
+        if pad == "same":
+            out = -(-n // s)
+            total = max((out - 1) * s + span - n, 0)
+            before, after = total // 2, total - total // 2
+        else:
+            p = {"valid": 0, "full": span - 1}.get(pad) if isinstance(pad, str) else pad[axis]
+            before = after = p
+            out = (n + 2 * p - span) // s + 1
+        if out < 1 or n < 1:
+            raise ParameterError(
+                f"gives no output samples on axis {axis}: input length {n}, kernel span {span} "
+                f"(kernel {k}, dilation {d}), padding {before}+{after}; use a larger input, "
+                "less dilation, or padding same/full",
+                subject="padding",
+            )
+        plans.append(AxisPlan(n, k, s, d, before, after, out))
+    return tuple(plans)
