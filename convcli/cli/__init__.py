@@ -20,6 +20,27 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"convcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Apply convolution kernels to audio, images and volumes; classify images with a CNN.
+
+    Set CONVCLI_DEBUG=1 to get a traceback instead of the one-line error.
+    """
+
+
 # Each command lives in its own module and registers itself on `app`.
 from . import filter_cmd  # noqa: E402,F401
 

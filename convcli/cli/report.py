@@ -34,7 +34,7 @@ def guard(command: Callable) -> Callable:
         except ConvcliError as exc:
             if debug_enabled():
                 raise
-            error_line(exc.line())
+            error_line(_cli_subject(exc).line())
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
@@ -46,6 +46,15 @@ def guard(command: Callable) -> Callable:
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
+
+
+def _cli_subject(exc: ConvcliError) -> ConvcliError:
+    """Name an engine parameter the way the user typed it: ``pad_mode`` -> ``--pad-mode``."""
+    from ..errors import ParameterError
+
+    if isinstance(exc, ParameterError) and exc.subject and exc.subject.isidentifier():
+        exc.subject = "input" if exc.subject == "x" else "--" + exc.subject.replace("_", "-")
+    return exc
 
 
 def _quiet_broken_pipe() -> None:
