@@ -1,0 +1,164 @@
+"""Files in and out: one read/write interface over arrays, images, audio and volumes.
+
+>>> from convcli import io
+>>> sig = io.read("examples/photo.jpg")          # doctest: +SKIP
+>>> io.write(sig, "copy.png")                     # doctest: +SKIP
+
+:func:`read` detects the format from the file's content, reads the samples in
+their stored type into a :class:`Signal` and keeps in ``meta`` what a writer
+needs to put back the same format, sample type and metadata.  :func:`write`
+converts the (usually float) samples with :func:`convcli.samples.to_samples`
+and writes atomically.  Each backend (Pillow, soundfile, nibabel) is imported
+only by the reader or writer that needs it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import DataError, OutputError, UsageError
+from .signal import KINDS, Signal
+
+__all__ = ["read", "write", "derive", "Signal", "Written", "KINDS"]
+
+
+@dataclass
+class Written:
+    """What :func:`write` did: where, in which format, and what it had to change."""
+
+    path: str
+    format: str
+    clipped: int = 0  # integer samples outside the output range, clipped
+    notes: list[str] = field(default_factory=list)  # conversions the format forced
+
+
+def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None) -> Signal:
+    """Read a file (or ``-`` for stdin) into a Signal, detecting the format from its content.
+
+    Parameters
+    ----------
+    source : str or path-like
+        The input file, or ``"-"`` to read the bytes of stdin.
+    kind : {"signal", "audio", "image", "volume"}, optional
+        How to interpret the samples when the content allows more than one
+        reading (a 2-D ``.npy`` as a grey image or as multichannel audio).
+    key : str, optional
+        The array to take from a ``.npz`` archive holding several.
+    auto_orient : bool
+        Apply an image's EXIF orientation (the result is upright, the tag dropped).
+    max_pixels : int, optional
+        Largest image accepted (default: Pillow's bomb threshold, 89 478 485).
+    memory_budget : int or str, optional
+        Bytes a read may cost, e.g. ``"4G"`` (default: half the available memory).
+
+    Raises
+    ------
+    DataError
+        Unreadable, corrupt, unsupported or over-limit input (subject: the file).
+    UsageError
+        A `kind` or `key` that does not fit the file; NIfTI without nibabel.
+    """
+    from .files import Source
+    from .limits import Limits
+
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}", subject="--kind")
+    limits = Limits(max_pixels, memory_budget)
+    src = Source.open_input(source, max_bytes=limits.memory_budget)
+    from .detect import detect
+
+    fmt = detect(src)
+    reader = _reader(fmt)
+    sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient)
+    sig.meta.setdefault("format", fmt)
+    sig.meta["source"] = src.name
+    return sig
+
+
+def _reader(fmt: str):
+    if fmt in ("npy", "npz"):
+        from .arrays import read_array_signal
+
+        return read_array_signal
+    raise DataError(f"reading {fmt} files is not supported yet")
+
+
+def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
+    """Write a Signal to a file (or ``-`` for stdout), atomically, in the format asked for.
+
+    The format is `format`, else the destination's extension, else (for
+    stdout or an unknown extension) the format the signal was read from.
+    Samples are converted to the signal's recorded sample type by
+    :func:`convcli.samples.to_samples` with the range mode ``meta["range"]``
+    (default ``"clip"``); the returned :class:`Written` counts clipped samples.
+
+    Raises
+    ------
+    OutputError
+        The destination cannot be written, or cannot hold this signal.
+    DataError
+        NaN or infinity bound for an integer format.
+    UsageError
+        An unknown `format` name.
+    """
+    from .detect import format_from_name, from_extension
+    from .files import STDIO
+
+    dest = str(dest)
+    if format is not None:
+        fmt = format_from_name(format)
+    else:
+        fmt = from_extension(dest) if dest != STDIO else None
+        if fmt is None:
+            if dest != STDIO and _has_extension(dest):
+                raise OutputError(
+                    "cannot tell the output format from this extension; use a known one or --format", subject=dest
+                )
+            fmt = sig.meta.get("format") or "npy"
+    if compress_level is not None and not (0 <= int(compress_level) <= 9):
+        raise UsageError("must be 0..9", subject="--compress-level")
+    writer = _writer(fmt, dest)
+    try:
+        return writer(sig, dest, fmt, compress_level=compress_level)
+    except DataError as exc:
+        if exc.subject is None:
+            exc.subject = sig.meta.get("source") or dest
+        raise
+
+
+def _has_extension(dest: str) -> bool:
+    import os
+
+    return bool(os.path.splitext(os.path.basename(dest))[1])
+
+
+def _writer(fmt: str, dest: str):
+    if fmt in ("npy", "npz"):
+        from .arrays import write_array_signal
+
+        return write_array_signal
+    raise OutputError(f"writing {fmt} files is not supported yet", subject=dest)
+
+
+def derive(sig: Signal, data, *, stride=1, origin=None) -> Signal:
+    """A new Signal holding `data` (the filtered samples) with `sig`'s metadata, updated for stride.
+
+    Stride changes the sampling grid, so what describes it changes with it:
+    an audio sample rate is divided by the stride, voxel spacing and DPI are
+    scaled, and a NIfTI affine gets the new voxel sizes.  `origin` gives, per
+    spatial axis, the input index (possibly fractional) at which output sample
+    0 sits; it moves a NIfTI affine's origin there (default 0).
+    """
+    import copy
+
+    nd = sig.spatial_ndim
+    strides = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    if len(strides) != nd:
+        raise ValueError(f"stride needs {nd} entries, got {strides}")
+    meta = copy.deepcopy(sig.meta)
+    out = Signal(data=data, kind=sig.kind, channel_axis=sig.channel_axis, sample_rate=sig.sample_rate,
+                 spacing=sig.spacing, meta=meta)
+    if any(s != 1 for s in strides) or origin is not None:
+        from .geometry import restride
+
+        restride(out, strides, origin)
+    return out

@@ -1,0 +1,154 @@
+"""Which format a file holds, from its first bytes; and which format an output name asks for.
+
+Content decides how an input is read.  The extension is only a cross-check:
+a file whose bytes are of another family than its name says (PNG bytes in a
+``.wav``, text in a ``.png``) is refused, while a TIFF named ``.png`` is still
+an image and is read as the TIFF it is.
+"""
+from __future__ import annotations
+
+import struct
+
+from ..errors import DataError
+
+# format -> family.  Families are what the extension cross-check compares.
+FAMILY = {
+    "npy": "array", "npz": "array",
+    "png": "image", "jpeg": "image", "tiff": "image", "bmp": "image", "webp": "image",
+    "gif": "image", "pnm": "image",
+    "wav": "audio", "flac": "audio", "ogg": "audio", "aiff": "audio", "au": "audio",
+    "caf": "audio", "w64": "audio", "mp3": "audio",
+    "nifti": "nifti", "nifti-gz": "nifti",
+}
+
+EXTENSIONS = {
+    ".npy": "npy", ".npz": "npz",
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+    ".bmp": "bmp", ".webp": "webp", ".gif": "gif",
+    ".ppm": "pnm", ".pgm": "pnm", ".pbm": "pnm", ".pnm": "pnm",
+    ".wav": "wav", ".wave": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg",
+    ".aif": "aiff", ".aiff": "aiff", ".aifc": "aiff", ".au": "au", ".snd": "au", ".caf": "caf",
+    ".w64": "w64", ".mp3": "mp3",
+    ".nii": "nifti", ".nii.gz": "nifti-gz",
+}
+
+# --format names people type, mapped to formats.
+FORMAT_NAMES = {name.lstrip("."): fmt for name, fmt in EXTENSIONS.items()}
+FORMAT_NAMES.update({f: f for f in FAMILY})
+FORMAT_NAMES.update({"nii.gz": "nifti-gz", "nii": "nifti", "tif": "tiff", "jpg": "jpeg", "aif": "aiff"})
+
+DESCRIPTION = {
+    "npy": "NumPy array", "npz": "NumPy archive", "png": "PNG image", "jpeg": "JPEG image",
+    "tiff": "TIFF image", "bmp": "BMP image", "webp": "WebP image", "gif": "GIF image",
+    "pnm": "Netpbm image", "wav": "WAV audio", "flac": "FLAC audio", "ogg": "Ogg audio",
+    "aiff": "AIFF audio", "au": "Sun/NeXT audio", "caf": "CAF audio", "w64": "Wave64 audio",
+    "mp3": "MP3 audio", "nifti": "NIfTI volume", "nifti-gz": "gzipped NIfTI volume",
+}
+
+
+def sniff(head: bytes) -> str | None:
+    """The format named by the magic bytes at the start of a file, or None."""
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "npz"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "bmp"
+    if head.startswith(b"GIF87a") or head.startswith(b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in b" \t\r\n#":
+        return "pnm"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head.startswith(b".snd") or head.startswith(b"dns."):
+        return "au"
+    if head.startswith(b"caff"):
+        return "caf"
+    if head.startswith(b"riff\x2e\x91\xcf\x11"):
+        return "w64"
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
+        return "mp3"
+    if is_nifti_header(head):
+        return "nifti"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    return None
+
+
+def is_nifti_header(head: bytes) -> bool:
+    """True when `head` starts with a NIfTI-1 or NIfTI-2 header (either byte order)."""
+    if len(head) >= 348:
+        for order in "<>":
+            (size,) = struct.unpack(order + "i", head[:4])
+            if size == 348 and head[344:347] in (b"n+1", b"ni1"):
+                return True
+            if size == 540 and head[4:7] in (b"n+2", b"ni2"):
+                return True
+    return False
+
+
+def from_extension(path: str) -> str | None:
+    """The format an output or input name asks for (None for an unknown extension)."""
+    from .files import file_suffix
+
+    return EXTENSIONS.get(file_suffix(path))
+
+
+def format_from_name(name: str, subject: str = "--format") -> str:
+    """Resolve a ``--format`` value such as ``png``, ``jpg`` or ``nii.gz``."""
+    from ..errors import UsageError
+
+    fmt = FORMAT_NAMES.get(str(name).lower().lstrip("."))
+    if fmt is None:
+        known = ", ".join(sorted({k for k in FORMAT_NAMES if "-" not in k}))
+        raise UsageError(f"unknown format {name!r}; known: {known}", subject=subject)
+    return fmt
+
+
+def detect(source) -> str:
+    """The format of an input, from its content, cross-checked against its extension."""
+    head = source.head(1024)
+    if not head:
+        raise DataError("empty file (0 bytes)", subject=source.name)
+    fmt = sniff(head)
+    by_name = from_extension(source.path) if source.path else None
+    if fmt == "gzip":
+        fmt = "nifti-gz" if by_name == "nifti-gz" or _gunzip_head_is_nifti(source) else None
+    if fmt is None:
+        if by_name is not None:
+            raise DataError(
+                f"the content is not a {DESCRIPTION[by_name]} (unrecognised or corrupt bytes)", subject=source.name
+            )
+        raise DataError("unrecognised file format (no known magic bytes)", subject=source.name)
+    if by_name is not None and FAMILY[by_name] != FAMILY[fmt]:
+        raise DataError(
+            f"the content is a {DESCRIPTION[fmt]} but the name says {DESCRIPTION[by_name]}; "
+            "rename the file to match its content",
+            subject=source.name,
+        )
+    return fmt
+
+
+def _gunzip_head_is_nifti(source) -> bool:
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = d.decompress(source.head(4096), 600)
+    except zlib.error:
+        return False
+    return is_nifti_header(head)

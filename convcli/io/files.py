@@ -1,0 +1,195 @@
+"""Where bytes come from and go to: input sources (a path or stdin) and atomic outputs.
+
+An output is first written to a hidden temporary file in the destination's
+folder and renamed over the final name only when the writer succeeded, so an
+interrupted or failed run leaves neither a partial file nor a temporary one,
+and a file already at that name stays intact until the new one is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+from ..errors import DataError, OutputError
+
+STDIO = "-"
+
+
+@dataclass
+class Source:
+    """One input: a file path, or the bytes read from stdin (``path`` is None)."""
+
+    name: str  # how messages name it
+    path: str | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def open_input(cls, source, *, max_bytes: int | None = None) -> "Source":
+        """Resolve a path or ``-`` (stdin) into a Source, refusing what cannot be read."""
+        if str(source) == STDIO:
+            return cls(name="<stdin>", data=_read_stdin(max_bytes))
+        path = os.fspath(source)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DataError("no such file", subject=path) from None
+        except OSError as exc:
+            raise DataError(exc.strerror or str(exc), subject=path) from None
+        import stat
+
+        if stat.S_ISDIR(st.st_mode):
+            raise DataError("is a folder, not a file", subject=path)
+        if not stat.S_ISREG(st.st_mode):
+            # FIFOs and devices would block or never end; only regular files are read.
+            raise DataError("not a regular file (FIFOs and devices are not read; use '-' for stdin)", subject=path)
+        if not os.access(path, os.R_OK):
+            raise DataError("permission denied", subject=path)
+        return cls(name=path, path=path)
+
+    @property
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        return os.path.getsize(self.path)
+
+    def head(self, n: int) -> bytes:
+        """The first `n` bytes (fewer if the input is shorter)."""
+        if self.data is not None:
+            return self.data[:n]
+        try:
+            with open(self.path, "rb") as fh:
+                return fh.read(n)
+        except OSError as exc:
+            raise DataError(exc.strerror or str(exc), subject=self.name) from None
+
+    def open(self) -> BinaryIO:
+        """A binary file object positioned at the start."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise DataError(exc.strerror or str(exc), subject=self.name) from None
+
+    @property
+    def suffix(self) -> str:
+        """The lower-case extension, ``.nii.gz`` counted as one (empty for stdin)."""
+        return file_suffix(self.path or "")
+
+    @contextlib.contextmanager
+    def as_path(self, suffix: str = "") -> Iterator[str]:
+        """A real path holding the bytes, for libraries that only read paths."""
+        if self.path is not None:
+            yield self.path
+            return
+        fd, tmp = tempfile.mkstemp(prefix="convcli-stdin-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.data)
+            yield tmp
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def file_suffix(path: str) -> str:
+    """The lower-case extension of `path`, treating ``.nii.gz`` as one suffix."""
+    name = os.path.basename(str(path)).lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return os.path.splitext(name)[1]
+
+
+def _read_stdin(max_bytes: int | None) -> bytes:
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise DataError("standard input is not available", subject="<stdin>")
+    if sys.stdin.isatty():
+        raise DataError("standard input is a terminal; pipe a file in, e.g. 'convcli filter - ... < in.png'",
+                        subject="<stdin>")
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise DataError("more bytes on stdin than the memory budget allows", subject="<stdin>")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def atomic_path(dest) -> Iterator[str]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    ``dest == "-"`` writes to a private temporary file and copies it to stdout
+    at the end, so a failed writer never sends half a file down a pipe.  The
+    temporary path keeps the destination's extension so libraries that choose
+    a format or compression from it (nibabel's ``.nii.gz``) behave the same.
+    Any failure removes the temporary file; an ``OSError`` becomes an
+    :class:`OutputError` naming `dest`.
+    """
+    to_stdout = str(dest) == STDIO
+    dest = str(dest)
+    suffix = file_suffix(dest) if not to_stdout else ""
+    if to_stdout:
+        folder = None
+        subject = "<stdout>"
+    else:
+        folder = os.path.dirname(os.path.abspath(dest))
+        subject = dest
+        if not os.path.isdir(folder):
+            raise OutputError("the output folder does not exist", subject=dest)
+        if os.path.isdir(dest):
+            raise OutputError("is a folder; name an output file", subject=dest)
+    base = os.path.basename(dest) if not to_stdout else "stdout"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".convcli-tmp{suffix}", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot create a file here: {exc.strerror or exc}", subject=subject) from None
+    try:
+        yield tmp
+        if to_stdout:
+            _copy_to_stdout(tmp)
+        else:
+            _set_mode_like(tmp, dest)
+            os.replace(tmp, dest)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", subject=subject) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _set_mode_like(tmp: str, dest: str) -> None:
+    # mkstemp creates 0600; give the output the permissions a plain open() would
+    # (or those of the file it replaces).
+    try:
+        mode = os.stat(dest).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
+
+
+def _copy_to_stdout(tmp: str) -> None:
+    out = sys.stdout.buffer
+    with open(tmp, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+    # Flush now so that a full disk or a closed pipe is an error of this run,
+    # not something lost at interpreter exit.
+    out.flush()

@@ -1,0 +1,122 @@
+"""How filtered float values become output samples: the one place that owns the dtype policy.
+
+A filter computes in float; a file stores uint8, uint16, int16, 24-bit PCM, ...
+:func:`to_samples` maps one onto the other under a ``--range`` mode:
+
+========  ==================================================================
+clip      round half to even, then clip to the type's range (the default)
+abs       take the absolute value first (edge magnitudes), then as clip
+offset    add the middle of the range (128, 32768; 0 for signed types) so
+          negative responses stay visible, then as clip
+rescale   map the result's min..max linearly onto the type's full range
+========  ==================================================================
+
+Integer samples never wrap: every value outside the range is clipped and
+counted.  NaN and infinity never reach an integer output; they are refused
+with their count.  Float output types keep the raw values whatever the mode.
+"""
+from __future__ import annotations
+
+RANGE_MODES = ("clip", "abs", "offset", "rescale")
+
+
+def sample_range(dtype, bits: int | None = None) -> tuple[int, int]:
+    """The lowest and highest sample of an integer type, or of its low `bits` bits.
+
+    ``bits`` narrows a container type to the precision actually stored
+    (24-bit PCM held in int32, 8-bit PCM held in int16).
+    """
+    import numpy as np
+
+    info = np.iinfo(np.dtype(dtype))
+    if bits is None or bits >= info.bits:
+        return int(info.min), int(info.max)
+    if info.min < 0:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
+    """Convert float results to samples of `dtype` under a range mode; return (samples, n_clipped).
+
+    Parameters
+    ----------
+    values : array_like
+        Filter results (any real dtype).
+    dtype : numpy dtype
+        The output sample type.  Float types pass the values through unchanged
+        (``mode`` does not apply: float files keep raw values).
+    mode : {"clip", "abs", "offset", "rescale"}
+        How values are brought into the integer range (see the module docstring).
+    bits : int, optional
+        Significant bits when fewer than the type holds (e.g. 24 for 24-bit PCM
+        kept in int32); the range is then that of a `bits`-bit integer.
+
+    Returns
+    -------
+    samples : numpy.ndarray
+        Values of type `dtype`, rounded half to even, never wrapped.
+    n_clipped : int
+        How many samples lay outside the range and were clipped.
+
+    Raises
+    ------
+    ParameterError
+        An unknown mode (subject ``--range``).
+    DataError
+        NaN or infinity in values bound for an integer type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_samples(np.array([-3.0, 0.5, 1.5, 300.0]), np.uint8, "clip")
+    (array([  0,   0,   2, 255], dtype=uint8), 2)
+    >>> to_samples(np.array([-3.0, 3.0]), np.uint8, "offset")[0]
+    array([125, 131], dtype=uint8)
+    """
+    import numpy as np
+
+    from .errors import DataError, ParameterError
+
+    if mode not in RANGE_MODES:
+        raise ParameterError(
+            f"unknown range mode {mode!r}; choose one of {', '.join(RANGE_MODES)}", subject="--range"
+        )
+    dtype = np.dtype(dtype)
+    values = np.asarray(values)
+    if dtype.kind == "f":
+        return values.astype(dtype, copy=False), 0
+    if dtype.kind == "b":
+        dtype = np.dtype(np.uint8)
+    if dtype.kind not in "iu":
+        raise ParameterError(f"cannot write samples of type {dtype}", subject="dtype")
+
+    lo, hi = sample_range(dtype, bits)
+    # float32 holds every integer only up to 2**24; wider types need float64 so
+    # that rounding and the range test are exact.
+    work = np.float64 if (hi - lo) > (1 << 24) or values.dtype == np.float64 else np.float32
+    v = np.array(values, dtype=work, copy=True)
+    if v.dtype.kind == "f":
+        bad = v.size - int(np.count_nonzero(np.isfinite(v)))
+        if bad:
+            raise DataError(
+                f"{bad} non-finite sample{'s' if bad != 1 else ''} (NaN or infinity) cannot be "
+                f"written as {dtype} (write .npy or a float TIFF to keep them)"
+            )
+    if mode == "abs":
+        np.abs(v, out=v)
+    elif mode == "offset":
+        v += (lo + hi + 1) / 2  # 128 for uint8, 32768 for uint16, 0 for signed types
+    elif mode == "rescale" and v.size:
+        vmin, vmax = float(v.min()), float(v.max())
+        if vmax > vmin:
+            # (v - vmin) / (vmax - vmin) in [0, 1] before stretching, in float64
+            # so that the ends land exactly on lo and hi.
+            scaled = (v.astype(np.float64) - vmin) * ((hi - lo) / (vmax - vmin)) + lo
+            v = scaled.astype(work, copy=False)
+    np.rint(v, out=v)  # IEEE round half to even
+    n_clipped = int(np.count_nonzero(v < lo)) + int(np.count_nonzero(v > hi))
+    # For 64-bit types float(hi) rounds up past the type's range: clip just below it.
+    top = float(hi) if float(hi) <= hi else float(np.nextafter(float(hi), 0.0))
+    np.clip(v, lo, top, out=v)
+    return v.astype(dtype), n_clipped
