@@ -1,0 +1,505 @@
+"""Kernel file formats: .npy, text/CSV, JSON, libvips .mat, SoX FIR coefficients, audio impulse responses.
+
+Every reader returns a :class:`Definition`: the weights (one list per
+dimension for library files written in sections, or one list of any
+dimension for a plain file) and what the file declares about them.
+
+The text format, shared by the ``kernels/`` library and by users::
+
+    # description: Sobel derivative along x, smoothed with [1, 2, 1] across it
+    # sum: 0
+    # symmetry: antisymmetric
+    # range: offset
+
+    ## 2d
+    -1  0  1
+    -2  0  2
+    -1  0  1
+
+Numbers are separated by spaces, tabs or commas; ``#`` starts a comment; a
+blank line separates the 2D slices of a 3D kernel.  ``# key: value`` lines
+before the first number are metadata.  ``## 1d`` / ``## 2d`` / ``## 3d`` lines
+start a section holding the weights for inputs of that dimension; several
+sections of one dimension are several kernels whose responses are combined
+(``# combine: magnitude`` or ``max``).  A file without sections is one kernel.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from .kernel import COMBINES, RANGES, check_weights, fit_ndim
+
+TEXT_EXTS = (".txt", ".csv", ".tsv", ".kernel", ".kern")
+SOX_EXTS = (".fir", ".coef", ".coefs", ".coeffs")
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".au")
+KERNEL_EXTS = (".npy", ".json", ".mat") + TEXT_EXTS + SOX_EXTS
+ALL_EXTS = KERNEL_EXTS + AUDIO_EXTS
+
+SYMMETRIES = ("symmetric", "antisymmetric", "none")
+_SPLIT = re.compile(r"[\s,;]+")
+_SECTION = re.compile(r"^##\s*([123])\s*d\b(.*)$", re.IGNORECASE)
+_META = re.compile(r"^#\s*([A-Za-z][A-Za-z_ -]*?)\s*:\s*(.*?)\s*$")
+
+
+@dataclass
+class Definition:
+    """A kernel file's weights and declarations.
+
+    ``variants`` maps an input dimension to its weight arrays; the key
+    ``None`` holds weights of a file without sections, fitted to any input
+    whose dimension they match.
+    """
+
+    name: str
+    source: str
+    variants: dict[int | None, list[np.ndarray]] = field(default_factory=dict)
+    description: str = ""
+    sum: float | None = None
+    symmetry: str | None = None
+    range_default: str = "clip"
+    combine: str = "single"
+    matrix: bool = False  # rows and columns of text: a single column is a 1D kernel too
+
+    @property
+    def dimensions(self) -> tuple[int, ...]:
+        """The input dimensions this definition serves."""
+        if None in self.variants:
+            return tuple(sorted({min(fit_dims(w, self.matrix)) for w in self.variants[None]}))
+        return tuple(sorted(k for k in self.variants if k is not None))
+
+    def weights_for(self, ndim: int, *, subject: str) -> list[np.ndarray]:
+        """The weight arrays for an input with ``ndim`` spatial axes, or a clear refusal."""
+        if ndim in self.variants:
+            return list(self.variants[ndim])
+        if None in self.variants:
+            out = []
+            for w in self.variants[None]:
+                if self.matrix and ndim == 1 and w.ndim == 2 and w.shape[1] == 1:
+                    w = w[:, 0]  # one coefficient per line, as SoX writes FIR files
+                out.append(fit_ndim(w, ndim, subject=subject))
+            return out
+        dims = ", ".join(f"{d}D" for d in self.dimensions)
+        raise UsageError(
+            f"{self.name} is defined for {dims} inputs only, and this input is {ndim}D",
+            subject=subject,
+        )
+
+
+def fit_dims(w: np.ndarray, matrix: bool) -> set[int]:
+    """Every input dimension a plain kernel array can serve."""
+    dims = {w.ndim}
+    shape = list(w.shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+        dims.add(len(shape))
+    if matrix and w.ndim == 2 and w.shape[1] == 1:
+        dims.add(1)
+    return dims
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def read_definition(path, *, subject: str | None = None, name: str | None = None) -> Definition:
+    """Read any supported kernel file (a ``pathlib.Path`` or an importlib.resources Traversable)."""
+    subject = subject or str(path)
+    name = name or f"file:{path.name}"
+    suffix = Path(path.name).suffix.lower()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError("no such kernel file", subject=subject) from None
+    except IsADirectoryError:
+        raise UsageError("is a directory, not a kernel file", subject=subject) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the kernel file: {exc.strerror or exc}", subject=subject) from None
+    if suffix == ".npy":
+        return Definition(name, subject, {None: [read_npy(data, subject=subject)]})
+    if suffix in AUDIO_EXTS:
+        raise UsageError(f"an audio file is used as an impulse response: write ir:{path}", subject=subject)
+    text = _decode(data, subject)
+    if suffix == ".json":
+        return read_json(text, subject=subject, name=name)
+    if suffix == ".mat":
+        return Definition(name, subject, {None: [read_vips_mat(text, subject=subject)]}, matrix=True)
+    if suffix in SOX_EXTS:
+        return Definition(name, subject, {None: [read_sox_fir(text, subject=subject)]})
+    return read_text(text, subject=subject, name=name)
+
+
+def _decode(data: bytes, subject: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError("not a text kernel file (it is not UTF-8 text)", subject=subject) from None
+
+
+# ---------------------------------------------------------------- .npy
+
+
+def read_npy(data: bytes, *, subject: str) -> np.ndarray:
+    """A real-valued numeric array from ``.npy`` bytes (never unpickles)."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        kind = getattr(arr, "dtype", type(arr))
+        raise UsageError(f"a kernel must hold real numbers, this .npy holds {kind}", subject=subject)
+    return check_weights(arr.astype(np.float64), subject=subject)
+
+
+# ---------------------------------------------------------------- text
+
+
+def read_text(text: str, *, subject: str, name: str) -> Definition:
+    """Parse the text format (module docstring): metadata, optional sections, rows of numbers."""
+    meta: dict[str, str] = {}
+    sections: list[tuple[int | None, int, list[tuple[int, str]]]] = []  # (ndim, line, body lines)
+    current: list[tuple[int, str]] = []
+    sections.append((None, 1, current))
+    seen_numbers = False
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        m = _SECTION.match(line)
+        if m:
+            current = []
+            sections.append((int(m.group(1)), lineno, current))
+            seen_numbers = True
+            continue
+        if line.startswith("#"):
+            mm = _META.match(line)
+            if mm and not seen_numbers:
+                meta[mm.group(1).strip().lower().replace(" ", "-").replace("_", "-")] = mm.group(2)
+            continue
+        line = line.split("#", 1)[0].strip()
+        if line:
+            seen_numbers = True
+        current.append((lineno, line))
+
+    defn = Definition(name, subject, matrix=True)
+    _apply_meta(defn, meta, subject)
+    head_ndim, _, head = sections[0]
+    if any(body for _, body in head) and len(sections) > 1:
+        first = next(n for n, body in head if body)
+        raise UsageError(f"line {first}: numbers before the first '## Nd' section", subject=subject)
+    if len(sections) == 1:
+        defn.variants[None] = [_rows_to_array(head, subject=subject)]
+    else:
+        for ndim, lineno, body in sections[1:]:
+            arr = _rows_to_array(body, subject=subject, where=f"section '## {ndim}d' (line {lineno})")
+            if arr.ndim < ndim:
+                arr = arr.reshape((1,) * (ndim - arr.ndim) + arr.shape)
+            defn.variants.setdefault(ndim, []).append(fit_ndim(arr, ndim, subject=f"{subject} line {lineno}"))
+    _check_declared(defn)
+    return defn
+
+
+def _rows_to_array(lines: list[tuple[int, str]], *, subject: str, where: str = "") -> np.ndarray:
+    """Rows of numbers (blank lines between slices) into a 2D or 3D float64 array."""
+    slices: list[list[tuple[int, list[float]]]] = [[]]
+    for lineno, line in lines:
+        if not line:
+            if slices[-1]:
+                slices.append([])
+            continue
+        slices[-1].append((lineno, _numbers(line, lineno, subject)))
+    slices = [s for s in slices if s]
+    prefix = f"{where}: " if where else ""
+    if not slices:
+        raise UsageError(f"{prefix}the kernel is empty (no numbers)", subject=subject)
+    width = len(slices[0][0][1])
+    for s_index, rows in enumerate(slices, 1):
+        for r_index, (lineno, values) in enumerate(rows, 1):
+            if len(values) != width:
+                at = f"slice {s_index}, " if len(slices) > 1 else ""
+                raise UsageError(
+                    f"{prefix}{at}row {r_index} (line {lineno}) has {len(values)} numbers, "
+                    f"but row 1 has {width}; every row needs the same number of columns",
+                    subject=subject,
+                )
+        if len(rows) != len(slices[0]):
+            raise UsageError(
+                f"{prefix}slice {s_index} has {len(rows)} rows, but slice 1 has {len(slices[0])}; "
+                "the slices of a 3D kernel need the same shape",
+                subject=subject,
+            )
+    arr = np.array([[v for _, v in rows] for rows in slices], dtype=np.float64)
+    arr = arr[0] if len(slices) == 1 else arr
+    return check_weights(arr, subject=subject)
+
+
+def _numbers(line: str, lineno: int, subject: str) -> list[float]:
+    out = []
+    for col, token in enumerate((t for t in _SPLIT.split(line) if t), 1):
+        try:
+            value = float(token)
+        except ValueError:
+            raise UsageError(f"line {lineno}, column {col}: {token!r} is not a number", subject=subject) from None
+        if not np.isfinite(value):
+            raise UsageError(
+                f"line {lineno}, column {col}: {token!r} is not a finite number (NaN/inf are not weights)",
+                subject=subject,
+            )
+        out.append(value)
+    return out
+
+
+def _apply_meta(defn: Definition, meta: dict[str, str], subject: str) -> None:
+    if "description" in meta:
+        defn.description = meta["description"]
+    if "sum" in meta:
+        try:
+            defn.sum = float(meta["sum"])
+        except ValueError:
+            raise UsageError(f"'# sum: {meta['sum']}' is not a number", subject=subject) from None
+    for key, allowed, attr in (
+        ("symmetry", SYMMETRIES, "symmetry"),
+        ("range", RANGES, "range_default"),
+        ("combine", COMBINES, "combine"),
+    ):
+        if key in meta:
+            value = meta[key].strip().lower()
+            if value not in allowed:
+                raise UsageError(f"'# {key}: {meta[key]}' must be one of {', '.join(allowed)}", subject=subject)
+            setattr(defn, attr, value)
+
+
+def _check_declared(defn: Definition) -> None:
+    """A file is rejected when its weights contradict its declarations (sum, symmetry, combine)."""
+    from .kernel import symmetry
+
+    for ndim, weights in defn.variants.items():
+        at = f" ({ndim}D)" if ndim else ""
+        if defn.combine == "single" and len(weights) > 1:
+            raise UsageError(
+                f"{len(weights)} kernels{at} but no '# combine: magnitude' or '# combine: max'",
+                subject=defn.source,
+            )
+        for w in weights:
+            if defn.sum is not None and not np.isclose(w.sum(), defn.sum, rtol=1e-9, atol=1e-9):
+                raise UsageError(f"weights{at} sum to {w.sum():g}, but the file declares sum {defn.sum:g}",
+                                 subject=defn.source)
+            if defn.symmetry is not None and symmetry(w) != defn.symmetry and defn.symmetry != "none":
+                raise UsageError(f"weights{at} are not {defn.symmetry} as the file declares", subject=defn.source)
+
+
+# ---------------------------------------------------------------- inline matrices
+
+
+def parse_inline(spec: str, *, subject: str) -> np.ndarray:
+    """A nested list of numbers, ``"[[1,0,-1],[2,0,-2],[1,0,-1]]"`` (JSON grammar; never eval)."""
+    try:
+        obj = json.loads(spec, parse_constant=_reject_constant)
+    except _NonFinite as exc:
+        raise UsageError(f"{exc.args[0]} is not a finite number (NaN/inf are not weights)", subject=subject) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not a matrix of numbers: {exc.msg} at character {exc.pos + 1}", subject=subject) from None
+    return nested_to_array(obj, subject=subject)
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(token: str):
+    raise _NonFinite(token)
+
+
+def nested_to_array(obj, *, subject: str) -> np.ndarray:
+    """Nested lists of numbers into an array, naming the row or slice where nesting breaks."""
+    depth, node = 0, obj
+    while isinstance(node, list) and node:
+        depth, node = depth + 1, node[0]
+    labels = {1: ("value",), 2: ("row", "column"), 3: ("slice", "row", "column")}.get(depth, ())
+
+    def where(path: tuple[int, ...]) -> str:
+        if not path or len(path) > len(labels):
+            return "the matrix "
+        return ", ".join(f"{n} {i}" for n, i in zip(labels, path)) + " "
+
+    def shape_of(node, path: tuple[int, ...]) -> tuple[int, ...]:
+        if isinstance(node, list):
+            if not node:
+                raise UsageError(f"{where(path)}is empty", subject=subject)
+            shapes = [shape_of(child, path + (i,)) for i, child in enumerate(node, 1)]
+            for i, s in enumerate(shapes[1:], 2):
+                if s != shapes[0]:
+                    raise UsageError(
+                        f"ragged matrix: {where(path + (i,))}has {_describe(s)}, "
+                        f"but {where(path + (1,))}has {_describe(shapes[0])}",
+                        subject=subject,
+                    )
+            return (len(node),) + shapes[0]
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise UsageError(f"{where(path)}holds {json.dumps(node)}, not a number", subject=subject)
+        return ()
+
+    if depth > 3:
+        raise UsageError(f"the matrix has {depth} levels of nesting; kernels have at most 3", subject=subject)
+    shape = shape_of(obj, ())
+    if not shape:
+        raise UsageError("a kernel is a list of numbers (e.g. [1, 2, 1]), not a single number", subject=subject)
+    return check_weights(np.array(obj, dtype=np.float64), subject=subject)
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    if not shape:
+        return "a single number"
+    return (f"{shape[0]} value" + ("s" if shape[0] != 1 else "")) if len(shape) == 1 else "shape " + "x".join(map(str, shape))
+
+
+_IM = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.DOTALL)
+
+
+def is_imagemagick(spec: str) -> bool:
+    return _IM.match(spec) is not None
+
+
+def parse_imagemagick(spec: str, *, subject: str) -> np.ndarray:
+    """ImageMagick's user kernel ``"WxH[+X+Y]: v,v,v ..."`` as an H x W matrix.
+
+    As in ImageMagick, ``nan`` or ``-`` marks a position outside the
+    neighbourhood, which for a weighted sum is a weight of 0.  The origin, if
+    given, must be the centre: the engine centres every kernel.
+    """
+    m = _IM.match(spec)
+    width = int(m.group(1))
+    height = int(m.group(2)) if m.group(2) else width
+    tokens = [t for t in _SPLIT.split(m.group(5).strip()) if t]
+    if width < 1 or height < 1:
+        raise UsageError(f"a {width}x{height} kernel is empty", subject=subject)
+    if len(tokens) != width * height:
+        raise UsageError(
+            f"a {width}x{height} kernel needs {width * height} values, {len(tokens)} were given",
+            subject=subject,
+        )
+    if m.group(3):
+        x, y = int(m.group(3)), int(m.group(4))
+        if (x, y) != ((width - 1) // 2, (height - 1) // 2):
+            raise UsageError(
+                f"origin +{x}+{y} is off-centre; convcli centres kernels (origin "
+                f"+{(width - 1) // 2}+{(height - 1) // 2}), pad the kernel with zeros to move it",
+                subject=subject,
+            )
+    values = []
+    for i, token in enumerate(tokens):
+        if token.lower() in ("nan", "-"):
+            values.append(0.0)
+            continue
+        try:
+            value = float(token)
+        except ValueError:
+            raise UsageError(f"value {i + 1} ({token!r}) is not a number", subject=subject) from None
+        if not np.isfinite(value):
+            raise UsageError(f"value {i + 1} ({token!r}) is not a finite number", subject=subject)
+        values.append(value)
+    return check_weights(np.array(values, dtype=np.float64).reshape(height, width), subject=subject)
+
+
+# ---------------------------------------------------------------- JSON, libvips, SoX
+
+
+def read_json(text: str, *, subject: str, name: str) -> Definition:
+    """A JSON nested list, or an object ``{"weights": [...], "description": ..., "range": ...}``."""
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except _NonFinite as exc:
+        raise UsageError(f"{exc.args[0]} is not a finite number (NaN/inf are not weights)", subject=subject) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                         subject=subject) from None
+    meta: dict[str, str] = {}
+    if isinstance(obj, dict):
+        if "weights" not in obj:
+            raise UsageError('a JSON kernel object needs a "weights" list', subject=subject)
+        meta = {k: str(v) for k, v in obj.items() if k != "weights" and v is not None}
+        obj = obj["weights"]
+    defn = Definition(name, subject, {None: [nested_to_array(obj, subject=subject)]})
+    _apply_meta(defn, meta, subject)
+    _check_declared(defn)
+    return defn
+
+
+def read_vips_mat(text: str, *, subject: str) -> np.ndarray:
+    """libvips' matrix file: a header ``W H [scale [offset]]`` then H rows of W numbers."""
+    lines = [(n, ln.split("#", 1)[0].strip()) for n, ln in enumerate(text.splitlines(), 1)]
+    lines = [(n, ln) for n, ln in lines if ln]
+    if not lines:
+        raise UsageError("the matrix file is empty", subject=subject)
+    head_line, head = lines[0]
+    header = _numbers(head, head_line, subject)
+    if len(header) not in (2, 3, 4) or any(v != int(v) or v < 1 for v in header[:2]):
+        raise UsageError(f"line {head_line}: the header must be 'width height [scale [offset]]'", subject=subject)
+    width, height = int(header[0]), int(header[1])
+    scale = header[2] if len(header) > 2 else 1.0
+    offset = header[3] if len(header) > 3 else 0.0
+    if scale == 0:
+        raise UsageError(f"line {head_line}: scale 0 would divide by zero", subject=subject)
+    if offset != 0:
+        raise UsageError(
+            f"line {head_line}: offset {offset:g} is not supported (a kernel only weights samples); "
+            "use --range offset to centre signed results",
+            subject=subject,
+        )
+    rows = lines[1:]
+    if len(rows) != height:
+        raise UsageError(f"the header says {height} rows, the file has {len(rows)}", subject=subject)
+    arr = _rows_to_array(rows, subject=subject)
+    if arr.shape != (height, width):
+        raise UsageError(f"the header says {width}x{height}, the rows hold {arr.shape[1]}x{arr.shape[0]}",
+                         subject=subject)
+    return arr / scale
+
+
+def read_sox_fir(text: str, *, subject: str) -> np.ndarray:
+    """SoX ``fir`` coefficients: numbers separated by white space or newlines, ``#`` comments."""
+    values: list[float] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            values.extend(_numbers(line, lineno, subject))
+    if not values:
+        raise UsageError("the kernel is empty (no coefficients)", subject=subject)
+    return check_weights(np.array(values, dtype=np.float64), subject=subject)
+
+
+# ---------------------------------------------------------------- impulse responses
+
+
+def read_impulse_response(path, *, subject: str, sample_rate: float | None) -> np.ndarray:
+    """A mono WAV/FLAC/... file as a causal 1D correlation kernel (convolution reverb).
+
+    The response h is stored reversed, with n-1 zeros after it, so that the
+    engine's centred correlation computes y[i] = sum_m h[m] x[i-m]: the
+    reverberation follows the sound and never precedes it.
+    """
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (RuntimeError, OSError, soundfile.LibsndfileError) as exc:
+        if not Path(str(path)).exists():
+            raise UsageError("no such impulse-response file", subject=subject) from None
+        raise UsageError(f"cannot read the impulse response as audio ({exc})", subject=subject) from None
+    if data.shape[1] != 1:
+        raise UsageError(
+            f"the impulse response has {data.shape[1]} channels; convcli takes a mono response "
+            "(mix it down first, e.g. sox in.wav -c 1 mono.wav)",
+            subject=subject,
+        )
+    if sample_rate is not None and abs(rate - sample_rate) > 1e-6:
+        raise UsageError(
+            f"the impulse response is sampled at {rate:g} Hz and the input at {sample_rate:g} Hz; "
+            "resample one of them first",
+            subject=subject,
+        )
+    h = check_weights(data[:, 0], subject=subject)
+    return np.concatenate([h[::-1], np.zeros(h.size - 1)])

@@ -1,0 +1,432 @@
+"""Parametrised kernel families: the kernels computed from parameters rather than read from a file.
+
+Each family declares its parameters (with defaults, shown by ``kernels
+list``), the input dimensions it makes sense for, and how its results are
+shown.  Fixed-weight kernels (sobel-x, laplacian, kirsch, ...) are data files
+in the ``kernels/`` library instead; the families that are built from them
+(the gradient magnitudes, ``sharpen``) read them from there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UsageError
+from .kernel import Kernel
+from .spec import NamedSpec, length_in_samples, parse_float, parse_frequency, parse_int
+
+REQUIRED = object()
+AXIS_LETTERS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+NDIM_NAMES = {1: "1D (audio/signal)", 2: "2D (image)", 3: "3D (volume)"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a family.
+
+    ``kind`` is ``length`` (samples, or a time/distance with a unit),
+    ``float``, ``int``, ``freq`` (Hz, ``2k``) or ``str``.  A ``per_axis``
+    parameter takes one value for every axis, or one value per axis.
+    """
+
+    name: str
+    kind: str
+    default: object = REQUIRED
+    per_axis: bool = False
+    help: str = ""
+
+    def shown(self) -> str:
+        if self.default is REQUIRED:
+            return f"{self.name}=?"
+        if self.default is None:
+            return f"{self.name}=auto"
+        return f"{self.name}={self.default}"
+
+
+@dataclass(frozen=True)
+class Context:
+    spec: str
+    ndim: int
+    sample_rate: float | None
+    spacing: tuple[float, ...] | None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A parametrised kernel: parameters in, weight arrays out."""
+
+    name: str
+    build: Callable[..., list[np.ndarray]]
+    description: str
+    params: tuple[Param, ...] = ()
+    dims: tuple[int, ...] = (1, 2, 3)
+    range_default: str = "clip"
+    combine: str = "single"
+    aliases: tuple[str, ...] = ()
+    variadic: bool = False  # the first parameter takes every positional value: gaussian:2,2,0.5
+    extra: dict = field(default_factory=dict)
+
+    def signature(self) -> str:
+        return ",".join(p.shown() for p in self.params)
+
+    def resolve(self, spec: str, parsed: NamedSpec, *, ndim: int, sample_rate, spacing) -> Kernel:
+        if ndim not in self.dims:
+            allowed = " or ".join(NDIM_NAMES[d] for d in self.dims)
+            raise UsageError(
+                f"{self.name} is for {allowed} inputs; this input is {NDIM_NAMES.get(ndim, f'{ndim}D')}",
+                subject=spec,
+            )
+        ctx = Context(spec, ndim, sample_rate, spacing)
+        args = self._bind(parsed, ctx)
+        weights = self.build(ctx, **args)
+        combine = self.combine if len(weights) > 1 or self.combine != "single" else "single"
+        return Kernel(spec, self.name, tuple(weights), combine=combine, range_default=self.range_default,
+                      description=self.description)
+
+    def _bind(self, parsed: NamedSpec, ctx: Context) -> dict:
+        raw: dict[str, list[str]] = {}
+        positional = list(parsed.positional)
+        if positional:
+            if not self.params:
+                raise UsageError(f"{self.name} takes no parameters", subject=ctx.spec)
+            if self.variadic:
+                raw[self.params[0].name] = positional
+            else:
+                if len(positional) > len(self.params):
+                    raise UsageError(
+                        f"{self.name} takes at most {len(self.params)} values in order "
+                        f"({', '.join(p.name for p in self.params)}), {len(positional)} were given",
+                        subject=ctx.spec,
+                    )
+                for p, value in zip(self.params, positional):
+                    raw[p.name] = [value]
+        by_name = {p.name: p for p in self.params}
+        for key, values in parsed.keywords.items():
+            if key not in by_name:
+                known = ", ".join(by_name) or "none"
+                raise UsageError(f"{self.name} has no parameter {key!r} (its parameters: {known})",
+                                 subject=ctx.spec)
+            if key in raw:
+                raise UsageError(f"{key} is given twice", subject=ctx.spec)
+            raw[key] = values
+        args = {}
+        for p in self.params:
+            if p.name in raw:
+                args[p.name] = _convert(p, raw[p.name], ctx)
+            elif p.default is REQUIRED:
+                raise UsageError(f"{self.name} needs {p.name}= ({p.help})", subject=ctx.spec)
+            elif p.default is None:
+                args[p.name] = None
+            else:
+                args[p.name] = _convert(p, str(p.default).split(","), ctx)
+        return args
+
+
+def _convert(p: Param, values: list[str], ctx: Context):
+    if p.per_axis:
+        if len(values) not in (1, ctx.ndim):
+            raise UsageError(
+                f"{p.name} takes one value, or one per axis ({ctx.ndim} for this input), "
+                f"not {len(values)}",
+                subject=ctx.spec,
+            )
+        if len(values) == 1:
+            values = values * ctx.ndim
+        return tuple(_convert_one(p, v, ctx, axis) for axis, v in enumerate(values))
+    if len(values) != 1:
+        raise UsageError(f"{p.name} takes one value, not {len(values)} ({','.join(values)})", subject=ctx.spec)
+    return _convert_one(p, values[0], ctx, 0)
+
+
+def _convert_one(p: Param, text: str, ctx: Context, axis: int):
+    if p.kind == "length":
+        return length_in_samples(text, axis=axis, param=p.name, spec=ctx.spec,
+                                 sample_rate=ctx.sample_rate, spacing=ctx.spacing)
+    if p.kind == "float":
+        return parse_float(text, param=p.name, spec=ctx.spec)
+    if p.kind == "int":
+        return parse_int(text, param=p.name, spec=ctx.spec)
+    if p.kind == "freq":
+        return parse_frequency(text, param=p.name, spec=ctx.spec)
+    return text
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def outer(factors: list[np.ndarray]) -> np.ndarray:
+    """The N-D kernel whose axis i is weighted by ``factors[i]`` (a separable kernel)."""
+    return reduce(np.multiply.outer, factors)
+
+
+def delta(shape: tuple[int, ...]) -> np.ndarray:
+    """The identity kernel of ``shape`` (odd lengths): 1 at the centre."""
+    d = np.zeros(shape)
+    d[tuple(n // 2 for n in shape)] = 1.0
+    return d
+
+
+def embed(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``w`` centred in zeros of a larger odd ``shape``."""
+    out = np.zeros(shape)
+    out[tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(shape, w.shape))] = w
+    return out
+
+
+def gaussian_1d(sigma: float, radius: int, order: int = 0) -> np.ndarray:
+    """scipy.ndimage's sampled Gaussian (order 0) or its second derivative (order 2), as correlation weights.
+
+    The order-0 kernel is normalised to sum 1; the order-2 kernel is
+    (x^2/sigma^4 - 1/sigma^2) times it, the polynomial scipy derives.
+    """
+    if sigma == 0:
+        return np.ones(1) if order == 0 else np.zeros(1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    sigma2 = sigma * sigma
+    phi = np.exp(-0.5 / sigma2 * x ** 2)
+    phi /= phi.sum()
+    if order == 0:
+        return phi
+    return (x ** 2 / sigma2 ** 2 - 1 / sigma2) * phi
+
+
+def _radius(sigma: float, truncate: float) -> int:
+    return int(truncate * float(sigma) + 0.5)
+
+
+def _check_sigmas(ctx: Context, name: str, sigmas, *, positive: bool = False) -> None:
+    for s in sigmas:
+        if s < 0 or (positive and s == 0) or not np.isfinite(s):
+            need = "positive" if positive else "zero or positive"
+            raise UsageError(f"{name} must be {need}, not {s:g}", subject=ctx.spec)
+
+
+def _check_truncate(ctx: Context, truncate: float) -> None:
+    if not (truncate > 0 and np.isfinite(truncate)):
+        raise UsageError(f"truncate must be positive, not {truncate:g}", subject=ctx.spec)
+
+
+# ---------------------------------------------------------------- smoothing
+
+
+def _box(ctx: Context, size) -> list[np.ndarray]:
+    sizes = []
+    for n in size:
+        k = int(round(n))
+        if k < 1:
+            raise UsageError(f"size must be at least 1 sample, not {n:g}", subject=ctx.spec)
+        sizes.append(k)
+    return [np.full(sizes, 1.0 / np.prod(sizes))]
+
+
+def binomial_1d(radius: int) -> np.ndarray:
+    """Row 2R of Pascal's triangle over 4^R: [1, 2, 1]/4 for R = 1."""
+    from scipy.special import comb
+
+    n = 2 * radius
+    return comb(n, np.arange(n + 1), exact=False) / 2.0 ** n
+
+
+def _binomial(ctx: Context, radius) -> list[np.ndarray]:
+    if any(r < 0 for r in radius):
+        raise UsageError("radius must be 0 or more", subject=ctx.spec)
+    return [outer([binomial_1d(r) for r in radius])]
+
+
+def gaussian_nd(sigma, truncate: float, radius=None) -> np.ndarray:
+    radii = radius or [_radius(s, truncate) for s in sigma]
+    return outer([gaussian_1d(s, r) for s, r in zip(sigma, radii)])
+
+
+def _gaussian(ctx: Context, sigma, truncate, radius) -> list[np.ndarray]:
+    _check_sigmas(ctx, "sigma", sigma)
+    _check_truncate(ctx, truncate)
+    if radius is not None and any(r < 0 for r in radius):
+        raise UsageError("radius must be 0 or more", subject=ctx.spec)
+    return [gaussian_nd(sigma, truncate, radius)]
+
+
+def log_nd(sigma, truncate: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_laplace's kernel: the sum over axes of the second
+    derivative along that axis, smoothed by the Gaussian along the others."""
+    radii = [_radius(s, truncate) for s in sigma]
+    smooth = [gaussian_1d(s, r) for s, r in zip(sigma, radii)]
+    second = [gaussian_1d(s, r, order=2) for s, r in zip(sigma, radii)]
+    return sum(outer(smooth[:a] + [second[a]] + smooth[a + 1:]) for a in range(len(sigma)))
+
+
+def _log(ctx: Context, sigma, truncate) -> list[np.ndarray]:
+    _check_sigmas(ctx, "sigma", sigma, positive=True)
+    _check_truncate(ctx, truncate)
+    return [log_nd(sigma, truncate)]
+
+
+def _dog(ctx: Context, sigma1, sigma2, truncate) -> list[np.ndarray]:
+    if sigma2 is None:
+        sigma2 = tuple(1.6 * s for s in sigma1)  # Marr-Hildreth's ratio, close to a LoG
+    _check_sigmas(ctx, "sigma1", sigma1, positive=True)
+    _check_sigmas(ctx, "sigma2", sigma2, positive=True)
+    _check_truncate(ctx, truncate)
+    g1, g2 = gaussian_nd(sigma1, truncate), gaussian_nd(sigma2, truncate)
+    shape = tuple(max(a, b) for a, b in zip(g1.shape, g2.shape))
+    return [embed(g1, shape) - embed(g2, shape)]
+
+
+# ---------------------------------------------------------------- built from library kernels
+
+
+def library_weights(name: str, ndim: int, spec: str) -> list[np.ndarray]:
+    from . import files, library
+
+    entry = library.builtin_entries().get(name)
+    if entry is None:  # the library ships these; a missing one is a broken install
+        raise UsageError(f"the kernel library has no {name}.txt (reinstall convcli)", subject=spec)
+    return files.read_definition(entry, subject=str(entry), name=name).weights_for(ndim, subject=spec)
+
+
+def _gradient_magnitude(base: str):
+    def build(ctx: Context) -> list[np.ndarray]:
+        return [library_weights(f"{base}-{axis}", ctx.ndim, ctx.spec)[0] for axis in AXIS_LETTERS[ctx.ndim]]
+
+    return build
+
+
+def _sharpen(ctx: Context, amount) -> list[np.ndarray]:
+    lap = library_weights("laplacian", ctx.ndim, ctx.spec)[0]
+    return [delta(lap.shape) - amount * lap]
+
+
+def _unsharp(ctx: Context, sigma, amount, truncate) -> list[np.ndarray]:
+    _check_sigmas(ctx, "sigma", sigma)
+    _check_truncate(ctx, truncate)
+    g = gaussian_nd(sigma, truncate)
+    return [(1 + amount) * delta(g.shape) - amount * g]
+
+
+def _motion(ctx: Context, length, angle) -> list[np.ndarray]:
+    """A line of ``length`` pixels through the centre at ``angle`` degrees
+    (0 = along x, counter-clockwise as seen with rows going down the screen),
+    each pixel weighted by how close its centre lies to the line (1 - distance,
+    a one-pixel-wide antialiased line), normalised to sum 1."""
+    if not (length >= 1 and np.isfinite(length)):
+        raise UsageError(f"length must be at least 1 pixel, not {length:g}", subject=ctx.spec)
+    half = (length - 1) / 2
+    theta = np.deg2rad(angle)
+    ux, uy = np.cos(theta), -np.sin(theta)  # rows grow downwards
+    r = int(np.ceil(half + 1e-9))
+    y, x = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
+    t = np.clip(x * ux + y * uy, -half, half)
+    dist = np.hypot(x - t * ux, y - t * uy)
+    w = np.clip(1 - dist, 0, None)
+    w[np.abs(w) < 1e-12] = 0.0
+    return [w / w.sum()]
+
+
+# ---------------------------------------------------------------- audio designs
+
+
+def _window(ctx: Context, window: str):
+    name, _, arg = window.partition("(")
+    if not arg:
+        return name
+    try:
+        return (name, float(arg.rstrip(")")))
+    except ValueError:
+        raise UsageError(f"window={window}: write a window parameter as name(number), e.g. kaiser(8)",
+                         subject=ctx.spec) from None
+
+
+def _firwin(ctx: Context, cutoff, taps: int, window: str, pass_zero) -> list[np.ndarray]:
+    from scipy import signal
+
+    if not ctx.sample_rate:
+        raise UsageError("a frequency filter needs the input's sample rate, and this input has none "
+                         "(a .npy array has no sample rate; use an audio file)", subject=ctx.spec)
+    nyquist = ctx.sample_rate / 2
+    for f in np.atleast_1d(cutoff):
+        if not 0 < f < nyquist:
+            raise UsageError(f"{f:g} Hz is outside (0, {nyquist:g}) Hz, the range of a {ctx.sample_rate:g} Hz "
+                             "signal", subject=ctx.spec)
+    if taps < 1:
+        raise UsageError(f"taps must be at least 1, not {taps}", subject=ctx.spec)
+    if pass_zero is not True and taps % 2 == 0:
+        raise UsageError(f"taps={taps}: a filter that passes the Nyquist frequency needs an odd number of taps",
+                         subject=ctx.spec)
+    win = _window(ctx, window)
+    try:
+        signal.get_window(win, taps)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"window={window}: {exc}", subject=ctx.spec) from None
+    return [signal.firwin(taps, cutoff, window=win, pass_zero=pass_zero, fs=ctx.sample_rate)]
+
+
+def _lowpass(ctx: Context, cutoff, taps, window):
+    return _firwin(ctx, cutoff, taps, window, True)
+
+
+def _highpass(ctx: Context, cutoff, taps, window):
+    return _firwin(ctx, cutoff, taps, window, False)
+
+
+def _bandpass(ctx: Context, low, high, taps, window):
+    if low >= high:
+        raise UsageError(f"low ({low:g} Hz) must be below high ({high:g} Hz)", subject=ctx.spec)
+    return _firwin(ctx, [low, high], taps, window, False)
+
+
+# ---------------------------------------------------------------- the table
+
+_SIGMA = Param("sigma", "length", 1, per_axis=True, help="standard deviation: samples, or 5ms / 1.5mm")
+_TRUNCATE = Param("truncate", "float", 4.0, help="radius = int(truncate * sigma + 0.5)")
+_TAPS = Param("taps", "int", 101, help="filter length")
+_WINDOW = Param("window", "str", "hamming", help="scipy.signal window name, e.g. hann or kaiser(8)")
+
+_FAMILY_LIST = [
+    Family("box", _box, "Mean over N samples per axis (moving average)",
+           (Param("size", "length", 3, per_axis=True, help="window length per axis"),),
+           aliases=("blur", "mean"), variadic=True),
+    Family("binomial", _binomial, "Binomial smoothing, Pascal's triangle row 2R ([1,2,1]/4 for R=1)",
+           (Param("radius", "int", 1, per_axis=True, help="radius R"),), variadic=True),
+    Family("gaussian", _gaussian, "Gaussian blur, scipy.ndimage.gaussian_filter's kernel",
+           (_SIGMA, _TRUNCATE, Param("radius", "int", None, per_axis=True, help="radius per axis, overrides truncate")),
+           variadic=True),
+    Family("log", _log, "Laplacian of Gaussian (scipy.ndimage.gaussian_laplace)", (_SIGMA, _TRUNCATE),
+           range_default="offset", variadic=True),
+    Family("dog", _dog, "Difference of Gaussians G(sigma1) - G(sigma2)",
+           (Param("sigma1", "length", 1, per_axis=True, help="the narrow Gaussian"),
+            Param("sigma2", "length", None, per_axis=True, help="the wide Gaussian, 1.6 x sigma1 by default"),
+            _TRUNCATE),
+           range_default="offset"),
+    Family("sobel", _gradient_magnitude("sobel"), "Sobel gradient magnitude over all axes",
+           combine="magnitude"),
+    Family("prewitt", _gradient_magnitude("prewitt"), "Prewitt gradient magnitude over all axes",
+           combine="magnitude"),
+    Family("scharr", _gradient_magnitude("scharr"), "Scharr gradient magnitude over all axes",
+           combine="magnitude"),
+    Family("sharpen", _sharpen, "Sharpen: identity - amount x laplacian (5-point in 2D, 7-point in 3D)",
+           (Param("amount", "float", 1.0, help="strength"),)),
+    Family("unsharp", _unsharp, "Unsharp mask: identity + amount x (identity - gaussian)",
+           (_SIGMA, Param("amount", "float", 1.0, help="strength"), _TRUNCATE)),
+    Family("motion", _motion, "Motion blur along a line (2D)",
+           (Param("length", "float", 9, help="line length in pixels"),
+            Param("angle", "float", 0.0, help="degrees, 0 = along x, counter-clockwise")),
+           dims=(2,)),
+    Family("lowpass", _lowpass, "Windowed-sinc low-pass FIR (scipy.signal.firwin), audio",
+           (Param("cutoff", "freq", help="cutoff frequency, e.g. 2k"), _TAPS, _WINDOW), dims=(1,)),
+    Family("highpass", _highpass, "Windowed-sinc high-pass FIR (scipy.signal.firwin), audio",
+           (Param("cutoff", "freq", help="cutoff frequency, e.g. 200hz"), _TAPS, _WINDOW), dims=(1,)),
+    Family("bandpass", _bandpass, "Windowed-sinc band-pass FIR (scipy.signal.firwin), audio",
+           (Param("low", "freq", help="lower band edge, e.g. 300"), Param("high", "freq", help="upper band edge, e.g. 3k"),
+            _TAPS, _WINDOW), dims=(1,)),
+]
+
+FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILY_LIST}
+ALIASES: dict[str, str] = {alias: f.name for f in _FAMILY_LIST for alias in f.aliases}
+
+
+def lookup(name: str) -> Family | None:
+    """The family called ``name`` (or one of its aliases), or None."""
+    return FAMILIES.get(ALIASES.get(name, name))

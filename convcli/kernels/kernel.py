@@ -1,0 +1,209 @@
+"""The resolved kernel: correlation weights, how responses combine, how results are shown."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+
+COMBINES = ("single", "magnitude", "max")
+RANGES = ("clip", "abs", "offset", "rescale")
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """One ``-k`` spec, resolved into weights for an input of a known dimension.
+
+    Every array in ``weights`` is a *correlation* kernel: it is laid over the
+    samples as written (``convolve=True`` flips it).  A kernel with several
+    weights (a gradient magnitude, Kirsch's eight compass masks) runs each one
+    and combines the responses with ``combine``.
+
+    Attributes
+    ----------
+    spec : str
+        What the user typed.
+    name : str
+        Canonical name: ``"sobel-x"``, ``"gaussian"``, ``"file:edge.txt"``, ``"inline"``.
+    weights : tuple of numpy.ndarray
+        One or more float64 kernels, each with the input's spatial ndim.
+    combine : {"single", "magnitude", "max"}
+        ``magnitude`` is the square root of the sum of the squared responses,
+        ``max`` their pointwise maximum.
+    range_default : {"clip", "abs", "offset", "rescale"}
+        How integer outputs show the result unless ``--range`` says otherwise.
+    description : str
+        One line for ``kernels show`` and ``filter --explain``.
+    """
+
+    spec: str
+    name: str
+    weights: tuple[np.ndarray, ...]
+    combine: str = "single"
+    range_default: str = "clip"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, not {self.combine!r}")
+        if self.range_default not in RANGES:
+            raise ValueError(f"range_default must be one of {RANGES}, not {self.range_default!r}")
+        if not self.weights:
+            raise ValueError("a kernel needs at least one weight array")
+        if self.combine == "single" and len(self.weights) != 1:
+            raise ValueError("combine='single' takes exactly one weight array")
+        frozen = []
+        for w in self.weights:
+            w = np.array(w, dtype=np.float64)  # a private copy: the kernel is immutable
+            w.setflags(write=False)
+            frozen.append(w)
+        object.__setattr__(self, "weights", tuple(frozen))
+
+    @property
+    def ndim(self) -> int:
+        """Spatial dimension of the weights (1 audio, 2 image, 3 volume)."""
+        return self.weights[0].ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.weights[0].shape
+
+    def apply(self, x, *, convolve: bool = False, **engine_kwargs) -> np.ndarray:
+        """Filter ``x`` with every weight array and combine the responses.
+
+        Parameters
+        ----------
+        x : array_like
+            The samples; the last ``self.ndim`` axes (not counting
+            ``channel_axis``) are spatial.
+        convolve : bool
+            Flip the weights (mathematical convolution) instead of correlating.
+        **engine_kwargs
+            Passed on to :func:`convcli.engine.correlate` (stride, padding,
+            pad_mode, dilation, channel_axis, method, precision).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, or float64 for float64 input (the engine's rule).
+        """
+        from .. import engine
+
+        run = engine.convolve if convolve else engine.correlate
+        engine_kwargs.setdefault("spatial_ndim", self.ndim)
+        responses = (run(x, w, **engine_kwargs) for w in self.weights)
+        if self.combine == "single":
+            return next(responses)
+        if self.combine == "max":
+            out = next(responses)
+            for r in responses:
+                np.maximum(out, r, out=out)
+            return out
+        out = np.square(next(responses))
+        for r in responses:
+            out += np.square(r)
+        return np.sqrt(out, out=out)
+
+    def describe(self) -> dict:
+        """Facts about the weights: shape, sum, separability, rank, symmetry, value range.
+
+        For a kernel with several weight arrays the per-array facts are those
+        of the first array, and ``kernels`` counts them.
+        """
+        w = self.weights[0]
+        rank = tensor_rank(w)
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "description": self.description,
+            "ndim": w.ndim,
+            "shape": list(w.shape),
+            "kernels": len(self.weights),
+            "combine": self.combine,
+            "range_default": self.range_default,
+            "sum": [float(k.sum()) for k in self.weights] if len(self.weights) > 1 else float(w.sum()),
+            "min": float(min(k.min() for k in self.weights)),
+            "max": float(max(k.max() for k in self.weights)),
+            "separable": all(tensor_rank(k) == (1,) * k.ndim for k in self.weights),
+            "rank": rank[0] if len(rank) <= 2 else list(rank),
+            "symmetry": symmetry(w),
+        }
+
+
+def tensor_rank(w: np.ndarray) -> tuple[int, ...]:
+    """Rank of each unfolding of ``w`` (the multilinear rank); all 1 means separable.
+
+    A 2D kernel's two unfoldings share one rank (its matrix rank).  The
+    tolerance is relative to the largest singular value, so an outer product
+    of floats still counts as rank 1.
+    """
+    if not np.any(w):
+        return (0,) * max(w.ndim, 1)
+    ranks = []
+    for axis in range(w.ndim):
+        m = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        s = np.linalg.svd(m, compute_uv=False)
+        ranks.append(int(np.sum(s > s[0] * 1e-10)))
+    return tuple(ranks)
+
+
+def symmetry(w: np.ndarray) -> str:
+    """``"symmetric"`` or ``"antisymmetric"`` under a flip of every axis, else ``"none"``."""
+    flipped = np.flip(w)
+    tol = 1e-12 * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    if np.allclose(w, flipped, rtol=0, atol=tol):
+        return "symmetric"
+    if np.allclose(w, -flipped, rtol=0, atol=tol):
+        return "antisymmetric"
+    return "none"
+
+
+def is_zero_sum(w: np.ndarray) -> bool:
+    """True when the weights cancel: the sum is negligible against their size."""
+    return abs(float(w.sum())) <= 1e-9 * float(np.abs(w).sum())
+
+
+def check_weights(w: np.ndarray, *, subject: str) -> np.ndarray:
+    """Refuse empty weights and NaN/inf, naming the first bad position."""
+    if w.size == 0 or 0 in w.shape:
+        raise UsageError(f"the kernel is empty (shape {w.shape})", subject=subject)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UsageError(
+            f"the kernel holds {w[where]!r} at index {list(where)}; weights must be finite numbers",
+            subject=subject,
+        )
+    return w
+
+
+def fit_ndim(w: np.ndarray, ndim: int, *, subject: str) -> np.ndarray:
+    """Give ``w`` the input's spatial ndim by dropping leading length-1 axes, or refuse.
+
+    A kernel is never given extra axes: a 2D kernel on a volume would be a
+    guess (which plane?), so it is an error with the shape in the message.
+    """
+    while w.ndim > ndim and w.shape[0] == 1:
+        w = w[0]
+    if w.ndim == ndim:
+        return w
+    kind = {1: "a 1D signal", 2: "an image (2 spatial axes)", 3: "a volume (3 spatial axes)"}.get(
+        ndim, f"an input with {ndim} spatial axes"
+    )
+    raise UsageError(
+        f"the kernel has shape {tuple(w.shape)} ({w.ndim}D) but the input is {kind}; "
+        f"give a {ndim}D kernel",
+        subject=subject,
+    )
+
+
+def normalized(w: np.ndarray, *, subject: str) -> np.ndarray:
+    """Divide by the sum, refusing a zero-sum kernel instead of dividing by zero."""
+    if is_zero_sum(w):
+        raise UsageError(
+            "--normalize divides by the kernel's sum, but its weights sum to 0 "
+            "(an edge or derivative kernel); drop --normalize and use --range offset to see both signs",
+            subject=subject,
+        )
+    return w / w.sum()

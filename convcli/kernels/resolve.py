@@ -1,0 +1,177 @@
+"""Turn a ``-k`` spec into a :class:`Kernel` for an input of known dimension."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, UsageError
+from . import files, library
+from .kernel import Kernel, check_weights, fit_ndim, normalized
+from .spec import classify, parse_named
+
+
+def resolve(
+    spec: str,
+    *,
+    ndim: int,
+    sample_rate: float | None = None,
+    spacing: tuple[float, ...] | None = None,
+    normalize: bool = False,
+) -> Kernel:
+    """Resolve one kernel spec for an input with ``ndim`` spatial axes.
+
+    Parameters
+    ----------
+    spec : str
+        A name (``sobel-x``, ``gaussian:sigma=2``), a kernel file
+        (``edge.txt``, ``k.npy``, ``ir:hall.wav``), or an inline matrix
+        (``"[[0,1,0],[1,-4,1],[0,1,0]]"``, ``"3x3: 0,1,0 1,-4,1 0,1,0"``).
+    ndim : int
+        Spatial axes of the input: 1 audio, 2 image, 3 volume.
+    sample_rate : float, optional
+        Samples per second of audio; needed by frequencies and times (``5ms``).
+    spacing : tuple of float, optional
+        Sample spacing per spatial axis in millimetres; needed by ``1.5mm``.
+    normalize : bool
+        Divide the weights by their sum (refused for zero-sum kernels).
+
+    Raises
+    ------
+    convcli.errors.UsageError
+        With ``subject`` the spec (or the kernel file) and the reason.
+
+    Examples
+    --------
+    >>> resolve("[[1, 2, 1]]", ndim=2).weights[0].shape
+    (1, 3)
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError("the kernel spec is empty", subject=repr(spec) if isinstance(spec, str) else "-k")
+    if ndim not in (1, 2, 3):
+        raise ParameterError(f"must be 1, 2 or 3 spatial axes, not {ndim!r}", subject="ndim")
+    if spacing is not None:
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ParameterError(f"needs {ndim} positive numbers, got {spacing}", subject="spacing")
+    if sample_rate is not None and not (np.isfinite(sample_rate) and sample_rate > 0):
+        raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
+
+    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
+    if normalize:
+        subject = _file_subject(spec) or spec
+        kernel = Kernel(
+            spec=kernel.spec,
+            name=kernel.name,
+            weights=tuple(normalized(w, subject=subject) for w in kernel.weights),
+            combine=kernel.combine,
+            range_default=kernel.range_default,
+            description=kernel.description,
+        )
+    return kernel
+
+
+def resolve_all(
+    specs: Sequence[str],
+    *,
+    ndim: int,
+    sample_rate: float | None = None,
+    spacing: tuple[float, ...] | None = None,
+    normalize: bool = False,
+) -> list[Kernel]:
+    """Resolve repeated ``-k`` specs, in the order they are applied."""
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise UsageError("no kernel given (use -k NAME, -k FILE or -k MATRIX)", subject="-k")
+    return [
+        resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize) for s in specs
+    ]
+
+
+def _file_subject(spec: str) -> str | None:
+    kind = classify(spec)
+    if kind in ("file", "ir"):
+        s = spec.strip()
+        return s.split(":", 1)[1] if kind == "ir" or s.startswith("file:") else s
+    return None
+
+
+def _resolve(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
+    kind = classify(spec)
+    s = spec.strip()
+    if kind == "inline":
+        w = fit_ndim(files.parse_inline(s, subject=spec), ndim, subject=spec)
+        return Kernel(spec, "inline", (w,), description="inline matrix")
+    if kind == "imagemagick":
+        w = fit_ndim(files.parse_imagemagick(s, subject=spec), ndim, subject=spec)
+        return Kernel(spec, "inline", (w,), description="inline matrix (ImageMagick syntax)")
+    if kind == "ir":
+        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate)
+    if kind == "file":
+        path = Path(_file_subject(spec)).expanduser()
+        if path.suffix.lower() in files.AUDIO_EXTS:
+            return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate)
+        defn = files.read_definition(path, subject=str(path))
+        return _from_definition(spec, defn, ndim=ndim, subject=str(path))
+    return _named(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
+
+
+def _impulse_response(spec: str, *, ndim: int, sample_rate) -> Kernel:
+    path = Path(_file_subject(spec)).expanduser()
+    if ndim != 1:
+        raise UsageError(
+            f"an impulse response filters audio (1 spatial axis); this input has {ndim}", subject=str(path)
+        )
+    w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate)
+    return Kernel(spec, f"ir:{path.name}", (w,), description="impulse response (causal convolution)")
+
+
+def _from_definition(spec: str, defn: files.Definition, *, ndim: int, subject: str) -> Kernel:
+    weights = tuple(check_weights(w, subject=subject) for w in defn.weights_for(ndim, subject=subject))
+    combine = defn.combine if len(weights) > 1 else "single"
+    return Kernel(spec, defn.name, weights, combine=combine, range_default=defn.range_default,
+                  description=defn.description)
+
+
+def _named(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
+    from . import generators
+
+    parsed = parse_named(spec)
+    name = parsed.name
+    entry = library.find(name)
+    if len(parsed.positional) == 1 and not parsed.keywords:
+        # NAME:V picks the variant file NAME-V (laplacian:8 -> laplacian-8, sobel:x -> sobel-x)
+        variant = library.find(f"{name}-{parsed.positional[0]}")
+        if variant is not None:
+            entry, name = variant, f"{name}-{parsed.positional[0]}"
+        elif entry is not None:
+            raise UsageError(f"{name} takes no parameters", subject=spec)
+    elif entry is not None and parsed.has_params:
+        raise UsageError(f"{name} takes no parameters", subject=spec)
+    if entry is not None:
+        defn = files.read_definition(entry, subject=_entry_subject(entry), name=name)
+        return _from_definition(spec, defn, ndim=ndim, subject=spec)
+    family = generators.lookup(name)
+    if family is None:
+        raise UsageError(_unknown_message(name), subject=spec)
+    return family.resolve(spec, parsed, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
+
+
+def _entry_subject(entry) -> str:
+    return str(entry)
+
+
+def known_names() -> list[str]:
+    """Every name a spec can start with: library files, families and their aliases."""
+    from . import generators
+
+    return sorted({*library.entries(), *generators.FAMILIES, *generators.ALIASES})
+
+
+def _unknown_message(name: str) -> str:
+    close = difflib.get_close_matches(name, known_names(), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown kernel name{hint} (convcli kernels list shows them all)"
