@@ -47,9 +47,8 @@ from . import filter_cmd  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map every failure to one line and an exit code."""
-    import click
-
     from .report import run_guarded
 
-    code = run_guarded(lambda: app(args=argv, standalone_mode=False), click)
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = run_guarded(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
     sys.exit(code)

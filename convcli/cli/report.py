@@ -67,26 +67,20 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
-def run_guarded(run: Callable[[], object], click) -> int:
-    """Run the Click app in non-standalone mode and return the process exit code."""
+def run_guarded(run: Callable[[], object]) -> int:
+    """Run the Typer app in non-standalone mode and return the process exit code.
+
+    Click's exceptions are recognised by their public attributes, because
+    Typer vendors its own copy of Click in recent releases.
+    """
+    import typer
+
     try:
         result = run()
         return result if isinstance(result, int) else EXIT_OK
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.UsageError as exc:
-        if exc.ctx is not None and exc.ctx.command_path:
-            error_line(f"{exc.format_message()} (see '{exc.ctx.command_path} --help')")
-        else:
-            error_line(exc.format_message())
-        return EXIT_USAGE
-    except click.exceptions.ClickException as exc:
-        error_line(exc.format_message())
-        return exc.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("\n")
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -95,6 +89,14 @@ def run_guarded(run: Callable[[], object], click) -> int:
     except ConvcliError as exc:
         if debug_enabled():
             raise
-        error_line(exc.line())
+        error_line(_cli_subject(exc).line())
         return exc.exit_code
-
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        message = exc.format_message()
+        if exc.exit_code == EXIT_USAGE and ctx is not None and ctx.command_path:
+            message = f"{message} (see '{ctx.command_path} --help')"
+        error_line(message)
+        return exc.exit_code
