@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from ..errors import DataError, OutputError, UsageError
 from .signal import KINDS, Signal
 
+IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")
+
 __all__ = ["read", "write", "derive", "Signal", "Written", "KINDS"]
 
 
@@ -79,7 +81,17 @@ def _reader(fmt: str):
         from .arrays import read_array_signal
 
         return read_array_signal
-    raise DataError(f"reading {fmt} files is not supported yet")
+    if fmt in IMAGE_FORMATS:
+        from .image import read_image
+
+        return read_image
+    if fmt in ("nifti", "nifti-gz"):
+        from .volume import read_nifti
+
+        return read_nifti
+    from .audio import read_audio
+
+    return read_audio
 
 
 def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
@@ -136,7 +148,21 @@ def _writer(fmt: str, dest: str):
         from .arrays import write_array_signal
 
         return write_array_signal
-    raise OutputError(f"writing {fmt} files is not supported yet", subject=dest)
+    if fmt == "tiff":
+        from .volume import write_tiff
+
+        return write_tiff
+    if fmt in IMAGE_FORMATS:
+        from .image import write_image
+
+        return write_image
+    if fmt in ("nifti", "nifti-gz"):
+        from .volume import write_nifti
+
+        return write_nifti
+    from .audio import write_audio
+
+    return write_audio
 
 
 def derive(sig: Signal, data, *, stride=1, origin=None) -> Signal:

@@ -125,19 +125,21 @@ def _read_stdin(max_bytes: int | None) -> bytes:
 
 
 @contextlib.contextmanager
-def atomic_path(dest) -> Iterator[str]:
+def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
     """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
 
     ``dest == "-"`` writes to a private temporary file and copies it to stdout
     at the end, so a failed writer never sends half a file down a pipe.  The
     temporary path keeps the destination's extension so libraries that choose
-    a format or compression from it (nibabel's ``.nii.gz``) behave the same.
+    a format or compression from it (nibabel's ``.nii.gz``) behave the same;
+    `suffix` sets it explicitly (for stdout).
     Any failure removes the temporary file; an ``OSError`` becomes an
     :class:`OutputError` naming `dest`.
     """
     to_stdout = str(dest) == STDIO
     dest = str(dest)
-    suffix = file_suffix(dest) if not to_stdout else ""
+    if suffix is None:
+        suffix = file_suffix(dest) if not to_stdout else ""
     if to_stdout:
         folder = None
         subject = "<stdout>"

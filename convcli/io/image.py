@@ -1,0 +1,358 @@
+"""Images through Pillow: PNG, JPEG, TIFF, BMP, WebP, GIF, PPM/PGM, in their own bit depth and mode.
+
+Samples are read in their stored type: uint8 for modes 1/L/LA/RGB/RGBA/CMYK
+(mode 1 as 0/255, palettes expanded to RGB or RGBA), uint16 for 16-bit grey
+(and 16-bit colour PNG through :mod:`convcli.io.png16`), int32 for mode I,
+float32 for mode F.  Colour and alpha are the last axis.  The EXIF
+orientation is applied (and the tag dropped) unless ``auto_orient=False``; the
+ICC profile, DPI and EXIF travel in ``meta`` to the writer, which puts them
+back where the output format allows.
+
+Pillow's decompression-bomb guard stays on and is stricter: the pixel count is
+checked from the header, before decoding, against ``max_pixels``.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+from ..errors import DataError, OutputError, UsageError
+
+# Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
+MODE_SAMPLES = {
+    "1": ("uint8", 1), "L": ("uint8", 1), "LA": ("uint8", 2), "RGB": ("uint8", 3), "RGBA": ("uint8", 4),
+    "CMYK": ("uint8", 4), "I;16": ("uint16", 1), "I": ("int32", 1), "F": ("float32", 1),
+    "LA;16": ("uint16", 2), "RGB;16": ("uint16", 3), "RGBA;16": ("uint16", 4),
+}
+ALPHA_MODES = {"LA", "RGBA", "LA;16", "RGBA;16"}
+PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP", "gif": "GIF", "pnm": "PPM"}
+
+# The modes each output format stores; anything else is converted (and said so).
+FORMAT_MODES = {
+    "png": {"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"},
+    "jpeg": {"L", "RGB", "CMYK"},
+    "tiff": {"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"},
+    "bmp": {"1", "L", "RGB", "RGBA"},
+    "webp": {"RGB", "RGBA"},
+    "gif": {"L", "RGB"},
+    "pnm": {"1", "L", "RGB", "I;16"},
+}
+
+
+@contextlib.contextmanager
+def _pillow_errors(subject: str, limits):
+    """Map everything Pillow raises on a bad file to one DataError; keep its bomb guard at our limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{exc} (raise the limit with --max-pixels)", subject=subject) from None
+    except UnidentifiedImageError:
+        raise DataError("not a readable image (unrecognised or corrupt data)", subject=subject) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+            OverflowError, __import__("struct").error) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text or isinstance(exc, EOFError):
+            text = f"truncated or corrupt image ({text})"
+        raise DataError(f"cannot decode the image: {text}", subject=subject) from None
+    except MemoryError:
+        raise DataError("the image is too large to decode in memory", subject=subject) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
+    """Reader for every image format; a multi-page TIFF becomes a volume."""
+    from . import png16
+
+    if kind in ("signal", "audio"):
+        raise UsageError(f"an image file cannot be read as {kind}", subject="--kind")
+    if fmt == "png" and png16.wants_png16(source.head(64)):
+        if kind == "volume":
+            raise UsageError("a PNG image cannot be read as a volume", subject="--kind")
+        return _read_png16(source, limits)
+    with _pillow_errors(source.name, limits):
+        from PIL import Image
+
+        with source.open() as fh, Image.open(fh) as im:
+            limits.check_pixels(im.width, im.height, source.name)
+            frames = _frame_count(im, fmt, limits, source.name)
+            if fmt == "tiff" and (frames > 1 or kind == "volume"):
+                from .volume import read_tiff_stack
+
+                return read_tiff_stack(im, frames, source.name, limits)
+            if kind == "volume":
+                raise UsageError(f"a {fmt.upper()} image cannot be read as a volume", subject="--kind")
+            return _image_signal(im, fmt, frames, source.name, limits, auto_orient)
+
+
+MAX_PAGES = 65536
+
+
+def _frame_count(im, fmt: str, limits, subject: str) -> int:
+    if fmt != "tiff":
+        return getattr(im, "n_frames", 1)
+    # Count pages by seeking one at a time, checking every page's size and the
+    # running total against the limits, so a huge page count or a page that
+    # claims a huge size is refused before anything is decoded.
+    pages = 0
+    try:
+        while True:
+            im.seek(pages)
+            pages += 1
+            limits.check_pixels(im.width, im.height, subject)
+            limits.check_samples((pages, im.height, im.width), 4, subject)
+            if pages > MAX_PAGES:
+                raise DataError(f"more than {MAX_PAGES} TIFF pages", subject=subject)
+    except EOFError:
+        pass
+    im.seek(0)
+    return max(pages, 1)
+
+
+def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool):
+    import numpy as np
+    from PIL import ImageOps
+
+    from .signal import Signal
+
+    meta = {"format": fmt}
+    if frames > 1:
+        meta["frames"] = frames
+        meta["first_frame_only"] = True
+    info = dict(im.info)
+    exif = im.getexif() if hasattr(im, "getexif") else None
+    orientation = exif.get(0x0112, 1) if exif else 1
+    mode = im.mode
+    channels = MODE_SAMPLES.get(_normal_mode(mode, im), (None, 3))[1]
+    limits.check_samples((im.height, im.width, channels), 4, subject)
+    im.load()
+    if auto_orient and orientation not in (1, None):
+        im = ImageOps.exif_transpose(im)  # upright pixels, Orientation tag removed
+        meta["oriented"] = int(orientation)
+        exif = im.getexif()
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in info or (im.palette and im.palette.mode == "RGBA")
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        meta["palette_expanded"] = True
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        mode = "I;16"
+    elif mode == "LA" or mode == "La":
+        im = im.convert("LA") if mode == "La" else im
+    elif mode in ("RGBa", "RGBX"):
+        im = im.convert("RGBA" if mode == "RGBa" else "RGB")
+    elif mode not in MODE_SAMPLES:
+        raise DataError(f"unsupported image mode {mode}", subject=subject)
+    mode = im.mode if mode not in ("1", "I;16") else mode
+    if mode == "1":
+        data = np.where(np.asarray(im, dtype=bool), np.uint8(255), np.uint8(0))
+    else:
+        data = np.asarray(im)
+        dtype = np.dtype(MODE_SAMPLES[mode][0])
+        data = np.array(data, dtype=dtype, order="C", copy=True)  # native order, writable
+    meta["mode"] = mode
+    meta["dtype"] = str(data.dtype)
+    meta["alpha"] = mode in ALPHA_MODES
+    if info.get("icc_profile"):
+        meta["icc_profile"] = info["icc_profile"]
+    if info.get("dpi"):
+        meta["dpi"] = tuple(float(v) for v in info["dpi"])
+    if exif:
+        if auto_orient:
+            exif.pop(0x0112, None)  # the pixels are upright now
+        if len(exif):
+            meta["exif"] = exif.tobytes()
+    spacing = None
+    if fmt == "tiff":
+        from .volume import tiff_spacing
+
+        spacing = tiff_spacing(im, 2)
+    return Signal(data=data, kind="image", channel_axis=-1 if data.ndim == 3 else None, spacing=spacing, meta=meta)
+
+
+def _normal_mode(mode: str, im) -> str:
+    if mode.startswith("I;16"):
+        return "I;16"
+    if mode in ("P", "PA"):
+        return "RGBA" if mode == "PA" or "transparency" in im.info else "RGB"
+    return mode
+
+
+def _read_png16(source, limits):
+    from . import png16
+    from .signal import Signal
+
+    with source.open() as fh:
+        raw = fh.read()
+    data, info = png16.decode(raw, source.name, limits)
+    channels = data.shape[2]
+    mode = png16.MODES[channels]
+    meta = {"format": "png", "mode": mode, "dtype": "uint16", "alpha": mode in ALPHA_MODES}
+    if info.get("icc_profile"):
+        meta["icc_profile"] = info["icc_profile"]
+    if info.get("dpi"):
+        meta["dpi"] = info["dpi"]
+    if info.get("transparency_dropped"):
+        meta["transparency_dropped"] = True
+    return Signal(data=data, kind="image", channel_axis=-1, meta=meta)
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+
+def _mode_for(channels: int, dtype, meta_mode: str | None) -> str:
+    """The Pillow-style mode of samples with `channels` of `dtype`, preferring the input's mode."""
+    import numpy as np
+
+    if meta_mode in MODE_SAMPLES and MODE_SAMPLES[meta_mode][1] == channels:
+        return meta_mode
+    dtype = np.dtype(dtype)
+    if dtype == np.uint16:
+        return {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
+    if channels == 1:
+        return {"i": "I", "f": "F"}.get(dtype.kind, "L")
+    return {2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+
+
+def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
+    """The nearest mode `fmt` can store, noting any loss."""
+    allowed = FORMAT_MODES[fmt]
+    if mode in allowed:
+        return mode
+    channels = MODE_SAMPLES[mode][1]
+    wide = mode.endswith(";16") or mode in ("I", "F", "I;16")
+    alpha = mode in ALPHA_MODES
+    candidates = []
+    if channels == 1:
+        candidates = ["I;16", "L"] if wide else ["L"]
+    elif mode == "CMYK":
+        candidates = ["RGB"]
+    else:
+        base = "L" if channels <= 2 else "RGB"
+        if alpha:
+            candidates += [base + "A;16", base + "A"] if wide else [base + "A"]
+        candidates += [base + ";16", base] if wide else [base]
+        candidates += ["RGBA", "RGB"] if base == "L" else []
+    for candidate in candidates + ["RGB", "L"]:
+        if candidate in allowed:
+            what = []
+            if alpha and candidate not in ALPHA_MODES:
+                what.append("alpha dropped")
+            if wide and MODE_SAMPLES[candidate][0] == "uint8":
+                what.append("reduced to 8 bits")
+            if mode == "CMYK":
+                what.append("CMYK converted to RGB")
+            notes.append(f"{fmt.upper()} cannot store mode {mode}: written as {candidate}"
+                         + (f" ({', '.join(what)})" if what else ""))
+            return candidate
+    raise AssertionError(f"no mode for {fmt}")  # every format allows L or RGB
+
+
+def write_image(sig, dest: str, fmt: str, *, compress_level=None):
+    """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
+    import numpy as np
+
+    from ..samples import to_samples
+    from . import Written
+    from .files import atomic_path
+
+    data = np.asarray(sig.data)
+    spatial = sig.spatial_ndim
+    if spatial != 2:
+        raise OutputError(
+            f"a {spatial}-D {sig.kind} of shape {data.shape} cannot be written as an image; "
+            "use .npy" + (", .tif or .nii" if spatial == 3 else ""),
+            subject=dest,
+        )
+    channels = 1 if sig.channel_axis is None else data.shape[-1]
+    if channels > 4:
+        raise OutputError(f"{channels} channels cannot be written as an image; use .npy", subject=dest)
+    if data.ndim == 3 and channels == 1:
+        data = data[:, :, 0]
+    meta = sig.meta
+    notes: list[str] = []
+    stored = meta.get("dtype")
+    source_dtype = np.dtype(stored) if stored else (data.dtype if data.dtype.kind in "iu" else np.dtype(np.uint8))
+    mode = _mode_for(channels, source_dtype, meta.get("mode"))
+    out_mode = _fit_mode(mode, fmt, notes)
+    samples, clipped = _to_mode_samples(data, mode, out_mode, meta.get("range", "clip"))
+    if fmt == "gif" and meta.get("first_frame_only"):
+        notes.append("only the first frame of the animation was filtered and written")
+    with atomic_path(dest) as tmp:
+        if out_mode in ("LA;16", "RGB;16", "RGBA;16"):
+            from . import png16
+
+            raw = png16.encode(samples, icc_profile=meta.get("icc_profile"), dpi=meta.get("dpi"),
+                               compress_level=compress_level)
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+        else:
+            _save_pillow(samples, out_mode, fmt, tmp, meta, compress_level, dest)
+    return Written(path=dest, format=fmt, clipped=clipped, notes=notes)
+
+
+def _to_mode_samples(data, mode: str, out_mode: str, range_mode: str):
+    """Filtered values in `mode`'s units -> samples of `out_mode` (clipping counted once)."""
+    import numpy as np
+
+    from ..samples import to_samples
+
+    src_dtype = np.dtype(MODE_SAMPLES[mode][0])
+    dst_dtype = np.dtype(MODE_SAMPLES[out_mode][0])
+    if mode == "CMYK" and out_mode == "RGB":
+        cmyk, clipped = to_samples(data, np.uint8, range_mode)
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(cmyk, "CMYK").convert("RGB")), clipped
+    values = data
+    if MODE_SAMPLES[out_mode][1] < MODE_SAMPLES[mode][1]:
+        values = values[..., : MODE_SAMPLES[out_mode][1]] if MODE_SAMPLES[out_mode][1] > 1 else values[..., 0]
+    if src_dtype == dst_dtype or dst_dtype.kind == "f":
+        return to_samples(values, dst_dtype, range_mode)
+    if src_dtype.kind == "f":
+        # Float samples into an integer format: the values are taken in the
+        # output's own units (use --range rescale to map any range onto it).
+        return to_samples(values, dst_dtype, range_mode)
+    # Integer to a narrower or wider integer format: convert in the input's
+    # units first (so clipping means what it says), then scale full range to full range.
+    samples, clipped = to_samples(values, src_dtype, range_mode)
+    src_max = float(np.iinfo(src_dtype).max)
+    dst_max = float(np.iinfo(dst_dtype).max)
+    scaled = np.rint(np.clip(samples.astype(np.float64), 0, None) * (dst_max / src_max))
+    return np.clip(scaled, 0, dst_max).astype(dst_dtype), clipped
+
+
+def _save_pillow(samples, mode: str, fmt: str, path: str, meta: dict, compress_level, dest: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if mode == "1":
+        im = Image.fromarray(samples, "L").point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
+    elif mode == "I;16":
+        im = Image.fromarray(samples.astype(np.uint16))  # Pillow names native uint16 I;16
+    else:
+        im = Image.fromarray(samples, mode)
+    options = {}
+    if meta.get("icc_profile") and fmt in ("png", "jpeg", "tiff", "webp"):
+        options["icc_profile"] = meta["icc_profile"]
+    if meta.get("dpi") and fmt in ("png", "jpeg", "tiff", "bmp"):
+        options["dpi"] = tuple(float(v) for v in meta["dpi"])
+    if meta.get("exif") and fmt in ("jpeg", "webp", "png", "tiff"):
+        options["exif"] = meta["exif"]
+    if fmt == "png" and compress_level is not None:
+        options["compress_level"] = int(compress_level)
+    if fmt == "jpeg":
+        options["quality"] = 95
+    if fmt == "webp":
+        options["quality"] = 95
+    if fmt == "tiff" and compress_level is not None and int(compress_level) > 0:
+        options["compression"] = "tiff_adobe_deflate"
+    try:
+        im.save(path, format=PIL_FORMAT[fmt], **options)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"cannot write this image as {fmt.upper()}: {exc}", subject=dest) from None

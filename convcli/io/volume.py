@@ -1,0 +1,338 @@
+"""Volumes: multi-page TIFF stacks (Pillow) and NIfTI ``.nii``/``.nii.gz`` (nibabel, an optional extra).
+
+A TIFF stack is read page by page into (slices, rows, columns[, channels]),
+keeping 8-bit, 16-bit, 32-bit integer and float32 pages in their type; voxel
+spacing comes from the resolution tags (and an ImageJ description's
+``unit=``/``spacing=`` when present).  A NIfTI volume keeps its header and
+affine; its voxel sizes become ``spacing`` in millimetres.  Both headers are
+checked against the limits before any voxel is decoded.
+"""
+from __future__ import annotations
+
+import re
+import struct
+
+from ..errors import DataError, OutputError, UsageError
+
+NIFTI_HINT = 'NIfTI files need nibabel: pip install "convcli[nifti]"'
+UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
+           "meter": 1000.0, "micron": 1e-3, "um": 1e-3, "µm": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6, "inch": 25.4}
+
+
+# ---- TIFF ----------------------------------------------------------------------------------
+
+
+def tiff_spacing(im, ndim: int):
+    """Millimetres per sample along (rows, columns), or (slices, rows, columns), from TIFF tags.
+
+    Returns None when the file states no physical unit.  Slices are as far
+    apart as an ImageJ ``spacing=`` says, else as far as columns (isotropic).
+    """
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return None
+    try:
+        xres, yres = float(tags.get(282, 0) or 0), float(tags.get(283, 0) or 0)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    description = tags.get(270, "")
+    if isinstance(description, bytes):
+        description = description.decode("latin1", "replace")
+    description = str(description)
+    unit = re.search(r"^unit=(\S+)", description, re.MULTILINE)
+    z = re.search(r"^spacing=([0-9.eE+-]+)", description, re.MULTILINE)
+    if unit and unit.group(1).lower() in UNIT_MM:
+        per_unit = UNIT_MM[unit.group(1).lower()]
+    else:
+        per_unit = {2: 25.4, 3: 10.0}.get(int(tags.get(296, 2) or 2))
+        if 296 not in tags and 282 not in tags:
+            return None
+    if per_unit is None or not (xres > 0 and yres > 0):
+        return None
+    dx, dy = per_unit / xres, per_unit / yres
+    if ndim == 2:
+        return (dy, dx)
+    dz = dx
+    if z:
+        try:
+            dz = float(z.group(1)) * per_unit
+        except ValueError:
+            pass
+    return (dz, dy, dx)
+
+
+def read_tiff_stack(im, pages: int, subject: str, limits):
+    """Read every page of an open multi-page TIFF into one volume Signal."""
+    import numpy as np
+
+    from .image import MODE_SAMPLES
+    from .signal import Signal
+
+    width, height = im.size
+    first_mode = None
+    data = None
+    for index in range(pages):
+        im.seek(index)
+        if im.size != (width, height):
+            raise DataError(
+                f"pages differ in size ({width}x{height} and {im.width}x{im.height}) and cannot stack",
+                subject=subject,
+            )
+        mode = "I;16" if im.mode.startswith("I;16") else im.mode
+        if mode not in MODE_SAMPLES or mode in ("LA;16", "RGB;16", "RGBA;16"):
+            raise DataError(f"unsupported TIFF page mode {im.mode}", subject=subject)
+        if first_mode is None:
+            first_mode = mode
+            dtype, channels = MODE_SAMPLES[mode]
+            shape = (pages, height, width) + ((channels,) if channels > 1 else ())
+            limits.check_samples(shape, np.dtype(dtype).itemsize, subject)
+            data = np.empty(shape, dtype=dtype)
+        elif mode != first_mode:
+            raise DataError(f"pages differ in mode ({first_mode} and {mode}) and cannot stack", subject=subject)
+        im.load()
+        page = np.asarray(im)
+        data[index] = (page.astype(bool) * np.uint8(255)) if mode == "1" else page
+    im.seek(0)
+    meta = {"format": "tiff", "mode": first_mode, "dtype": str(data.dtype), "pages": pages,
+            "alpha": first_mode in ("LA", "RGBA")}
+    if im.info.get("icc_profile"):
+        meta["icc_profile"] = im.info["icc_profile"]
+    return Signal(data=data, kind="volume", channel_axis=-1 if data.ndim == 4 else None,
+                  spacing=tiff_spacing(im, 3), meta=meta)
+
+
+def write_tiff(sig, dest: str, fmt: str, *, compress_level=None):
+    """Writer for TIFF: a volume becomes a multi-page stack, an image one page."""
+    if sig.spatial_ndim == 2:
+        from .image import write_image
+
+        return write_image(sig, dest, fmt, compress_level=compress_level)
+    if sig.spatial_ndim != 3:
+        raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
+    return _write_tiff_stack(sig, dest, compress_level)
+
+
+_STACK_MODE = {"uint8": "L", "uint16": "I;16", "int32": "I", "float32": "F"}
+
+
+def _write_tiff_stack(sig, dest: str, compress_level):
+    import numpy as np
+    from PIL import Image
+
+    from ..samples import to_samples
+    from . import Written
+    from .files import atomic_path
+
+    data = np.asarray(sig.data)
+    notes: list[str] = []
+    if sig.channel_axis is not None:
+        if data.shape[-1] not in (3, 4):
+            raise OutputError(f"a volume with {data.shape[-1]} channels cannot be written as TIFF; use .npy",
+                              subject=dest)
+        mode = "RGB" if data.shape[-1] == 3 else "RGBA"
+        target = np.dtype(np.uint8)
+    else:
+        stored = np.dtype(sig.meta.get("dtype") or data.dtype)
+        if stored.name in _STACK_MODE:
+            target = stored
+        elif stored.kind == "f":
+            target = np.dtype(np.float32)
+            notes.append(f"TIFF pages hold float32: {stored} samples written as float32")
+        elif stored.kind in "iu" and stored.itemsize <= 2 and stored.kind == "i":
+            target = np.dtype(np.int32)
+            notes.append(f"TIFF pages hold no {stored}: written as 32-bit integers")
+        elif stored.kind in "iub":
+            target = np.dtype(np.float32)
+            notes.append(f"TIFF pages hold no {stored}: written as float32")
+        else:
+            target = np.dtype(np.float32)
+        mode = _STACK_MODE[target.name]
+    samples, clipped = to_samples(data, target, sig.meta.get("range", "clip"))
+    pages = [Image.fromarray(np.ascontiguousarray(page), None if mode in ("I;16", "I", "F") else mode)
+             for page in samples]
+    options = {"save_all": True, "append_images": pages[1:]}
+    if sig.spacing is not None and len(sig.spacing) == 3 and all(d > 0 for d in sig.spacing):
+        dz, dy, dx = (float(d) for d in sig.spacing)
+        # ImageJ's convention: resolution in pixels per `unit`, slice spacing in `unit`.
+        options.update(resolution_unit=1, x_resolution=1.0 / dx, y_resolution=1.0 / dy,
+                       description=f"ImageJ=1.11a\nimages={len(pages)}\nslices={len(pages)}\nunit=mm\n"
+                                   f"spacing={dz!r}\nloop=false\n")
+    if compress_level is not None and int(compress_level) > 0:
+        options["compression"] = "tiff_adobe_deflate"
+    with atomic_path(dest) as tmp:
+        pages[0].save(tmp, format="TIFF", **options)
+    return Written(path=dest, format="tiff", clipped=clipped, notes=notes)
+
+
+# ---- NIfTI ---------------------------------------------------------------------------------
+
+# NIfTI datatype code -> bytes per voxel (the codes nibabel reads).
+_NIFTI_ITEMSIZE = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
+                   1536: 16, 1792: 16, 2048: 32, 2304: 4}
+
+
+def _nibabel():
+    try:
+        import nibabel
+    except ImportError:
+        raise UsageError(NIFTI_HINT) from None
+    return nibabel
+
+
+def _nifti_header_bytes(source, gz: bool) -> bytes:
+    if not gz:
+        return source.head(540)
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with source.open() as fh:
+        out = b""
+        while len(out) < 540:
+            chunk = fh.read(4096)
+            if not chunk:
+                break
+            try:
+                out += d.decompress(chunk, 540 - len(out))
+            except zlib.error as exc:
+                raise DataError(f"corrupt gzip data ({exc})", subject=source.name) from None
+    return out
+
+
+def check_nifti_header(source, fmt: str, limits) -> None:
+    """Refuse a NIfTI header whose dimensions, type or declared size are impossible, before nibabel reads it."""
+    gz = fmt == "nifti-gz"
+    head = _nifti_header_bytes(source, gz)
+    if len(head) < 348:
+        raise DataError("truncated NIfTI header", subject=source.name)
+    order = "<" if struct.unpack("<i", head[:4])[0] in (348, 540) else ">"
+    (sizeof_hdr,) = struct.unpack(order + "i", head[:4])
+    if sizeof_hdr == 348:
+        dims = struct.unpack(order + "8h", head[40:56])
+        (datatype,) = struct.unpack(order + "h", head[70:72])
+        (vox_offset,) = struct.unpack(order + "f", head[108:112])
+    elif sizeof_hdr == 540 and len(head) >= 540:
+        (datatype,) = struct.unpack(order + "h", head[12:14])
+        dims = struct.unpack(order + "8q", head[16:80])
+        (vox_offset,) = struct.unpack(order + "q", head[168:176])
+    else:
+        raise DataError(f"not a NIfTI header (sizeof_hdr {sizeof_hdr})", subject=source.name)
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise DataError(f"impossible NIfTI dimension count {ndim} (must be 1..7)", subject=source.name)
+    shape = dims[1:1 + ndim]
+    if any(n <= 0 for n in shape):
+        raise DataError(f"impossible NIfTI shape {tuple(shape)}", subject=source.name)
+    if datatype not in _NIFTI_ITEMSIZE:
+        raise DataError(f"unknown NIfTI datatype code {datatype}", subject=source.name)
+    if datatype in (32, 1536, 1792, 2048, 128, 2304, 1):
+        raise DataError(f"NIfTI datatype code {datatype} (complex, RGB or bit) is not supported", subject=source.name)
+    itemsize = _NIFTI_ITEMSIZE[datatype]
+    count = 1
+    for n in shape:
+        count *= n
+    nbytes = count * itemsize
+    if not gz:
+        if not (vox_offset >= 0) or vox_offset > source.size:
+            raise DataError(f"NIfTI data offset {vox_offset:g} lies past the end of the file", subject=source.name)
+        if nbytes > source.size - int(vox_offset):
+            raise DataError(
+                f"truncated: the header declares {nbytes:,} bytes of voxels but the file holds "
+                f"{max(source.size - int(vox_offset), 0):,}",
+                subject=source.name,
+            )
+    else:
+        limits.check_inflation(nbytes, source.size, source.name)
+    limits.check_samples(shape, itemsize, source.name, work_itemsize=8 if itemsize >= 8 else 4)
+
+
+def read_nifti(source, fmt: str, *, limits, kind=None, **_):
+    """Reader for NIfTI-1/2 volumes (``.nii``, ``.nii.gz``): samples, header and affine."""
+    import gzip
+    import zlib
+
+    import numpy as np
+
+    from .signal import Signal
+
+    if kind not in (None, "volume"):
+        raise UsageError(f"a NIfTI file cannot be read as {kind}", subject="--kind")
+    check_nifti_header(source, fmt, limits)
+    nib = _nibabel()
+    suffix = ".nii.gz" if fmt == "nifti-gz" else ".nii"
+    try:
+        with source.as_path(suffix) as path:
+            img = nib.load(path)
+            data = np.asanyarray(img.dataobj)
+            data = np.array(data, dtype=data.dtype.newbyteorder("="), order="C", copy=True)
+            header = img.header.copy()
+            affine = np.array(img.affine, dtype=np.float64)
+    except DataError:
+        raise
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, ValueError, OSError,
+            EOFError, zlib.error, gzip.BadGzipFile, TypeError, IndexError, struct.error, OverflowError) as exc:
+        raise DataError(f"cannot read the NIfTI file: {str(exc) or type(exc).__name__}", subject=source.name) from None
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"NIfTI samples of type {data.dtype} are not supported", subject=source.name)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 4:
+        raise DataError(f"{data.ndim}-D NIfTI data of shape {data.shape} is not supported", subject=source.name)
+    slope, inter = header.get_slope_inter()
+    scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+    meta = {"format": fmt, "nifti_header": header, "affine": affine, "nifti_version": 2 if header.sizeof_hdr == 540 else 1,
+            "dtype": str(np.float32 if scaled and data.dtype.kind != "f" else data.dtype), "scaled": bool(scaled)}
+    zooms = [float(z) for z in header.get_zooms()[: min(data.ndim, 3)]]
+    to_mm = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}.get(header.get_xyzt_units()[0], 1.0)
+    spacing = tuple(z * to_mm for z in zooms)
+    if not all(np.isfinite(d) and d > 0 for d in spacing):
+        meta["spacing_invalid"] = spacing
+        spacing = None
+    spatial = min(data.ndim, 3)
+    sig_kind = {1: "signal", 2: "image", 3: "volume"}[spatial]
+    return Signal(data=data, kind=sig_kind, channel_axis=-1 if data.ndim == 4 else None,
+                  spacing=spacing, meta=meta)
+
+
+def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
+    """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
+    import numpy as np
+
+    from ..samples import to_samples
+    from . import Written
+    from .files import atomic_path
+
+    nib = _nibabel()
+    data = np.asarray(sig.data)
+    if sig.spatial_ndim not in (1, 2, 3):
+        raise OutputError(f"a {sig.spatial_ndim}-D signal cannot be written as NIfTI", subject=dest)
+    header = sig.meta.get("nifti_header")
+    affine = sig.meta.get("affine")
+    if affine is None:
+        affine = np.eye(4)
+        if sig.spacing is not None:
+            for axis, d in enumerate(sig.spacing[:3]):
+                affine[axis, axis] = d
+    stored = np.dtype(sig.meta.get("dtype") or data.dtype)
+    if stored.kind not in "iuf" or stored == np.float16:
+        stored = np.dtype(np.float32)
+    if stored.kind == "f" and data.dtype == np.float64:
+        stored = np.dtype(np.float64)
+    samples, clipped = to_samples(data, stored, sig.meta.get("range", "clip"))
+    cls = nib.Nifti2Image if sig.meta.get("nifti_version") == 2 else nib.Nifti1Image
+    header = header.copy() if header is not None else None
+    img = cls(samples, np.asarray(affine, dtype=np.float64), header=header)
+    img.header.set_data_dtype(samples.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header.set_data_shape(samples.shape)
+    # The constructor refreshes qform/sform from the affine; make the voxel
+    # sizes (pixdim) agree with the new grid as well.
+    zooms = list(img.header.get_zooms())
+    cols = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    for axis in range(min(3, len(zooms))):
+        zooms[axis] = float(cols[axis])
+    img.header.set_zooms(zooms)
+    img.set_sform(np.asarray(affine), code=int(header["sform_code"]) if header is not None and header["sform_code"] else 1)
+    img.set_qform(np.asarray(affine), code=int(header["qform_code"]) if header is not None and header["qform_code"] else 1)
+    with atomic_path(dest, suffix=".nii.gz" if fmt == "nifti-gz" else ".nii") as tmp:
+        nib.save(img, tmp)
+    return Written(path=dest, format=fmt, clipped=clipped)
