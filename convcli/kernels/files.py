@@ -287,7 +287,7 @@ def _check_declared(defn: Definition) -> None:
             if defn.sum is not None and not np.isclose(w.sum(), defn.sum, rtol=1e-9, atol=1e-9):
                 raise UsageError(f"weights{at} sum to {w.sum():g}, but the file declares sum {defn.sum:g}",
                                  subject=defn.source)
-            if defn.symmetry is not None and symmetry(w) != defn.symmetry and defn.symmetry != "none":
+            if defn.symmetry is not None and symmetry(w) != defn.symmetry:
                 raise UsageError(f"weights{at} are not {defn.symmetry} as the file declares", subject=defn.source)
 
 

@@ -316,7 +316,7 @@ def _motion(ctx: Context, length, angle) -> list[np.ndarray]:
     half = (length - 1) / 2
     theta = np.deg2rad(angle)
     ux, uy = np.cos(theta), -np.sin(theta)  # rows grow downwards
-    r = int(np.ceil(half + 1e-9))
+    r = int(np.ceil(half - 1e-9))
     y, x = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
     t = np.clip(x * ux + y * uy, -half, half)
     dist = np.hypot(x - t * ux, y - t * uy)
