@@ -24,6 +24,7 @@ class FilterOptions:
     method: str = "auto"
     precision: str | None = None
     normalize: bool = False
+    out_format: str | None = None  # output format name; None: from the output's extension
 
 
 @dataclass
@@ -106,6 +107,11 @@ def filter_signal(signal, options: FilterOptions, kernels=None):
     return replace(signal, data=data), steps
 
 
+def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
+    """The batch unit of work: ``filter_file`` as a plain, picklable record."""
+    return filter_file(source, dest, options).as_dict()
+
+
 def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure."""
     from . import io
@@ -113,7 +119,7 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     start = time.perf_counter()
     signal = io.read(source)
     result, steps = filter_signal(signal, options)
-    io.write(result, dest)
+    io.write(result, dest, format=options.out_format)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(result.data.shape), kernels=steps, seconds=time.perf_counter() - start,

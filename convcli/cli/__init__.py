@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from ..errors import EXIT_INTERRUPTED
+
 app = typer.Typer(
     name="convcli",
     help="Apply convolution kernels to audio, images and volumes; classify images with a CNN.",
@@ -51,4 +53,17 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else list(argv)
     code = run_guarded(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
+    if code == EXIT_INTERRUPTED:
+        _die_of_sigint()
     sys.exit(code)
+
+
+def _die_of_sigint() -> None:
+    # Exit "by the signal", after cleaning up, so a shell loop around convcli stops too.
+    import os
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)

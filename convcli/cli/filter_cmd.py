@@ -20,13 +20,18 @@ _MODES_HELP = (
 @app.command("filter")
 @guard
 def filter_command(
-    input: str = typer.Argument(..., metavar="INPUT", help="Input file (.npy: 1D signal, 2D image, 3D volume)."),
+    inputs: List[str] = typer.Argument(
+        ..., metavar="INPUT",
+        help="Input files or folders ('-' for stdin). Several inputs or a folder run as a batch into the -o folder.",
+    ),
     kernel: List[str] = typer.Option(
         ..., "-k", "--kernel", metavar="SPEC",
         help="Kernel: a name (sobel, gaussian:sigma=2, ...), a kernel file, or an inline matrix "
         "such as '[[1,0,-1],[2,0,-2],[1,0,-1]]'. Repeat to apply several in order.",
     ),
-    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUTPUT", help="Output file."),
+    output: Optional[str] = typer.Option(
+        None, "-o", "--output", metavar="OUTPUT", help="Output file; in batch mode an output folder (mirrors the inputs)."
+    ),
     stride: str = typer.Option("1", "--stride", metavar="S", help="Step between output samples: N or one per axis (2,1)."),
     padding: str = typer.Option("same", "--padding", metavar="P", help="same (TensorFlow rule) | valid | full | N | N,M."),
     pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", help=_MODES_HELP),
@@ -45,7 +50,18 @@ def filter_command(
         False, "--explain", help="Print the kernel, padding, output shape and chosen method; compute nothing."
     ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Report the method used and timings on stderr."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report (or --explain) as JSON on stdout."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the report (or --explain) as JSON on stdout; in batch mode one JSON line per file."
+    ),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", metavar="N", help="Worker processes for a batch (default: the number of cores)."),
+    suffix: Optional[str] = typer.Option(
+        None, "--suffix", metavar="TEXT", help="Batch: write each output next to its input with this suffix (photo_edges.png)."
+    ),
+    out_format: Optional[str] = typer.Option(
+        None, "--format", metavar="FMT", help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
+    ),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -53,13 +69,29 @@ def filter_command(
     and CNNs; --convolve flips the kernel. Stride applies once, at the last
     kernel of a chain; padding, border mode and dilation apply to every kernel.
     """
+    from .. import batch
     from ..errors import UsageError
-    from ..filtering import FilterOptions, filter_file, plan_chain, resolve_kernels
+    from ..filtering import FilterOptions, filter_file, filter_job, plan_chain, resolve_kernels
 
     options = FilterOptions(
         kernels=tuple(kernel), stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
-        convolve=convolve, method=method, precision=precision, normalize=normalize,
+        convolve=convolve, method=method, precision=precision, normalize=normalize, out_format=out_format,
     )
+    if batch.is_batch(inputs, output):
+        if explain:
+            raise UsageError("--explain takes one input", subject="--explain")
+        if jobs is not None and jobs < 1:
+            raise UsageError(f"must be at least 1, got {jobs}", subject="-j/--jobs")
+        from .batch_report import default_workers, run_batch
+
+        plan = batch.plan(
+            inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
+            extension=batch.extension_for(out_format) if out_format else None,
+        )
+        code = run_batch(plan, filter_job, options, workers=jobs or default_workers(), skip_existing=skip_existing,
+                         quiet=quiet, as_json=as_json, verbose=verbose)
+        raise typer.Exit(code)
+    input = inputs[0]
     if explain:
         from .. import io
 

@@ -1,0 +1,381 @@
+"""Batch runs: walk inputs, map them to outputs, schedule one pure function per file.
+
+The work for one file is a picklable module-level function
+``work(source, dest, options) -> dict``; this module only plans and schedules
+it, in-process (``workers == 1``) or in a pool of worker processes with a
+bounded number of jobs in flight, so memory stays flat whatever the number
+of files.  Nothing here prints: progress is reported through a callback.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import signal
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .errors import ConvcliError, Interrupted, UsageError
+
+TEMP_MARKER = ".convcli-tmp"  # part of every temporary file name the atomic writer makes
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its output goes (``dest`` None for commands without output files)."""
+
+    source: str
+    dest: str | None
+
+
+@dataclass
+class BatchPlan:
+    jobs: list[Job] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not media, link out of tree, ...
+    refused: list[dict] = field(default_factory=list)  # records of inputs refused before any work
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.done + self.failed + self.skipped
+
+
+# --------------------------------------------------------------------------- planning
+def is_batch(inputs: list[str], output: str | None) -> bool:
+    """Batch mode: several inputs, a folder, or an output that is an existing folder."""
+    return len(inputs) > 1 or any(os.path.isdir(p) for p in inputs if p != "-") or (
+        output is not None and output != "-" and os.path.isdir(output)
+    )
+
+
+def plan(
+    inputs: Iterable[str],
+    *,
+    output: str | None,
+    suffix: str | None = None,
+    extension: str | None = None,
+    accept: Callable[[str], bool],
+    needs_output: bool = True,
+) -> BatchPlan:
+    """Walk ``inputs`` and pair every accepted file with its output path.
+
+    Folders are walked recursively and mirrored below ``output``; a file given
+    directly lands at ``output/<name>``.  ``suffix`` writes next to each input
+    instead (``photo.png`` -> ``photo_edges.png``).  ``extension`` (".png")
+    replaces every output's extension.  ``accept(path)`` says whether a file
+    is media this command can read; others are ignored (and listed).
+    """
+    if needs_output and output is None and suffix is None:
+        raise UsageError(
+            "several inputs or a folder need an output folder (-o OUT/) or, to write next to each "
+            "input, an explicit --suffix; convcli never writes into the input tree by itself",
+            subject="-o/--output",
+        )
+    out_root = os.path.realpath(output) if output else None
+    if out_root is not None and os.path.exists(out_root) and not os.path.isdir(out_root):
+        raise UsageError("is a file; in batch mode -o names a folder", subject=output)
+    result = BatchPlan()
+    claimed: dict[str, str] = {}
+    for item in inputs:
+        if item == "-":
+            raise UsageError("'-' (stdin) cannot be mixed with other inputs or folders", subject="-")
+        if os.path.isdir(item):
+            pairs = _walk(item, out_root, result)
+        elif os.path.lexists(item):
+            pairs = [(item, os.path.basename(item))]
+        else:
+            result.refused.append(_refusal(item, "no such file or folder"))
+            continue
+        for path, relative in pairs:
+            if not _regular(path):
+                result.ignored.append((path, "not a regular file"))
+                continue
+            if not accept(path):
+                result.ignored.append((path, "not a media file convcli reads"))
+                continue
+            dest = None
+            if needs_output:
+                dest = _destination(path, relative, output, suffix, extension)
+                problem = _clash(path, dest, claimed)
+                if problem:
+                    result.refused.append(_refusal(path, problem, dest))
+                    continue
+                claimed[os.path.realpath(dest)] = path
+            result.jobs.append(Job(path, dest))
+    return result
+
+
+def _walk(root: str, out_root: str | None, result: BatchPlan) -> list[tuple[str, str]]:
+    real_root = os.path.realpath(root)
+    pairs = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        # Never read our own output back, wherever it sits in the tree.
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != out_root)
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if TEMP_MARKER in name:
+                continue
+            if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
+                result.ignored.append((path, "symbolic link leaving the input folder"))
+                continue
+            pairs.append((path, os.path.relpath(path, root)))
+    return pairs
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _destination(path: str, relative: str, output: str | None, suffix: str | None, extension: str | None) -> str:
+    from .io.files import file_suffix
+
+    ext = file_suffix(path)
+    stem = relative[: len(relative) - len(ext)] if ext else relative
+    new_ext = extension if extension is not None else ext
+    if output is None:
+        folder = os.path.dirname(path)
+        return os.path.join(folder, os.path.basename(stem) + (suffix or "") + new_ext)
+    return os.path.join(output, stem + (suffix or "") + new_ext)
+
+
+def _clash(path: str, dest: str, claimed: dict[str, str]) -> str | None:
+    real_dest = os.path.realpath(dest)
+    if real_dest == os.path.realpath(path):
+        return "its output would overwrite the input; choose another -o folder or a --suffix"
+    if real_dest in claimed:
+        return f"has the same output name as {claimed[real_dest]} ({dest}); rename one of them"
+    return None
+
+
+def _refusal(path: str, error: str, dest: str | None = None) -> dict:
+    return _failure(Job(path, dest), f"{path}: {error}")
+
+
+def media_format(path: str) -> str | None:
+    """The media format a file's first bytes announce (None for text, unknown or unreadable files)."""
+    from .io.detect import sniff
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return "unreadable"  # let the work report the real problem for this file
+    fmt = sniff(head)
+    return None if fmt == "gzip" and not path.endswith(".nii.gz") else fmt
+
+
+def extension_for(fmt_name: str) -> str:
+    """The file extension for a --format name (``png`` -> ``.png``, ``nii.gz`` -> ``.nii.gz``)."""
+    from .io.detect import EXTENSIONS, format_from_name
+
+    fmt = format_from_name(fmt_name)
+    return next(ext for ext, f in EXTENSIONS.items() if f == fmt)
+
+
+# --------------------------------------------------------------------------- running
+def run_one(work: Callable, job: Job, options) -> dict:
+    """Run ``work`` on one job and always return a record; failures become status 'failed'."""
+    start = time.perf_counter()
+    try:
+        if job.dest is not None and job.dest != "-":
+            os.makedirs(os.path.dirname(job.dest) or ".", exist_ok=True)
+        record = {"input": job.source, "output": job.dest, "status": "ok"}
+        record.update(work(job.source, job.dest, options))
+    except ConvcliError as exc:
+        subject = exc.subject or job.source
+        record = _failure(job, f"{subject}: {exc.message}")
+    except MemoryError:
+        record = _failure(job, f"{job.source}: out of memory")
+    except Exception as exc:  # a bug must not stop the other files; name it for a report
+        record = _failure(job, f"{job.source}: internal error: {type(exc).__name__}: {exc}")
+    record["seconds"] = round(time.perf_counter() - start, 6)
+    return record
+
+
+def _failure(job: Job, error: str) -> dict:
+    return {"input": job.source, "output": job.dest, "status": "failed", "seconds": 0.0, "error": error}
+
+
+def run(
+    jobs: list[Job],
+    work: Callable,
+    options,
+    *,
+    workers: int = 1,
+    skip_existing: bool = False,
+    on_record: Callable[[dict], None] = lambda record: None,
+) -> Summary:
+    """Run every job, reporting each record through ``on_record`` as it finishes.
+
+    Raises :class:`Interrupted` (with the summary so far in its message) on
+    SIGINT/SIGTERM after stopping the workers and removing their temporaries.
+    """
+    summary = Summary()
+    start = time.perf_counter()
+
+    def finish(record: dict) -> None:
+        status = record.get("status", "failed")
+        if status == "ok":
+            summary.done += 1
+        elif status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failed += 1
+        on_record(record)
+
+    pending = []
+    for job in jobs:
+        if skip_existing and job.dest is not None and os.path.exists(job.dest):
+            finish({"input": job.source, "output": job.dest, "status": "skipped", "seconds": 0.0, "error": None})
+        else:
+            pending.append(job)
+    with _interrupts_raised():
+        try:
+            if workers <= 1 or len(pending) <= 1:
+                for job in pending:
+                    finish(run_one(work, job, options))
+            else:
+                _run_pool(pending, work, options, workers, finish)
+        except KeyboardInterrupt:
+            summary.seconds = time.perf_counter() - start
+            raise Interrupted(
+                f"interrupted: {summary.done} done, {summary.failed} failed, "
+                f"{len(jobs) - summary.total} not started or stopped"
+            ) from None
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_pool(jobs: list[Job], work: Callable, options, workers: int, finish: Callable[[dict], None]) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+    in_flight: dict[cf.Future, Job] = {}
+    queue = iter(jobs)
+    limit = 2 * workers  # bounded: never the whole list in the pool's queue
+    try:
+        for job in queue:
+            in_flight[executor.submit(_pool_task, work, job, options)] = job
+            if len(in_flight) >= limit:
+                break
+        while in_flight:
+            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                job = in_flight.pop(future)
+                finish(_result(future, job))
+                nxt = next(queue, None)
+                if nxt is not None:
+                    in_flight[executor.submit(_pool_task, work, nxt, options)] = nxt
+    except BaseException:
+        _stop_workers(executor, list(in_flight.values()))
+        raise
+    executor.shutdown(wait=True)
+
+
+def _result(future: cf.Future, job: Job) -> dict:
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process died (killed, out of memory)
+        return _failure(job, f"{job.source}: worker failed: {type(exc).__name__}: {exc}")
+
+
+class _Stop(BaseException):
+    """Raised in a worker by SIGTERM, to unwind (and clean up) the file it is writing."""
+
+
+_working = False
+
+
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: the parent decides, workers ignore
+    # it.  SIGTERM from the parent unwinds the work in progress, so the atomic
+    # writer removes its temporary file, then ends the worker without noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_worker(signum, frame):
+    if _working:
+        raise _Stop
+    os._exit(1)
+
+
+def _pool_task(work: Callable, job: Job, options) -> dict:
+    global _working
+    _working = True
+    try:
+        return run_one(work, job, options)
+    except _Stop:
+        os._exit(1)
+    finally:
+        _working = False
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_workers(executor: cf.ProcessPoolExecutor, unfinished: list[Job]) -> None:
+    processes = list(getattr(executor, "_processes", {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: the worker cleans up after itself
+    deadline = time.monotonic() + 1.5
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(0.5)
+    for job in unfinished:  # belt and braces: a killed worker cannot clean up
+        remove_temporaries(job.dest)
+
+
+def remove_temporaries(dest: str | None) -> None:
+    """Delete temporary files the atomic writer may have left for ``dest``."""
+    if not dest or dest == "-":
+        return
+    folder, name = os.path.split(os.path.abspath(dest))
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(f".{name}.") and TEMP_MARKER in entry:
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+class _interrupts_raised:
+    """Within the block, SIGTERM raises KeyboardInterrupt like SIGINT does."""
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+

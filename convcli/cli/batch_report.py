@@ -1,0 +1,110 @@
+"""Reporting a batch run: progress bar, one line per failure, JSON lines, summary, exit code."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable
+
+from .report import error_line
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def run_batch(
+    plan,
+    work: Callable,
+    options,
+    *,
+    workers: int,
+    skip_existing: bool = False,
+    quiet: bool = False,
+    as_json: bool = False,
+    verbose: bool = False,
+    on_ok: Callable[[dict], None] | None = None,
+) -> int:
+    """Run a planned batch and report it; return the exit code (0 all ok, 1 any failure)."""
+    from .. import batch
+
+    if verbose:
+        for path, why in plan.ignored:
+            sys.stderr.write(f"convcli: skipped {path}: {why}\n")
+    total = len(plan.jobs) + len(plan.refused)
+    progress = _Progress(total, enabled=not quiet and _is_terminal(sys.stderr))
+
+    def on_record(record: dict) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+        if record.get("status") == "failed":
+            progress.failed += 1
+            error_line(record.get("error") or f"{record.get('input')}: failed")
+        elif record.get("status") == "ok" and on_ok is not None:
+            on_ok(record)
+        progress.advance()
+
+    for record in plan.refused:
+        on_record(record)
+    try:
+        summary = batch.run(plan.jobs, work, options, workers=workers, skip_existing=skip_existing,
+                            on_record=on_record)
+    finally:
+        progress.close()
+    summary.failed += len(plan.refused)
+    if not quiet or summary.failed:
+        sys.stderr.write(
+            f"convcli: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped "
+            f"in {summary.seconds:.1f} s\n"
+        )
+    if total == 0 and not quiet:
+        sys.stderr.write("convcli: no media files found in the inputs\n")
+    return 1 if summary.failed else 0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """A rich progress bar on stderr: files done/total, files per second, ETA, failures."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.failed = 0
+        self._bar = None
+        if not enabled or total < 2:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]convcli"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[failures]}"),
+            # stderr writes (failure lines) are shown above the bar; stdout stays pure data.
+            console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
+        )
+        self._task = self._bar.add_task("files", total=total, rate="", failures="")
+        self._bar.start()
+
+    def advance(self) -> None:
+        if self._bar is None:
+            return
+        task = self._bar.tasks[0]
+        speed = task.speed or 0.0
+        self._bar.update(
+            self._task, advance=1, rate=f"{speed:.1f} files/s" if speed else "",
+            failures=f"{self.failed} failed" if self.failed else "",
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
