@@ -344,7 +344,8 @@ def _firwin(ctx: Context, cutoff, taps: int, window: str, pass_zero) -> list[np.
 
     if not ctx.sample_rate:
         raise UsageError("a frequency filter needs the input's sample rate, and this input has none "
-                         "(a .npy array has no sample rate; use an audio file)", subject=ctx.spec)
+                         "(audio files have one, .npy arrays do not; 'kernels show' takes --rate HZ)",
+                         subject=ctx.spec)
     nyquist = ctx.sample_rate / 2
     for f in np.atleast_1d(cutoff):
         if not 0 < f < nyquist:

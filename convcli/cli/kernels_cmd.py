@@ -1,0 +1,201 @@
+"""`convcli kernels list|show`: what -k accepts, and what a kernel looks like."""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .report import guard
+
+kernels_app = typer.Typer(
+    name="kernels",
+    help="List the named kernels and show what a kernel spec resolves to.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(kernels_app, name="kernels")
+
+MAX_CELLS = 25  # larger kernels are shown by their central part
+
+
+def complete_kernel(incomplete: str) -> List[str]:
+    """Shell completion of kernel names (families, aliases, library and user files)."""
+    from ..kernels.catalog import complete
+
+    return complete(incomplete)
+
+
+@kernels_app.command("list")
+@guard
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List every named kernel: dimensions, parameters with defaults, description."""
+    from ..kernels.catalog import catalog
+
+    rows = catalog()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("name", "dims", "parameters", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+        dims = ",".join(f"{d}D" for d in row["dimensions"])
+        params = ", ".join(f"{k}={'?' if v is None else v}" for k, v in row["parameters"].items())
+        table.add_row(name, dims, params, row["description"])
+    console = Console(soft_wrap=False)
+    console.print(table)
+    console.print("Use NAME, NAME:VALUE or NAME:key=value,...; ? marks a required parameter. "
+                  "Lengths: samples, 5ms (audio) or 1.5mm (voxels); frequencies: 2000, 2k, 2khz.",
+                  highlight=False)
+
+
+@kernels_app.command("show")
+@guard
+def show_command(
+    spec: str = typer.Argument(..., metavar="SPEC", autocompletion=complete_kernel,
+                               help="A kernel name, file or inline matrix, as given to filter -k."),
+    ndim: Optional[int] = typer.Option(None, "--ndim", min=1, max=3,
+                                       help="Spatial dimension of the input: 1 audio, 2 image, 3 volume "
+                                       "(default: 2 when the kernel has a 2D form)."),
+    rate: Optional[float] = typer.Option(None, "--rate", metavar="HZ",
+                                         help="Sample rate for audio designs and times (5ms); "
+                                         "1D kernels then show their frequency response."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", metavar="MM",
+                                          help="Sample spacing in mm per axis (3,1,1) for lengths like 1.5mm."),
+    normalize: bool = typer.Option(False, "--normalize", help="Divide the kernel by its sum, as filter does."),
+    as_json: bool = typer.Option(False, "--json", help="Print the facts and the weights as JSON."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG",
+                                       help="Write a picture: a heat map, or a 1D kernel's frequency response."),
+) -> None:
+    """Show a kernel's weights, sum, separability and rank (and a 1D kernel's frequency response)."""
+    from ..errors import UsageError
+    from ..kernels import resolve
+    from ..kernels.catalog import default_ndim
+
+    spacing_mm = None
+    if spacing is not None:
+        try:
+            spacing_mm = tuple(float(v) for v in spacing.split(","))
+        except ValueError:
+            raise UsageError(f"{spacing!r} is not a comma list of numbers", subject="--spacing") from None
+    if rate is not None and not rate > 0:
+        raise UsageError(f"must be positive, not {rate:g}", subject="--rate")
+    nd = ndim or (len(spacing_mm) if spacing_mm else 1 if rate else default_ndim(spec))
+    if spacing_mm is not None and len(spacing_mm) != nd:
+        raise UsageError(f"needs one value per axis ({nd})", subject="--spacing")
+    kernel = resolve(spec, ndim=nd, sample_rate=rate, spacing=spacing_mm, normalize=normalize)
+    facts = kernel.describe()
+    if plot is not None:
+        _write_plot(kernel, plot, rate, spec)
+    if as_json:
+        facts["weights"] = [w.tolist() for w in kernel.weights]
+        print(json.dumps(facts))
+        return
+    _print_kernel(kernel, facts, rate)
+
+
+def _write_plot(kernel, dest: str, rate: Optional[float], spec: str) -> None:
+    import os
+
+    from ..errors import UsageError
+    from ..io.files import atomic_path
+    from ..kernels import plot
+
+    if dest != "-" and not dest.lower().endswith(".png"):
+        raise UsageError("--plot writes a PNG picture; give a name ending in .png", subject=dest)
+    for candidate in (spec, spec.partition(":")[2]):
+        if candidate and dest != "-" and os.path.exists(candidate) and os.path.exists(dest) \
+                and os.path.samefile(candidate, dest):
+            raise UsageError("--plot would overwrite the kernel file itself", subject=dest)
+    if kernel.ndim == 1 and len(kernel.weights) == 1:
+        freqs, db = plot.frequency_response(kernel.weights[0], rate)
+        image = plot.response_plot(freqs, db, rate=rate)
+    else:
+        image = plot.heatmap(list(kernel.weights))
+    with atomic_path(dest, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
+    from rich.console import Console
+
+    console = Console(soft_wrap=False, highlight=False)
+    console.print(f"[bold]{facts['name']}[/bold]  {facts['description']}".rstrip())
+    shape = "x".join(map(str, facts["shape"]))
+    count = f", {facts['kernels']} kernels combined by {facts['combine']}" if facts["kernels"] > 1 else ""
+    console.print(f"{facts['ndim']}D, shape {shape}{count}")
+    for i, w in enumerate(kernel.weights, 1):
+        if len(kernel.weights) > 1:
+            console.print(f"kernel {i} of {len(kernel.weights)}:")
+        _print_weights(console, w)
+    sums = facts["sum"] if isinstance(facts["sum"], list) else [facts["sum"]]
+    console.print(f"sum: {', '.join(f'{s:.6g}' for s in sums)}")
+    console.print(f"separable: {'yes' if facts['separable'] else 'no'}   rank: {facts['rank']}   "
+                  f"symmetry: {facts['symmetry']}")
+    console.print(f"range (integer outputs): {facts['range_default']}")
+    if kernel.ndim == 1 and len(kernel.weights) == 1 and rate:
+        from ..kernels.plot import frequency_response, text_response
+
+        freqs, db = frequency_response(kernel.weights[0], rate)
+        console.print("frequency response:")
+        for line in text_response(freqs, db, rate=rate):
+            console.print(line)
+
+
+def _print_weights(console, w) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    from ..kernels.plot import diverging_rgb
+
+    scale = float(np.abs(w).max()) or 1.0
+    signed = bool((w < 0).any())
+    # as many columns as fit the terminal (a cell is at most 8 characters and a space)
+    fit = max(3, (console.width // 9) - (1 - (console.width // 9) % 2))
+    if w.ndim == 1 and w.size > fit:
+        _print_taps(console, w, fit)
+        return
+    limits = [MAX_CELLS] * (w.ndim - 1) + [min(MAX_CELLS, fit)]
+    crop = tuple(slice((n - min(n, m)) // 2, (n - min(n, m)) // 2 + min(n, m)) for n, m in zip(w.shape, limits))
+    shown = w[crop]
+    if shown.shape != w.shape:
+        console.print(f"(the central {'x'.join(map(str, shown.shape))} of {'x'.join(map(str, w.shape))})")
+    planes = [shown.reshape(1, -1)] if shown.ndim == 1 else [shown] if shown.ndim == 2 else list(shown)
+    first = crop[0].start if shown.ndim == 3 else 0
+    for k, plane in enumerate(planes):
+        if shown.ndim == 3:
+            console.print(f"slice {first + k + 1} of {w.shape[0]}:")
+        table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+        for _ in range(plane.shape[1]):
+            table.add_column(justify="right")
+        colours = diverging_rgb(plane, scale, signed)
+        for values, rgbs in zip(plane, colours):
+            table.add_row(*(f"[black on rgb({r},{g},{b})]{_num(v)}[/]" for v, (r, g, b) in zip(values, rgbs)))
+        console.print(table)
+
+
+def _print_taps(console, w, per_line: int) -> None:
+    """A long 1D kernel as numbered lines of taps."""
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    table.add_column(justify="right", style="dim")
+    for _ in range(per_line - 1):
+        table.add_column(justify="right")
+    step = per_line - 1
+    for start in range(0, w.size, step):
+        chunk = [_num(v) for v in w[start:start + step]]
+        table.add_row(f"{start}:", *chunk, *([""] * (step - len(chunk))))
+    console.print(table)
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}" if v != 0 else "0"
