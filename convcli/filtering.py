@@ -7,7 +7,7 @@ anything else) can schedule it.  Nothing here prints.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -25,6 +25,15 @@ class FilterOptions:
     precision: str | None = None
     normalize: bool = False
     out_format: str | None = None  # output format name; None: from the output's extension
+    # Media (issue 4): how inputs are read and results written.
+    kind: str | None = None  # audio | image | volume | signal; None: from the file's content
+    alpha: str = "premultiply"  # premultiply | keep | channel
+    range: str | None = None  # clip | abs | offset | rescale; None: the last kernel's range_default
+    auto_orient: bool = True  # apply the EXIF orientation of photos
+    max_pixels: int | None = None  # None: Pillow's bomb threshold
+    memory_budget: Any = None  # bytes or "4G"; None: half the available memory
+    key: str | None = None  # the array of a .npz archive
+    in_place: bool = False  # allow the output to be the input file
 
 
 @dataclass
@@ -97,14 +106,142 @@ def plan_chain(signal, kernels, options: FilterOptions) -> list[dict]:
     return steps
 
 
+ALPHA_MODES = ("premultiply", "keep", "channel")
+
+
 def filter_signal(signal, options: FilterOptions, kernels=None):
-    """Apply the chain of kernels to a Signal; return (new Signal, list of step descriptions)."""
+    """Apply the chain of kernels to a Signal; return (new Signal, list of step descriptions).
+
+    The new Signal carries the input's metadata updated for stride (audio
+    rate, voxel spacing, DPI, NIfTI affine) and, in ``meta["range"]``, how
+    its float values are to become integer samples.
+    """
+    from . import io
+    from .engine.geometry import per_axis
+
     kernels = resolve_kernels(options, signal) if kernels is None else kernels
     steps = plan_chain(signal, kernels, options)
-    data = signal.data
+    if options.alpha not in ALPHA_MODES:
+        from .errors import UsageError
+
+        raise UsageError(f"must be one of {', '.join(ALPHA_MODES)}, got {options.alpha!r}", subject="--alpha")
+    if _has_alpha(signal) and options.alpha != "channel":
+        data = _filter_with_alpha(signal, kernels, options)
+    else:
+        data = _run_chain(signal.data, signal, kernels, options)
+    nd = signal.spatial_ndim
+    strides = per_axis(options.stride, nd, "stride", minimum=1)
+    result = io.derive(signal, data, stride=strides, origin=chain_origin(steps, kernels, options, nd))
+    result.meta["range"] = options.range or kernels[-1].range_default
+    return result, steps
+
+
+def _run_chain(data, signal, kernels, options: FilterOptions):
     for i, kernel in enumerate(kernels):
         data = kernel.apply(data, convolve=options.convolve, **_geometry(options, signal, last=i == len(kernels) - 1))
-    return replace(signal, data=data), steps
+    return data
+
+
+def _has_alpha(signal) -> bool:
+    return bool(signal.meta.get("alpha")) and signal.channel_axis is not None and signal.data.shape[-1] >= 2
+
+
+def alpha_full_scale(dtype) -> float:
+    """The value of an opaque alpha sample: 255, 65535, or 1.0 for float samples."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+
+
+def _filter_with_alpha(signal, kernels, options: FilterOptions):
+    """Filter colour and alpha under --alpha premultiply or keep (see ``premultiplied``)."""
+    import numpy as np
+
+    x = signal.data
+    work = np.float64 if x.dtype == np.float64 or options.precision == "float64" else np.float32
+    full = alpha_full_scale(x.dtype)
+    colour = x[..., :-1].astype(work)
+    alpha = x[..., -1:].astype(work)
+    if options.alpha == "premultiply":
+        weight = alpha / full
+        filtered = _run_chain(np.concatenate([colour * weight, alpha], axis=-1), signal, kernels, options)
+        return unpremultiply(filtered, full)
+    colour = _run_chain(colour, signal, kernels, options)
+    return np.concatenate([colour, _resample_alpha(alpha, signal, kernels, options)], axis=-1).astype(colour.dtype)
+
+
+def unpremultiply(filtered, full: float):
+    """Divide filtered premultiplied colour by the filtered alpha (last channel).
+
+    Where the filtered alpha is below half a step (fully transparent), the
+    colour is 0: transparent pixels never bleed their colour into the result.
+    """
+    import numpy as np
+
+    alpha = filtered[..., -1:]
+    weight = alpha / full
+    colour = np.zeros_like(filtered[..., :-1])
+    half_step = 0.5 if full > 1 else 0.5 / 255
+    np.divide(filtered[..., :-1], weight, out=colour, where=alpha > half_step)
+    return np.concatenate([colour, alpha], axis=-1)
+
+
+def _resample_alpha(alpha, signal, kernels, options: FilterOptions):
+    """Alpha moved onto the output grid unchanged: each kernel replaced by a one-tap kernel at its centre."""
+    import numpy as np
+
+    from .engine import correlate
+    from .engine.geometry import per_axis
+
+    data = alpha
+    for i, kernel in enumerate(kernels):
+        geometry = _geometry(options, signal, last=i == len(kernels) - 1)
+        unit = all(s == 1 for s in per_axis(geometry["stride"], kernel.ndim, "stride", minimum=1))
+        if unit and data.shape[:-1] == _planned_shape(data, kernel, geometry):
+            continue  # same grid: alpha is kept exactly
+        tap = np.zeros(kernel.shape)
+        tap[tuple((k - 1) // 2 for k in kernel.shape)] = 1.0
+        data = correlate(data, tap, **dict(geometry, method="direct"))
+    return data
+
+
+def _planned_shape(data, kernel, geometry):
+    from .engine.geometry import plan_axes
+
+    plans = plan_axes(data.shape[:-1], kernel.shape, stride=geometry["stride"], padding=geometry["padding"],
+                      dilation=geometry["dilation"])
+    return tuple(p.out for p in plans)
+
+
+def chain_origin(steps, kernels, options: FilterOptions, ndim: int) -> tuple[float, ...]:
+    """Per spatial axis, the input position of output sample 0 (the centre of its first window)."""
+    from .engine.geometry import per_axis
+
+    dilation = per_axis(options.dilation, ndim, "dilation", minimum=1)
+    origin = [0.0] * ndim
+    for step, kernel in zip(steps, kernels):
+        for axis in range(ndim):
+            before = step["padding"][axis][0]
+            origin[axis] += -before + dilation[axis] * (kernel.shape[axis] - 1) / 2
+    return tuple(origin)
+
+
+def check_output(source: str, dest: str, in_place: bool) -> None:
+    """Refuse an output that is the input file (also through a symlink or ``./``) unless `in_place`."""
+    import os
+
+    from .errors import UsageError
+
+    if str(source) == "-" or str(dest) == "-" or in_place:
+        return
+    try:
+        same = os.path.exists(dest) and os.path.samefile(source, dest)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError("is the input file; choose another output, or pass --in-place to replace the input",
+                         subject=str(dest))
 
 
 def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
@@ -117,10 +254,27 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     from . import io
 
     start = time.perf_counter()
-    signal = io.read(source)
+    check_output(source, dest, options.in_place)
+    signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
+                     max_pixels=options.max_pixels, memory_budget=options.memory_budget)
     result, steps = filter_signal(signal, options)
-    io.write(result, dest, format=options.out_format)
+    written = io.write(result, dest, format=options.out_format)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(result.data.shape), kernels=steps, seconds=time.perf_counter() - start,
+        clipped=written.clipped, notes=input_notes(signal) + written.notes,
     )
+
+
+def input_notes(signal) -> list[str]:
+    """What the reader changed or left out that a user should hear about."""
+    meta, notes = signal.meta, []
+    if meta.get("first_frame_only"):
+        notes.append(f"only the first of {meta.get('frames')} frames was read")
+    if meta.get("oriented"):
+        notes.append(f"EXIF orientation {meta['oriented']} applied (the output is upright)")
+    if meta.get("transparency_dropped"):
+        notes.append("the PNG's transparent colour key (tRNS) was dropped")
+    if meta.get("spacing_invalid"):
+        notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
+    return notes

@@ -57,7 +57,7 @@ def test_npz_key_and_single_member(tmp_path):
     sig = io.read(tmp_path / "one.npz")
     assert sig.kind == "volume" and sig.meta["key"] == "vol"
     np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.ones((2, 2)))
-    with pytest.raises(UsageError, match="--key"):
+    with pytest.raises(DataError, match="--key"):
         io.read(tmp_path / "two.npz")
     assert io.read(tmp_path / "two.npz", key="b").kind == "image"
     with pytest.raises(UsageError) as err:

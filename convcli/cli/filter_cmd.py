@@ -62,6 +62,28 @@ def filter_command(
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
+    kind: Optional[str] = typer.Option(
+        None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
+    ),
+    alpha: str = typer.Option(
+        "premultiply", "--alpha", metavar="MODE",
+        help="Transparency: premultiply (default: no colour bleeds from transparent pixels, edges soften), "
+        "keep (alpha unchanged), channel (alpha filtered like a colour).",
+    ),
+    range_mode: Optional[str] = typer.Option(
+        None, "--range", metavar="MODE",
+        help="How results become integer samples: clip | abs | offset (signed results around mid-grey) | "
+        "rescale (min..max to the full range). Default: the kernel's choice (offset for edge kernels), else clip.",
+    ),
+    no_auto_orient: bool = typer.Option(False, "--no-auto-orient", help="Keep a photo's stored pixels; ignore its EXIF orientation."),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", metavar="N", help="Largest image accepted, in pixels (default 89478485, Pillow's bomb limit)."
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None, "--memory-budget", metavar="SIZE", help="Memory a file may cost, e.g. 4G (default: half the available memory)."
+    ),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
+    key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -76,7 +98,10 @@ def filter_command(
     options = FilterOptions(
         kernels=tuple(kernel), stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
         convolve=convolve, method=method, precision=precision, normalize=normalize, out_format=out_format,
+        kind=kind, alpha=alpha, range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
+        memory_budget=memory_budget, key=key, in_place=in_place,
     )
+    _check_media_flags(options)
     if batch.is_batch(inputs, output):
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")
@@ -95,15 +120,22 @@ def filter_command(
     if explain:
         from .. import io
 
-        signal = io.read(input)
+        signal = io.read(input, kind=kind, key=key, auto_orient=not no_auto_orient, max_pixels=max_pixels,
+                         memory_budget=memory_budget)
         steps = plan_chain(signal, resolve_kernels(options, signal), options)
         _print_explain(steps, as_json)
         return
-    if output is None:
-        raise UsageError("no output given; name one with -o OUTPUT", subject="-o/--output")
+    output = _single_output(input, output, in_place)
     report = filter_file(input, output, options)
+    for note in report.notes:
+        sys.stderr.write(f"convcli: warning: {report.input}: {note}\n")
+    if report.clipped and (verbose or _is_audio(report.output)):
+        # Clipped audio is audible distortion, so it is always reported.
+        sys.stderr.write(f"convcli: warning: {report.output}: {report.clipped} samples clipped to the output range\n")
     if as_json:
-        print(json.dumps(report.as_dict()))
+        # With the data on stdout, the report goes to stderr so the two never mix.
+        stream = sys.stderr if output == "-" else sys.stdout
+        stream.write(json.dumps(report.as_dict()) + "\n")
     if verbose:
         for step in report.kernels:
             sys.stderr.write(
@@ -111,6 +143,53 @@ def filter_command(
                 f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
+
+
+def _check_media_flags(options) -> None:
+    from ..errors import UsageError
+    from ..filtering import ALPHA_MODES
+    from ..samples import RANGE_MODES
+
+    if options.alpha not in ALPHA_MODES:
+        raise UsageError(f"must be one of {', '.join(ALPHA_MODES)}, got {options.alpha!r}", subject="--alpha")
+    if options.range is not None and options.range not in RANGE_MODES:
+        raise UsageError(f"must be one of {', '.join(RANGE_MODES)}, got {options.range!r}", subject="--range")
+    if options.kind is not None and options.kind not in ("audio", "image", "volume", "signal"):
+        raise UsageError(f"must be audio, image, volume or signal, got {options.kind!r}", subject="--kind")
+    if options.max_pixels is not None and options.max_pixels < 1:
+        raise UsageError(f"must be a positive number of pixels, got {options.max_pixels}", subject="--max-pixels")
+    if options.memory_budget is not None:
+        from ..io.limits import parse_size
+
+        parse_size(options.memory_budget)
+
+
+def _single_output(input: str, output: str | None, in_place: bool) -> str:
+    """The output of a one-file run: -o, the input itself with --in-place, or stdout when it is a pipe."""
+    from ..errors import UsageError
+
+    if in_place:
+        if output is not None and output != input:
+            raise UsageError("takes no -o: the result replaces the input", subject="--in-place")
+        if input == "-":
+            raise UsageError("needs an input file, not stdin", subject="--in-place")
+        return input
+    if output is not None:
+        return output
+    if sys.stdout.isatty():
+        raise UsageError(
+            "no output given and stdout is a terminal; name a file with -o OUTPUT "
+            "(e.g. -o edges.png), or pipe the result: -o - | other-program",
+            subject="-o/--output",
+        )
+    return "-"
+
+
+def _is_audio(path: str) -> bool:
+    from ..io.detect import FAMILY, from_extension
+
+    fmt = from_extension(path) if path != "-" else None
+    return fmt is not None and FAMILY.get(fmt) == "audio"
 
 
 def _print_explain(steps: list[dict], as_json: bool) -> None:

@@ -143,7 +143,8 @@ def read_npz(source, limits: Limits, key: str | None):
             if key is None:
                 if len(arrays) > 1:
                     listed = ", ".join(sorted(arrays)[:10])
-                    raise UsageError(
+                    # A data question, not a flag error: the same command works on single-array files.
+                    raise DataError(
                         f"holds {len(arrays)} arrays ({listed}); choose one with --key NAME", subject=source.name
                     )
                 key = next(iter(arrays))

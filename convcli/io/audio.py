@@ -72,7 +72,9 @@ def read_audio(source, fmt: str, *, limits, kind=None, **_):
     except DataError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        # libsndfile's own words, without soundfile's "Error opening <file object>:" prefix.
+        text = getattr(exc, "error_string", None) or str(exc).split(": ", 1)[-1]
+        text = " ".join(str(text).split()) or type(exc).__name__
         raise DataError(f"cannot decode the audio: {text}", subject=subject) from None
     if len(data) == 0:
         raise DataError("no audio samples (0 frames)", subject=subject)

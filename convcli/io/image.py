@@ -21,7 +21,7 @@ from ..errors import DataError, OutputError, UsageError
 # Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
 MODE_SAMPLES = {
     "1": ("uint8", 1), "L": ("uint8", 1), "LA": ("uint8", 2), "RGB": ("uint8", 3), "RGBA": ("uint8", 4),
-    "CMYK": ("uint8", 4), "I;16": ("uint16", 1), "I": ("int32", 1), "F": ("float32", 1),
+    "CMYK": ("uint8", 4), "I;16": ("uint16", 1), "I;16S": ("int16", 1), "I": ("int32", 1), "F": ("float32", 1),
     "LA;16": ("uint16", 2), "RGB;16": ("uint16", 3), "RGBA;16": ("uint16", 4),
 }
 ALPHA_MODES = {"LA", "RGBA", "LA;16", "RGBA;16"}
@@ -31,7 +31,7 @@ PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp"
 FORMAT_MODES = {
     "png": {"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"},
     "jpeg": {"L", "RGB", "CMYK"},
-    "tiff": {"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"},
+    "tiff": {"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16S", "I", "F"},
     "bmp": {"1", "L", "RGB", "RGBA"},
     "webp": {"RGB", "RGBA"},
     "gif": {"L", "RGB"},
@@ -111,6 +111,11 @@ def _frame_count(im, fmt: str, limits, subject: str) -> int:
                 raise DataError(f"more than {MAX_PAGES} TIFF pages", subject=subject)
     except EOFError:
         pass
+    if pages > 1:
+        im.seek(pages - 1)
+        if im.tag_v2.next:
+            # Pillow ends a chain that points back to a page it has seen; such a file is corrupt.
+            raise DataError("corrupt TIFF (the chain of pages loops back)", subject=subject)
     im.seek(0)
     return max(pages, 1)
 
@@ -176,7 +181,7 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
 
 
 def _normal_mode(mode: str, im) -> str:
-    if mode.startswith("I;16"):
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return "I;16"
     if mode in ("P", "PA"):
         return "RGBA" if mode == "PA" or "transparency" in im.info else "RGB"
@@ -225,7 +230,7 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     if mode in allowed:
         return mode
     channels = MODE_SAMPLES[mode][1]
-    wide = mode.endswith(";16") or mode in ("I", "F", "I;16")
+    wide = mode.endswith(";16") or mode in ("I", "F", "I;16", "I;16S")
     alpha = mode in ALPHA_MODES
     candidates = []
     if channels == 1:
@@ -333,8 +338,8 @@ def _save_pillow(samples, mode: str, fmt: str, path: str, meta: dict, compress_l
 
     if mode == "1":
         im = Image.fromarray(samples, "L").point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
-    elif mode == "I;16":
-        im = Image.fromarray(samples.astype(np.uint16))  # Pillow names native uint16 I;16
+    elif mode in ("I;16", "I;16S", "I", "F"):
+        im = Image.fromarray(np.ascontiguousarray(samples))  # Pillow names these from the dtype
     else:
         im = Image.fromarray(samples, mode)
     options = {}

@@ -78,7 +78,7 @@ def read_tiff_stack(im, pages: int, subject: str, limits):
                 f"pages differ in size ({width}x{height} and {im.width}x{im.height}) and cannot stack",
                 subject=subject,
             )
-        mode = "I;16" if im.mode.startswith("I;16") else im.mode
+        mode = "I;16" if im.mode in ("I;16", "I;16B", "I;16L", "I;16N") else im.mode
         if mode not in MODE_SAMPLES or mode in ("LA;16", "RGB;16", "RGBA;16"):
             raise DataError(f"unsupported TIFF page mode {im.mode}", subject=subject)
         if first_mode is None:
@@ -112,12 +112,11 @@ def write_tiff(sig, dest: str, fmt: str, *, compress_level=None):
     return _write_tiff_stack(sig, dest, compress_level)
 
 
-_STACK_MODE = {"uint8": "L", "uint16": "I;16", "int32": "I", "float32": "F"}
+_STACK_TYPES = ("uint8", "uint16", "int16", "int32", "float32")
 
 
 def _write_tiff_stack(sig, dest: str, compress_level):
     import numpy as np
-    from PIL import Image
 
     from ..samples import to_samples
     from . import Written
@@ -129,38 +128,28 @@ def _write_tiff_stack(sig, dest: str, compress_level):
         if data.shape[-1] not in (3, 4):
             raise OutputError(f"a volume with {data.shape[-1]} channels cannot be written as TIFF; use .npy",
                               subject=dest)
-        mode = "RGB" if data.shape[-1] == 3 else "RGBA"
         target = np.dtype(np.uint8)
     else:
         stored = np.dtype(sig.meta.get("dtype") or data.dtype)
-        if stored.name in _STACK_MODE:
-            target = stored
-        elif stored.kind == "f":
-            target = np.dtype(np.float32)
-            notes.append(f"TIFF pages hold float32: {stored} samples written as float32")
-        elif stored.kind in "iu" and stored.itemsize <= 2 and stored.kind == "i":
-            target = np.dtype(np.int32)
-            notes.append(f"TIFF pages hold no {stored}: written as 32-bit integers")
-        elif stored.kind in "iub":
-            target = np.dtype(np.float32)
-            notes.append(f"TIFF pages hold no {stored}: written as float32")
-        else:
-            target = np.dtype(np.float32)
-        mode = _STACK_MODE[target.name]
+        target = stored if stored.name in _STACK_TYPES else np.dtype(np.float32)
+        if target != stored and stored != np.float16:
+            notes.append(f"TIFF stacks hold uint8, uint16, int16, int32 or float32: {stored} written as float32")
     samples, clipped = to_samples(data, target, sig.meta.get("range", "clip"))
-    pages = [Image.fromarray(np.ascontiguousarray(page), None if mode in ("I;16", "I", "F") else mode)
-             for page in samples]
-    options = {"save_all": True, "append_images": pages[1:]}
+    from .tiffstack import write_stack
+
+    options = {}
     if sig.spacing is not None and len(sig.spacing) == 3 and all(d > 0 for d in sig.spacing):
         dz, dy, dx = (float(d) for d in sig.spacing)
         # ImageJ's convention: resolution in pixels per `unit`, slice spacing in `unit`.
-        options.update(resolution_unit=1, x_resolution=1.0 / dx, y_resolution=1.0 / dy,
-                       description=f"ImageJ=1.11a\nimages={len(pages)}\nslices={len(pages)}\nunit=mm\n"
-                                   f"spacing={dz!r}\nloop=false\n")
-    if compress_level is not None and int(compress_level) > 0:
-        options["compression"] = "tiff_adobe_deflate"
+        n = samples.shape[0]
+        options.update(resolution=(1.0 / dx, 1.0 / dy), resolution_unit=1,
+                       description=f"ImageJ=1.11a\nimages={n}\nslices={n}\nunit=mm\nspacing={dz!r}\nloop=false\n")
     with atomic_path(dest) as tmp:
-        pages[0].save(tmp, format="TIFF", **options)
+        with open(tmp, "wb") as fh:
+            try:
+                write_stack(fh, samples, compress_level=compress_level, **options)
+            except ValueError as exc:
+                raise OutputError(str(exc), subject=dest) from None
     return Written(path=dest, format="tiff", clipped=clipped, notes=notes)
 
 
