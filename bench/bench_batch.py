@@ -1,0 +1,79 @@
+"""Batch throughput: `convcli filter DIR -o OUT -j N` against a shell loop and ImageMagick.
+
+    python bench/bench_batch.py [--files 500] [--jobs 2] [--loop-sample 40]
+
+Makes ``--files`` 640x480 RGB PNGs, then times, with the same box:5 kernel:
+  - convcli's batch mode (one process, a pool of ``--jobs`` workers);
+  - a shell loop calling one `convcli filter` process per file (timed on
+    ``--loop-sample`` files and scaled, since it is slow);
+  - ImageMagick's `mogrify -morphology Convolve Square:2` when installed (same
+    5x5 mean), and `convert` per file in a loop.
+Prints files per second and the ratio to each peer.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_pngs(folder: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    base = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i:04d}.png"
+        Image.fromarray(np.roll(base, i, axis=1)).save(path, compress_level=1)
+        paths.append(path)
+    return paths
+
+
+def timed(cmd: list[str] | str, shell: bool = False) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, shell=shell, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--loop-sample", type=int, default=40, help="files timed for the per-file loops")
+    args = parser.parse_args()
+    convcli = [sys.executable, "-m", "convcli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = tmp / "in"
+        src.mkdir()
+        paths = make_pngs(src, args.files)
+        rows = []
+        t = timed(convcli + ["filter", str(src), "-o", str(tmp / "out"), "-k", "box:5", "-j", str(args.jobs), "-q"])
+        ours = args.files / t
+        rows.append((f"convcli batch -j {args.jobs}", ours))
+        sample = paths[: args.loop_sample]
+        loop = " ; ".join(f"{' '.join(convcli)} filter {p} -k box:5 -o {tmp / 'loop'}_{p.name} -q" for p in sample)
+        rows.append(("shell loop of convcli processes", len(sample) / timed(loop, shell=True)))
+        if shutil.which("mogrify") and shutil.which("convert"):
+            mog = tmp / "mog"
+            mog.mkdir()
+            t = timed(["mogrify", "-path", str(mog), "-morphology", "Convolve", "Square:2", *map(str, paths)])
+            rows.append(("ImageMagick mogrify (one process)", args.files / t))
+            loop = " ; ".join(f"convert {p} -morphology Convolve Square:2 {tmp / 'im'}_{p.name}" for p in sample)
+            rows.append(("shell loop of ImageMagick convert", len(sample) / timed(loop, shell=True)))
+        else:
+            print("ImageMagick not installed (apt-get install imagemagick): skipped")
+    print(f"{args.files} PNGs 640x480 RGB, box 5x5, {args.jobs} workers")
+    print(f"{'contender':40s} {'files/s':>9s} {'convcli is x faster':>20s}")
+    for name, rate in rows:
+        print(f"{name:40s} {rate:9.1f} {ours / rate:20.2f}")
+
+
+if __name__ == "__main__":
+    main()
