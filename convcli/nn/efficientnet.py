@@ -1,0 +1,193 @@
+"""EfficientNet-Lite0 as a table of block rows and a few small layers.
+
+The architecture is the one the published checkpoint was trained with (the
+``efficientnet_lite_pytorch`` reference): a 3x3/2 stem to 32 channels, the
+MBConv stages of :data:`LITE0_STAGES` (no squeeze-excite, ReLU6), a 1x1 head
+to 1280 channels, global average pooling and a fully connected layer to the
+1000 ImageNet classes.  Every convolution is "same"-padded the TensorFlow way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .layers import DenseConv, DepthwiseConv, Linear, PointwiseConv, global_average_pool, relu6
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One stage: ``repeats`` MBConv blocks; only the first one strides and changes the width.
+
+    Written like the reference's block strings: ``r2_k3_s22_e6_i16_o24`` is
+    ``StageRow(repeats=2, kernel=3, stride=2, expand=6, inputs=16, outputs=24)``.
+    """
+
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int  # width of the depthwise layer = expand * block input width
+    inputs: int
+    outputs: int
+
+
+LITE0_STAGES = (
+    StageRow(1, 3, 1, 1, 32, 16),
+    StageRow(2, 3, 2, 6, 16, 24),
+    StageRow(2, 5, 2, 6, 24, 40),
+    StageRow(3, 3, 2, 6, 40, 80),
+    StageRow(3, 5, 1, 6, 80, 112),
+    StageRow(4, 5, 2, 6, 112, 192),
+    StageRow(1, 3, 1, 6, 192, 320),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The shape of an EfficientNet-Lite network."""
+
+    stages: tuple[StageRow, ...] = LITE0_STAGES
+    in_channels: int = 3  # RGB
+    stem_channels: int = 32  # 3x3/2 stem convolution
+    head_channels: int = 1280  # 1x1 convolution before pooling
+    classes: int = 1000  # ImageNet-1k
+    image_size: int = 224  # the input side the network was trained at
+    bn_epsilon: float = 1e-3  # TensorFlow's default, used by the reference
+
+
+LITE0 = Config()
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """One MBConv block, as expanded from its stage."""
+
+    index: int
+    kernel: int
+    stride: int
+    expand: int
+    inputs: int
+    outputs: int
+
+    @property
+    def hidden(self) -> int:
+        return self.inputs * self.expand
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.inputs == self.outputs
+
+
+def block_rows(config: Config = LITE0) -> list[BlockRow]:
+    """Expand the stage table into one row per block (16 for Lite0)."""
+    rows = []
+    for stage in config.stages:
+        for i in range(stage.repeats):
+            first = i == 0
+            rows.append(BlockRow(
+                len(rows), stage.kernel, stage.stride if first else 1, stage.expand,
+                stage.inputs if first else stage.outputs, stage.outputs,
+            ))
+    return rows
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One convolution and the batch norm that follows it, as named in the checkpoint.
+
+    ``name`` is the checkpoint's name of the convolution; its weight has
+    ``shape``.  ``bn`` is the batch norm folded into it, or ``None`` for the
+    final fully connected layer, which has its own bias.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    bn: str | None
+
+
+def conv_specs(config: Config = LITE0) -> Iterator[ConvSpec]:
+    """Every weight tensor of the network in forward order, with the checkpoint's names and shapes."""
+    yield ConvSpec("_conv_stem", (config.stem_channels, config.in_channels, 3, 3), "_bn0")
+    for row in block_rows(config):
+        prefix = f"_blocks.{row.index}"
+        if row.expand != 1:
+            yield ConvSpec(f"{prefix}._expand_conv", (row.hidden, row.inputs, 1, 1), f"{prefix}._bn0")
+        yield ConvSpec(f"{prefix}._depthwise_conv", (row.hidden, 1, row.kernel, row.kernel), f"{prefix}._bn1")
+        yield ConvSpec(f"{prefix}._project_conv", (row.outputs, row.hidden, 1, 1), f"{prefix}._bn2")
+    last = config.stages[-1].outputs
+    yield ConvSpec("_conv_head", (config.head_channels, last, 1, 1), "_bn1")
+    yield ConvSpec("_fc", (config.classes, config.head_channels), None)
+
+
+class MBConv:
+    """Mobile inverted bottleneck: 1x1 expand, depthwise k x k, 1x1 project, identity skip."""
+
+    def __init__(self, row: BlockRow, params: dict[str, np.ndarray]) -> None:
+        prefix = f"_blocks.{row.index}"
+        self.row = row
+        self.expand = None
+        if row.expand != 1:
+            w, b = _pair(params, f"{prefix}._expand_conv")
+            self.expand = PointwiseConv(w[:, :, 0, 0], b)
+        w, b = _pair(params, f"{prefix}._depthwise_conv")
+        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride)
+        w, b = _pair(params, f"{prefix}._project_conv")
+        self.project = PointwiseConv(w[:, :, 0, 0], b)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = relu6(self.expand(x)) if self.expand is not None else x
+        h = relu6(self.depthwise(h))
+        h = self.project(h)  # linear bottleneck: no activation
+        if self.row.residual:
+            h += x
+        return h
+
+
+class EfficientNetLite:
+    """The network with folded weights; call it on ``(N, 3, 224, 224)`` float32 to get ``(N, 1000)`` logits.
+
+    Parameters
+    ----------
+    params : dict
+        ``<conv>.weight`` and ``<conv>.bias`` for every :func:`conv_specs`
+        entry, batch norm already folded in (see :mod:`convcli.nn.weights`).
+    config : Config
+        The architecture; Lite0 by default.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0) -> None:
+        self.config = config
+        w, b = _pair(params, "_conv_stem")
+        self.stem = DenseConv(w, b, stride=2)
+        self.blocks = [MBConv(row, params) for row in block_rows(config)]
+        w, b = _pair(params, "_conv_head")
+        self.head = PointwiseConv(w[:, :, 0, 0], b)
+        self.fc = Linear(*_pair(params, "_fc"))
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The last feature maps, ``(N, 1280, 7, 7)`` for a 224x224 input: what the classifier pools."""
+        x = relu6(self.stem(np.asarray(x, dtype=np.float32)))
+        for block in self.blocks:
+            x = block(x)
+        return relu6(self.head(x))
+
+    def classifier(self, features: np.ndarray) -> np.ndarray:
+        """Logits from feature maps: global average pooling, then the fully connected layer."""
+        return self.fc(global_average_pool(features))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.classifier(self.features(x))
+
+    def class_activation_map(self, features: np.ndarray, index: int) -> np.ndarray:
+        """Feature maps ``(1280, H, W)`` of one image weighted by class ``index``'s fully connected weights.
+
+        Averaging this map over the pixels gives the class's logit minus its
+        bias: it says how much each place in the picture voted for the class.
+        """
+        weights = self.fc.weight_t[:, index]
+        return np.tensordot(weights, features, axes=(0, 0))
+
+
+def _pair(params: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    return params[f"{name}.weight"], params[f"{name}.bias"]

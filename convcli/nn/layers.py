@@ -1,0 +1,118 @@
+"""Small callable layers of a convolutional network, every convolution through the engine.
+
+Activations are laid out ``(batch, channels, rows, columns)`` (NCHW): that is
+the engine's own lane layout for per-channel filtering, so depthwise layers
+cost no transposes, and a 1x1 convolution is one float32 matrix product per
+image over the contiguous ``rows * columns`` axis.  Batch norm is folded into
+the weights and biases before a layer is built (see :mod:`convcli.nn.weights`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import execute, make_plan
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6), in place: the activation of the EfficientNet-Lite family."""
+    return np.clip(x, 0.0, 6.0, out=x)
+
+
+class PointwiseConv:
+    """A 1x1 convolution: ``weight (out, in)`` times every pixel's channel vector, plus ``bias (out,)``."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)[:, None]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, c, h, w = x.shape
+        out = np.matmul(self.weight, x.reshape(n, c, h * w))
+        out += self.bias
+        return out.reshape(n, -1, h, w)
+
+
+def _same_plan(shape: tuple[int, ...], kernel: np.ndarray, stride: int):
+    # TensorFlow "same" padding with zeros, as the network was trained; the
+    # shift-and-add method because a 3x3 or 5x5 kernel never pays for an FFT.
+    return make_plan(
+        shape, kernel, stride=stride, padding="same", pad_mode="zeros", channel_axis=1,
+        spatial_ndim=2, method="direct", x_dtype=np.float32,
+    )
+
+
+class DepthwiseConv:
+    """Each channel correlated with its own ``k x k`` kernel (``weight (C, k, k)``), plus ``bias (C,)``.
+
+    The engine's per-channel correlation does the work.  Its plan is kept per
+    input shape: planning looks at the weights (the cost model factors every
+    channel's kernel), so it is done once per shape, not once per image.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> None:
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)[None, :, None, None]
+        self.stride = stride
+        self._plans: dict[tuple[int, ...], object] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        plan = self._plans.get(x.shape)
+        if plan is None:
+            plan = self._plans[x.shape] = _same_plan(x.shape, self.weight, self.stride)
+        out = execute(plan, x, self.weight)
+        out += self.bias
+        return out
+
+
+class DenseConv:
+    """A full ``k x k`` convolution mixing all input channels (``weight (out, in, k, k)``), plus ``bias (out,)``.
+
+    The engine gathers, for each tap ``(i, j)``, the padded, strided, shifted
+    copy of every input channel: that is a correlation with the unit kernel
+    which is 1 at ``(i, j)``, and the engine computes only that one tap.  One
+    float32 matrix product then mixes the ``k * k * in`` gathered lanes into
+    the output channels.  The engine keeps every geometric decision (the
+    "same" rule, stride, borders); the multiply-adds run in BLAS.  For the
+    RGB stem this is 27 lanes of 112x112, against 96 full lanes if each
+    ``(out, in)`` pair were filtered separately.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> None:
+        weight = np.asarray(weight, dtype=np.float32)
+        outputs, inputs, kh, kw = weight.shape
+        # Columns in the order the lanes are gathered: tap-major, then input channel.
+        self.matrix = np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(outputs, kh * kw * inputs))
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)[:, None]
+        self.taps = []
+        for i, j in np.ndindex(kh, kw):
+            unit = np.zeros((kh, kw), dtype=np.float32)
+            unit[i, j] = 1.0
+            self.taps.append(unit)
+        self.stride = stride
+        self._plans: dict[tuple[int, ...], object] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        plan = self._plans.get(x.shape)
+        if plan is None:
+            plan = self._plans[x.shape] = _same_plan(x.shape, self.taps[0], self.stride)
+        lanes = np.concatenate([execute(plan, x, unit) for unit in self.taps], axis=1)
+        n, c, h, w = lanes.shape
+        out = np.matmul(self.matrix, lanes.reshape(n, c, h * w))
+        out += self.bias
+        return out.reshape(n, -1, h, w)
+
+
+def global_average_pool(x: np.ndarray) -> np.ndarray:
+    """The mean of every channel over all pixels: ``(N, C, H, W) -> (N, C)``."""
+    return x.mean(axis=(2, 3), dtype=np.float32)
+
+
+class Linear:
+    """A fully connected layer: ``x @ weight.T + bias``."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).T)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight_t + self.bias

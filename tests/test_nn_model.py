@@ -1,0 +1,218 @@
+"""The network: layers against literal definitions, the block table, and PyTorch reference logits."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from convcli.nn import weights
+from convcli.nn.efficientnet import LITE0, Config, EfficientNetLite, StageRow, block_rows, conv_specs
+from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv
+from convcli.nn.preprocess import network_input, open_photo
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "nn"
+
+
+def _helper():
+    path = FIXTURES / "legacy_torch.py"
+    spec = importlib.util.spec_from_file_location("nn_legacy_torch", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+random_state = _helper().random_state
+TINY = Config(
+    stages=(StageRow(1, 3, 1, 1, 8, 8), StageRow(2, 5, 2, 3, 8, 12), StageRow(1, 3, 2, 2, 12, 16)),
+    stem_channels=8, head_channels=24, classes=10, image_size=19,
+)
+
+
+# --------------------------------------------------------------------------- literal definitions
+def same_padding(n: int, k: int, s: int) -> tuple[int, int, int]:
+    """TensorFlow's SAME rule, from its documentation: output, pad before, pad after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def literal_conv(x: np.ndarray, w: np.ndarray, stride: int, groups: int = 1) -> np.ndarray:
+    """Grouped 2-D cross-correlation of one image ``(C, H, W)`` by its definition, in float64."""
+    c, h, wd = x.shape
+    o, per_group, k, _ = w.shape
+    oh, top, bottom = same_padding(h, k, stride)
+    ow, left, right = same_padding(wd, k, stride)
+    xp = np.zeros((c, h + top + bottom, wd + left + right))
+    xp[:, top:top + h, left:left + wd] = x
+    out = np.zeros((o, oh, ow))
+    outs_per_group = o // groups
+    for oc in range(o):
+        g = oc // outs_per_group
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[g * per_group:(g + 1) * per_group, i * stride:i * stride + k, j * stride:j * stride + k]
+                out[oc, i, j] = np.sum(patch * w[oc])
+    return out
+
+
+def literal_network(state: dict, config: Config, x: np.ndarray) -> np.ndarray:
+    """The reference forward pass of one image: unfolded batch norm, literal convolutions, float64."""
+    s = {k: v.astype(np.float64) for k, v in state.items()}
+
+    def bn(h, name):
+        g, b, m, v = (s[f"{name}.{p}"][:, None, None] for p in ("weight", "bias", "running_mean", "running_var"))
+        return (h - m) / np.sqrt(v + config.bn_epsilon) * g + b
+
+    def relu6(h):
+        return np.minimum(np.maximum(h, 0), 6)
+
+    h = relu6(bn(literal_conv(x, s["_conv_stem.weight"], 2), "_bn0"))
+    for row in block_rows(config):
+        p = f"_blocks.{row.index}"
+        inp = h
+        if row.expand != 1:
+            h = relu6(bn(literal_conv(h, s[f"{p}._expand_conv.weight"], 1), f"{p}._bn0"))
+        h = relu6(bn(literal_conv(h, s[f"{p}._depthwise_conv.weight"], row.stride, groups=row.hidden), f"{p}._bn1"))
+        h = bn(literal_conv(h, s[f"{p}._project_conv.weight"], 1), f"{p}._bn2")
+        if row.stride == 1 and row.inputs == row.outputs:
+            h = h + inp
+    h = relu6(bn(literal_conv(h, s["_conv_head.weight"], 1), "_bn1"))
+    return s["_fc.weight"] @ h.mean(axis=(1, 2)) + s["_fc.bias"]
+
+
+# --------------------------------------------------------------------------- layers
+@given(
+    size=st.tuples(st.integers(3, 13), st.integers(3, 13)),
+    k=st.sampled_from([1, 3, 5]),
+    stride=st.integers(1, 2),
+    channels=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, channels) + size).astype(np.float32)
+    w = rng.standard_normal((channels, k, k)).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32)
+    got = DepthwiseConv(w, b, stride)(x)
+    for n in range(2):
+        expected = literal_conv(x[n].astype(np.float64), w[:, None].astype(np.float64), stride, groups=channels)
+        np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
+
+
+@given(
+    size=st.tuples(st.integers(2, 12), st.integers(2, 12)),
+    k=st.sampled_from([1, 2, 3, 5]),
+    stride=st.integers(1, 3),
+    cin=st.integers(1, 4),
+    cout=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, cin) + size).astype(np.float32)
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    got = DenseConv(w, b, stride)(x)
+    for n in range(2):
+        expected = literal_conv(x[n].astype(np.float64), w.astype(np.float64), stride)
+        np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv_is_a_1x1_convolution():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    got = PointwiseConv(w, b)(x)
+    for n in range(3):
+        expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1)
+        np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the table
+def test_the_stage_table_is_the_reference_block_strings():
+    strings = ["r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40", "r3_k3_s22_e6_i40_o80",
+               "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192", "r1_k3_s11_e6_i192_o320"]
+    parsed = []
+    for text in strings:
+        m = re.fullmatch(r"r(\d+)_k(\d+)_s(\d)\3_e(\d+)_i(\d+)_o(\d+)", text)
+        r, k, s, e, i, o = map(int, m.groups())
+        parsed.append(StageRow(r, k, s, e, i, o))
+    assert tuple(parsed) == LITE0.stages
+
+
+def test_lite0_has_sixteen_blocks_and_4_7_million_parameters():
+    rows = block_rows(LITE0)
+    assert len(rows) == 16
+    assert [r.stride for r in rows].count(2) == 4
+    assert sum(r.residual for r in rows) == 9
+    params = sum(int(np.prod(s.shape)) + s.shape[0] for s in conv_specs(LITE0))
+    assert 4.6e6 < params < 4.7e6  # 4 652 008 weights and folded biases
+
+
+def test_a_tiny_network_matches_its_literal_definition():
+    state = random_state(TINY, seed=5)
+    model = EfficientNetLite(weights.fold_batch_norm(state, TINY), TINY)
+    x = np.random.default_rng(6).standard_normal((2, 3, 19, 17)).astype(np.float32)
+    got = model(x)
+    for n in range(2):
+        np.testing.assert_allclose(got[n], literal_network(state, TINY, x[n].astype(np.float64)), rtol=1e-4, atol=1e-4)
+
+
+def test_the_class_activation_map_averages_to_the_logit():
+    state = random_state(TINY, seed=7)
+    model = EfficientNetLite(weights.fold_batch_norm(state, TINY), TINY)
+    x = np.random.default_rng(8).standard_normal((1, 3, 19, 19)).astype(np.float32)
+    features = model.features(x)
+    logits = model.classifier(features)[0]
+    for index in (0, 3, 9):
+        cam = model.class_activation_map(features[0], index)
+        assert cam.shape == features.shape[2:]
+        assert cam.mean() + state["_fc.bias"][index] == pytest.approx(logits[index], abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the pretrained network
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        mp.delenv("CONVCLI_WEIGHTS", raising=False)
+        return weights.load_model()
+
+
+REFERENCE = np.load(FIXTURES / "reference_logits.npz")
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE.files))
+def test_logits_match_pytorch(pretrained, name):
+    """Same top-5 and every logit within 1e-3 of the PyTorch reference (bench/make_nn_fixtures.py)."""
+    data = (ROOT / name).read_bytes()
+    logits = pretrained(network_input(open_photo(data, name))[None])[0]
+    expected = REFERENCE[name]
+    assert logits.shape == (1000,)
+    assert np.argsort(-logits)[:5].tolist() == np.argsort(-expected)[:5].tolist()
+    assert np.abs(logits - expected).max() <= 1e-3
+
+
+def test_the_sample_photos_are_what_they_show():
+    from convcli.nn.classify import class_labels
+
+    labels = class_labels()
+    top1 = {name: labels[int(np.argmax(REFERENCE[name]))] for name in REFERENCE.files}
+    assert top1["examples/photo.jpg"] == "tiger cat"
+    assert top1["examples/coffee.jpg"] == "espresso"
+    assert top1["tests/fixtures/nn/coffee_alpha.png"] == "espresso"
+    assert top1["tests/fixtures/nn/cat_exif6.jpg"] in ("tiger cat", "Egyptian cat", "tabby")
+
+
+def test_a_batch_gives_the_same_logits_as_single_images(pretrained):
+    images = [network_input(open_photo((ROOT / n).read_bytes(), n)) for n in ("examples/photo.jpg", "examples/rocket.jpg")]
+    batch = pretrained(np.stack(images))
+    for i, image in enumerate(images):
+        np.testing.assert_allclose(batch[i], pretrained(image[None])[0], atol=1e-5)

@@ -1,0 +1,278 @@
+"""The restricted unpickler: real checkpoints load, crafted ones are refused without running anything."""
+from __future__ import annotations
+
+import copyreg
+import importlib.util
+import os
+import pickle
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convcli.nn.pickle_loader import CheckpointError, load_state_dict, parse_checkpoint
+from convcli.nn.weights import source_path
+
+
+def _helper():
+    path = Path(__file__).parent / "fixtures" / "nn" / "legacy_torch.py"
+    spec = importlib.util.spec_from_file_location("nn_legacy_torch", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lt = _helper()
+
+
+# --------------------------------------------------------------------------- good files
+def test_the_published_checkpoint_loads_with_every_tensor():
+    state = load_state_dict(source_path())
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_fc.weight"].dtype == np.float32
+    assert state["_bn0.num_batches_tracked"].shape == () and state["_bn0.num_batches_tracked"].dtype == np.int64
+    assert all(np.isfinite(a).all() for a in state.values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"])
+def test_every_storage_type_round_trips(dtype):
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((3, 4)) * 50).astype(dtype)
+    state = parse_checkpoint(lt.simple_checkpoint({"a": a, "scalar": a[1, 2].copy()}))
+    np.testing.assert_array_equal(state["a"], a)
+    assert state["a"].dtype == a.dtype and state["scalar"].shape == ()
+
+
+def test_views_share_a_storage_with_offsets_and_strides():
+    data = np.arange(20, dtype=np.float32)
+    entries = {
+        "transposed": lt.Entry("s", 2, (3, 4), (1, 3)),
+        "tail": lt.Entry("s", 15, (5,), (1,)),
+        "broadcast": lt.Entry("s", 7, (2, 3), (0, 1)),
+        "empty": lt.Entry("s", 0, (0, 4), (4, 1)),
+    }
+    state = parse_checkpoint(lt.checkpoint_bytes(entries, {"s": data}))
+    np.testing.assert_array_equal(state["transposed"], np.lib.stride_tricks.as_strided(data[2:], (3, 4), (4, 12)))
+    np.testing.assert_array_equal(state["tail"], data[15:])
+    np.testing.assert_array_equal(state["broadcast"], [[7, 8, 9], [7, 8, 9]])
+    assert state["empty"].shape == (0, 4)
+    for a in state.values():  # copies that own their memory, not views of the file's bytes
+        assert a.base is None and a.flags.writeable
+
+
+# --------------------------------------------------------------------------- code never runs
+class _Payload:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _wrapped(main_pickle: bytes) -> bytes:
+    return lt.checkpoint_bytes({}, {}, main=main_pickle, keys=[])
+
+
+@pytest.mark.parametrize("where", ["main", "header"])
+@pytest.mark.parametrize("func", [os.system, eval, subprocess.call, open])
+def test_a_malicious_pickle_is_refused_and_nothing_runs(tmp_path, func, where):
+    canary = tmp_path / "canary"
+    if func is os.system:
+        payload = _Payload(os.system, f"touch {canary}")
+    elif func is eval:
+        payload = _Payload(eval, f"open({str(canary)!r}, 'w').close()")
+    elif func is subprocess.call:
+        payload = _Payload(subprocess.call, ["touch", str(canary)])
+    else:
+        payload = _Payload(open, str(canary), "w")
+    blob = pickle.dumps({"w": payload}, protocol=2)
+    data = _wrapped(blob) if where == "main" else blob + _wrapped(b"\x80\x02}.")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        parse_checkpoint(data)
+    assert not canary.exists()
+
+
+def test_the_refusal_names_the_global(tmp_path):
+    with pytest.raises(CheckpointError, match=r"posix\.system|os\.system"):
+        parse_checkpoint(_wrapped(pickle.dumps(_Payload(os.system, "true"), protocol=2)))
+
+
+def test_extension_registry_codes_go_through_the_same_check(tmp_path):
+    canary = tmp_path / "canary"
+    copyreg.add_extension("posix", "system", 0x7E57)
+    try:
+        blob = pickle.dumps(_Payload(os.system, f"touch {canary}"), protocol=2)
+    finally:
+        copyreg.remove_extension("posix", "system", 0x7E57)
+    assert b"\x83" in blob or b"\x82" in blob  # EXT opcodes, not GLOBAL
+    copyreg.add_extension("posix", "system", 0x7E57)
+    try:
+        with pytest.raises(CheckpointError, match="refused"):
+            parse_checkpoint(_wrapped(blob))
+    finally:
+        copyreg.remove_extension("posix", "system", 0x7E57)
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("module,name", [
+    ("collections", "namedtuple"), ("torch._utils", "_rebuild_qtensor"), ("torch", "load"),
+    ("torch.nn.modules.linear", "Linear"), ("numpy.core.multiarray", "_reconstruct"), ("builtins", "getattr"),
+])
+def test_globals_next_to_the_allowed_ones_are_refused(module, name):
+    main = b"\x80\x02" + lt.op_global(module, name) + b")R."
+    with pytest.raises(CheckpointError, match=f"{module}.{name}"):
+        parse_checkpoint(_wrapped(main))
+
+
+def test_a_storage_type_cannot_be_called():
+    main = b"\x80\x02" + lt.op_global("torch", "FloatStorage") + lt.op_tuple(lt.op_int(10)) + b"R."
+    with pytest.raises(CheckpointError, match="calls torch.FloatStorage"):
+        parse_checkpoint(_wrapped(main))
+
+
+def test_a_checked_tensor_cannot_be_rewritten_by_build():
+    data = np.arange(4, dtype=np.float32)
+    tensor = lt.op_tensor(lt.Entry("s", 0, (4,), (1,)), "FloatStorage", 4)
+    state = b"}" + lt.op_str("offset") + lt.op_int(10**9) + b"s"  # {"offset": 1e9}
+    main = b"\x80\x02" + lt.op_empty_ordered_dict() + lt.op_str("t") + tensor + state + b"b" + b"s."
+    with pytest.raises(CheckpointError, match="modify a tensor"):
+        parse_checkpoint(lt.checkpoint_bytes({}, {"s": data}, main=main))
+
+
+# --------------------------------------------------------------------------- bounds
+@pytest.mark.parametrize("entry,why", [
+    (lt.Entry("s", 8, (3,), (1,)), "reaches element 10"),
+    (lt.Entry("s", 0, (2, 6), (6, 1)), "reaches element 11"),
+    (lt.Entry("s", 0, (4,), (4,)), "reaches element 12"),
+    (lt.Entry("s", -1, (2,), (1,)), "negative"),
+    (lt.Entry("s", 0, (2, 2), (-1, 1)), "negative"),
+    (lt.Entry("s", 0, (-2,), (1,)), "negative"),
+    (lt.Entry("s", 0, (2, 2), (1,)), "2 sizes but 1 strides"),
+    (lt.Entry("s", 0, (2**62, 2**62), (1, 1)), "reaches element"),
+])
+def test_views_outside_their_storage_are_refused(entry, why):
+    with pytest.raises(CheckpointError, match=why):
+        parse_checkpoint(lt.checkpoint_bytes({"t": entry}, {"s": np.zeros(10, np.float32)}))
+
+
+def test_declared_and_stored_element_counts_must_agree():
+    blob = lt.checkpoint_bytes({"t": lt.Entry("s", 0, (4,), (1,))}, {"s": np.zeros(10, np.float32)}, declared={"s": 12})
+    with pytest.raises(CheckpointError, match="holds 10 elements but the pickle declares 12"):
+        parse_checkpoint(blob)
+
+
+def test_a_huge_declared_storage_is_refused_before_allocation():
+    entries = {"t": lt.Entry("s", 0, (4,), (1,))}
+    storages = {"s": np.zeros(4, np.float32)}
+    main = lt.main_pickle(entries, storages, declared={"s": 2**40})
+    blob = lt.checkpoint_bytes(entries, storages, main=main)
+    blob = blob.replace(np.int64(4).tobytes(), np.int64(2**40).tobytes(), 1)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="truncated"):
+        parse_checkpoint(blob)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("cut", [10, 100, -1, -17])
+def test_truncated_files_are_refused(cut):
+    blob = lt.simple_checkpoint({"a": np.ones((3, 3), np.float32), "b": np.ones(5, np.int64)})
+    with pytest.raises(CheckpointError):
+        parse_checkpoint(blob[:cut])
+
+
+def test_trailing_bytes_and_storage_lists_that_do_not_match_are_refused():
+    entries = {"t": lt.Entry("s", 0, (4,), (1,))}
+    storages = {"s": np.zeros(4, np.float32)}
+    with pytest.raises(CheckpointError, match="unexpected bytes"):
+        parse_checkpoint(lt.checkpoint_bytes(entries, storages, trailer=b"\0"))
+    with pytest.raises(CheckpointError, match="storage list"):
+        parse_checkpoint(lt.checkpoint_bytes(entries, {"s": storages["s"], "x": storages["s"]}))
+
+
+@pytest.mark.parametrize("blob,why", [
+    (b"PK\x03\x04" + b"\0" * 40, "zip-format"),
+    (pickle.dumps(12345, protocol=2), "magic number"),
+    (b"", "not a readable"),
+    (b"hello world", "not a readable"),
+    (pickle.dumps(lt.MAGIC_NUMBER, protocol=2) + pickle.dumps(7, protocol=2), "protocol version"),
+])
+def test_other_files_are_refused(blob, why):
+    with pytest.raises(CheckpointError, match=why):
+        parse_checkpoint(blob)
+
+
+def test_the_state_must_be_a_mapping_of_names_to_tensors():
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        parse_checkpoint(_wrapped(pickle.dumps([1, 2], protocol=2)))
+    with pytest.raises(CheckpointError, match="not a named tensor"):
+        parse_checkpoint(_wrapped(pickle.dumps({"a": 1}, protocol=2)))
+
+
+def test_load_state_dict_names_the_file(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(str(path))
+    assert info.value.subject == str(path)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_state_dict(str(tmp_path / "missing.pth"))
+
+
+# --------------------------------------------------------------------------- mutation fuzz
+def _mutants(blob: bytes, count: int, seed: int, region: int | None = None):
+    rng = random.Random(seed)
+    top = region or len(blob)
+    for _ in range(count):
+        b = bytearray(blob)
+        kind = rng.randrange(4)
+        i = rng.randrange(top)
+        if kind == 0:
+            b[i] = rng.randrange(256)
+        elif kind == 1:
+            b[i] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            del b[i:i + rng.randrange(1, 16)]
+        else:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))
+        yield bytes(b)
+
+
+def test_mutants_of_a_small_checkpoint_only_raise_the_loaders_error():
+    blob = lt.checkpoint_bytes(
+        {"a": lt.Entry("s", 0, (2, 3), (3, 1)), "b": lt.Entry("s", 1, (2,), (2,)), "n": lt.Entry("n", 0, (), ())},
+        {"s": np.arange(6, dtype=np.float32), "n": np.array([7], np.int64)},
+    )
+    outcomes = {"ok": 0, "refused": 0}
+    for mutant in _mutants(blob, 400, seed=1):
+        start = time.perf_counter()
+        try:
+            parse_checkpoint(mutant)
+            outcomes["ok"] += 1
+        except CheckpointError:
+            outcomes["refused"] += 1
+        assert time.perf_counter() - start < 1.0
+    assert outcomes["refused"] > 300
+
+
+def test_mutants_of_the_published_checkpoint_header_only_raise_the_loaders_error():
+    blob = Path(source_path()).read_bytes()
+    for mutant in _mutants(blob, 12, seed=2, region=42_000):  # the pickles end at byte 47 176
+        start = time.perf_counter()
+        try:
+            parse_checkpoint(mutant)
+        except CheckpointError:
+            pass
+        assert time.perf_counter() - start < 1.0
+
+
+def test_loading_never_imports_torch():
+    code = "import sys; from convcli.nn.pickle_loader import load_state_dict; from convcli.nn.weights import source_path; " \
+           "load_state_dict(source_path()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
