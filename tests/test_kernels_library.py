@@ -399,3 +399,21 @@ def test_unknown_name_suggests_the_closest(typo, suggestion):
     with pytest.raises(UsageError, match=f"did you mean .*{suggestion}") as info:
         resolve(typo, ndim=2)
     assert info.value.subject == typo
+
+
+@pytest.mark.parametrize("spec, ndim", [("gaussian:sigma=100", 3), ("box:100000", 2), ("dog:1,300", 3),
+                                        ("motion:100000", 2), ("binomial:5000", 3)])
+def test_absurd_sizes_are_refused_before_allocating(spec, ndim):
+    with pytest.raises(UsageError, match="the kernel would have shape") as info:
+        resolve(spec, ndim=ndim)
+    assert info.value.subject == spec
+
+
+def test_huge_separable_gaussian_runs_one_axis_at_a_time():
+    k = resolve("gaussian:sigma=100,0,0", ndim=3)
+    assert k.weights[0].shape == (801, 1, 1)
+
+
+def test_keyword_lists_end_at_the_next_key():
+    k = resolve("gaussian:sigma=2,0,0.5,truncate=2", ndim=3)
+    assert k.weights[0].shape == (9, 1, 3)

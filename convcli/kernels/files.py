@@ -71,7 +71,7 @@ class Definition:
     def dimensions(self) -> tuple[int, ...]:
         """The input dimensions this definition serves."""
         if None in self.variants:
-            return tuple(sorted({min(fit_dims(w, self.matrix)) for w in self.variants[None]}))
+            return tuple(sorted(set.intersection(*(fit_dims(w, self.matrix) for w in self.variants[None]))))
         return tuple(sorted(k for k in self.variants if k is not None))
 
     def weights_for(self, ndim: int, *, subject: str) -> list[np.ndarray]:

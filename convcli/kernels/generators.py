@@ -19,6 +19,7 @@ from .kernel import Kernel
 from .spec import NamedSpec, length_in_samples, parse_float, parse_frequency, parse_int
 
 REQUIRED = object()
+MAX_WEIGHTS = 1 << 25  # 256 MB of float64: beyond this a kernel spec is a typo, not a filter
 AXIS_LETTERS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 NDIM_NAMES = {1: "1D (audio/signal)", 2: "2D (image)", 3: "3D (volume)"}
 
@@ -197,6 +198,21 @@ def _radius(sigma: float, truncate: float) -> int:
     return int(truncate * float(sigma) + 0.5)
 
 
+def check_size(ctx: Context, shape, axis_by_axis: str = "") -> None:
+    """Refuse a kernel too large to build before allocating it.
+
+    ``axis_by_axis`` is an example chain of 1D passes for separable kernels.
+    """
+    total = float(np.prod([float(n) for n in shape]))
+    if total > MAX_WEIGHTS:
+        hint = f"; run it one axis at a time, e.g. {axis_by_axis}" if axis_by_axis and len(shape) > 1 else ""
+        raise UsageError(
+            f"the kernel would have shape {'x'.join(str(int(n)) for n in shape)} ({total:.3g} weights, "
+            f"more than {MAX_WEIGHTS}){hint}",
+            subject=ctx.spec,
+        )
+
+
 def _check_sigmas(ctx: Context, name: str, sigmas, *, positive: bool = False) -> None:
     for s in sigmas:
         if s < 0 or (positive and s == 0) or not np.isfinite(s):
@@ -219,6 +235,7 @@ def _box(ctx: Context, size) -> list[np.ndarray]:
         if k < 1:
             raise UsageError(f"size must be at least 1 sample, not {n:g}", subject=ctx.spec)
         sizes.append(k)
+    check_size(ctx, sizes, "-k box:size=N,1,1 -k box:size=1,N,1 ...")
     return [np.full(sizes, 1.0 / np.prod(sizes))]
 
 
@@ -233,7 +250,13 @@ def binomial_1d(radius: int) -> np.ndarray:
 def _binomial(ctx: Context, radius) -> list[np.ndarray]:
     if any(r < 0 for r in radius):
         raise UsageError("radius must be 0 or more", subject=ctx.spec)
+    check_size(ctx, [2 * r + 1 for r in radius])
     return [outer([binomial_1d(r) for r in radius])]
+
+
+def _check_gaussian_size(ctx: Context, sigma, truncate: float, radius=None) -> None:
+    radii = radius or [_radius(s, truncate) if s > 0 else 0 for s in sigma]
+    check_size(ctx, [2 * r + 1 for r in radii], "-k gaussian:sigma=S,0,0 -k gaussian:sigma=0,S,0 ...")
 
 
 def gaussian_nd(sigma, truncate: float, radius=None) -> np.ndarray:
@@ -246,6 +269,7 @@ def _gaussian(ctx: Context, sigma, truncate, radius) -> list[np.ndarray]:
     _check_truncate(ctx, truncate)
     if radius is not None and any(r < 0 for r in radius):
         raise UsageError("radius must be 0 or more", subject=ctx.spec)
+    _check_gaussian_size(ctx, sigma, truncate, radius)
     return [gaussian_nd(sigma, truncate, radius)]
 
 
@@ -261,6 +285,7 @@ def log_nd(sigma, truncate: float) -> np.ndarray:
 def _log(ctx: Context, sigma, truncate) -> list[np.ndarray]:
     _check_sigmas(ctx, "sigma", sigma, positive=True)
     _check_truncate(ctx, truncate)
+    _check_gaussian_size(ctx, sigma, truncate)
     return [log_nd(sigma, truncate)]
 
 
@@ -270,6 +295,7 @@ def _dog(ctx: Context, sigma1, sigma2, truncate) -> list[np.ndarray]:
     _check_sigmas(ctx, "sigma1", sigma1, positive=True)
     _check_sigmas(ctx, "sigma2", sigma2, positive=True)
     _check_truncate(ctx, truncate)
+    _check_gaussian_size(ctx, [max(a, b) for a, b in zip(sigma1, sigma2)], truncate)
     g1, g2 = gaussian_nd(sigma1, truncate), gaussian_nd(sigma2, truncate)
     shape = tuple(max(a, b) for a, b in zip(g1.shape, g2.shape))
     return [embed(g1, shape) - embed(g2, shape)]
@@ -302,6 +328,7 @@ def _sharpen(ctx: Context, amount) -> list[np.ndarray]:
 def _unsharp(ctx: Context, sigma, amount, truncate) -> list[np.ndarray]:
     _check_sigmas(ctx, "sigma", sigma)
     _check_truncate(ctx, truncate)
+    _check_gaussian_size(ctx, sigma, truncate)
     g = gaussian_nd(sigma, truncate)
     return [(1 + amount) * delta(g.shape) - amount * g]
 
@@ -314,6 +341,7 @@ def _motion(ctx: Context, length, angle) -> list[np.ndarray]:
     if not (length >= 1 and np.isfinite(length)):
         raise UsageError(f"length must be at least 1 pixel, not {length:g}", subject=ctx.spec)
     half = (length - 1) / 2
+    check_size(ctx, [2 * np.ceil(half) + 1] * 2)
     theta = np.deg2rad(angle)
     ux, uy = np.cos(theta), -np.sin(theta)  # rows grow downwards
     r = int(np.ceil(half - 1e-9))
@@ -353,6 +381,7 @@ def _firwin(ctx: Context, cutoff, taps: int, window: str, pass_zero) -> list[np.
                              "signal", subject=ctx.spec)
     if taps < 1:
         raise UsageError(f"taps must be at least 1, not {taps}", subject=ctx.spec)
+    check_size(ctx, [taps])
     if pass_zero is not True and taps % 2 == 0:
         raise UsageError(f"taps={taps}: a filter that passes the Nyquist frequency needs an odd number of taps",
                          subject=ctx.spec)
