@@ -51,7 +51,16 @@ def _pillow_errors(subject: str, limits):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{exc} (raise the limit with --max-pixels)", subject=subject) from None
+        # Pillow's guard fired while opening (set to our limit): report it in our words.
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise DataError(
+            f"{pixels} is over the limit of {limits.max_pixels:,} "
+            "(a possible decompression bomb; raise it with --max-pixels)",
+            subject=subject,
+        ) from None
     except UnidentifiedImageError:
         raise DataError("not a readable image (unrecognised or corrupt data)", subject=subject) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
@@ -88,7 +97,7 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
                 return read_tiff_stack(im, frames, source.name, limits)
             if kind == "volume":
                 raise UsageError(f"a {fmt.upper()} image cannot be read as a volume", subject="--kind")
-            return _image_signal(im, fmt, frames, source.name, limits, auto_orient)
+            return _image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096))
 
 
 MAX_PAGES = 65536
@@ -120,7 +129,7 @@ def _frame_count(im, fmt: str, limits, subject: str) -> int:
     return max(pages, 1)
 
 
-def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool):
+def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool, head: bytes = b""):
     import numpy as np
     from PIL import ImageOps
 
@@ -134,6 +143,12 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
     exif = im.getexif() if hasattr(im, "getexif") else None
     orientation = exif.get(0x0112, 1) if exif else 1
     mode = im.mode
+    if fmt == "pnm" and mode == "I":
+        mode = "I;16"  # Pillow opens 16-bit PGM as 32-bit I; its samples are 16-bit
+    if fmt == "tiff" and mode == "I" and is_int16_tiff(im):
+        mode = "I;16S"  # Pillow widens signed 16-bit TIFF pages to I; keep them int16
+    if fmt == "webp":
+        meta["lossless"] = _webp_lossless(head)
     channels = MODE_SAMPLES.get(_normal_mode(mode, im), (None, 3))[1]
     limits.check_samples((im.height, im.width, channels), 4, subject)
     im.load()
@@ -153,7 +168,7 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         im = im.convert("RGBA" if mode == "RGBa" else "RGB")
     elif mode not in MODE_SAMPLES:
         raise DataError(f"unsupported image mode {mode}", subject=subject)
-    mode = im.mode if mode not in ("1", "I;16") else mode
+    mode = im.mode if mode not in ("1", "I;16", "I;16S") else mode
     if mode == "1":
         data = np.where(np.asarray(im, dtype=bool), np.uint8(255), np.uint8(0))
     else:
@@ -167,7 +182,7 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         meta["icc_profile"] = info["icc_profile"]
     if info.get("dpi"):
         meta["dpi"] = tuple(float(v) for v in info["dpi"])
-    if exif:
+    if exif and fmt in ("jpeg", "webp", "png"):  # a TIFF's "EXIF" is its own tag directory: never copied
         if auto_orient:
             exif.pop(0x0112, None)  # the pixels are upright now
         if len(exif):
@@ -178,6 +193,17 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
 
         spacing = tiff_spacing(im, 2)
     return Signal(data=data, kind="image", channel_axis=-1 if data.ndim == 3 else None, spacing=spacing, meta=meta)
+
+
+def is_int16_tiff(im) -> bool:
+    """True for a TIFF page of signed 16-bit samples (which Pillow opens as mode I)."""
+    tags = getattr(im, "tag_v2", {})
+    return tuple(tags.get(258, ())) == (16,) and tuple(tags.get(339, (1,))) == (2,)
+
+
+def _webp_lossless(head: bytes) -> bool:
+    """True when a WebP holds a lossless (VP8L) bitstream: written back losslessly too."""
+    return b"VP8L" in head[12:4096] and b"VP8 " not in head[12:4096]
 
 
 def _normal_mode(mode: str, im) -> str:
@@ -317,7 +343,8 @@ def _to_mode_samples(data, mode: str, out_mode: str, range_mode: str):
     values = data
     if MODE_SAMPLES[out_mode][1] < MODE_SAMPLES[mode][1]:
         values = values[..., : MODE_SAMPLES[out_mode][1]] if MODE_SAMPLES[out_mode][1] > 1 else values[..., 0]
-    if src_dtype == dst_dtype or dst_dtype.kind == "f":
+    if src_dtype == dst_dtype or dst_dtype.kind == "f" or {src_dtype.name, dst_dtype.name} != {"uint8", "uint16"}:
+        # Same units (int32 or int16 into uint16 is a clip, not a rescale).
         return to_samples(values, dst_dtype, range_mode)
     if src_dtype.kind == "f":
         # Float samples into an integer format: the values are taken in the
@@ -347,14 +374,14 @@ def _save_pillow(samples, mode: str, fmt: str, path: str, meta: dict, compress_l
         options["icc_profile"] = meta["icc_profile"]
     if meta.get("dpi") and fmt in ("png", "jpeg", "tiff", "bmp"):
         options["dpi"] = tuple(float(v) for v in meta["dpi"])
-    if meta.get("exif") and fmt in ("jpeg", "webp", "png", "tiff"):
+    if meta.get("exif") and fmt in ("jpeg", "webp", "png"):
         options["exif"] = meta["exif"]
     if fmt == "png" and compress_level is not None:
         options["compress_level"] = int(compress_level)
     if fmt == "jpeg":
         options["quality"] = 95
     if fmt == "webp":
-        options["quality"] = 95
+        options.update(lossless=True) if meta.get("lossless") else options.update(quality=95)
     if fmt == "tiff" and compress_level is not None and int(compress_level) > 0:
         options["compression"] = "tiff_adobe_deflate"
     try:

@@ -65,7 +65,7 @@ def read_tiff_stack(im, pages: int, subject: str, limits):
     """Read every page of an open multi-page TIFF into one volume Signal."""
     import numpy as np
 
-    from .image import MODE_SAMPLES
+    from .image import MODE_SAMPLES, is_int16_tiff
     from .signal import Signal
 
     width, height = im.size
@@ -79,6 +79,8 @@ def read_tiff_stack(im, pages: int, subject: str, limits):
                 subject=subject,
             )
         mode = "I;16" if im.mode in ("I;16", "I;16B", "I;16L", "I;16N") else im.mode
+        if mode == "I" and is_int16_tiff(im):
+            mode = "I;16S"
         if mode not in MODE_SAMPLES or mode in ("LA;16", "RGB;16", "RGBA;16"):
             raise DataError(f"unsupported TIFF page mode {im.mode}", subject=subject)
         if first_mode is None:
