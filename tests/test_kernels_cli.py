@@ -46,7 +46,18 @@ REFERENCES = {
     "sobel": lambda x: grad(x, ndi.sobel),
     "prewitt": lambda x: grad(x, ndi.prewitt),
     "log:sigma=1.2": lambda x: ndi.gaussian_laplace(x, 1.2, mode="reflect"),
+    "dog:1,2": lambda x: ndi.gaussian_filter(x, 1, mode="reflect") - ndi.gaussian_filter(x, 2, mode="reflect"),
+    "sharpen:0.5": lambda x: x - 0.5 * ndi.laplace(x, mode="reflect"),
+    "unsharp:sigma=1,amount=2": lambda x: x + 2 * (x - ndi.gaussian_filter(x, 1, mode="reflect")),
+    "binomial:1": lambda x: separable(x, [0.25, 0.5, 0.25]),
+    "identity": lambda x: x,
 }
+
+
+def separable(x, row):
+    for axis in range(x.ndim):
+        x = ndi.correlate1d(x, row, axis=axis, mode="reflect")
+    return x
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])

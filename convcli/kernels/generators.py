@@ -8,7 +8,7 @@ in the ``kernels/`` library instead; the families that are built from them
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from typing import Callable
 
@@ -68,7 +68,6 @@ class Family:
     combine: str = "single"
     aliases: tuple[str, ...] = ()
     variadic: bool = False  # the first parameter takes every positional value: gaussian:2,2,0.5
-    extra: dict = field(default_factory=dict)
 
     def signature(self) -> str:
         return ",".join(p.shown() for p in self.params)

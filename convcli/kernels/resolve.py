@@ -152,16 +152,12 @@ def _named(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
     elif entry is not None and parsed.has_params:
         raise UsageError(f"{name} takes no parameters", subject=spec)
     if entry is not None:
-        defn = files.read_definition(entry, subject=_entry_subject(entry), name=name)
+        defn = files.read_definition(entry, subject=str(entry), name=name)
         return _from_definition(spec, defn, ndim=ndim, subject=spec)
     family = generators.lookup(name)
     if family is None:
         raise UsageError(_unknown_message(name), subject=spec)
     return family.resolve(spec, parsed, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
-
-
-def _entry_subject(entry) -> str:
-    return str(entry)
 
 
 def known_names() -> list[str]:
