@@ -46,6 +46,7 @@ def _root(
 # Each command lives in its own module and registers itself on `app`.
 from . import filter_cmd  # noqa: E402,F401
 from . import kernels_cmd  # noqa: E402,F401
+from . import classify_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

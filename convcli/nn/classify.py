@@ -138,26 +138,10 @@ def classify_file(source: str, options: ClassifyOptions = ClassifyOptions()) -> 
 
 
 def classify_job(source: str, cam: str | None, options: ClassifyOptions) -> dict:
-    """One image as a batch job: ``(input, CAM output or None, options) -> record``.
-
-    A problem with this image becomes ``{"file", "error"}`` so the other images
-    go on; a problem with the weights (a :class:`CheckpointError`) is raised,
-    since no image could be classified.
-    """
+    """One image as a batch job: ``(input, CAM output or None, options) -> record``; raises like :func:`classify_file`."""
     from dataclasses import replace
 
-    from ..errors import ConvcliError
-    from .pickle_loader import CheckpointError
-
-    try:
-        return classify_file(source, replace(options, cam=cam)).as_dict()
-    except CheckpointError:
-        raise
-    except ConvcliError as exc:
-        exc.subject = exc.subject or source
-        return {"file": source, "error": exc.line()}
-    except MemoryError:
-        return {"file": source, "error": f"{source}: out of memory"}
+    return classify_file(source, replace(options, cam=cam)).as_dict()
 
 
 def _read_file(src) -> bytes:

