@@ -231,17 +231,17 @@ def check_output(source: str, dest: str, in_place: bool) -> None:
     """Refuse an output that is the input file (also through a symlink or ``./``) unless `in_place`."""
     import os
 
-    from .errors import UsageError
+    from .errors import OutputError
 
     if str(source) == "-" or str(dest) == "-" or in_place:
         return
     try:
-        same = os.path.exists(dest) and os.path.samefile(source, dest)
+        same = os.path.exists(dest) and os.path.samefile(source, dest)  # symlinks, ./, hard links
     except OSError:
         same = False
     if same:
-        raise UsageError("is the input file; choose another output, or pass --in-place to replace the input",
-                         subject=str(dest))
+        raise OutputError("is the input file; choose another output, or pass --in-place to replace the input",
+                          subject=str(dest))
 
 
 def filter_job(source: str, dest: str, options: FilterOptions) -> dict:

@@ -217,7 +217,7 @@ def test_write_errors_name_the_output(tmp_path):
     with pytest.raises(OutputError, match="folder does not exist") as err:
         io.write(sig, tmp_path / "missing" / "o.npy")
     assert err.value.subject == str(tmp_path / "missing" / "o.npy")
-    with pytest.raises(OutputError, match="extension"):
+    with pytest.raises(UsageError, match="extension"):
         io.write(sig, tmp_path / "o.xyz")
     with pytest.raises(UsageError):
         io.write(sig, tmp_path / "o.npy", format="bogus")

@@ -170,6 +170,14 @@ def test_terminal_stdout_without_output_says_what_to_do(tmp_path):
         os.close(primary)
     assert proc.returncode == 2
     assert b"-o OUTPUT" in proc.stderr and proc.stderr.count(b"\n") == 1
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "i.png"), "-k", "[[1]]",
+                               "-o", "-"], stdout=secondary, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 2 and b"stdout is a terminal" in proc.stderr
 
 
 def test_output_equal_to_input_is_refused(tmp_path):
@@ -178,7 +186,7 @@ def test_output_equal_to_input_is_refused(tmp_path):
     os.symlink(tmp_path / "i.png", tmp_path / "link.png")
     for target in (tmp_path / "i.png", tmp_path / "link.png", f"{tmp_path}/./i.png"):
         result = run(tmp_path / "i.png", "-k", BOX, "-o", target)
-        assert result.exit_code == 2 and "--in-place" in result.output
+        assert result.exit_code == 1 and "--in-place" in result.output
     assert (tmp_path / "i.png").read_bytes() == before
     assert run(tmp_path / "i.png", "-k", "[[2]]", "--in-place").exit_code == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), np.arange(16).reshape(4, 4) * 2)

@@ -174,6 +174,9 @@ def _single_output(input: str, output: str | None, in_place: bool) -> str:
         if input == "-":
             raise UsageError("needs an input file, not stdin", subject="--in-place")
         return input
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("stdout is a terminal; name a file with -o OUTPUT, or pipe or redirect the result",
+                         subject="-o -")
     if output is not None:
         return output
     if sys.stdout.isatty():

@@ -122,7 +122,7 @@ def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
         fmt = from_extension(dest) if dest != STDIO else None
         if fmt is None:
             if dest != STDIO and _has_extension(dest):
-                raise OutputError(
+                raise UsageError(
                     "cannot tell the output format from this extension; use a known one or --format", subject=dest
                 )
             fmt = sig.meta.get("format") or "npy"
