@@ -151,3 +151,25 @@ def test_gzip_bomb_refused(tmp_path):
     (tmp_path / "b.nii.gz").write_bytes(gzip.compress(raw, 1))
     with pytest.raises(DataError, match="decompression bomb"):
         io.read(tmp_path / "b.nii.gz")
+
+
+def test_tiff_page_chain_loop_is_refused(tmp_path):
+    from convcli.io.tiffstack import write_stack
+
+    with open(tmp_path / "ok.tif", "wb") as fh:
+        write_stack(fh, np.zeros((3, 2, 2), np.uint8))
+    raw = bytearray((tmp_path / "ok.tif").read_bytes())
+    # Walk to the last IFD and point its "next" back at the first one.
+    offset = struct.unpack_from("<I", raw, 4)[0]
+    while True:
+        count = struct.unpack_from("<H", raw, offset)[0]
+        next_at = offset + 2 + 12 * count
+        following = struct.unpack_from("<I", raw, next_at)[0]
+        if following == 0:
+            break
+        offset = following
+    struct.pack_into("<I", raw, next_at, 8)
+    (tmp_path / "loop.tif").write_bytes(bytes(raw))
+    assert io.read(tmp_path / "ok.tif").data.shape == (3, 2, 2)
+    with pytest.raises(DataError, match="loops"):
+        io.read(tmp_path / "loop.tif")

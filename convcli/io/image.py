@@ -91,7 +91,7 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
         with source.open() as fh, Image.open(fh) as im:
             limits.check_pixels(im.width, im.height, source.name)
             frames = _frame_count(im, fmt, limits, source.name)
-            if fmt == "tiff" and (frames > 1 or kind == "volume"):
+            if fmt == "tiff" and ((frames > 1 and kind != "image") or kind == "volume"):
                 from .volume import read_tiff_stack
 
                 return read_tiff_stack(im, frames, source.name, limits)
