@@ -33,20 +33,26 @@ class PointwiseConv:
 
 
 def _same_plan(shape: tuple[int, ...], kernel: np.ndarray, stride: int):
-    # TensorFlow "same" padding with zeros, as the network was trained; the
-    # shift-and-add method because a 3x3 or 5x5 kernel never pays for an FFT.
+    """The engine's plan for a "same"-padded, zero-bordered, shift-and-add correlation of ``shape``.
+
+    TensorFlow "same" padding with zeros is how the network was trained; the
+    shift-and-add method because a 3x3 or 5x5 kernel never pays for an FFT.
+    With the method fixed, a plan depends only on shapes, and ``execute``
+    takes the weights separately.  So it is made from a zero kernel of the
+    right shape: the engine's cost model, which factors every channel's
+    kernel by SVD (some 150 ms over the whole network), then has nothing to do.
+    """
     return make_plan(
-        shape, kernel, stride=stride, padding="same", pad_mode="zeros", channel_axis=1,
-        spatial_ndim=2, method="direct", x_dtype=np.float32,
+        shape, np.zeros(kernel.shape, dtype=np.float32), stride=stride, padding="same", pad_mode="zeros",
+        channel_axis=1, spatial_ndim=2, method="direct", x_dtype=np.float32,
     )
 
 
 class DepthwiseConv:
     """Each channel correlated with its own ``k x k`` kernel (``weight (C, k, k)``), plus ``bias (C,)``.
 
-    The engine's per-channel correlation does the work.  Its plan is kept per
-    input shape: planning looks at the weights (the cost model factors every
-    channel's kernel), so it is done once per shape, not once per image.
+    The engine's per-channel correlation does the work, with its plan kept
+    per input shape.
     """
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, stride: int = 1) -> None:

