@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,32 @@ def test_views_share_a_storage_with_offsets_and_strides():
     assert state["empty"].shape == (0, 4)
     for a in state.values():  # copies that own their memory, not views of the file's bytes
         assert a.base is None and a.flags.writeable
+
+
+def test_zip_checkpoints_load_the_same_tensors():
+    data = np.arange(20, dtype=np.float32)
+    entries = {"transposed": lt.Entry("s", 2, (3, 4), (1, 3)), "n": lt.Entry("n", 0, (), ())}
+    storages = {"s": data, "n": np.array([5], np.int64)}
+    legacy = parse_checkpoint(lt.checkpoint_bytes(entries, storages))
+    zipped = parse_checkpoint(lt.zip_checkpoint(entries, storages))
+    assert set(zipped) == set(legacy) and all(np.array_equal(zipped[k], legacy[k]) for k in legacy)
+
+
+def test_zip_checkpoints_are_checked_like_legacy_ones(tmp_path):
+    entries = {"t": lt.Entry("s", 0, (4,), (1,))}
+    storages = {"s": np.zeros(4, np.float32)}
+    with pytest.raises(CheckpointError, match="missing from the archive"):
+        parse_checkpoint(lt.zip_checkpoint(entries, storages, skip=("s",)))
+    with pytest.raises(CheckpointError, match="compressed"):
+        parse_checkpoint(lt.zip_checkpoint(entries, storages, compression=zipfile.ZIP_DEFLATED))
+    big = {"t": lt.Entry("s", 0, (4,), (1,))}
+    with pytest.raises(CheckpointError, match="holds 16 bytes, not the 40 declared"):
+        parse_checkpoint(lt.zip_checkpoint(big, storages, main=lt.main_pickle(big, storages, {"s": 10}, legacy=False)))
+    canary = tmp_path / "canary"
+    evil = pickle.dumps(_Payload(os.system, f"touch {canary}"), protocol=2)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        parse_checkpoint(lt.zip_checkpoint({}, {}, main=evil))
+    assert not canary.exists()
 
 
 # --------------------------------------------------------------------------- code never runs
@@ -196,7 +223,7 @@ def test_trailing_bytes_and_storage_lists_that_do_not_match_are_refused():
 
 
 @pytest.mark.parametrize("blob,why", [
-    (b"PK\x03\x04" + b"\0" * 40, "zip-format"),
+    (b"PK\x03\x04" + b"\0" * 40, "not a readable"),
     (pickle.dumps(12345, protocol=2), "magic number"),
     (b"", "not a readable"),
     (b"hello world", "not a readable"),
@@ -258,6 +285,14 @@ def test_mutants_of_a_small_checkpoint_only_raise_the_loaders_error():
             outcomes["refused"] += 1
         assert time.perf_counter() - start < 1.0
     assert outcomes["refused"] > 300
+    zipped = lt.zip_checkpoint({"a": lt.Entry("s", 0, (2, 3), (3, 1))}, {"s": np.arange(6, dtype=np.float32)})
+    for mutant in _mutants(zipped, 200, seed=3):
+        start = time.perf_counter()
+        try:
+            parse_checkpoint(mutant)
+        except CheckpointError:
+            pass
+        assert time.perf_counter() - start < 1.0
 
 
 def test_mutants_of_the_published_checkpoint_header_only_raise_the_loaders_error():

