@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from . import app
+from .kernels_cmd import complete_kernel
 from .report import guard
 
 _MODES_HELP = (
@@ -25,7 +26,7 @@ def filter_command(
         help="Input files or folders ('-' for stdin). Several inputs or a folder run as a batch into the -o folder.",
     ),
     kernel: List[str] = typer.Option(
-        ..., "-k", "--kernel", metavar="SPEC",
+        ..., "-k", "--kernel", metavar="SPEC", autocompletion=complete_kernel,
         help="Kernel: a name (sobel, gaussian:sigma=2, ...), a kernel file, or an inline matrix "
         "such as '[[1,0,-1],[2,0,-2],[1,0,-1]]'. Repeat to apply several in order.",
     ),
