@@ -255,3 +255,12 @@ def test_help_does_not_import_numpy():
     assert out.stdout.split() == ["False", "False"]
     proc = classify_process("--help")
     assert proc.returncode == 0 and b"FILES_OR_FOLDERS" in proc.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_on_stdout_is_one_line_and_exit_1():
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "convcli", "classify", PHOTO], stdout=full,
+                              stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "convcli: error: <stdout>: cannot write: No space left on device\n"

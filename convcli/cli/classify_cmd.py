@@ -105,8 +105,15 @@ def _stdout_is_terminal() -> bool:
 
 
 def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()  # a closed pipe or a full disk is this image's error, not lost at exit
+    from ..errors import OutputError
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()  # a closed pipe or a full disk is this run's error, not lost at exit
+    except BrokenPipeError:
+        raise  # the reader went away (| head): the guard ends quietly
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", subject="<stdout>") from None
 
 
 def json_record(record: dict) -> dict:
