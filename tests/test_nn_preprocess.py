@@ -161,3 +161,12 @@ def test_the_pixel_limit_can_be_lowered():
     with pytest.raises(DataError, match="1,200 pixels is over the limit of 1,000"):
         open_photo(data, "x", max_pixels=1000)
     assert open_photo(data, "x", max_pixels=1200).rgb.shape == (30, 40, 3)
+
+
+def test_float_grey_is_read_on_the_8_bit_scale_and_nan_is_refused():
+    values = np.array([[-5.0, 0.4, 0.6, 127.5, 300.0]], np.float32)
+    got = open_photo(encode(Image.fromarray(values), "TIFF"), "x").rgb[..., 0]
+    assert got.tolist() == [[0, 0, 1, 128, 255]]
+    values[0, 1] = np.nan
+    with pytest.raises(DataError, match="1 of 5 samples are NaN or infinite"):
+        open_photo(encode(Image.fromarray(values), "TIFF"), "x")

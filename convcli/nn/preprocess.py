@@ -82,7 +82,12 @@ def to_rgb8(image) -> np.ndarray:
         grey = ((v + 128) // 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if mode == "F":
-        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        # Float grey, read on the 8-bit scale as Pillow converts it; NaN has no grey level.
+        values = np.asarray(image, dtype=np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(f"{bad} of {values.size} samples are NaN or infinite")
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
