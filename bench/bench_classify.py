@@ -125,6 +125,7 @@ def measure(name: str, repeats: int) -> dict:
 # --------------------------------------------------------------------------- start-up
 def startup(repeats: int) -> dict:
     env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # what the command sets for itself; the probe must match
     photo = os.path.join(ROOT, "examples/photo.jpg")
     cmd = [sys.executable, "-m", "convcli", "classify", photo]
     subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm the weights cache
