@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from . import strategies
-from .borders import BorderMode, pad, parse_pad_mode
+from . import bands, compiled, running, shiftadd, spectral, strategies, toeplitz
+from .borders import BorderMode, parse_pad_mode
 from .geometry import AxisPlan, plan_axes
 
 
@@ -75,8 +75,9 @@ def correlate(
         circular, or an alias (see ``convcli.engine.BORDER_MODES``).
     channel_axis : int, optional
         An axis of ``x`` whose channels are filtered independently.
-    method : {"auto", "direct", "separable", "fft"}
-        The strategy; all agree to float tolerance.
+    method : {"auto", "direct", "separable", "lowrank", "box", "toeplitz", "fft", "opencv"}
+        The strategy; all agree to float tolerance.  ``auto`` picks the
+        cheapest by :func:`convcli.engine.choose_method`.
     precision : {None, "float32", "float64"}
         The compute and output type; by default float64 for float64 input,
         float32 for everything else.
@@ -125,7 +126,7 @@ def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, met
         channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
         x_dtype=x.dtype, finite=None,
     )
-    if plan.method == "fft" and method == "auto" and not np.isfinite(x).all():
+    if method == "auto" and plan.method in strategies.SPREADS_NON_FINITE and not _all_finite(x):
         plan = make_plan(
             x.shape, kernel, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
             channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
@@ -154,16 +155,32 @@ def make_plan(
         raise ParameterError(f"must be one of {', '.join(strategies.METHODS)}, got {method!r}", subject="method")
     lanes = int(np.prod(batch_shape, dtype=np.int64)) * channels
     canonical = _canonical_kernel(kernel, per_channel)
-    choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False)
+    choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=compiled.available())
     chosen = choice.method if method == "auto" else method
-    if chosen == "separable" and not choice.separable:
-        if nd == 1:
-            chosen = "direct"  # a 1-D kernel is trivially one pass
-        else:
-            raise ParameterError(
-                "the kernel is not separable (not rank 1); use method direct, fft or auto", subject="method"
-            )
+    _check_forced(chosen, choice, canonical, nd)
+    if chosen == "separable" and nd == 1:
+        chosen = "direct"  # a 1-D kernel is trivially one pass
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
+
+
+def _check_forced(method: str, choice, kernel: np.ndarray, nd: int) -> None:
+    """Refuse a forced method that cannot compute this kernel, naming what can."""
+    if method == "separable" and not choice.separable and nd > 1:
+        raise ParameterError(
+            "the kernel is not separable (not rank 1); use method direct, lowrank, fft or auto", subject="method"
+        )
+    if method == "box" and running.box_weights(kernel) is None:
+        raise ParameterError("the kernel is not a box (all weights equal and non-zero); use another method",
+                             subject="method")
+    if method == "toeplitz" and nd != 1:
+        raise ParameterError(f"toeplitz works on 1-D kernels, this one has {nd} axes; use another method",
+                             subject="method")
+    if method == "opencv":
+        if nd > 2:
+            raise ParameterError(f"opencv filters 1-D and 2-D signals, this kernel has {nd} axes", subject="method")
+        if not compiled.available():
+            raise ParameterError("OpenCV is not installed (pip install opencv-python-headless); use another method",
+                                 subject="method")
 
 
 def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False) -> np.ndarray:
@@ -172,27 +189,105 @@ def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False
     kernel = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
     if flip:
         kernel = kernel[(slice(None),) + (slice(None, None, -1),) * nd]
-    kernel = kernel.astype(plan.dtype)
-    nb = len(plan.batch_shape)
-    if plan.channel_axis is not None:
-        x = np.moveaxis(x, plan.channel_axis, nb)
-    else:
-        x = x[(slice(None),) * nb + (None,)]
-    lanes = x.reshape((-1, plan.channels) + x.shape[nb + 1:])
-    lanes = lanes.astype(plan.dtype, copy=False)
-    xp = pad(lanes, plan.padding(), plan.border, plan.border_value)
-    if plan.method == "fft":
-        out = strategies.fft(xp, kernel, plan.axes)
-    elif plan.method == "separable":
-        out = strategies.separable(xp, strategies.channel_factors(kernel.astype(np.float64)), plan.axes)
-    else:
-        out = strategies.direct(np.ascontiguousarray(xp), kernel, plan.axes)
-    out = out.reshape(plan.batch_shape + out.shape[1:])
-    if plan.channel_axis is not None:
-        out = np.moveaxis(out, nb, plan.channel_axis)
-    else:
-        out = out[(slice(None),) * nb + (0,)]
-    return np.ascontiguousarray(out, dtype=plan.dtype)
+    layout = bands.layout_of(x.shape, plan.channel_axis, nd)
+    xi = bands.to_internal(x, layout)
+    lanes, trail = xi.shape[0], xi.shape[-1]
+    out = np.empty((lanes,) + tuple(p.out for p in plan.axes) + (trail,), dtype=plan.dtype)
+    _STRATEGIES[plan.method](plan, xi, kernel, out, layout)
+    result = bands.from_internal(out, layout, plan.batch_shape, plan.channels)
+    return np.ascontiguousarray(result)
+
+
+def _weights(kernel: np.ndarray, dtype, layout, lanes: int) -> np.ndarray:
+    """``(C, *taps)`` weights as ``taps + (wl, wt)``, in the compute type."""
+    return bands.tap_weights(np.asarray(kernel, dtype=dtype), layout, lanes)
+
+
+def _per_axis(factors: list[np.ndarray], dtype, layout, lanes: int) -> list[np.ndarray]:
+    return [_weights(f, dtype, layout, lanes) for f in factors]
+
+
+def _work(plan: Plan, out: np.ndarray, taps: int) -> float:
+    return float(out.size) * max(taps, 1)
+
+
+def _run_direct(plan, xi, kernel, out, layout):
+    weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
+    compute = lambda block, target, plans: shiftadd.direct(block, target, plans, weights)  # noqa: E731
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, kernel[0].size))
+
+
+def _run_separable(plan, xi, kernel, out, layout):
+    factors = _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])
+    compute = lambda block, target, plans: shiftadd.separable(block, target, plans, factors)  # noqa: E731
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
+                    work=_work(plan, out, sum(kernel.shape[1:])))
+
+
+def _run_lowrank(plan, xi, kernel, out, layout):
+    terms = [_per_axis(t, plan.dtype, layout, xi.shape[0]) for t in strategies.channel_terms(kernel.astype(np.float64))]
+    if not terms:
+        out[...] = 0
+        return
+    compute = lambda block, target, plans: shiftadd.lowrank(block, target, plans, terms)  # noqa: E731
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
+                    work=_work(plan, out, len(terms) * sum(kernel.shape[1:])))
+
+
+def _run_box(plan, xi, kernel, out, layout):
+    constants = running.box_weights(kernel)
+    weights = _weights(constants.reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
+    scale = bands.broadcast_weight(weights, plan.spatial_ndim)
+    compute = lambda block, target, plans: running.box(block, target, plans, scale)  # noqa: E731
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, 8))
+
+
+def _run_toeplitz(plan, xi, kernel, out, layout):
+    weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
+    toeplitz.correlate_1d(xi, out, plan.axes[0], weights, plan.border, plan.border_value)
+
+
+def _run_fft(plan, xi, kernel, out, layout):
+    weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
+    internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
+    padded = bands.padded_whole(xi, plan.axes, plan.border, plan.border_value, plan.dtype)
+    out[...] = spectral.fft(padded, internal, bands.valid_plans(plan.axes))
+
+
+def _run_opencv(plan, xi, kernel, out, layout):
+    weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
+    internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
+    factors = constant = None
+    if running.box_weights(kernel) is not None:
+        constant = _weights(running.box_weights(kernel).reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
+        constant = constant.reshape((constant.shape[0], 1, 1, constant.shape[1]))
+    elif plan.choice.separable and min(kernel.shape[1:]) > 3:
+        factors = [np.moveaxis(w, 0, 1) for w in
+                   _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])]
+    xi = xi.astype(plan.dtype, copy=False)
+    axes = plan.axes
+    if plan.spatial_ndim == 1:  # a 1-D signal is an image one sample wide
+        xi, out = xi[:, :, None], out[:, :, None]
+        internal = internal[:, :, None]
+        axes = axes + (AxisPlan(1, 1, 1, 1, 0, 0, 1),)
+        factors = None if factors is None else factors + [np.ones((internal.shape[0], 1, internal.shape[-1]))]
+    compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, layout,
+                          factors=factors, constant=constant)
+
+
+_STRATEGIES = {
+    "direct": _run_direct, "separable": _run_separable, "lowrank": _run_lowrank, "box": _run_box,
+    "toeplitz": _run_toeplitz, "fft": _run_fft, "opencv": _run_opencv,
+}
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """Whether ``x`` holds no NaN or infinity; one summing pass, exact check only if the sum overflows."""
+    if x.dtype.kind != "f":
+        return True
+    if np.isfinite(x.sum()):
+        return True
+    return bool(np.isfinite(x).all())
 
 
 # --------------------------------------------------------------------------- validation

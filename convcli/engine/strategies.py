@@ -14,17 +14,47 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import AxisPlan
+from .toeplitz import row_outputs
 
-METHODS = ("auto", "direct", "separable", "fft")
+METHODS = ("auto", "direct", "separable", "lowrank", "box", "toeplitz", "fft", "opencv")
+
+# Methods whose result is not local around a NaN or infinity of the input
+# (transforms, running sums, matrix products over whole rows, OpenCV's DFT):
+# auto picks them only for finite input.
+SPREADS_NON_FINITE = frozenset({"lowrank", "box", "toeplitz", "fft", "opencv"})
 
 # Relative tolerance under which a kernel counts as exactly rank 1.
 SEPARABLE_RTOL = 1e-7
+# Relative tolerance of a low-rank (sum of separable terms) factorisation.
+LOWRANK_RTOL = 1e-9
 
-# Cost-model weights, in units of one multiply-add of the direct method
-# (numpy's vectorised shift-and-add).  An FFT sample costs about this many
-# multiply-adds per log2 of the transform size, forward and back together.
-FFT_COST_PER_LOG = 1.0
-FFT_FIXED_COST = 2.0e5
+# Cost model, in nanoseconds on the 2-core benchmark machine (AVX-512 Xeon,
+# 2 MiB L2 per core), measured with bench/bench_engine.py on 3840x2160 RGB,
+# 180 s stereo and 256^3 float32 and on small inputs for the fixed costs.
+# numpy shift-and-add in cache-sized bands on every core: per output and tap,
+# plus per output for gathering the band and writing the result; every tap
+# of every band is a few ufunc calls.
+DIRECT_NS_PER_TAP = 0.3
+DIRECT_NS_PER_OUTPUT = 1.0
+NS_PER_UFUNC = 1500.0
+# Running sums: two float64 passes per axis.
+BOX_NS_PER_SAMPLE_AXIS = 2.5
+# scipy.fft, real transforms on every core: per sample and log2 of the size,
+# forward and back together; plus the planning and small-call overhead.
+FFT_NS_PER_LOG = 0.65
+FFT_FIXED_NS = 1.0e5
+# BLAS matrix products (1-D Toeplitz): per multiply-add, and per sample for
+# the de-interleaving copy.
+TOEPLITZ_NS_PER_MAC = 0.03
+TOEPLITZ_NS_PER_SAMPLE = 1.5
+# OpenCV: per output and tap (filter2D/sepFilter2D), per output (box, and the
+# write of every result), per call; plus a fixed cost standing for its import
+# (25 ms, once per process) spread over a dozen calls, so a small one-shot
+# filter stays in numpy and never pays for loading OpenCV.
+OPENCV_NS_PER_TAP = 0.066
+OPENCV_NS_PER_OUTPUT = 1.5
+OPENCV_NS_PER_CALL = 2.0e4
+OPENCV_FIXED_NS = 2.0e6
 
 
 # --------------------------------------------------------------------------- direct
@@ -141,6 +171,44 @@ def dilate(kernel: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- low rank
+def lowrank_terms(kernel: np.ndarray, rtol: float = LOWRANK_RTOL) -> list[list[np.ndarray]]:
+    """Write an N-D kernel as a sum of separable terms, each a list of one 1-D vector per axis.
+
+    Repeated SVD of the unfolding along the first axis keeps every singular
+    value above ``rtol`` times the largest; the sum reproduces the kernel to
+    ``rtol`` times its norm times the number of terms (an all-zero kernel
+    has no terms).
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim == 1:
+        return [[kernel]] if kernel.any() else []
+    u, s, vt = np.linalg.svd(kernel.reshape(kernel.shape[0], -1), full_matrices=False)
+    terms = []
+    for i in np.flatnonzero(s > rtol * (s[0] if s.size else 0)):
+        for rest in lowrank_terms(vt[i].reshape(kernel.shape[1:]), rtol):
+            terms.append([u[:, i] * s[i]] + rest)
+    return terms
+
+
+def channel_terms(kernel: np.ndarray) -> list[list[np.ndarray]]:
+    """Low-rank terms of a ``(channels, *taps)`` kernel: each term one ``(channels, taps_a)`` array per axis.
+
+    Channels with fewer terms get all-zero terms, so every channel has the
+    same count.
+    """
+    per_channel = [lowrank_terms(k) for k in kernel]
+    count = max(len(t) for t in per_channel)
+    taps = kernel.shape[1:]
+    out = []
+    for i in range(count):
+        out.append([
+            np.stack([t[i][axis] if i < len(t) else np.zeros(taps[axis]) for t in per_channel])
+            for axis in range(len(taps))
+        ])
+    return out
+
+
 # --------------------------------------------------------------------------- choice
 @dataclass(frozen=True)
 class Choice:
@@ -151,31 +219,84 @@ class Choice:
     separable: bool
 
     def reason(self) -> str:
-        ranked = ", ".join(f"{m} {c:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
-        return f"{self.method} (estimated multiply-adds: {ranked})"
+        ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
+        return f"{self.method} (estimated ms: {ranked})"
 
 
 def choose_method(
-    lanes: int, kernel: np.ndarray, plans: tuple[AxisPlan, ...], *, finite: bool = True
+    lanes: int, kernel: np.ndarray, plans: tuple[AxisPlan, ...], *, finite: bool = True, opencv: bool = False
 ) -> Choice:
     """Pick the cheapest strategy for ``lanes`` independent (batch x channel) signals.
 
-    A pure function of shapes and weights, so it can be tested and shown by
-    ``--explain`` without touching data.  FFT is never picked for an input
-    holding NaN or infinity: it would smear them over the whole result.
+    A pure function of shapes, weights and what is installed (``opencv``),
+    so it can be tested and shown by ``--explain`` without touching data.
+    Methods that spread a NaN or infinity beyond its neighbourhood (FFT,
+    running sums, matrix products, OpenCV) are never picked when ``finite``
+    is false.  The costs are estimated nanoseconds on the benchmark machine.
     """
     taps = kernel.shape[1:]
-    outputs = math.prod(p.out for p in plans)
-    nonzero = int(np.count_nonzero(np.any(kernel != 0, axis=0)))
-    costs = {"direct": float(lanes * max(nonzero, 1) * outputs)}
-    factors = channel_factors(kernel) if len(plans) > 1 and not _is_one_tap(taps) else None
+    nd = len(plans)
+    outputs = lanes * math.prod(p.out for p in plans)
+    padded = lanes * math.prod(p.before + p.length + p.after for p in plans)
+    support = np.any(kernel != 0, axis=0)
+    nonzero = max(int(np.count_nonzero(support)), 1)
+    bands = max(1, padded * 4 // (1 << 20))
+    costs = {"direct": outputs * (DIRECT_NS_PER_TAP * nonzero + DIRECT_NS_PER_OUTPUT)
+             + NS_PER_UFUNC * 2 * nonzero * bands}
+    factors = channel_factors(kernel) if nd > 1 and not _is_one_tap(taps) else None
     if factors is not None:
-        costs["separable"] = float(lanes * _separable_work(plans))
-    padded = math.prod(p.before + p.length + p.after for p in plans)
+        work = lanes * _separable_work(plans)
+        costs["separable"] = work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT + NS_PER_UFUNC * 2 * sum(taps) * bands
     if finite:
-        costs["fft"] = lanes * padded * FFT_COST_PER_LOG * math.log2(max(padded, 2)) * 2 + FFT_FIXED_COST
+        if nd > 1 and factors is None and nonzero > 2 * sum(taps):
+            terms = len(channel_terms(kernel))
+            if terms * sum(taps) < nonzero:
+                work = lanes * _separable_work(plans)
+                costs["lowrank"] = terms * (work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT
+                                            + NS_PER_UFUNC * 2 * sum(taps) * bands)
+        if _is_constant(kernel) and not _is_one_tap(taps):
+            costs["box"] = padded * nd * BOX_NS_PER_SAMPLE_AXIS + outputs * DIRECT_NS_PER_OUTPUT
+        if nd == 1 and taps[0] > 1:
+            p = plans[0]
+            rows = row_outputs(p) * p.stride
+            costs["toeplitz"] = outputs * (rows + p.span - 1) * TOEPLITZ_NS_PER_MAC + padded * TOEPLITZ_NS_PER_SAMPLE
+        costs["fft"] = _fft_cost(padded, plans)
+        if opencv and nd <= 2:
+            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, factors)
     best = min(costs, key=costs.get)
     return Choice(best, costs, factors is not None)
+
+
+def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
+    size = math.prod(p.before + p.length + p.after for p in plans)
+    if len(plans) == 1:
+        size = min(size, 3 * plans[0].span)  # overlap-save blocks of a few spans
+    return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
+
+
+def _opencv_cost(lanes, outputs, padded, kernel, plans, factors) -> float:
+    taps = kernel.shape[1:]
+    native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
+    # Strides split the work into phases (a quarter each for stride 2 in 2-D); dilation only regroups it.
+    per_output = math.prod(min(p.taps, p.stride) if p.stride > 1 else 1 for p in plans)
+    span_taps = math.prod(p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in plans)
+    if _is_constant(kernel):
+        work = outputs * per_output * OPENCV_NS_PER_OUTPUT
+    elif factors is not None:
+        work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + per_output * OPENCV_NS_PER_OUTPUT)
+    elif span_taps >= 130:  # OpenCV's own DFT
+        work = _fft_cost(padded, plans) * 1.5
+    else:
+        nonzero = max(int(np.count_nonzero(np.any(kernel != 0, axis=0))), 1)
+        work = outputs * (nonzero * OPENCV_NS_PER_TAP + per_output * OPENCV_NS_PER_OUTPUT)
+    copies = 0 if native else padded * DIRECT_NS_PER_OUTPUT
+    calls = lanes * per_output * math.prod(p.dilation for p in plans)
+    return OPENCV_FIXED_NS + work + copies + calls * OPENCV_NS_PER_CALL
+
+
+def _is_constant(kernel: np.ndarray) -> bool:
+    flat = kernel.reshape(kernel.shape[0], -1)
+    return bool(np.all(flat == flat[:, :1]) and np.all(flat[:, 0] != 0))
 
 
 def _is_one_tap(taps) -> bool:

@@ -1,0 +1,211 @@
+"""The fast strategies (bands on threads, low rank, running sums, Toeplitz products, blocked FFT,
+OpenCV) held to the literal loop definition and to the plain shift-and-add reference."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from convcli import correlate
+from convcli.engine import bands, compiled, make_plan, spectral, strategies
+from convcli.engine.borders import parse_pad_mode
+from convcli.engine.geometry import plan_axes
+from oracle import axis_geometry, correlate_loops
+
+MODES = [("zeros", "zeros", 0.0), ("constant:-1.5", "constant", -1.5), ("reflect", "reflect", 0.0),
+         ("symmetric", "symmetric", 0.0), ("replicate", "replicate", 0.0), ("circular", "circular", 0.0)]
+GEOMETRIES = [((1, 1), (1, 1), "same"), ((2, 2), (1, 1), "same"), ((1, 1), (2, 2), "same"),
+              ((2, 3), (2, 1), "full"), ((3, 1), (1, 2), (1, 4))]
+needs_opencv = pytest.mark.skipif(not compiled.available(), reason="OpenCV not installed")
+
+
+@pytest.fixture
+def small_bands(monkeypatch):
+    """Bands of a few rows and threads even for tiny work, so every band and thread path runs."""
+    monkeypatch.setattr(bands, "BAND_BYTES", 256)
+    monkeypatch.setattr(bands, "PARALLEL_WORK", 0)
+
+
+def _kernels(rng, shape):
+    box = np.full(shape, 0.25)
+    u = [rng.normal(size=k) for k in shape]
+    rank1 = u[0]
+    for v in u[1:]:
+        rank1 = np.multiply.outer(rank1, v)
+    rank2 = rank1.copy()
+    w = [rng.normal(size=k) for k in shape]
+    second = w[0]
+    for v in w[1:]:
+        second = np.multiply.outer(second, v)
+    return {"general": rng.normal(size=shape), "box": box, "rank1": rank1, "rank2": rank1 + second}
+
+
+def _methods(nd, name):
+    methods = ["direct", "fft", "lowrank"]
+    if name in ("box", "rank1"):
+        methods.append("separable")
+    if name == "box":
+        methods.append("box")
+    if nd == 1:
+        methods.append("toeplitz")
+    if nd <= 2 and compiled.available():
+        methods.append("opencv")
+    return methods
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m[0])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_every_method_matches_the_loop_definition_in_bands_and_threads(nd, mode, geometry, small_bands):
+    spec, oracle_mode, cval = mode
+    stride, dilation, pad = (tuple(g[a % 2] for a in range(nd)) if isinstance(g, tuple) else g for g in geometry)
+    shape = {1: (23,), 2: (9, 8), 3: (7, 5, 6)}[nd]
+    kshape = {1: (4,), 2: (3, 4), 3: (2, 3, 2)}[nd]
+    rng = np.random.default_rng(nd * 100 + MODES.index(mode) * 10 + GEOMETRIES.index(geometry))
+    x = rng.normal(size=shape)
+    lengths = [axis_geometry(shape[a], kshape[a], stride[a], dilation[a], pad if isinstance(pad, str) else pad[a])[1]
+               for a in range(nd)]
+    if min(lengths) < 1:
+        return
+    for name, kernel in _kernels(rng, kshape).items():
+        expected = correlate_loops(x, kernel, stride, dilation, pad, oracle_mode, cval)
+        for method in _methods(nd, name):
+            got = correlate(x, kernel, stride=stride, dilation=dilation, padding=pad, pad_mode=spec, method=method)
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9, err_msg=f"{name} {method}")
+
+
+@pytest.mark.parametrize("layout", ["last", "first", "middle", "batch"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "depthwise"])
+def test_channels_stay_in_place_and_every_method_agrees_with_direct(layout, per_channel, small_bands):
+    rng = np.random.default_rng(7)
+    x = {"last": rng.normal(size=(10, 9, 3)), "first": rng.normal(size=(3, 10, 9)),
+         "middle": rng.normal(size=(10, 3, 9)), "batch": rng.normal(size=(2, 3, 10, 9))}[layout]
+    axis = {"last": -1, "first": 0, "middle": 1, "batch": 1}[layout]
+    base = np.full((3, 3), 1 / 9)
+    kernel = np.stack([base * (c + 1) for c in range(3)]) if per_channel else base
+    opts = dict(channel_axis=axis, stride=(2, 1), pad_mode="symmetric", spatial_ndim=2)
+    expected = correlate(x, kernel, method="direct", **opts)
+    assert expected.flags.c_contiguous
+    moved = np.moveaxis(x, axis, -1)
+    for c in range(3):
+        ref = correlate_loops(moved[..., c] if moved.ndim == 3 else moved[0, ..., c],
+                              kernel[c] if per_channel else kernel, (2, 1), (1, 1), "same", "symmetric")
+        got_c = np.moveaxis(expected, axis, -1)[..., c]
+        np.testing.assert_allclose(got_c if got_c.ndim == 2 else got_c[0], ref, rtol=1e-12, atol=1e-12)
+    methods = ["separable", "lowrank", "box", "fft"] + (["opencv"] if compiled.available() else [])
+    for method in methods:
+        got = correlate(x, kernel, method=method, **opts)
+        assert got.shape == expected.shape and got.flags.c_contiguous, method
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=method)
+
+
+def test_banded_direct_equals_the_unbanded_reference_on_a_larger_image(small_bands):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 1, 40, 33)).astype(np.float32)
+    kernel = rng.normal(size=(1, 5, 4)).astype(np.float32)
+    plans = plan_axes((40, 33), (5, 4), stride=(2, 1), padding="same", dilation=(1, 2))
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p.before, p.after) for p in plans), mode="reflect")
+    reference = strategies.direct(xp, kernel, plans)[0, 0]
+    got = correlate(x[0, 0], kernel[0], stride=(2, 1), dilation=(1, 2), method="direct")
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_paths_agree_with_float64_direct_to_float32_tolerance():
+    rng = np.random.default_rng(11)
+    image = rng.random((70, 90, 3), dtype=np.float32)
+    cases = [(np.full((9, 9), 1 / 81), "box"), (np.outer(np.hanning(7), np.hanning(9)), "separable"),
+             (rng.normal(size=(5, 5)), "fft"), (np.add.outer(np.arange(7.0), np.arange(7.0)) ** 2, "lowrank")]
+    for kernel, method in cases:
+        for m in [method] + (["opencv"] if compiled.available() else []):
+            got = correlate(image, kernel, channel_axis=-1, method=m)
+            assert got.dtype == np.float32
+            expected = correlate(image.astype(np.float64), kernel, channel_axis=-1, method="direct")
+            np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(kernel).sum(), err_msg=m)
+    audio = rng.standard_normal((5000, 2), dtype=np.float32)
+    fir = np.hanning(101) / np.hanning(101).sum()
+    got = correlate(audio, fir, channel_axis=-1, method="toeplitz", stride=3, pad_mode="circular")
+    expected = correlate(audio.astype(np.float64), fir, channel_axis=-1, method="direct", stride=3, pad_mode="circular")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_overlap_save_blocks_equal_one_transform(monkeypatch):
+    rng = np.random.default_rng(5)
+    audio = rng.standard_normal((3000, 2))
+    response = rng.normal(size=301) * np.exp(-np.arange(301) / 60)
+    expected = correlate(audio, response, channel_axis=-1, method="direct", pad_mode="symmetric")
+    monkeypatch.setattr(spectral, "MIN_BLOCKS", 10 ** 9)
+    whole = correlate(audio, response, channel_axis=-1, method="fft", pad_mode="symmetric")
+    monkeypatch.setattr(spectral, "MIN_BLOCKS", 1)
+    blocked = correlate(audio, response, channel_axis=-1, method="fft", pad_mode="symmetric")
+    np.testing.assert_allclose(whole, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(blocked, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_lowrank_terms_rebuild_the_kernel_and_count_the_rank():
+    rng = np.random.default_rng(2)
+    for shape in [(5, 7), (3, 4, 5)]:
+        kernel = rng.normal(size=shape)
+        terms = strategies.lowrank_terms(kernel)
+        rebuilt = sum(np.einsum(*itertools.chain(*[(f, [i]) for i, f in enumerate(t)]), list(range(len(shape))))
+                      for t in terms)
+        np.testing.assert_allclose(rebuilt, kernel, atol=1e-12)
+    disk = (np.add.outer(np.arange(-4, 5) ** 2, np.arange(-4, 5) ** 2) <= 16).astype(float)
+    assert len(strategies.lowrank_terms(disk)) < 9
+    assert strategies.lowrank_terms(np.zeros((3, 3))) == []
+
+
+def test_the_cost_model_is_pure_and_picks_the_strategy_built_for_each_workload():
+    def pick(shape, kernel, channels=1, **geometry):
+        plans = plan_axes(shape, kernel.shape, **geometry)
+        return strategies.choose_method(channels, kernel[None], plans, opencv=False).method
+
+    g = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2)
+    assert pick((2160, 3840), np.full((31, 31), 1 / 961), 3) == "box"
+    assert pick((2160, 3840), np.outer(g, g), 3) == "separable"
+    assert pick((180 * 44100,), np.hanning(101), 2) == "toeplitz"
+    assert pick((180 * 44100,), np.ones(88200) + np.arange(88200), 2) == "fft"
+    assert pick((256, 256, 256), np.random.default_rng(0).random((7, 7, 7))) == "fft"
+    assert pick((64, 64), np.array([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])) == "direct"
+    disk = (np.add.outer(np.arange(-7, 8) ** 2, np.arange(-7, 8) ** 2) <= 49).astype(float)
+    assert pick((1000, 1000), disk + 0.5 * (disk > 0)) in ("lowrank", "fft")
+    plans = plan_axes((2160, 3840), (7, 7))
+    kernel = np.random.default_rng(1).random((1, 7, 7))
+    first = strategies.choose_method(3, kernel, plans, opencv=True)
+    assert first == strategies.choose_method(3, kernel, plans, opencv=True)
+    assert first.method == "opencv"
+    # small one-shot work never loads OpenCV; non-finite input never goes to a spreading method
+    assert strategies.choose_method(1, kernel, plan_axes((256, 256), (7, 7)), opencv=True).method != "opencv"
+    assert strategies.choose_method(3, kernel, plans, opencv=True, finite=False).method == "direct"
+
+
+def test_auto_keeps_a_nan_local_whatever_it_would_have_picked():
+    x = np.zeros((300, 400), dtype=np.float32)
+    x[100, 200] = np.nan
+    for kernel in (np.full((31, 31), 1 / 961), np.random.default_rng(0).random((15, 15))):
+        assert make_plan(x.shape, kernel).method in strategies.SPREADS_NON_FINITE
+        got = correlate(x, kernel, pad_mode="zeros")
+        assert np.isnan(got).sum() == kernel.size
+
+
+@pytest.mark.parametrize("method,kernel,message", [
+    ("box", np.eye(3), "not a box"), ("toeplitz", np.ones((3, 3)), "1-D kernels"),
+])
+def test_a_forced_method_that_cannot_compute_the_kernel_is_refused(method, kernel, message):
+    with pytest.raises(ValueError, match=message):
+        correlate(np.ones((8, 8)), kernel, method=method)
+
+
+@needs_opencv
+def test_opencv_refuses_3d_and_covers_every_border_natively_or_by_padding():
+    with pytest.raises(ValueError, match="1-D and 2-D"):
+        correlate(np.ones((4, 4, 4)), np.ones((2, 2, 2)), method="opencv")
+    x = np.random.default_rng(4).normal(size=(6, 5)).astype(np.float32)
+    for spec, oracle_mode, cval in MODES:
+        mode, value = parse_pad_mode(spec)
+        plans = plan_axes(x.shape, (3, 3))
+        assert (compiled.native_border(mode, value, plans) is None) == (spec in ("circular", "constant:-1.5"))
+        for padding in ("same", 7):  # 7: wider than the image, always padded by the engine
+            got = correlate(x, np.arange(9.0).reshape(3, 3), padding=padding, pad_mode=spec, method="opencv")
+            expected = correlate_loops(x, np.arange(9.0).reshape(3, 3), (1, 1), (1, 1), padding, oracle_mode, cval)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=f"{spec} {padding}")
