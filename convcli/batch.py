@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .errors import ConvcliError, Interrupted, UsageError
-
-TEMP_MARKER = ".convcli-tmp"  # part of every temporary file name the atomic writer makes
+from .errors import ConvcliError, Interrupted, Terminated, UsageError
+from .io.files import TEMP_MARKER  # part of every temporary file name the atomic writer makes
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    stopped: bool = False  # --fail-fast ended the run at the first failure
 
     @property
     def total(self) -> int:
@@ -82,18 +82,24 @@ def plan(
     out_root = os.path.realpath(output) if output else None
     if out_root is not None and os.path.exists(out_root) and not os.path.isdir(out_root):
         raise UsageError("is a file; in batch mode -o names a folder", subject=output)
+    inputs = list(inputs)
+    if out_root is not None:
+        _check_output_folder(inputs, output, out_root)
     result = BatchPlan()
     claimed: dict[str, str] = {}
+    walked = []
     for item in inputs:
         if item == "-":
             raise UsageError("'-' (stdin) cannot be mixed with other inputs or folders", subject="-")
         if os.path.isdir(item):
-            pairs = _walk(item, out_root, result)
+            walked.append(_walk(item, out_root, result))
         elif os.path.lexists(item):
-            pairs = [(item, os.path.basename(item))]
+            walked.append([(item, os.path.basename(item))])
         else:
             result.refused.append(_refusal(item, "no such file or folder"))
-            continue
+    # Every input file, so that no output may land on any of them (not only its own).
+    sources = {os.path.realpath(path) for pairs in walked for path, _ in pairs}
+    for pairs in walked:
         for path, relative in pairs:
             if not _regular(path):
                 result.ignored.append((path, "not a regular file"))
@@ -104,13 +110,36 @@ def plan(
             dest = None
             if needs_output:
                 dest = _destination(path, relative, output, suffix, extension)
-                problem = _clash(path, dest, claimed)
+                problem = _clash(path, dest, claimed, sources)
                 if problem:
                     result.refused.append(_refusal(path, problem, dest))
                     continue
                 claimed[os.path.realpath(dest)] = path
             result.jobs.append(Job(path, dest))
     return result
+
+
+def _check_output_folder(inputs: list[str], output: str, out_root: str) -> None:
+    """Refuse an output folder that is an input folder or holds one: outputs could replace inputs.
+
+    An output folder *inside* an input folder is fine: it is left out of the walk.
+    """
+    for item in inputs:
+        if item == "-" or not os.path.isdir(item):
+            continue
+        real = os.path.realpath(item)
+        if real == out_root:
+            raise UsageError(
+                f"is also the input folder {item}; the results would replace the inputs "
+                "(choose another folder, or --suffix to write beside each input)",
+                subject=output,
+            )
+        if _inside(real, out_root):
+            raise UsageError(
+                f"holds the input folder {item}; mirrored outputs could land on input files "
+                "(choose an output folder outside it)",
+                subject=output,
+            )
 
 
 def _walk(root: str, out_root: str | None, result: BatchPlan) -> list[tuple[str, str]]:
@@ -153,10 +182,12 @@ def _destination(path: str, relative: str, output: str | None, suffix: str | Non
     return os.path.join(output, stem + (suffix or "") + new_ext)
 
 
-def _clash(path: str, dest: str, claimed: dict[str, str]) -> str | None:
+def _clash(path: str, dest: str, claimed: dict[str, str], sources: set[str]) -> str | None:
     real_dest = os.path.realpath(dest)
     if real_dest == os.path.realpath(path):
         return "its output would overwrite the input; choose another -o folder or a --suffix"
+    if real_dest in sources:
+        return f"its output {dest} would overwrite another input; choose another -o folder or a --suffix"
     if real_dest in claimed:
         return f"has the same output name as {claimed[real_dest]} ({dest}); rename one of them"
     return None
@@ -167,16 +198,27 @@ def _refusal(path: str, error: str, dest: str | None = None) -> dict:
 
 
 def media_format(path: str) -> str | None:
-    """The media format a file's first bytes announce (None for text, unknown or unreadable files)."""
-    from .io.detect import sniff
+    """The media format of a file: what its first bytes announce, else what its name claims.
 
+    None means "not media" (``notes.txt``, ``Thumbs.db``): such files are
+    skipped.  A file whose name claims a media format but whose bytes do not
+    (an empty or corrupt ``photo.png``) counts as media, so that reading it
+    reports the problem instead of skipping it silently.  Only regular files
+    are opened (a FIFO would block).
+    """
+    from .io.detect import from_extension, sniff
+
+    if not _regular(path):
+        return None
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
     except OSError:
         return "unreadable"  # let the work report the real problem for this file
     fmt = sniff(head)
-    return None if fmt == "gzip" and not path.endswith(".nii.gz") else fmt
+    if fmt == "gzip" and not path.lower().endswith(".nii.gz"):
+        fmt = None
+    return fmt or from_extension(path)
 
 
 def extension_for(fmt_name: str) -> str:
@@ -211,6 +253,10 @@ def _failure(job: Job, error: str) -> dict:
     return {"input": job.source, "output": job.dest, "status": "failed", "seconds": 0.0, "error": error}
 
 
+class _FailFast(Exception):
+    """Raised by ``finish`` at the first failure of a --fail-fast run."""
+
+
 def run(
     jobs: list[Job],
     work: Callable,
@@ -218,12 +264,16 @@ def run(
     *,
     workers: int = 1,
     skip_existing: bool = False,
+    fail_fast: bool = False,
     on_record: Callable[[dict], None] = lambda record: None,
 ) -> Summary:
     """Run every job, reporting each record through ``on_record`` as it finishes.
 
-    Raises :class:`Interrupted` (with the summary so far in its message) on
-    SIGINT/SIGTERM after stopping the workers and removing their temporaries.
+    With `fail_fast`, the first failure cancels the jobs not yet started and
+    stops the workers (their temporaries removed); ``Summary.stopped`` is then
+    True.  Raises :class:`Interrupted` (with the summary so far in its
+    message, and the signal in ``signum``) on SIGINT/SIGTERM after stopping
+    the workers and removing their temporaries.
     """
     summary = Summary()
     start = time.perf_counter()
@@ -237,25 +287,31 @@ def run(
         else:
             summary.failed += 1
         on_record(record)
+        if fail_fast and status == "failed":
+            raise _FailFast
 
-    pending = []
-    for job in jobs:
-        if skip_existing and job.dest is not None and os.path.exists(job.dest):
-            finish({"input": job.source, "output": job.dest, "status": "skipped", "seconds": 0.0, "error": None})
-        else:
-            pending.append(job)
     with _interrupts_raised():
         try:
+            pending = []
+            for job in jobs:
+                if skip_existing and job.dest is not None and os.path.exists(job.dest):
+                    finish({"input": job.source, "output": job.dest, "status": "skipped", "seconds": 0.0,
+                            "error": None})
+                else:
+                    pending.append(job)
             if workers <= 1 or len(pending) <= 1:
                 for job in pending:
                     finish(run_one(work, job, options))
             else:
                 _run_pool(pending, work, options, workers, finish)
-        except KeyboardInterrupt:
+        except _FailFast:
+            summary.stopped = True
+        except KeyboardInterrupt as exc:
             summary.seconds = time.perf_counter() - start
             raise Interrupted(
                 f"interrupted: {summary.done} done, {summary.failed} failed, "
-                f"{len(jobs) - summary.total} not started or stopped"
+                f"{len(jobs) - summary.total} not started or stopped",
+                signum=signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT,
             ) from None
     summary.seconds = time.perf_counter() - start
     return summary
@@ -288,6 +344,7 @@ def _run_pool(jobs: list[Job], work: Callable, options, workers: int, finish: Ca
     executor.shutdown(wait=True)
 
 
+
 def _result(future: cf.Future, job: Job) -> dict:
     try:
         return future.result()
@@ -308,6 +365,11 @@ def _worker_init() -> None:
     # writer removes its temporary file, then ends the worker without noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
+    # A file object caught half-open by that unwinding is closed by the
+    # collector; under -W default it would print a ResourceWarning.
+    import warnings
+
+    warnings.simplefilter("ignore", ResourceWarning)
 
 
 def _stop_worker(signum, frame):
@@ -327,8 +389,8 @@ def _pool_task(work: Callable, job: Job, options) -> dict:
         _working = False
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 def _stop_workers(executor: cf.ProcessPoolExecutor, unfinished: list[Job]) -> None:
@@ -345,19 +407,28 @@ def _stop_workers(executor: cf.ProcessPoolExecutor, unfinished: list[Job]) -> No
             process.join(0.5)
     for job in unfinished:  # belt and braces: a killed worker cannot clean up
         remove_temporaries(job.dest)
+    # Join the pool's manager thread: it sees the dead workers and closes the
+    # queues, so their semaphores are released before the process exits.
+    try:
+        executor.shutdown(wait=True, cancel_futures=True)
+    except Exception:  # a broken pool has nothing left to shut down
+        pass
 
 
 def remove_temporaries(dest: str | None) -> None:
     """Delete temporary files the atomic writer may have left for ``dest``."""
     if not dest or dest == "-":
         return
+    from .io.files import temp_prefix
+
     folder, name = os.path.split(os.path.abspath(dest))
+    prefix = temp_prefix(name)
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
-        if entry.startswith(f".{name}.") and TEMP_MARKER in entry:
+        if entry.startswith(prefix) and TEMP_MARKER in entry:
             try:
                 os.unlink(os.path.join(folder, entry))
             except OSError:
@@ -365,11 +436,11 @@ def remove_temporaries(dest: str | None) -> None:
 
 
 class _interrupts_raised:
-    """Within the block, SIGTERM raises KeyboardInterrupt like SIGINT does."""
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) as SIGINT raises its own."""
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
         except ValueError:  # not the main thread
             self._previous = None
         return self

@@ -1,7 +1,9 @@
 """Exception types of convcli, each carrying the exit code the CLI reports.
 
 Exit codes: 0 ok, 1 failed work (bad data, I/O error, partial batch),
-2 usage (a bad parameter or flag), 130 interrupted.  Nothing below the CLI
+2 usage (a bad parameter or flag), 130 interrupted (the process exits by the
+signal itself, so a shell sees 130 for SIGINT, 143 for SIGTERM), 70 an
+internal error (a bug; ``--debug`` shows its traceback).  Nothing below the CLI
 prints: code raises one of these and ``convcli.cli`` turns it into one line
 ``convcli: error: <subject>: <reason>`` on stderr and the exit code.
 """
@@ -11,6 +13,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_SOFTWARE = 70  # an internal error (a bug): never expected, reported in one line without --debug
 
 
 class ConvcliError(Exception):
@@ -49,7 +52,26 @@ class OutputError(ConvcliError):
     """An output that cannot or must not be written (exit 1)."""
 
 
+class KernelFileError(DataError, UsageError):
+    """A kernel file that cannot be read or holds no valid kernel (exit 1).
+
+    The file is data, like any input: a bad one is failed work, while a bad
+    ``-k`` value typed on the command line stays a usage error (exit 2).  It
+    is also a :class:`UsageError` because it arrives through ``-k``.
+    """
+
+    exit_code = EXIT_FAILED
+
+
 class Interrupted(ConvcliError):
-    """The run was stopped by SIGINT/SIGTERM (exit 130)."""
+    """The run was stopped by SIGINT/SIGTERM (exit 130); ``signum`` says which signal."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, *, subject: str | None = None, signum: int = 2) -> None:
+        super().__init__(message, subject=subject)
+        self.signum = signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every cleanup runs the same way."""

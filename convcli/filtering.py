@@ -125,10 +125,16 @@ def filter_signal(signal, options: FilterOptions, kernels=None):
         from .errors import UsageError
 
         raise UsageError(f"must be one of {', '.join(ALPHA_MODES)}, got {options.alpha!r}", subject="--alpha")
-    if _has_alpha(signal) and options.alpha != "channel":
-        data = _filter_with_alpha(signal, kernels, options)
-    else:
-        data = _run_chain(signal.data, signal, kernels, options)
+    import numpy as np
+
+    # NaN and infinity in the samples are data, not bugs: they propagate to
+    # the outputs they touch (and integer writers refuse them with a count),
+    # so numpy's "invalid value" / "overflow" warnings would only be noise.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if _has_alpha(signal) and options.alpha != "channel":
+            data = _filter_with_alpha(signal, kernels, options)
+        else:
+            data = _run_chain(signal.data, signal, kernels, options)
     nd = signal.spatial_ndim
     strides = per_axis(options.stride, nd, "stride", minimum=1)
     result = io.derive(signal, data, stride=strides, origin=chain_origin(steps, kernels, options, nd))

@@ -85,7 +85,10 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     dtype = np.dtype(dtype)
     values = np.asarray(values)
     if dtype.kind == "f":
-        return values.astype(dtype, copy=False), 0
+        # Raw values are kept; one too large for a narrower float type becomes
+        # infinity, as IEEE says, without numpy's overflow warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return values.astype(dtype, copy=False), 0
     if dtype.kind == "b":
         dtype = np.dtype(np.uint8)
     if dtype.kind not in "iu":

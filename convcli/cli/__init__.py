@@ -2,7 +2,8 @@
 
 Every command reports failures the same way: one line
 ``convcli: error: <subject>: <reason>`` on stderr and the exit code of the
-error (see ``convcli.errors``); ``--debug`` re-raises for a traceback.
+error (see ``convcli.errors``); ``--debug`` (or ``CONVCLI_DEBUG=1``) shows
+the traceback instead.
 """
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ app = typer.Typer(
 )
 
 
+def _set_debug(value: bool) -> None:
+    if value:
+        from .report import set_debug
+
+        set_debug(True)
+
+
 def _show_version(value: bool) -> None:
     if value:
         from .. import __version__
@@ -36,11 +44,13 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", callback=_set_debug, is_eager=True,
+        help="Show the traceback of a failure (for a bug report) instead of the one-line error. "
+        "CONVCLI_DEBUG=1 does the same.",
+    ),
 ) -> None:
-    """Apply convolution kernels to audio, images and volumes; classify images with a CNN.
-
-    Set CONVCLI_DEBUG=1 to get a traceback instead of the one-line error.
-    """
+    """Apply convolution kernels to audio, images and volumes; classify images with a CNN."""
 
 
 # Each command lives in its own module and registers itself on `app`.
@@ -53,19 +63,52 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map every failure to one line and an exit code."""
     from .report import run_guarded
 
+    from . import report
+
     args = sys.argv[1:] if argv is None else list(argv)
+    _terminate_like_interrupt()
     code = run_guarded(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
+    code = report.close_stdout(code)
     if code == EXIT_INTERRUPTED:
-        _die_of_sigint()
+        _die_of_signal(report.interrupted_by)
     sys.exit(code)
 
 
-def _die_of_sigint() -> None:
-    # Exit "by the signal", after cleaning up, so a shell loop around convcli stops too.
+def _raise_terminated(signum, frame):
+    from ..errors import Terminated
+
+    raise Terminated()
+
+
+def _terminate_like_interrupt() -> None:
+    # SIGTERM unwinds like Ctrl-C, so atomic writers remove their temporary
+    # files and a batch stops its workers, instead of dying mid-write.
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _die_of_signal(signum: int | None) -> None:
+    # Exit "by the signal", after cleaning up, so a shell loop around convcli
+    # stops too (the shell shows 130 for SIGINT, 143 for SIGTERM).
+    import gc
     import os
     import signal
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
+    signum = signum or signal.SIGINT
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    # Dying by a signal skips interpreter shutdown, so run what it would have
+    # run for a stopped worker pool: the queues' finalizers release their
+    # semaphores (otherwise multiprocessing's resource tracker warns of leaks).
+    gc.collect()
+    if "multiprocessing.util" in sys.modules:
+        try:
+            sys.modules["multiprocessing.util"]._exit_function()
+        except Exception:
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

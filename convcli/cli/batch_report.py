@@ -27,14 +27,19 @@ def run_batch(
     quiet: bool = False,
     as_json: bool = False,
     verbose: bool = False,
+    fail_fast: bool = False,
     on_ok: Callable[[dict], None] | None = None,
 ) -> int:
-    """Run a planned batch and report it; return the exit code (0 all ok, 1 any failure)."""
+    """Run a planned batch and report it; return the exit code (0 all ok, 1 any failure).
+
+    With `fail_fast` the run stops at the first failure (an input refused
+    while planning counts), and the summary says so.
+    """
     from .. import batch
 
     if verbose:
         for path, why in plan.ignored:
-            sys.stderr.write(f"convcli: skipped {path}: {why}\n")
+            sys.stderr.write(f"convcli: skipped {printable(path)}: {why}\n")
     total = len(plan.jobs) + len(plan.refused)
     progress = _Progress(total, enabled=not quiet and _is_terminal(sys.stderr))
 
@@ -51,20 +56,32 @@ def run_batch(
 
     for record in plan.refused:
         on_record(record)
+    jobs = [] if fail_fast and plan.refused else plan.jobs
     try:
-        summary = batch.run(plan.jobs, work, options, workers=workers, skip_existing=skip_existing,
-                            on_record=on_record)
+        summary = batch.run(jobs, work, options, workers=workers, skip_existing=skip_existing,
+                            fail_fast=fail_fast, on_record=on_record)
     finally:
         progress.close()
     summary.failed += len(plan.refused)
+    summary.stopped = summary.stopped or (fail_fast and bool(plan.refused))
     if not quiet or summary.failed:
+        left = total - summary.total
+        stopped = f"; stopped at the first failure (--fail-fast), {left} not done" if summary.stopped else ""
         sys.stderr.write(
             f"convcli: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped "
-            f"in {summary.seconds:.1f} s\n"
+            f"in {summary.seconds:.1f} s{stopped}\n"
         )
     if total == 0 and not quiet:
         sys.stderr.write("convcli: no media files found in the inputs\n")
     return 1 if summary.failed else 0
+
+
+def printable(path: str) -> str:
+    """A path as one line of text: quoted and escaped if it holds a newline or other control character."""
+    text = str(path)
+    if text.isprintable():
+        return text
+    return json.dumps(text)
 
 
 def _is_terminal(stream) -> bool:

@@ -62,6 +62,9 @@ def filter_command(
         None, "--format", metavar="FMT", help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
+    fail_fast: bool = typer.Option(
+        False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
+    ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
         None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
@@ -115,7 +118,7 @@ def filter_command(
             extension=batch.extension_for(out_format) if out_format else None,
         )
         code = run_batch(plan, filter_job, options, workers=jobs or default_workers(), skip_existing=skip_existing,
-                         quiet=quiet, as_json=as_json, verbose=verbose)
+                         quiet=quiet, as_json=as_json, verbose=verbose, fail_fast=fail_fast)
         raise typer.Exit(code)
     input = inputs[0]
     if explain:

@@ -19,8 +19,31 @@ def error_line(text: str) -> None:
         pass
 
 
+_debug = False
+interrupted_by: int | None = None  # the signal that stopped the run, for main() to exit by it
+
+
+def set_debug(value: bool) -> None:
+    """Turn on tracebacks instead of one-line errors (the global --debug option)."""
+    global _debug
+    _debug = bool(value)
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("CONVCLI_DEBUG", "") not in ("", "0")
+    """--debug was given, or CONVCLI_DEBUG is set to something other than 0."""
+    return _debug or os.environ.get("CONVCLI_DEBUG", "") not in ("", "0")
+
+
+def _note_interrupt(exc: BaseException) -> None:
+    import signal
+
+    from ..errors import Terminated
+
+    global interrupted_by
+    signum = getattr(exc, "signum", None)
+    if signum is None:
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+    interrupted_by = int(signum)
 
 
 def guard(command: Callable) -> Callable:
@@ -32,6 +55,8 @@ def guard(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ConvcliError as exc:
+            if exc.exit_code == EXIT_INTERRUPTED:
+                _note_interrupt(exc)
             if debug_enabled():
                 raise
             error_line(_cli_subject(exc).line())
@@ -67,6 +92,26 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def close_stdout(code: int) -> int:
+    """Flush and close stdout explicitly, so a lost write is never reported as success.
+
+    Returns the exit code to use: a write that fails here (a full disk) turns
+    success into failed work with one line on stderr; a reader that went away
+    (``| head``) is not an error.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stdout.close()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except (OSError, ValueError) as exc:
+        _quiet_broken_pipe()  # nothing more can go out; keep the interpreter from retrying at exit
+        if code == EXIT_OK:
+            error_line(f"<stdout>: cannot write: {getattr(exc, 'strerror', None) or exc}")
+            return EXIT_FAILED
+    return code
+
+
 def run_guarded(run: Callable[[], object]) -> int:
     """Run the Typer app in non-standalone mode and return the process exit code.
 
@@ -80,23 +125,45 @@ def run_guarded(run: Callable[[], object]) -> int:
         return result if isinstance(result, int) else EXIT_OK
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        sys.stderr.write("\n")
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        _note_interrupt(exc)
+        try:
+            sys.stderr.write("\n")
+        except (OSError, ValueError):
+            pass
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _quiet_broken_pipe()
         return EXIT_OK
     except ConvcliError as exc:
+        if exc.exit_code == EXIT_INTERRUPTED:
+            _note_interrupt(exc)
         if debug_enabled():
             raise
         error_line(_cli_subject(exc).line())
         return exc.exit_code
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            if debug_enabled():
+                raise
+            return _unexpected(exc)
         ctx = getattr(exc, "ctx", None)
         message = exc.format_message()
         if exc.exit_code == EXIT_USAGE and ctx is not None and ctx.command_path:
             message = f"{message} (see '{ctx.command_path} --help')"
         error_line(message)
         return exc.exit_code
+
+
+def _unexpected(exc: Exception) -> int:
+    """One line for an exception no code path expected: an I/O failure, or a bug."""
+    from ..errors import EXIT_SOFTWARE
+
+    if isinstance(exc, OSError):
+        # A write that failed outside the atomic writers (a full disk under a
+        # table printed to stdout): failed work, not a bug.
+        where = exc.filename if getattr(exc, "filename", None) else "<stdout>"
+        error_line(f"{where}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    error_line(f"internal error: {type(exc).__name__}: {exc} (this is a bug; run with --debug for the traceback)")
+    return EXIT_SOFTWARE

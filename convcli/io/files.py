@@ -97,6 +97,23 @@ class Source:
                 os.unlink(tmp)
 
 
+TEMP_MARKER = ".convcli-tmp"  # in every temporary file name, so a batch never reads one back
+_NAME_MAX = 255  # bytes in one file name on common file systems
+
+
+def temp_prefix(name: str) -> str:
+    """The start of every temporary file name made for the output file `name`.
+
+    ``.<name>.``, with `name` shortened so that prefix, mkstemp's random part,
+    the marker and an extension still fit in one file name (a 250-character
+    output name must not make its temporary file impossible to create).
+    """
+    room = _NAME_MAX - 2 - 8 - len(TEMP_MARKER) - 16
+    while len(name.encode("utf-8", "surrogateescape")) > room:
+        name = name[:-1]
+    return f".{name}."
+
+
 def file_suffix(path: str) -> str:
     """The lower-case extension of `path`, treating ``.nii.gz`` as one suffix."""
     name = os.path.basename(str(path)).lower()
@@ -151,8 +168,10 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
         if os.path.isdir(dest):
             raise OutputError("is a folder; name an output file", subject=dest)
     base = os.path.basename(dest) if not to_stdout else "stdout"
+    if len(suffix) > 16:
+        suffix = ""  # no known format has such an extension; keep the name short
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".convcli-tmp{suffix}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(base), suffix=f"{TEMP_MARKER}{suffix}", dir=folder)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot create a file here: {exc.strerror or exc}", subject=subject) from None

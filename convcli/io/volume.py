@@ -9,6 +9,7 @@ checked against the limits before any voxel is decoded.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 
@@ -170,6 +171,25 @@ def _nibabel():
     return nibabel
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Keep nibabel from logging header repairs (zero voxel sizes set to 1) to stderr.
+
+    convcli speaks for itself, one line per problem.  The logger's level is
+    raised rather than its handler removed: without a handler, Python's
+    last-resort handler would print the same warnings.
+    """
+    import logging
+
+    logger = logging.getLogger("nibabel.global")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
 def _nifti_header_bytes(source, gz: bool) -> bytes:
     if not gz:
         return source.head(540)
@@ -251,7 +271,7 @@ def read_nifti(source, fmt: str, *, limits, kind=None, **_):
     nib = _nibabel()
     suffix = ".nii.gz" if fmt == "nifti-gz" else ".nii"
     try:
-        with source.as_path(suffix) as path:
+        with source.as_path(suffix) as path, _quiet_nibabel():
             img = nib.load(path)
             data = np.asanyarray(img.dataobj)
             data = np.array(data, dtype=data.dtype.newbyteorder("="), order="C", copy=True)
@@ -311,7 +331,8 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
     samples, clipped = to_samples(data, stored, sig.meta.get("range", "clip"))
     cls = nib.Nifti2Image if sig.meta.get("nifti_version") == 2 else nib.Nifti1Image
     header = header.copy() if header is not None else None
-    img = cls(samples, np.asarray(affine, dtype=np.float64), header=header)
+    with _quiet_nibabel():
+        img = cls(samples, np.asarray(affine, dtype=np.float64), header=header)
     img.header.set_data_dtype(samples.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header.set_data_shape(samples.shape)

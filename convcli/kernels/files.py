@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from .kernel import COMBINES, RANGES, check_weights, fit_ndim
+from .kernel import COMBINES, MAX_WEIGHTS, RANGES, check_weights, fit_ndim
 
 TEXT_EXTS = (".txt", ".csv", ".tsv", ".kernel", ".kern")
 SOX_EXTS = (".fir", ".coef", ".coefs", ".coeffs")
@@ -43,7 +43,10 @@ KERNEL_EXTS = (".npy", ".json", ".mat") + TEXT_EXTS + SOX_EXTS
 ALL_EXTS = KERNEL_EXTS + AUDIO_EXTS
 
 SYMMETRIES = ("symmetric", "antisymmetric", "none")
+MAX_FILE_BYTES = 64 << 20  # a kernel file larger than this is not a kernel
 _SPLIT = re.compile(r"[\s,;]+")
+# A weight in a text file: a plain decimal number (no '1_000', 'nan', 'inf', '0x10').
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _SECTION = re.compile(r"^##\s*([123])\s*d\b(.*)$", re.IGNORECASE)
 _META = re.compile(r"^#\s*([A-Za-z][A-Za-z_ -]*?)\s*:\s*(.*?)\s*$")
 
@@ -112,6 +115,8 @@ def read_definition(path, *, subject: str | None = None, name: str | None = None
     subject = subject or str(path)
     name = name or f"file:{path.name}"
     suffix = Path(path.name).suffix.lower()
+    if isinstance(path, Path):
+        _check_regular(path, subject)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -134,6 +139,26 @@ def read_definition(path, *, subject: str | None = None, name: str | None = None
     return read_text(text, subject=subject, name=name)
 
 
+def _check_regular(path: Path, subject: str) -> None:
+    """Refuse what is not a regular file of reasonable size before reading a byte (a FIFO would block)."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError("no such kernel file", subject=subject) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the kernel file: {exc.strerror or exc}", subject=subject) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError("is a directory, not a kernel file", subject=subject)
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError("is not a regular file (FIFOs and devices are not read)", subject=subject)
+    if st.st_size > MAX_FILE_BYTES:
+        raise UsageError(f"{st.st_size:,} bytes is too large for a kernel file (at most {MAX_FILE_BYTES:,})",
+                         subject=subject)
+
+
 def _decode(data: bytes, subject: str) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -145,14 +170,38 @@ def _decode(data: bytes, subject: str) -> str:
 
 
 def read_npy(data: bytes, *, subject: str) -> np.ndarray:
-    """A real-valued numeric array from ``.npy`` bytes (never unpickles)."""
+    """A real-valued numeric array from ``.npy`` bytes (never unpickles).
+
+    The header is parsed first (numpy's bounded parser) and its type and
+    declared size are checked against the bytes present and the weight cap,
+    so a header declaring a huge shape never allocates anything.
+    """
+    fh = io.BytesIO(data)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version not in readers:
+            raise ValueError(f"unsupported format version {version[0]}.{version[1]}")
+        shape, _, dtype = readers[version](fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
+        raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
+        raise UsageError(f"a kernel must hold real numbers, this .npy holds {dtype}", subject=subject)
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count > MAX_WEIGHTS:
+        raise UsageError(f"the header declares {count:,} weights, more than {MAX_WEIGHTS:,}", subject=subject)
+    present = len(data) - fh.tell()
+    if count * dtype.itemsize > present:
+        raise UsageError(
+            f"truncated: the header declares {count * dtype.itemsize:,} bytes of weights, {present:,} are present",
+            subject=subject,
+        )
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
-        kind = getattr(arr, "dtype", type(arr))
-        raise UsageError(f"a kernel must hold real numbers, this .npy holds {kind}", subject=subject)
     return check_weights(arr.astype(np.float64), subject=subject)
 
 
@@ -239,14 +288,17 @@ def _rows_to_array(lines: list[tuple[int, str]], *, subject: str, where: str = "
 def _numbers(line: str, lineno: int, subject: str) -> list[float]:
     out = []
     for col, token in enumerate((t for t in _SPLIT.split(line) if t), 1):
-        try:
-            value = float(token)
-        except ValueError:
-            raise UsageError(f"line {lineno}, column {col}: {token!r} is not a number", subject=subject) from None
+        if not _NUMBER.fullmatch(token):
+            if token.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                raise UsageError(
+                    f"line {lineno}, column {col}: {token!r} is not a finite number (NaN/inf are not weights)",
+                    subject=subject,
+                )
+            raise UsageError(f"line {lineno}, column {col}: {token!r} is not a number", subject=subject)
+        value = float(token)
         if not np.isfinite(value):
             raise UsageError(
-                f"line {lineno}, column {col}: {token!r} is not a finite number (NaN/inf are not weights)",
-                subject=subject,
+                f"line {lineno}, column {col}: {token!r} overflows (not a finite number)", subject=subject
             )
         out.append(value)
     return out
@@ -296,13 +348,23 @@ def _check_declared(defn: Definition) -> None:
 
 def parse_inline(spec: str, *, subject: str) -> np.ndarray:
     """A nested list of numbers, ``"[[1,0,-1],[2,0,-2],[1,0,-1]]"`` (JSON grammar; never eval)."""
+    obj = _load_json(spec, subject=subject, where=lambda exc: f"at character {exc.pos + 1}",
+                     what="not a matrix of numbers")
+    return nested_to_array(obj, subject=subject)
+
+
+def _load_json(text: str, *, subject: str, where, what: str):
+    """json.loads under the kernel grammar: no NaN/Infinity, bounded nesting and integer length."""
     try:
-        obj = json.loads(spec, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except _NonFinite as exc:
         raise UsageError(f"{exc.args[0]} is not a finite number (NaN/inf are not weights)", subject=subject) from None
     except json.JSONDecodeError as exc:
-        raise UsageError(f"not a matrix of numbers: {exc.msg} at character {exc.pos + 1}", subject=subject) from None
-    return nested_to_array(obj, subject=subject)
+        raise UsageError(f"{what}: {exc.msg} {where(exc)}", subject=subject) from None
+    except RecursionError:
+        raise UsageError(f"{what}: nested too deeply (kernels have at most 3 levels)", subject=subject) from None
+    except ValueError:  # an integer of thousands of digits (over sys.int_max_str_digits)
+        raise UsageError(f"{what}: a number with thousands of digits is not a weight", subject=subject) from None
 
 
 class _NonFinite(ValueError):
@@ -318,6 +380,8 @@ def nested_to_array(obj, *, subject: str) -> np.ndarray:
     depth, node = 0, obj
     while isinstance(node, list) and node:
         depth, node = depth + 1, node[0]
+    if isinstance(node, list):
+        depth += 1  # [[], []]: the empty rows are a level too
     labels = {1: ("value",), 2: ("row", "column"), 3: ("slice", "row", "column")}.get(depth, ())
 
     def where(path: tuple[int, ...]) -> str:
@@ -339,7 +403,10 @@ def nested_to_array(obj, *, subject: str) -> np.ndarray:
                     )
             return (len(node),) + shapes[0]
         if isinstance(node, bool) or not isinstance(node, (int, float)):
-            raise UsageError(f"{where(path)}holds {json.dumps(node)}, not a number", subject=subject)
+            raise UsageError(f"{where(path)}holds {json.dumps(node)[:40]}, not a number", subject=subject)
+        if isinstance(node, int) and abs(node) > 10**150:
+            raise UsageError(f"{where(path)}holds an integer of {len(str(abs(node)))} digits, too large for a weight",
+                             subject=subject)
         return ()
 
     if depth > 3:
@@ -409,13 +476,8 @@ def parse_imagemagick(spec: str, *, subject: str) -> np.ndarray:
 
 def read_json(text: str, *, subject: str, name: str) -> Definition:
     """A JSON nested list, or an object ``{"weights": [...], "description": ..., "range": ...}``."""
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except _NonFinite as exc:
-        raise UsageError(f"{exc.args[0]} is not a finite number (NaN/inf are not weights)", subject=subject) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                         subject=subject) from None
+    obj = _load_json(text, subject=subject, where=lambda exc: f"(line {exc.lineno}, column {exc.colno})",
+                     what="not valid JSON")
     meta: dict[str, str] = {}
     if isinstance(obj, dict):
         if "weights" not in obj:
@@ -483,12 +545,26 @@ def read_impulse_response(path, *, subject: str, sample_rate: float | None) -> n
     """
     import soundfile
 
+    if not Path(str(path)).exists():
+        raise UsageError("no such impulse-response file", subject=subject)
+    _check_regular(Path(str(path)), subject)
     try:
-        data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, soundfile.LibsndfileError) as exc:
-        if not Path(str(path)).exists():
-            raise UsageError("no such impulse-response file", subject=subject) from None
+        with soundfile.SoundFile(str(path)) as snd:
+            frames = snd.frames
+            # A lying header must not make us allocate: at most as many frames as
+            # the bytes present can hold (even 8-bit samples take one byte).
+            frames = min(frames, Path(str(path)).stat().st_size // max(snd.channels, 1))
+            if frames <= 0:
+                raise UsageError("the impulse response holds no samples", subject=subject)
+            if 2 * frames - 1 > MAX_WEIGHTS:
+                raise UsageError(f"an impulse response of {frames:,} samples is too long for a kernel",
+                                 subject=subject)
+            rate = snd.samplerate
+            data = snd.read(frames=frames, dtype="float64", always_2d=True)
+    except (RuntimeError, OSError, ValueError, TypeError, soundfile.LibsndfileError) as exc:
         raise UsageError(f"cannot read the impulse response as audio ({exc})", subject=subject) from None
+    if len(data) == 0:
+        raise UsageError("the impulse response holds no samples", subject=subject)
     if data.shape[1] != 1:
         raise UsageError(
             f"the impulse response has {data.shape[1]} channels; convcli takes a mono response "

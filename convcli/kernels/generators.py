@@ -15,11 +15,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UsageError
-from .kernel import Kernel
+from .kernel import MAX_WEIGHTS, Kernel
 from .spec import NamedSpec, length_in_samples, parse_float, parse_frequency, parse_int
 
 REQUIRED = object()
-MAX_WEIGHTS = 1 << 25  # 256 MB of float64: beyond this a kernel spec is a typo, not a filter
 AXIS_LETTERS = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 NDIM_NAMES = {1: "1D (audio/signal)", 2: "2D (image)", 3: "3D (volume)"}
 

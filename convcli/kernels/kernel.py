@@ -9,6 +9,9 @@ from ..errors import UsageError
 
 COMBINES = ("single", "magnitude", "max")
 RANGES = ("clip", "abs", "offset", "rescale")
+MAX_WEIGHTS = 1 << 25  # 256 MB of float64: beyond this a kernel is a mistake, not a filter
+# Weights up to this size keep every sum of squares (norms, SVDs, the cost model) finite.
+MAX_MAGNITUDE = 1e150
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,14 +168,28 @@ def is_zero_sum(w: np.ndarray) -> bool:
 
 
 def check_weights(w: np.ndarray, *, subject: str) -> np.ndarray:
-    """Refuse empty weights and NaN/inf, naming the first bad position."""
+    """Refuse empty, oversized or non-finite weights, naming the first bad position.
+
+    Weights beyond ``MAX_MAGNITUDE`` are refused too: finite as they are,
+    their sums of squares overflow to infinity in every norm and SVD.
+    """
     if w.size == 0 or 0 in w.shape:
         raise UsageError(f"the kernel is empty (shape {w.shape})", subject=subject)
+    if w.size > MAX_WEIGHTS:
+        raise UsageError(f"the kernel has {w.size:,} weights, more than {MAX_WEIGHTS:,}", subject=subject)
     bad = ~np.isfinite(w)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise UsageError(
             f"the kernel holds {w[where]!r} at index {list(where)}; weights must be finite numbers",
+            subject=subject,
+        )
+    huge = np.abs(w) > MAX_MAGNITUDE
+    if huge.any():
+        where = tuple(int(i) for i in np.argwhere(huge)[0])
+        raise UsageError(
+            f"the kernel holds {float(w[where]):g} at index {list(where)}; weights beyond "
+            f"{MAX_MAGNITUDE:g} overflow the arithmetic (scale the kernel down)",
             subject=subject,
         )
     return w

@@ -1,13 +1,14 @@
 """Turn a ``-k`` spec into a :class:`Kernel` for an input of known dimension."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import ParameterError, UsageError
+from ..errors import KernelFileError, ParameterError, UsageError
 from . import files, library
 from .kernel import Kernel, check_weights, fit_ndim, normalized
 from .spec import classify, parse_named
@@ -114,9 +115,21 @@ def _resolve(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
         path = Path(_file_subject(spec)).expanduser()
         if path.suffix.lower() in files.AUDIO_EXTS:
             return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate)
-        defn = files.read_definition(path, subject=str(path))
-        return _from_definition(spec, defn, ndim=ndim, subject=str(path))
+        with _file_errors():
+            defn = files.read_definition(path, subject=str(path))
+            return _from_definition(spec, defn, ndim=ndim, subject=str(path))
     return _named(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
+
+
+@contextlib.contextmanager
+def _file_errors():
+    """A kernel *file* that cannot serve is bad data (exit 1), like any other input file."""
+    try:
+        yield
+    except KernelFileError:
+        raise
+    except UsageError as exc:
+        raise KernelFileError(exc.message, subject=exc.subject) from None
 
 
 def _impulse_response(spec: str, *, ndim: int, sample_rate) -> Kernel:
@@ -125,7 +138,8 @@ def _impulse_response(spec: str, *, ndim: int, sample_rate) -> Kernel:
         raise UsageError(
             f"an impulse response filters audio (1 spatial axis); this input has {ndim}", subject=str(path)
         )
-    w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate)
+    with _file_errors():
+        w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate)
     return Kernel(spec, f"ir:{path.name}", (w,), description="impulse response (causal convolution)")
 
 
