@@ -76,16 +76,29 @@ def main(argv: list[str] | None = None) -> None:
 
 def _raise_terminated(signum, frame):
     from ..errors import Terminated
+    from . import report
 
+    report.interrupted_by = signum
     raise Terminated()
+
+
+def _raise_interrupt(signum, frame):
+    from . import report
+
+    report.interrupted_by = signum
+    raise KeyboardInterrupt
 
 
 def _terminate_like_interrupt() -> None:
     # SIGTERM unwinds like Ctrl-C, so atomic writers remove their temporary
-    # files and a batch stops its workers, instead of dying mid-write.
+    # files and a batch stops its workers, instead of dying mid-write.  Both
+    # handlers remember the signal: Click turns the exception into exit code
+    # 130 and main() must still exit by the right signal.
     import signal
 
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if the shell made us ignore it
+        signal.signal(signal.SIGINT, _raise_interrupt)
 
 
 def _die_of_signal(signum: int | None) -> None:

@@ -42,7 +42,9 @@ def _note_interrupt(exc: BaseException) -> None:
     global interrupted_by
     signum = getattr(exc, "signum", None)
     if signum is None:
-        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        # Click turns a KeyboardInterrupt (or our Terminated) into Abort: look at the cause.
+        chain = [exc, exc.__cause__, exc.__context__]
+        signum = signal.SIGTERM if any(isinstance(e, Terminated) for e in chain) else signal.SIGINT
     interrupted_by = int(signum)
 
 

@@ -1,0 +1,253 @@
+"""convcli as a process among others: pipes that close, full disks, signals, FIFOs, links, --debug.
+
+Every case runs the real command in a subprocess and checks the contract of
+issue 8: one line on stderr, the right exit code (or death by the signal),
+no partial or temporary file, inputs untouched, nothing left running.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from convcli.cli import app
+
+runner = CliRunner()
+CONVCLI = [sys.executable, "-m", "convcli"]
+
+
+def convcli(*args, **kwargs):
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run([*CONVCLI, *map(str, args)], capture_output=True, **kwargs)
+
+
+def temporaries(folder) -> list[str]:
+    return sorted(name for _, _, names in os.walk(folder) for name in names if "convcli-tmp" in name)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of a session (how a forgotten worker would show)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != b"Z":
+                alive.append(int(entry))
+    return alive
+
+
+@pytest.fixture
+def grey(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- pipes and full disks
+def test_head_closing_the_pipe_exits_within_a_second_and_says_nothing(tmp_path):
+    src = tmp_path / "big.npy"
+    np.save(src, np.ones((512, 512), np.float32))  # 1 MiB out: far more than a pipe buffer
+    proc = subprocess.Popen([*CONVCLI, "filter", src, "-k", "box:3", "-o", "-"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    head = proc.stdout.read(100)
+    proc.stdout.close()  # what `| head -c 100` does
+    closed = time.perf_counter()
+    code = proc.wait(timeout=30)
+    assert len(head) == 100 and head.startswith(b"\x93NUMPY")
+    assert time.perf_counter() - closed < 1.0
+    assert code == 0 and proc.stderr.read() == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["filter", "GREY", "-k", "box:3", "-o", "-"], ["kernels", "list"]])
+def test_a_full_disk_on_stdout_is_exit_1_and_one_line(grey, args):
+    args = [str(grey) if a == "GREY" else a for a in args]
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([*CONVCLI, *args], stdout=full, stderr=subprocess.PIPE, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines() == ["convcli: error: <stdout>: cannot write: No space left on device"] \
+        or proc.stderr.decode().splitlines() == ["convcli: error: <stdout>: No space left on device"]
+
+
+def test_a_write_that_runs_out_of_space_keeps_the_previous_file(tmp_path, grey):
+    """A file-size limit makes the write fail like a full disk (EFBIG instead of ENOSPC)."""
+    out = tmp_path / "out.npy"
+    np.save(out, np.zeros(3))
+    previous = out.read_bytes()
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = convcli("filter", grey, "-k", "box:3", "-o", out, preexec_fn=small_files)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"convcli: error: {out}: cannot write")
+    assert out.read_bytes() == previous and temporaries(tmp_path) == []
+
+
+# ---------------------------------------------------------------- signals
+def slow_tree(folder, count=10):
+    folder.mkdir()
+    rows = (np.add.outer(np.arange(256) * 3, np.arange(256) * 7) % 256).astype(np.uint8)
+    for i in range(count):
+        Image.fromarray(rows).save(folder / f"f{i:02d}.png", compress_level=1)
+    return folder
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_batch_stops_everything_and_exits_by_it(tmp_path, signum):
+    src, out = slow_tree(tmp_path / "in"), tmp_path / "out"
+    proc = subprocess.Popen([*CONVCLI, "filter", src, "-o", out, "-k", "gaussian:sigma=8", "--method", "direct",
+                             "-j", "2"], stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [n for n in (os.listdir(out) if out.exists() else [])
+                                               if "convcli-tmp" not in n]:
+        time.sleep(0.01)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole process group
+    else:
+        os.kill(proc.pid, signum)  # `kill PID` reaches the parent only
+    sent = time.monotonic()
+    code = proc.wait(timeout=30)
+    gone = time.monotonic() - sent
+    stderr = proc.stderr.read().decode()
+    time.sleep(0.3)
+    assert code == -signum, stderr  # died by the signal: a shell loop around it stops too
+    assert gone < 2.0
+    assert "interrupted:" in stderr and "Traceback" not in stderr and "Warning" not in stderr
+    assert temporaries(out) == []
+    assert session_members(proc.pid) == []
+    for name in os.listdir(out):  # what was kept is complete
+        with Image.open(out / name) as im:
+            im.load()
+
+
+def test_sigterm_during_a_single_file_write_leaves_no_temporary(tmp_path):
+    src = tmp_path / "vol.npy"
+    np.save(src, np.ones((160, 160, 160), np.float32))
+    out = tmp_path / "out.npy"
+    proc = subprocess.Popen([*CONVCLI, "filter", src, "-k", "gaussian:sigma=3", "--method", "direct", "-o", out],
+                            stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    assert code in (-signal.SIGTERM, 0)  # 0 only if the machine was fast enough to finish first
+    assert temporaries(tmp_path) == []
+    assert code == 0 or not out.exists()
+
+
+# ---------------------------------------------------------------- the file system
+def test_output_equal_to_the_input_through_a_symlink_or_dot(tmp_path, grey, monkeypatch):
+    link = tmp_path / "link.png"
+    link.symlink_to(grey)
+    before = grey.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for dest in (link, "./grey.png"):
+        result = runner.invoke(app, ["filter", str(grey), "-k", "box:3", "-o", str(dest)])
+        assert result.exit_code == 1 and "is the input file" in result.stderr
+    assert grey.read_bytes() == before and link.is_symlink()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifos_never_hang(tmp_path, grey):
+    tree = tmp_path / "in"
+    tree.mkdir()
+    os.replace(grey, tree / "grey.png")
+    os.mkfifo(tree / "pipe.png")
+    os.mkfifo(tmp_path / "kernel.txt")
+    proc = convcli("filter", tree, "-o", tmp_path / "out", "-k", "box:3", "--verbose", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert b"skipped" in proc.stderr and b"pipe.png" in proc.stderr
+    assert os.listdir(tmp_path / "out") == ["grey.png"]
+    proc = convcli("filter", tree / "pipe.png", "-k", "box:3", "-o", tmp_path / "x.png", timeout=30)
+    assert proc.returncode == 1 and b"not a regular file" in proc.stderr
+    proc = convcli("filter", tree / "grey.png", "-k", tmp_path / "kernel.txt", "-o", tmp_path / "x.png", timeout=30)
+    assert proc.returncode == 1 and b"not a regular file" in proc.stderr
+    assert stat.S_ISFIFO(os.stat(tree / "pipe.png").st_mode)
+
+
+def test_batch_output_folder_that_is_or_holds_an_input_folder_is_refused(tmp_path, grey):
+    tree = tmp_path / "photos"
+    (tree / "raw").mkdir(parents=True)
+    os.replace(grey, tree / "raw" / "a.png")
+    for args, needle in (([tree, "-o", tree], "is also the input folder"),
+                         ([tree / "raw", "-o", tree], "holds the input folder")):
+        result = runner.invoke(app, ["filter", *map(str, args), "-k", "box:3"])
+        assert result.exit_code == 2 and needle in result.stderr
+    assert sorted(p.name for p in tree.rglob("*")) == ["a.png", "raw"]
+
+
+def test_batch_never_writes_onto_another_input(tmp_path):
+    """With --suffix, photo.png -> photo_x.png, which is itself an input here: refused, both kept."""
+    tree = tmp_path / "in"
+    tree.mkdir()
+    for name in ("photo.png", "photo_x.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tree / name)
+    before = (tree / "photo_x.png").read_bytes()
+    result = runner.invoke(app, ["filter", str(tree), "--suffix", "_x", "-k", "box:3", "-q"])
+    assert result.exit_code == 1 and "would overwrite another input" in result.stderr
+    assert (tree / "photo_x.png").read_bytes() == before
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path):
+    tree = tmp_path / "in"
+    tree.mkdir()
+    (tree / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for i in range(6):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tree / f"b{i}.png")
+    result = runner.invoke(app, ["filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1",
+                                 "--fail-fast"])
+    assert result.exit_code == 1
+    assert "a_broken.png" in result.stderr and "stopped at the first failure (--fail-fast), 6 not done" in result.stderr
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_a_broken_file_with_a_media_name_is_reported_not_skipped(tmp_path):
+    tree = tmp_path / "in"
+    tree.mkdir()
+    (tree / "empty.png").write_bytes(b"")
+    (tree / "notes.txt").write_text("not media\n")
+    result = runner.invoke(app, ["filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1"])
+    assert result.exit_code == 1 and "empty.png: empty file" in result.stderr and "notes.txt" not in result.stderr
+
+
+def test_a_250_character_name_still_gets_a_temporary_file(tmp_path, grey):
+    out = tmp_path / ("x" * 250 + ".png")
+    result = runner.invoke(app, ["filter", str(grey), "-k", "box:3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and temporaries(tmp_path) == []
+
+
+# ---------------------------------------------------------------- --debug and unexpected errors
+def test_debug_shows_the_traceback_and_the_default_is_one_line(tmp_path):
+    missing = tmp_path / "missing.png"
+    plain = convcli("filter", missing, "-k", "box:3", "-o", tmp_path / "o.png")
+    assert plain.returncode == 1 and plain.stderr.decode().count("\n") == 1
+    for extra, env in ((["--debug"], None), ([], dict(os.environ, CONVCLI_DEBUG="1"))):
+        proc = convcli(*extra, "filter", missing, "-k", "box:3", "-o", tmp_path / "o.png", env=env)
+        text = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback (most recent call last)" in text
+        assert "DataError: no such file" in text and "locals" not in text.lower()
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(capsys):
+    from convcli.cli import report
+
+    def broken():
+        raise RecursionError("maximum recursion depth exceeded")
+
+    assert report.run_guarded(broken) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RecursionError" in err and "--debug" in err
