@@ -174,18 +174,29 @@ def test_the_cost_model_is_pure_and_picks_the_strategy_built_for_each_workload()
     first = strategies.choose_method(3, kernel, plans, opencv=True)
     assert first == strategies.choose_method(3, kernel, plans, opencv=True)
     assert first.method == "opencv"
-    # small one-shot work never loads OpenCV; non-finite input never goes to a spreading method
+    # small one-shot work never loads OpenCV; non-finite input never goes to a spreading method:
+    # OpenCV's filter2D skips zero weights like direct (local), its box filter and DFT do not
     assert strategies.choose_method(1, kernel, plan_axes((256, 256), (7, 7)), opencv=True).method != "opencv"
-    assert strategies.choose_method(3, kernel, plans, opencv=True, finite=False).method == "direct"
+    choice = strategies.choose_method(3, kernel, plans, opencv=True, finite=False)
+    assert choice.method == "opencv" and not choice.spreads_non_finite
+    box = np.full((1, 31, 31), 1 / 961)
+    assert strategies.choose_method(3, box, plan_axes((2160, 3840), (31, 31)), opencv=True).spreads_non_finite
+    assert strategies.choose_method(3, box, plan_axes((2160, 3840), (31, 31)), opencv=True,
+                                    finite=False).method in ("direct", "separable")
 
 
 def test_auto_keeps_a_nan_local_whatever_it_would_have_picked():
-    x = np.zeros((300, 400), dtype=np.float32)
+    x = np.zeros((600, 800), dtype=np.float32)
     x[100, 200] = np.nan
-    for kernel in (np.full((31, 31), 1 / 961), np.random.default_rng(0).random((15, 15))):
-        assert make_plan(x.shape, kernel).method in strategies.SPREADS_NON_FINITE
+    x[300, 300] = np.inf
+    kernels = [np.full((31, 31), 1 / 961), np.random.default_rng(0).random((15, 15))]
+    kernels.append(np.random.default_rng(1).random((7, 7)) * (np.arange(7) != 3))  # a zero column
+    for kernel in kernels:
+        assert make_plan(x.shape, kernel).choice.spreads_non_finite or kernel.shape == (7, 7)
         got = correlate(x, kernel, pad_mode="zeros")
-        assert np.isnan(got).sum() == kernel.size
+        expected = correlate(x, kernel, pad_mode="zeros", method="direct")
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+        assert (~np.isfinite(got)).sum() == 2 * np.count_nonzero(kernel)
 
 
 @pytest.mark.parametrize("method,kernel,message", [

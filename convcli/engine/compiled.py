@@ -66,6 +66,47 @@ def native_border(border: BorderMode, value: float, plans: tuple[AxisPlan, ...])
     return getattr(cv2, name) if name else None
 
 
+def operation(kernel: np.ndarray, plans: tuple[AxisPlan, ...], separable: bool) -> str:
+    """Which OpenCV filter computes ``kernel`` (``(C, *taps)``): box, separable, filter or dft."""
+    flat = kernel.reshape(kernel.shape[0], -1)
+    if np.all(flat == flat[:, :1]) and np.all(flat[:, 0] != 0):
+        return "box"
+    if separable and min(kernel.shape[1:]) > 3:
+        return "separable"
+    span = np.prod([p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in plans])
+    return "dft" if span >= DFT_TAPS else "filter"
+
+
+def keeps_non_finite_local(kernel: np.ndarray, op: str, factors=None) -> bool:
+    """Whether a NaN or infinity stays inside the kernel's footprint, as with the direct method.
+
+    filter2D's direct path skips zero weights; sepFilter2D multiplies every
+    tap, so it is local only if no factor has a zero tap; the box filter's
+    running sums and the DFT carry a NaN far away.
+    """
+    if op == "filter":
+        return True
+    if op == "separable" and factors is not None:
+        return all(np.all(f != 0) for f in factors)
+    return False
+
+
+def full_then_subsample(plans: tuple[AxisPlan, ...], nonzero: int) -> bool:
+    """For a stride: whether one full-resolution native call beats phases (which copy the input twice).
+
+    Only possible when OpenCV's own border can serve the stride-1 geometry.
+    """
+    if all(p.stride == 1 for p in plans) or any(p.dilation != 1 for p in plans):
+        return False
+    for p in plans:
+        if p.before > p.length - 1 or p.taps - 1 - p.before > p.length - 1 or (p.out - 1) * p.stride > p.length - 1:
+            return False
+    full = nonzero * 0.066 + 1.5
+    phased = 2.0 + (nonzero * 0.066 + 1.5 * int(np.prod([min(p.stride, p.taps) for p in plans]))) / int(
+        np.prod([p.stride for p in plans]))
+    return full < phased
+
+
 def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.ndarray, layout: Layout, *,
                  factors=None, constant=None):
     """Fill ``out`` (``(lanes, Ho, Wo, trail)``) with the correlation of ``x`` (``(lanes, H, W, trail)``).
@@ -77,6 +118,13 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     """
     cv2 = _cv2()
     native = native_border(border, value, plans)
+    subsample = None
+    nonzero = int(np.count_nonzero(np.any(kernel != 0, axis=(0, 3))))
+    if native is None and full_then_subsample(plans, nonzero):
+        full = tuple(AxisPlan(p.length, p.taps, 1, 1, p.before, p.taps - 1 - p.before, p.length) for p in plans)
+        native = native_border(border, value, full)
+        if native is not None:
+            subsample, plans = tuple(p.stride for p in plans), full
     if native is None:
         src = gather_band(x, 0, plans[0].before + plans[0].length + plans[0].after, plans, border, value, out.dtype)
         geometry = tuple(AxisPlan(p.before + p.length + p.after, p.taps, p.stride, p.dilation, 0, 0, p.out)
@@ -98,7 +146,12 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
                          None if factors is None else [f[k, :, min(t, wt - 1)] for f in factors],
                          None if constant is None else float(constant[min(k, constant.shape[0] - 1), 0, 0, min(t, wt - 1)]))
             target = out[lane, :, :, channels]
-            if native is not None:
+            if subsample is not None:
+                scratch = np.empty(image.shape[:2] + target.shape[2:], dtype=out.dtype)
+                _filter(cv2, image, scratch, spec.kernel, anchor=(geometry[1].before, geometry[0].before),
+                        border=native, factors=spec.factors, constant=spec.constant)
+                np.copyto(target, scratch[:: subsample[0], :: subsample[1]][: target.shape[0], : target.shape[1]])
+            elif native is not None:
                 _filter(cv2, image, target, spec.kernel, anchor=(geometry[1].before, geometry[0].before),
                         border=native, factors=spec.factors, constant=spec.constant)
             else:
@@ -120,7 +173,8 @@ def _filter(cv2, image, target, kernel, *, anchor, border, factors=None, constan
     image = np.ascontiguousarray(image)
     dtype = image.dtype
     shape2 = image.shape[:2] if image.ndim == 3 and image.shape[2] == 1 else image.shape
-    direct_out = valid is None and target.flags.c_contiguous and target.shape[:2] == image.shape[:2]
+    direct_out = (valid is None and target.flags.c_contiguous and target.shape[:2] == image.shape[:2]
+                  and min(image.shape[:2]) > 1)
     dst = target.reshape(shape2) if direct_out else None
     if constant is not None:
         area = kernel.shape[0] * kernel.shape[1]

@@ -126,7 +126,7 @@ def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, met
         channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
         x_dtype=x.dtype, finite=None,
     )
-    if method == "auto" and plan.method in strategies.SPREADS_NON_FINITE and not _all_finite(x):
+    if method == "auto" and plan.choice.spreads_non_finite and not _all_finite(x):
         plan = make_plan(
             x.shape, kernel, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
             channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
@@ -258,10 +258,11 @@ def _run_opencv(plan, xi, kernel, out, layout):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
     internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
     factors = constant = None
-    if running.box_weights(kernel) is not None:
+    op = compiled.operation(kernel, plan.axes, plan.choice.separable)
+    if op == "box":
         constant = _weights(running.box_weights(kernel).reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
         constant = constant.reshape((constant.shape[0], 1, 1, constant.shape[1]))
-    elif plan.choice.separable and min(kernel.shape[1:]) > 3:
+    elif op == "separable":
         factors = [np.moveaxis(w, 0, 1) for w in
                    _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])]
     xi = xi.astype(plan.dtype, copy=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import AxisPlan
+from . import compiled
 from .toeplitz import row_outputs
 
 METHODS = ("auto", "direct", "separable", "lowrank", "box", "toeplitz", "fft", "opencv")
@@ -99,9 +100,19 @@ def rank1_factors(kernel: np.ndarray, rtol: float = SEPARABLE_RTOL) -> list[np.n
     the kernel's norm.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
-    norm = np.linalg.norm(kernel)
-    if norm == 0 or kernel.ndim == 0:
+    scale = float(np.abs(kernel).max()) if kernel.size else 0.0
+    if scale == 0 or kernel.ndim == 0:
         return None
+    # Factor the kernel scaled to a largest weight of 1: tiny or huge weights
+    # would otherwise underflow or overflow inside the SVD and the norms.
+    factors = _unit_rank1_factors(kernel / scale, rtol)
+    if factors is not None:
+        factors[0] = factors[0] * scale
+    return factors
+
+
+def _unit_rank1_factors(kernel: np.ndarray, rtol: float) -> list[np.ndarray] | None:
+    norm = np.linalg.norm(kernel)
     factors = []
     rest = kernel
     while rest.ndim > 1:
@@ -217,6 +228,7 @@ class Choice:
     method: str
     costs: dict[str, float]
     separable: bool
+    spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
 
     def reason(self) -> str:
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
@@ -243,8 +255,8 @@ def choose_method(
     bands = max(1, padded * 4 // (1 << 20))
     costs = {"direct": outputs * (DIRECT_NS_PER_TAP * nonzero + DIRECT_NS_PER_OUTPUT)
              + NS_PER_UFUNC * 2 * nonzero * bands}
-    factors = channel_factors(kernel) if nd > 1 and not _is_one_tap(taps) else None
-    if factors is not None:
+    factors = channel_factors(kernel) if nd > 1 else None
+    if factors is not None and not _is_one_tap(taps):
         work = lanes * _separable_work(plans)
         costs["separable"] = work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT + NS_PER_UFUNC * 2 * sum(taps) * bands
     if finite:
@@ -261,10 +273,16 @@ def choose_method(
             rows = row_outputs(p) * p.stride
             costs["toeplitz"] = outputs * (rows + p.span - 1) * TOEPLITZ_NS_PER_MAC + padded * TOEPLITZ_NS_PER_SAMPLE
         costs["fft"] = _fft_cost(padded, plans)
-        if opencv and nd <= 2:
-            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, factors)
+    local = set()
+    if opencv and nd == 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
+        op = compiled.operation(kernel, plans, factors is not None)
+        if compiled.keeps_non_finite_local(kernel, op, factors):
+            local.add("opencv")
+        if finite or "opencv" in local:
+            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero)
     best = min(costs, key=costs.get)
-    return Choice(best, costs, factors is not None)
+    spreads = best in SPREADS_NON_FINITE and best not in local
+    return Choice(best, costs, factors is not None, spreads)
 
 
 def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
@@ -274,23 +292,28 @@ def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
     return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
 
 
-def _opencv_cost(lanes, outputs, padded, kernel, plans, factors) -> float:
+def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) -> float:
     taps = kernel.shape[1:]
     native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
+    if compiled.full_then_subsample(plans, nonzero):
+        # one native call at full resolution, then every stride-th sample
+        full = padded / max(1, math.prod(p.before + p.length + p.after for p in plans)) * math.prod(
+            p.length for p in plans)
+        return OPENCV_FIXED_NS + full * (nonzero * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT) + outputs + (
+            lanes * OPENCV_NS_PER_CALL)
     # Strides split the work into phases (a quarter each for stride 2 in 2-D); dilation only regroups it.
-    per_output = math.prod(min(p.taps, p.stride) if p.stride > 1 else 1 for p in plans)
-    span_taps = math.prod(p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in plans)
-    if _is_constant(kernel):
-        work = outputs * per_output * OPENCV_NS_PER_OUTPUT
-    elif factors is not None:
-        work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + per_output * OPENCV_NS_PER_OUTPUT)
-    elif span_taps >= 130:  # OpenCV's own DFT
+    phases = math.prod(min(p.taps, p.stride) if p.stride > 1 else 1 for p in plans)
+    if op == "box":
+        work = outputs * phases * OPENCV_NS_PER_OUTPUT * 2
+    elif op == "separable":
+        work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + phases * OPENCV_NS_PER_OUTPUT)
+    elif op == "dft":
         work = _fft_cost(padded, plans) * 1.5
     else:
-        nonzero = max(int(np.count_nonzero(np.any(kernel != 0, axis=0))), 1)
-        work = outputs * (nonzero * OPENCV_NS_PER_TAP + per_output * OPENCV_NS_PER_OUTPUT)
-    copies = 0 if native else padded * DIRECT_NS_PER_OUTPUT
-    calls = lanes * per_output * math.prod(p.dilation for p in plans)
+        per_phase = nonzero / max(1, math.prod(p.stride for p in plans))
+        work = outputs * phases * (per_phase * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT)
+    copies = 0 if native else padded * DIRECT_NS_PER_OUTPUT * (2 if phases > 1 or not native else 1)
+    calls = lanes * phases * math.prod(p.dilation for p in plans)
     return OPENCV_FIXED_NS + work + copies + calls * OPENCV_NS_PER_CALL
 
 
