@@ -10,7 +10,8 @@
 - integer outputs: rounded half to even and clipped, never wrapped, with the
   clipped samples counted;
 - tiling invariance: the engine's band executor gives bit-identical direct
-  results whatever the band height and thread count.
+  results whatever the band height and thread count (separable: to float
+  rounding).
 
 The window of an output is taken from the literal definition (tests/oracle.py):
 padded position ``o * stride + j * dilation`` reads input sample
@@ -193,4 +194,7 @@ def test_band_height_and_threads_do_not_change_the_result(problem, data, mode, m
         banded = correlate(x, k, pad_mode=mode, method=method, **geometry)
     finally:
         bands.BAND_BYTES, bands.PARALLEL_WORK = saved
-    np.testing.assert_array_equal(banded, whole)
+    if method == "direct":
+        np.testing.assert_array_equal(banded, whole)  # the same products summed in the same order
+    else:  # two passes whose intermediate rows may be computed in other groupings
+        np.testing.assert_allclose(banded, whole, rtol=1e-5, atol=1e-5 * (np.abs(x).max() * np.abs(k).sum() + 1e-30))
