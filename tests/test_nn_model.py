@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from convcli.nn import weights
 from convcli.nn.efficientnet import LITE0, Config, EfficientNetLite, StageRow, block_rows, conv_specs
-from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv
+from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv, to_channels_first, to_channels_last
 from convcli.nn.preprocess import network_input, open_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,14 +93,16 @@ def literal_network(state: dict, config: Config, x: np.ndarray) -> np.ndarray:
     k=st.sampled_from([1, 3, 5]),
     stride=st.integers(1, 2),
     channels=st.integers(1, 5),
+    channels_last=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, seed):
+def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, channels_last, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, channels) + size).astype(np.float32)
     w = rng.standard_normal((channels, k, k)).astype(np.float32)
     b = rng.standard_normal(channels).astype(np.float32)
-    got = DepthwiseConv(w, b, stride)(x)
+    layer = DepthwiseConv(w, b, stride, channels_last=channels_last)
+    got = to_channels_first(layer(to_channels_last(x))) if channels_last else layer(x)
     for n in range(2):
         expected = literal_conv(x[n].astype(np.float64), w[:, None].astype(np.float64), stride, groups=channels)
         np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
@@ -124,12 +127,14 @@ def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
         np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
 
 
-def test_pointwise_conv_is_a_1x1_convolution():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv_is_a_1x1_convolution(channels_last):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
     w = rng.standard_normal((4, 6)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    got = PointwiseConv(w, b)(x)
+    layer = PointwiseConv(w, b, channels_last=channels_last)
+    got = to_channels_first(layer(to_channels_last(x))) if channels_last else layer(x)
     for n in range(3):
         expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1)
         np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
@@ -156,13 +161,18 @@ def test_lite0_has_sixteen_blocks_and_4_7_million_parameters():
     assert 4.6e6 < params < 4.7e6  # 4 652 008 weights and folded biases
 
 
-def test_a_tiny_network_matches_its_literal_definition():
-    state = random_state(TINY, seed=5)
-    model = EfficientNetLite(weights.fold_batch_norm(state, TINY), TINY)
+@pytest.mark.parametrize("switch", [10**9, 4, 1])
+def test_a_tiny_network_matches_its_literal_definition(switch):
+    """All NCHW, switching to channels-last part way, and channels-last from the first block on."""
+    config = replace(TINY, channels_last_stride=switch)
+    state = random_state(config, seed=5)
+    model = EfficientNetLite(weights.fold_batch_norm(state, config), config)
+    assert [r.channels_last for r in block_rows(config)] == [switch <= 2, switch <= 2, switch <= 4, switch <= 4]
     x = np.random.default_rng(6).standard_normal((2, 3, 19, 17)).astype(np.float32)
     got = model(x)
+    assert model.features(x).shape == (2, 24, 3, 3)  # NCHW whatever the inner layout
     for n in range(2):
-        np.testing.assert_allclose(got[n], literal_network(state, TINY, x[n].astype(np.float64)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[n], literal_network(state, config, x[n].astype(np.float64)), rtol=1e-4, atol=1e-4)
 
 
 def test_the_class_activation_map_averages_to_the_logit():

@@ -13,7 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .layers import DenseConv, DepthwiseConv, Linear, PointwiseConv, global_average_pool, relu6
+from .layers import (
+    DenseConv, DepthwiseConv, Linear, PointwiseConv, global_average_pool, relu6, to_channels_first, to_channels_last,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Config:
     classes: int = 1000  # ImageNet-1k
     image_size: int = 224  # the input side the network was trained at
     bn_epsilon: float = 1e-3  # TensorFlow's default, used by the reference
+    # Blocks whose input is downsampled this much (maps of 14x14 and less at 224)
+    # run channels-last, where the engine's per-channel filtering is faster.
+    channels_last_stride: int = 16
 
 
 LITE0 = Config()
@@ -69,6 +74,7 @@ class BlockRow:
     expand: int
     inputs: int
     outputs: int
+    channels_last: bool = False  # activations (N, H, W, C) instead of (N, C, H, W)
 
     @property
     def hidden(self) -> int:
@@ -82,13 +88,16 @@ class BlockRow:
 def block_rows(config: Config = LITE0) -> list[BlockRow]:
     """Expand the stage table into one row per block (16 for Lite0)."""
     rows = []
+    downsampled = 2  # by the stem
     for stage in config.stages:
         for i in range(stage.repeats):
             first = i == 0
+            stride = stage.stride if first else 1
             rows.append(BlockRow(
-                len(rows), stage.kernel, stage.stride if first else 1, stage.expand,
-                stage.inputs if first else stage.outputs, stage.outputs,
+                len(rows), stage.kernel, stride, stage.expand, stage.inputs if first else stage.outputs,
+                stage.outputs, channels_last=downsampled >= config.channels_last_stride,
             ))
+            downsampled *= stride
     return rows
 
 
@@ -126,14 +135,15 @@ class MBConv:
     def __init__(self, row: BlockRow, params: dict[str, np.ndarray]) -> None:
         prefix = f"_blocks.{row.index}"
         self.row = row
+        last = row.channels_last
         self.expand = None
         if row.expand != 1:
             w, b = _pair(params, f"{prefix}._expand_conv")
-            self.expand = PointwiseConv(w[:, :, 0, 0], b)
+            self.expand = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
         w, b = _pair(params, f"{prefix}._depthwise_conv")
-        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride)
+        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last)
         w, b = _pair(params, f"{prefix}._project_conv")
-        self.project = PointwiseConv(w[:, :, 0, 0], b)
+        self.project = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h = relu6(self.expand(x)) if self.expand is not None else x
@@ -162,15 +172,20 @@ class EfficientNetLite:
         self.stem = DenseConv(w, b, stride=2)
         self.blocks = [MBConv(row, params) for row in block_rows(config)]
         w, b = _pair(params, "_conv_head")
-        self.head = PointwiseConv(w[:, :, 0, 0], b)
+        self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last)
         self.fc = Linear(*_pair(params, "_fc"))
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The last feature maps, ``(N, 1280, 7, 7)`` for a 224x224 input: what the classifier pools."""
         x = relu6(self.stem(np.asarray(x, dtype=np.float32)))
+        channels_last = False
         for block in self.blocks:
+            if block.row.channels_last != channels_last:
+                channels_last = block.row.channels_last
+                x = to_channels_last(x) if channels_last else to_channels_first(x)
             x = block(x)
-        return relu6(self.head(x))
+        x = relu6(self.head(x))
+        return to_channels_first(x) if channels_last else x
 
     def classifier(self, features: np.ndarray) -> np.ndarray:
         """Logits from feature maps: global average pooling, then the fully connected layer."""
