@@ -1,6 +1,6 @@
 """Run the hostile-input corpus through the real CLI and check the failure contract.
 
-    python bench/hostile_harness.py [OUTDIR] [--hostile PATH] [--timeout S] [--only TEXT]
+    python bench/hostile_harness.py [OUTDIR] [--hostile PATH] [--timeout S] [--only TEXT] [--strace]
 
 The corpus comes from ``hostile.py`` (``--hostile``; default
 ``../shared/tools/hostile.py`` next to the repository; without it the harness
@@ -21,14 +21,18 @@ TMPDIR and XDG_CACHE_HOME:
   exit 1 and one line;
 - batch/: the entries are judged from one batch run over ``batch/in``
   (``--json --verbose``): OK = written or skipped, PARTIAL = failed;
-- the 31 scenarios as their parameters say (see ``SCENARIO_NOTES``).
+- the 31 scenarios as their parameters say (see ``SCENARIO_NOTES``);
+- a mutation fuzz of the two good checkpoints (``--mutants`` each): only the
+  loader's own error, under 1 s per mutant.
 
 Each case is checked for: the exit code against the manifest's classes,
 tracebacks and other noise on stderr (a failed single-file run must print
 exactly one ``convcli: error:`` line), no output under the final name after a
 failure, no temporary file left anywhere, no pickle canary, every corpus file
 byte-identical afterwards (sha256), no process left in the session, and the
-wall time and peak RSS of the child (``os.wait4``, children included).
+wall time and peak RSS of the child (``os.wait4``, children included).  With
+``--strace`` every single-file case also runs under strace, which must show
+no program started and no network socket opened.
 """
 from __future__ import annotations
 
@@ -165,7 +169,10 @@ class Result:
 
 
 class Harness:
-    def __init__(self, root: Path, timeout: float, hostile: Path) -> None:
+    def __init__(self, root: Path, timeout: float, hostile: Path, mutants: int = 300, strace: bool = False) -> None:
+        self.mutants = mutants
+        self.strace = strace
+        self.traced = 0
         self.root = root
         self.corpus = root / "corpus"
         self.pristine = root / "pristine"
@@ -301,6 +308,26 @@ class Harness:
         if not only or only in "file:batch/in/" or "file:batch" in only:
             self.batch_entries()
 
+    def run_file(self, res: Result, argv: list[str], env: dict) -> Run:
+        """Run one single-file case; with --strace, also check it started no program and opened no socket."""
+        if not self.strace:
+            return run_child(argv, cwd=self.work, env=env, timeout=self.timeout)
+        log = self.work / "strace.log"
+        traced = ["strace", "-f", "-qq", "-o", str(log), "-e", "trace=execve,socket,connect", *argv]
+        run = run_child(traced, cwd=self.work, env=env, timeout=self.timeout * 3)
+        calls = log.read_text(errors="replace").splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        execs = [c for c in calls if "execve(" in c and c.rstrip().endswith("= 0")][1:]  # the first: the command
+        sockets = [c for c in calls if ("socket(" in c or "connect(" in c) and "AF_UNIX" not in c
+                   and "AF_NETLINK" not in c]
+        res.note = (res.note + "; " if res.note else "") + f"strace: {len(execs)} exec, {len(sockets)} sockets"
+        if execs:
+            res.problems.append(f"started a program: {execs[0][:120]}")
+        if sockets:
+            res.problems.append(f"opened a socket: {sockets[0][:120]}")
+        self.traced += 1
+        return run
+
     def allowed(self, expect: str) -> set[int]:
         return {CODES[c] for c in expect.split("|")}
 
@@ -309,8 +336,7 @@ class Harness:
         out = self.fresh_out()
         dest = out / os.path.basename(rel)
         res = Result(f"file:{rel}", entry["expect"], None)
-        run = run_child(self.convcli("filter", self.c(rel), "-k", "box:3", "-o", dest), cwd=self.work,
-                        env=self.env(), timeout=self.timeout)
+        run = self.run_file(res, self.convcli("filter", self.c(rel), "-k", "box:3", "-o", dest), self.env())
         self.check_after(res, run, dest=dest)
         self.judge(res, self.allowed(entry["expect"]))
 
@@ -321,21 +347,31 @@ class Harness:
         source = "audio/ok_pcm16_mono.wav" if one_d else "images/ok_gray_16x16.png"
         dest = out / ("out.wav" if one_d else "out.png")
         res = Result(f"file:{rel}", entry["expect"], None, note=f"on {source}")
-        run = run_child(self.convcli("filter", self.c(source), "-k", self.c(rel), "-o", dest), cwd=self.work,
-                        env=self.env(), timeout=self.timeout)
+        run = self.run_file(res, self.convcli("filter", self.c(source), "-k", self.c(rel), "-o", dest), self.env())
         self.check_after(res, run, dest=dest)
         self.judge(res, self.allowed(entry["expect"]))
 
     def model_case(self, entry: dict) -> None:
         rel = entry["path"]
         res = Result(f"file:{rel}", entry["expect"], None, note="loader")
-        run = run_child([sys.executable, __file__, "--load-model", self.c(rel)], cwd=self.work, env=self.env(),
-                        timeout=self.timeout)
+        run = self.run_file(res, [sys.executable, __file__, "--load-model", self.c(rel)], self.env())
         self.check_after(res, run)
         self.judge(res, self.allowed(entry["expect"]))
+        if entry["expect"] == "OK":
+            fuzz = Result(f"fuzz:{rel}", "OK", None)
+            run = run_child([sys.executable, __file__, "--fuzz-model", self.c(rel), "--mutants", str(self.mutants)],
+                            cwd=self.work, env=self.env(), timeout=max(self.timeout, self.mutants * 1.0))
+            self.check_after(fuzz, run, single=False)
+            try:
+                tally = json.loads(run.stdout)
+                fuzz.note = (f"{tally['mutants']} mutants: {tally['refused']} refused, {tally['accepted']} accepted, "
+                             f"worst {tally['worst_seconds']} s")
+                fuzz.problems += [f"foreign exception: {f}" for f in tally["foreign"][:5]]
+            except ValueError:
+                fuzz.problems.append("no fuzz report")
+            self.judge(fuzz, {0})
         res = Result(f"classify:{rel}", "DATA", None, note="CONVCLI_WEIGHTS=FILE convcli classify examples/photo.jpg")
-        run = run_child(self.convcli("classify", PHOTO), cwd=self.work, env=self.env(CONVCLI_WEIGHTS=self.c(rel)),
-                        timeout=self.timeout)
+        run = self.run_file(res, self.convcli("classify", PHOTO), self.env(CONVCLI_WEIGHTS=self.c(rel)))
         self.check_after(res, run)
         self.judge(res, {1})
 
@@ -715,6 +751,8 @@ class Harness:
             "canary": sum("CANARY" in p for p in problems),
             "inputs_modified": sum(p.startswith("INPUT MODIFIED") for p in problems),
             "orphans": sum("left in the session" in p for p in problems),
+            "strace_audited": self.traced,
+            "programs_started_or_sockets": sum(p.startswith(("started a program", "opened a socket")) for p in problems),
             "worst_time": [worst_t.id, worst_t.seconds],
             "peak_rss_mib": [worst_m.id, worst_m.maxrss_mib],
         }
@@ -759,6 +797,44 @@ def load_model(path: str) -> int:
     return 0
 
 
+def fuzz_model(path: str, count: int, seed: int) -> int:
+    """Child mode: mutants of a good checkpoint must only raise the loader's own error, each in < 1 s."""
+    import random
+
+    from convcli.errors import DataError
+    from convcli.nn.pickle_loader import parse_checkpoint
+
+    blob = Path(path).read_bytes()
+    rng = random.Random(seed)
+    tally = {"mutants": count, "accepted": 0, "refused": 0, "foreign": [], "worst_seconds": 0.0}
+    for _ in range(count):
+        b = bytearray(blob)
+        kind, i = rng.randrange(6), rng.randrange(len(b))
+        if kind == 0:
+            b[i] = rng.randrange(256)
+        elif kind == 1:
+            b[i] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            del b[i:i + rng.randrange(1, 32)]
+        elif kind == 3:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
+        elif kind == 4:  # a length, count or offset field made huge or negative
+            b[i:i + 4] = rng.choice([b"\xff\xff\xff\x7f", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80"])
+        else:
+            del b[i:]
+        start = time.perf_counter()
+        try:
+            parse_checkpoint(bytes(b))
+            tally["accepted"] += 1
+        except DataError:
+            tally["refused"] += 1
+        except Exception as exc:  # anything else is a gap in the loader
+            tally["foreign"].append(f"{type(exc).__name__}: {str(exc)[:80]}")
+        tally["worst_seconds"] = max(tally["worst_seconds"], round(time.perf_counter() - start, 4))
+    print(json.dumps(tally))
+    return 0 if not tally["foreign"] and tally["worst_seconds"] < 1.0 else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", nargs="?", help="folder for the corpus, the work and report.json (default: temporary)")
@@ -766,10 +842,17 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per case")
     parser.add_argument("--only", help="run only the cases whose id ('file:images/...', 'scenario:stride_zero') "
                         "contains this text")
+    parser.add_argument("--mutants", type=int, default=300, help="mutants of each good checkpoint (loader fuzz)")
+    parser.add_argument("--strace", action="store_true",
+                        help="run every single-file case under strace: no program started, no socket opened "
+                        "(times and memory then include strace)")
     parser.add_argument("--load-model", help=argparse.SUPPRESS)
+    parser.add_argument("--fuzz-model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_model:
         return load_model(args.load_model)
+    if args.fuzz_model:
+        return fuzz_model(args.fuzz_model, args.mutants, seed=8)
     hostile = Path(args.hostile)
     if not hostile.is_file():
         print(f"hostile_harness: skipped: {hostile} not found (pass --hostile PATH)")
@@ -783,7 +866,10 @@ def main(argv=None) -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="convcli-hostile-"))
     try:
-        harness = Harness(root, args.timeout, hostile)
+        if args.strace and not shutil.which("strace"):
+            print("hostile_harness: --strace needs strace; running without it", file=sys.stderr)
+            args.strace = False
+        harness = Harness(root, args.timeout, hostile, args.mutants, args.strace)
         harness.generate()
         start = time.perf_counter()
         harness.run_files(args.only)

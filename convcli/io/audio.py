@@ -66,7 +66,9 @@ def read_audio(source, fmt: str, *, limits, kind=None, **_):
                 raise DataError("no audio samples (0 frames)", subject=subject)
             dtype, bits = _samples_of(subtype)
             limits.check_samples((frames, channels), np.dtype(dtype).itemsize, subject)
-            data = snd.read(frames=frames, dtype=dtype, always_2d=True)
+            trusted = subtype in _RAW_BYTES and snd.format in ("WAV", "WAVEX", "AIFF", "RF64", "W64", "AU", "CAF")
+            data = snd.read(frames=frames, dtype=dtype, always_2d=True) if trusted else _read_blocks(
+                snd, frames, dtype)
             meta = {"format": fmt, "sf_format": snd.format, "subtype": subtype, "endian": snd.endian,
                     "dtype": dtype, "bits": bits}
     except DataError:
@@ -87,6 +89,22 @@ def read_audio(source, fmt: str, *, limits, kind=None, **_):
     data = np.ascontiguousarray(data)
     return Signal(data=data, kind=kind or "audio", channel_axis=None if data.ndim == 1 else -1,
                   sample_rate=float(rate), meta=meta)
+
+
+def _read_blocks(snd, frames: int, dtype):
+    """Read a compressed stream block by block: its header's frame count may lie, the decoded samples cannot."""
+    import numpy as np
+
+    blocks, left = [], frames
+    while left > 0:
+        block = snd.read(frames=min(left, 1 << 20), dtype=dtype, always_2d=True)
+        if len(block) == 0:
+            break
+        blocks.append(block)
+        left -= len(block)
+    if not blocks:
+        return np.zeros((0, snd.channels), dtype=dtype)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def write_audio(sig, dest: str, fmt: str, *, compress_level=None):
