@@ -88,20 +88,36 @@ def literal_network(state: dict, config: Config, x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- layers
+def _engine_has(method: str) -> bool:
+    from convcli.engine import make_plan
+    from convcli.errors import ParameterError
+
+    try:
+        make_plan((1, 2, 5, 5), np.ones((2, 3, 3)), channel_axis=1, spatial_ndim=2, method=method)
+        return True
+    except ParameterError:
+        return False
+
+
+DEPTHWISE_METHODS = [None, "direct"] + (["opencv"] if _engine_has("opencv") else [])
+
+
 @given(
     size=st.tuples(st.integers(3, 13), st.integers(3, 13)),
     k=st.sampled_from([1, 3, 5]),
     stride=st.integers(1, 2),
     channels=st.integers(1, 5),
     channels_last=st.booleans(),
+    method=st.sampled_from(DEPTHWISE_METHODS),
     seed=st.integers(0, 2**16),
 )
-def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, channels_last, seed):
+def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, channels_last, method, seed):
+    """Every engine strategy the layer may use, in both layouts (None: the layer's own choice)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, channels) + size).astype(np.float32)
     w = rng.standard_normal((channels, k, k)).astype(np.float32)
     b = rng.standard_normal(channels).astype(np.float32)
-    layer = DepthwiseConv(w, b, stride, channels_last=channels_last)
+    layer = DepthwiseConv(w, b, stride, channels_last=channels_last, method=method)
     got = to_channels_first(layer(to_channels_last(x))) if channels_last else layer(x)
     for n in range(2):
         expected = literal_conv(x[n].astype(np.float64), w[:, None].astype(np.float64), stride, groups=channels)
