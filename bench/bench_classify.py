@@ -4,7 +4,8 @@ Each backend runs in its own process (so peak memory is its own) on the same
 preprocessed inputs: the median latency of one image (batch 1), the median
 throughput of a batch of 8, and the peak resident memory.  PyTorch and
 onnxruntime use 2 threads; convcli runs with OpenBLAS held to one thread, as
-``convcli classify`` does, and once more with two.  The backends take turns for
+``convcli classify`` does, once more with two, and once as on a machine
+without the engine's optional OpenCV backend.  The backends take turns for
 ``--rounds`` rounds and each keeps its best round, so a busy machine (other
 jobs on the 2 cores) skews the ratios less.  Then the start-up: the best wall
 time of ``convcli classify examples/photo.jpg`` with a warm weights cache,
@@ -56,6 +57,8 @@ def timed(run, repeats: int) -> list[float]:
 
 # --------------------------------------------------------------------------- backends (one per process)
 def backend_convcli():
+    if os.environ.get("BENCH_HIDE_OPENCV"):
+        sys.modules["cv2"] = None  # as on a machine without the optional OpenCV backend
     from convcli.nn.weights import load_model
 
     model = load_model()
@@ -99,6 +102,7 @@ def backend_onnxruntime():
 BACKENDS = {"convcli": backend_convcli, "pytorch": backend_torch, "onnxruntime": backend_onnxruntime}
 RUNS = {  # name shown -> (backend, extra environment)
     "convcli": ("convcli", {"OPENBLAS_NUM_THREADS": "1"}),  # as `convcli classify` runs it
+    "convcli-no-cv2": ("convcli", {"OPENBLAS_NUM_THREADS": "1", "BENCH_HIDE_OPENCV": "1"}),
     "convcli-blas2": ("convcli", {"OPENBLAS_NUM_THREADS": "2"}),
     "pytorch": ("pytorch", {}),
     "onnxruntime": ("onnxruntime", {}),
