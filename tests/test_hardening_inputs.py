@@ -262,3 +262,18 @@ def test_kernel_file_size_is_capped(tmp_path, monkeypatch):
     kernel.write_text(" ".join(["1"] * 100) + "\n")
     with pytest.raises(KernelFileError, match="too large for a kernel file"):
         resolve(str(kernel), ndim=1)
+
+
+def test_a_flac_header_claiming_billions_of_samples_is_refused_from_the_header(tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "liar.flac"
+    sf.write(path, np.zeros(4000, np.float32), 8000, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    # STREAMINFO (after "fLaC" and its 4-byte block header): the low 36 bits of bytes 10..17 count the samples
+    field = int.from_bytes(raw[18:26], "big")
+    raw[18:26] = ((field & ~((1 << 36) - 1)) | ((1 << 36) - 1)).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "out.flac"
+    assert_refused(filter_cli(path, "-k", "box:3", "--memory-budget", "64M", "-o", out), 1, "liar.flac",
+                   "68719476735x1 samples", "memory budget", output=out)
