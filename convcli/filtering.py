@@ -6,6 +6,7 @@ anything else) can schedule it.  Nothing here prints.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,12 +126,10 @@ def filter_signal(signal, options: FilterOptions, kernels=None):
         from .errors import UsageError
 
         raise UsageError(f"must be one of {', '.join(ALPHA_MODES)}, got {options.alpha!r}", subject="--alpha")
-    import numpy as np
-
     # NaN and infinity in the samples are data, not bugs: they propagate to
     # the outputs they touch (and integer writers refuse them with a count),
     # so numpy's "invalid value" / "overflow" warnings would only be noise.
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+    with _non_finite_is_data():
         if _has_alpha(signal) and options.alpha != "channel":
             data = _filter_with_alpha(signal, kernels, options)
         else:
@@ -140,6 +139,23 @@ def filter_signal(signal, options: FilterOptions, kernels=None):
     result = io.derive(signal, data, stride=strides, origin=chain_origin(steps, kernels, options, nd))
     result.meta["range"] = options.range or kernels[-1].range_default
     return result, steps
+
+
+@contextlib.contextmanager
+def _non_finite_is_data():
+    """Silence numpy's floating-point warnings (inf - inf, overflow) for the filter's arithmetic.
+
+    ``np.errstate`` covers this thread; the engine's band threads start with
+    numpy's default state, so their warnings are filtered by message as well
+    (warning filters are process-wide).
+    """
+    import warnings
+
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(invalid value|overflow|divide by zero) encountered", RuntimeWarning)
+        yield
 
 
 def _run_chain(data, signal, kernels, options: FilterOptions):
