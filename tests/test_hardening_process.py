@@ -251,3 +251,12 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(capsys):
     assert report.run_guarded(broken) == 70
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: RecursionError" in err and "--debug" in err
+
+
+def test_debug_in_one_run_does_not_leak_into_the_next(tmp_path):
+    from convcli.errors import DataError
+
+    args = ["filter", str(tmp_path / "missing.png"), "-k", "box:3", "-o", str(tmp_path / "o.png")]
+    assert isinstance(runner.invoke(app, ["--debug", *args]).exception, DataError)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1

@@ -25,10 +25,9 @@ app = typer.Typer(
 
 
 def _set_debug(value: bool) -> None:
-    if value:
-        from .report import set_debug
+    from .report import set_debug
 
-        set_debug(True)
+    set_debug(value)  # every run sets it, so one in-process --debug run does not leak into the next
 
 
 def _show_version(value: bool) -> None:
