@@ -68,9 +68,12 @@ def test_every_method_matches_the_loop_definition_in_bands_and_threads(nd, mode,
                for a in range(nd)]
     if min(lengths) < 1:
         return
+    border, value = parse_pad_mode(spec)
+    volume_planes = nd == 3 and compiled.available() and compiled.planes_native(
+        border, value, plan_axes(shape, kshape, stride=stride, dilation=dilation, padding=pad))
     for name, kernel in _kernels(rng, kshape).items():
         expected = correlate_loops(x, kernel, stride, dilation, pad, oracle_mode, cval)
-        for method in _methods(nd, name):
+        for method in _methods(nd, name) + (["opencv"] if volume_planes else []):
             got = correlate(x, kernel, stride=stride, dilation=dilation, padding=pad, pad_mode=spec, method=method)
             np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9, err_msg=f"{name} {method}")
 
@@ -208,9 +211,25 @@ def test_a_forced_method_that_cannot_compute_the_kernel_is_refused(method, kerne
 
 
 @needs_opencv
-def test_opencv_refuses_3d_and_covers_every_border_natively_or_by_padding():
-    with pytest.raises(ValueError, match="1-D and 2-D"):
-        correlate(np.ones((4, 4, 4)), np.ones((2, 2, 2)), method="opencv")
+def test_opencv_runs_volumes_plane_by_plane_only_where_it_pads_the_planes_itself():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(9, 8, 7))
+    with pytest.raises(ValueError, match="plane by plane"):
+        correlate(x, np.ones((2, 2, 2)), method="opencv", pad_mode="circular")
+    lap = np.zeros((3, 3, 3))
+    lap[1, 1, :] = lap[1, :, 1] = lap[:, 1, 1] = 1.0
+    lap[1, 1, 1] = -6.0
+    g = np.exp(-np.linspace(-2, 2, 5) ** 2)
+    for kernel in (lap, rng.normal(size=(3, 3, 2)), np.multiply.outer(np.outer(g, g), g)):  # the last separable
+        for mode in ("reflect", "symmetric", "replicate", "zeros"):
+            for stride, dilation in (((1, 1, 1), (1, 1, 1)), ((2, 1, 1), (2, 1, 1))):
+                got = correlate(x, kernel, pad_mode=mode, stride=stride, dilation=dilation, method="opencv")
+                expected = correlate(x, kernel, pad_mode=mode, stride=stride, dilation=dilation, method="direct")
+                np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9, err_msg=f"{mode} {stride}")
+
+
+@needs_opencv
+def test_opencv_covers_every_border_natively_or_by_padding():
     x = np.random.default_rng(4).normal(size=(6, 5)).astype(np.float32)
     for spec, oracle_mode, cval in MODES:
         mode, value = parse_pad_mode(spec)

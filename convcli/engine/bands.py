@@ -253,27 +253,43 @@ def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int
     row_bytes = max(1, int(row_bytes * per_row_factor))
     input_rows = max(1, BAND_BYTES // row_bytes)
     rows = max(1, (input_rows - p0.span) // p0.stride + 1)
+    # Every band gathers span - 1 halo rows again: keep that re-reading under
+    # a quarter of the band, even when it leaves the cache.
+    rows = max(rows, -(-4 * (p0.span - 1) // p0.stride))
     return min(rows, p0.out)
 
 
-def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work: float, rows_per_band=None):
+def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work: float, rows_per_band=None,
+              pad_rest: bool = True):
     """Fill ``out`` (``(lanes, *out_spatial, trail)``) band by band.
 
     ``compute(block, out_band, band_plans)`` gets the padded input block of a
     band and the plans of a valid correlation of it, and writes ``out_band``.
+    With ``pad_rest`` false the block is padded along axis 0 only (a view of
+    ``x``, no copy, for a band away from the borders) and ``band_plans``
+    keep the other axes' padding for ``compute`` to apply.
     """
     p0 = plans[0]
     rows = rows_per_band or band_rows(plans, x.shape[0], x.shape[-1], out.dtype.itemsize)
     starts = list(range(0, p0.out, rows))
+    rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
 
     def one(start: int) -> None:
         stop = min(start + rows, p0.out)
         first = start * p0.stride
         last = (stop - 1) * p0.stride + p0.span
-        block = gather_band(x, first, last, plans, border, value, out.dtype)
-        band_plans = (AxisPlan(last - first, p0.taps, p0.stride, p0.dilation, 0, 0, stop - start),) + tuple(
-            replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:]
-        )
+        if pad_rest:
+            block = gather_band(x, first, last, plans, border, value, out.dtype)
+        else:
+            pieces = axis_runs(p0.length, p0.before, first, last, border)
+            if len(pieces) == 1 and pieces[0][3] == 1 and x.dtype == out.dtype:
+                block = x[:, pieces[0][2]:pieces[0][2] + last - first]
+            else:
+                axis0 = (AxisPlan(p0.length, p0.taps, p0.stride, p0.dilation, p0.before, p0.after, p0.out),)
+                flat = tuple(AxisPlan(p.length, 1, 1, 1, 0, 0, p.length) for p in plans[1:])
+                block = gather_band(x, first, last, axis0 + flat, border, value, out.dtype)
+        band_plans = (AxisPlan(last - first, p0.taps, p0.stride, p0.dilation, 0, 0, stop - start),)
+        band_plans += rest if pad_rest else tuple(plans[1:])
         compute(block, out[:, start:stop], band_plans)
 
     threads = workers()

@@ -155,15 +155,17 @@ def make_plan(
         raise ParameterError(f"must be one of {', '.join(strategies.METHODS)}, got {method!r}", subject="method")
     lanes = int(np.prod(batch_shape, dtype=np.int64)) * channels
     canonical = _canonical_kernel(kernel, per_channel)
-    choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=compiled.available())
+    opencv = compiled.available() and (
+        nd <= 2 or (compiled.planes_native(border, value, axes) and not per_channel and channels <= 4))
+    choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
     chosen = choice.method if method == "auto" else method
-    _check_forced(chosen, choice, canonical, nd)
+    _check_forced(chosen, choice, canonical, nd, opencv)
     if chosen == "separable" and nd == 1:
         chosen = "direct"  # a 1-D kernel is trivially one pass
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
 
 
-def _check_forced(method: str, choice, kernel: np.ndarray, nd: int) -> None:
+def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool) -> None:
     """Refuse a forced method that cannot compute this kernel, naming what can."""
     if method == "separable" and not choice.separable and nd > 1:
         raise ParameterError(
@@ -176,8 +178,11 @@ def _check_forced(method: str, choice, kernel: np.ndarray, nd: int) -> None:
         raise ParameterError(f"toeplitz works on 1-D kernels, this one has {nd} axes; use another method",
                              subject="method")
     if method == "opencv":
-        if nd > 2:
-            raise ParameterError(f"opencv filters 1-D and 2-D signals, this kernel has {nd} axes", subject="method")
+        if nd > 2 and compiled.available() and not opencv:
+            raise ParameterError(
+                "opencv filters a volume plane by plane with one kernel for all channels and its own (y, x) "
+                "border: reflect, symmetric, replicate or zeros, stride and dilation 1 on y and x; "
+                "use another method", subject="method")
         if not compiled.available():
             raise ParameterError("OpenCV is not installed (pip install opencv-python-headless); use another method",
                                  subject="method")
@@ -219,9 +224,15 @@ def _run_direct(plan, xi, kernel, out, layout):
 
 def _run_separable(plan, xi, kernel, out, layout):
     factors = _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])
-    compute = lambda block, target, plans: shiftadd.separable(block, target, plans, factors)  # noqa: E731
+    # Bands are padded along the first axis only; its pass runs on a view of
+    # the input and the other axes are padded on the smaller result.  That
+    # commutes with every border rule but a non-zero constant (which the
+    # first pass would have scaled).
+    late = plan.spatial_ndim > 1 and not (plan.border.numpy_mode == "constant" and plan.border_value != 0)
+    compute = lambda block, target, plans: shiftadd.separable(  # noqa: E731
+        block, target, plans, factors, border=plan.border if late else None, value=plan.border_value)
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, sum(kernel.shape[1:])))
+                    work=_work(plan, out, sum(kernel.shape[1:])), pad_rest=not late)
 
 
 def _run_lowrank(plan, xi, kernel, out, layout):
@@ -263,10 +274,15 @@ def _run_opencv(plan, xi, kernel, out, layout):
         constant = _weights(running.box_weights(kernel).reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
         constant = constant.reshape((constant.shape[0], 1, 1, constant.shape[1]))
     elif op == "separable":
-        factors = [np.moveaxis(w, 0, 1) for w in
-                   _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])]
+        exact = [_mirror_exact(f) for f in strategies.channel_factors(kernel.astype(np.float64))]
+        factors = [np.moveaxis(w, 0, 1) for w in _per_axis(exact, plan.dtype, layout, xi.shape[0])]
     xi = xi.astype(plan.dtype, copy=False)
     axes = plan.axes
+    if plan.spatial_ndim == 3:
+        if factors is not None:
+            factors = [f[0, :, 0] for f in factors]
+        compiled.correlate_3d(xi, out, axes, plan.border, plan.border_value, internal[0, ..., 0], factors=factors)
+        return
     if plan.spatial_ndim == 1:  # a 1-D signal is an image one sample wide
         xi, out = xi[:, :, None], out[:, :, None]
         internal = internal[:, :, None]
@@ -274,6 +290,16 @@ def _run_opencv(plan, xi, kernel, out, layout):
         factors = None if factors is None else factors + [np.ones((internal.shape[0], 1, internal.shape[-1]))]
     compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, layout,
                           factors=factors, constant=constant)
+
+
+def _mirror_exact(factor: np.ndarray) -> np.ndarray:
+    """Make a factor that is (anti)symmetric to rounding exactly so: OpenCV then takes its faster
+    symmetric path (a gaussian's SVD factors differ from their mirror image in the last bit)."""
+    for sign in (1.0, -1.0):
+        mirror = sign * factor[:, ::-1]
+        if np.allclose(factor, mirror, rtol=1e-12, atol=1e-15 * np.abs(factor).max()):
+            return (factor + mirror) / 2
+    return factor
 
 
 _STRATEGIES = {

@@ -7,9 +7,11 @@ Only the output samples the stride keeps are computed.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .bands import broadcast_weight
+from .bands import broadcast_weight, gather_band
 from .geometry import AxisPlan
 
 
@@ -66,23 +68,82 @@ def one_axis(block, out, axis: int, plan: AxisPlan, weights: np.ndarray) -> np.n
     plans = tuple(
         plan if a == axis else AxisPlan(block.shape[1 + a], 1, 1, 1, 0, 0, block.shape[1 + a]) for a in range(nd)
     )
-    full = weights.reshape((1,) * axis + (weights.shape[0],) + (1,) * (nd - axis - 1) + weights.shape[1:])
+    k = weights.shape[0]
+    if k > 2 and np.array_equal(weights, weights[::-1]) and weights.all():
+        return _symmetric(block, out, plans, axis, weights)
+    full = weights.reshape((1,) * axis + (k,) + (1,) * (nd - axis - 1) + weights.shape[1:])
     return direct(block, out, plans, full)
 
 
-def separable(block, out, plans: tuple[AxisPlan, ...], factors: list[np.ndarray]) -> np.ndarray:
+def _symmetric(block, out, plans, axis: int, weights: np.ndarray) -> np.ndarray:
+    """Mirror-image taps share a weight: add their two views, then scale once (3 passes per pair, not 4)."""
+    nd = len(plans)
+    k = weights.shape[0]
+    tap = [0] * nd
+    scratch = np.empty(out.shape, dtype=out.dtype)
+
+    def view(j):
+        tap[axis] = j
+        return block[_window(tap, plans)]
+
+    for j in range(k // 2):
+        w = broadcast_weight(weights[j], nd)
+        target = out if j == 0 else scratch
+        np.add(view(j), view(k - 1 - j), out=target)
+        np.multiply(target, w, out=target)
+        if j:
+            np.add(out, scratch, out=out)
+    if k % 2:
+        np.multiply(view(k // 2), broadcast_weight(weights[k // 2], nd), out=scratch)
+        np.add(out, scratch, out=out)
+    return out
+
+
+# Bytes of samples one pass works on at a time: inside a core's L2 cache (2 MiB here).
+CHUNK_BYTES = 1 << 20
+
+
+def separable(block, out, plans: tuple[AxisPlan, ...], factors: list[np.ndarray], *, border=None,
+              value: float = 0.0) -> np.ndarray:
     """One 1-D pass per axis (``factors[a]``: ``(taps_a, wl, wt)``), each applying that axis's stride.
 
     The axis that shrinks the block most goes first, so later passes see the
-    fewest samples; the last pass writes ``out``.
+    fewest samples; the last pass writes ``out``.  With ``border`` given, the
+    block is padded along axis 0 only: the first pass runs along axis 0, in
+    chunks of axis 1 that fit the cache, and the other axes are padded after
+    it, on the smaller intermediate, again a cache-sized chunk of axis 0 at a
+    time (axis 0 needs no more neighbours then).
     """
     nd = len(plans)
-    order = sorted(range(nd), key=lambda a: plans[a].out / (plans[a].length or 1))
+    if border is None or nd == 1:
+        if border is not None:
+            return one_axis(block, out, 0, plans[0], factors[0])
+        return _passes(block, out, plans, factors, sorted(range(nd), key=lambda a: plans[a].out / (plans[a].length or 1)))
+    first = np.empty((block.shape[0], plans[0].out) + block.shape[2:], dtype=out.dtype)
+    per_col = block.itemsize * block.shape[0] * block.shape[1] * int(np.prod(block.shape[3:]))
+    step = max(1, CHUNK_BYTES // max(per_col, 1))
+    for c0 in range(0, block.shape[2], step):
+        cols = (slice(None), slice(None), slice(c0, c0 + step))
+        one_axis(block[cols], first[cols], 0, plans[0], factors[0])
+    rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
+    order = sorted(range(1, nd), key=lambda a: rest[a - 1].out / (rest[a - 1].length or 1))
+    per_row = first.itemsize * first.shape[0] * first.shape[-1] * int(np.prod([p.before + p.length + p.after
+                                                                               for p in plans[1:]]))
+    rows = max(1, CHUNK_BYTES // max(per_row, 1))
+    for r0 in range(0, plans[0].out, rows):
+        r1 = min(r0 + rows, plans[0].out)
+        axis0 = AxisPlan(r1 - r0, 1, 1, 1, 0, 0, r1 - r0)
+        padded = gather_band(first[:, r0:r1], 0, r1 - r0, (axis0,) + tuple(plans[1:]), border, value, out.dtype)
+        _passes(padded, out[:, r0:r1], (axis0,) + rest, factors, order)
+    return out
+
+
+def _passes(block, out, plans, factors, order) -> np.ndarray:
     current = block
     for i, axis in enumerate(order):
         shape = list(current.shape)
         shape[1 + axis] = plans[axis].out
-        target = out if i == nd - 1 else np.empty(shape, dtype=out.dtype)
+        target = out if i == len(order) - 1 else np.empty(shape, dtype=out.dtype)
         current = one_axis(current, target, axis, plans[axis], factors[axis])
     return out
 

@@ -31,11 +31,13 @@ LOWRANK_RTOL = 1e-9
 
 # Cost model, in nanoseconds on the 2-core benchmark machine (AVX-512 Xeon,
 # 2 MiB L2 per core), measured with bench/bench_engine.py on 3840x2160 RGB,
-# 180 s stereo and 256^3 float32 and on small inputs for the fixed costs.
+# 180 s stereo and 256^3 float32 (fastest of 5 runs: the machine is shared)
+# and on small inputs for the fixed costs.  E.g. random 7x7 on 4K RGB:
+# direct 745 ms = 25M outputs x (49 x 0.6 + 1); OpenCV 88 ms, sobel 37 ms.
 # numpy shift-and-add in cache-sized bands on every core: per output and tap,
 # plus per output for gathering the band and writing the result; every tap
 # of every band is a few ufunc calls.
-DIRECT_NS_PER_TAP = 0.3
+DIRECT_NS_PER_TAP = 0.6
 DIRECT_NS_PER_OUTPUT = 1.0
 NS_PER_UFUNC = 1500.0
 # Running sums: two float64 passes per axis.
@@ -52,8 +54,8 @@ TOEPLITZ_NS_PER_SAMPLE = 1.5
 # write of every result), per call; plus a fixed cost standing for its import
 # (25 ms, once per process) spread over a dozen calls, so a small one-shot
 # filter stays in numpy and never pays for loading OpenCV.
-OPENCV_NS_PER_TAP = 0.066
-OPENCV_NS_PER_OUTPUT = 1.5
+OPENCV_NS_PER_TAP = 0.047
+OPENCV_NS_PER_OUTPUT = 1.2
 OPENCV_NS_PER_CALL = 2.0e4
 OPENCV_FIXED_NS = 2.0e6
 
@@ -274,8 +276,10 @@ def choose_method(
             costs["toeplitz"] = outputs * (rows + p.span - 1) * TOEPLITZ_NS_PER_MAC + padded * TOEPLITZ_NS_PER_SAMPLE
         costs["fft"] = _fft_cost(padded, plans)
     local = set()
-    if opencv and nd == 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
+    if opencv and nd >= 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
         op = compiled.operation(kernel, plans, factors is not None)
+        if nd == 3 and op in ("box", "dft"):
+            op = "filter" if nd == 3 and factors is None else "separable"
         if compiled.keeps_non_finite_local(kernel, op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
@@ -294,6 +298,15 @@ def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
 
 def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) -> float:
     taps = kernel.shape[1:]
+    if len(plans) == 3:  # plane by plane: a column filter and a separable call, or a call per z slice
+        planes = lanes * plans[0].out
+        if op == "separable":
+            work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + 2 * OPENCV_NS_PER_OUTPUT)
+            return OPENCV_FIXED_NS + work + planes * OPENCV_NS_PER_CALL
+        slices = kernel.reshape(kernel.shape[0], taps[0], -1).any(axis=0).sum(axis=1)
+        per_slice = [OPENCV_NS_PER_OUTPUT + n * OPENCV_NS_PER_TAP if n > 1 else DIRECT_NS_PER_OUTPUT
+                     for n in slices if n]
+        return OPENCV_FIXED_NS + outputs * sum(per_slice) + planes * len(per_slice) * OPENCV_NS_PER_CALL
     native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
     if compiled.full_then_subsample(plans, nonzero):
         # one native call at full resolution, then every stride-th sample
