@@ -15,7 +15,7 @@ from .report import guard
 @guard
 def classify_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="FILES_OR_FOLDERS...", help="Photos, folders (walked for images), or - to read one from stdin."
+        ..., metavar="FILES_OR_FOLDERS", help="Photos, folders (walked for images), or - to read one from stdin."
     ),
     top: int = typer.Option(5, "--top", metavar="K", help="How many classes to report per image (1-1000)."),
     as_json: bool = typer.Option(
