@@ -260,3 +260,19 @@ def test_debug_in_one_run_does_not_leak_into_the_next(tmp_path):
     assert isinstance(runner.invoke(app, ["--debug", *args]).exception, DataError)
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
+
+
+def test_closed_standard_descriptors(tmp_path, grey):
+    """`>&-` and `2>&-`: a lost write is an error, and no file ever takes descriptor 1 or 2."""
+    proc = convcli("kernels", "list", preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1 and proc.stderr.decode() == "convcli: error: <stdout>: standard output is closed\n"
+    proc = convcli("filter", grey, "-k", "box:3", "-o", "-", preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1 and b"standard output is closed" in proc.stderr
+    import soundfile as sf
+
+    wav, out = tmp_path / "loud.wav", tmp_path / "out.wav"
+    sf.write(wav, np.full(800, 0.9), 8000, subtype="PCM_16")
+    proc = convcli("filter", wav, "-k", "[1,1,1]", "-o", out, preexec_fn=lambda: os.close(2))  # warns: clipped
+    assert proc.returncode == 0
+    data, rate = sf.read(out, dtype="int16")
+    assert rate == 8000 and data.shape == (800,) and (data == 32767).all()

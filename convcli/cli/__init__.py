@@ -65,12 +65,57 @@ def main(argv: list[str] | None = None) -> None:
     from . import report
 
     args = sys.argv[1:] if argv is None else list(argv)
+    _guard_closed_streams()
     _terminate_like_interrupt()
     code = run_guarded(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
     code = report.close_stdout(code)
     if code == EXIT_INTERRUPTED:
         _die_of_signal(report.interrupted_by)
     sys.exit(code)
+
+
+class _ClosedStdout:
+    """Standard output when the shell closed it (``>&-``): every write fails, so a lost result is an error."""
+
+    def write(self, data):
+        import errno
+
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self) -> None:
+        pass  # nothing is ever buffered: every write has already failed
+
+    @property
+    def buffer(self):
+        return self
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise ValueError("standard output is closed")
+
+    def close(self) -> None:
+        pass
+
+
+def _guard_closed_streams() -> None:
+    # With descriptor 0, 1 or 2 closed, the next file convcli opens would get
+    # that number, and anything written to "stdout" or "stderr" (by us or a C
+    # library) would land in it.  Hold them with /dev/null, and make Python's
+    # missing sys.stdout fail loudly instead of crashing.
+    import io
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        sys.stderr = io.TextIOWrapper(open(os.devnull, "wb"), errors="replace")  # nowhere to report to
 
 
 def _raise_terminated(signum, frame):
