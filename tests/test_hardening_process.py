@@ -276,3 +276,24 @@ def test_closed_standard_descriptors(tmp_path, grey):
     assert proc.returncode == 0
     data, rate = sf.read(out, dtype="int16")
     assert rate == 8000 and data.shape == (800,) and (data == 32767).all()
+
+
+def test_an_output_that_is_a_device_or_fifo_is_written_into_never_replaced(tmp_path, grey):
+    if os.geteuid() == 0:  # our own null device, so a regression cannot replace the system's
+        device = tmp_path / "null"
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        device = "/dev/null"
+    proc = convcli("filter", grey, "-k", "box:3", "--format", "png", "-o", device)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISCHR(os.stat(device).st_mode) and temporaries(tmp_path) == []
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    proc = convcli("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)  # nobody reads: refused, not hung
+    assert proc.returncode == 1 and b"nobody reads" in proc.stderr and time.monotonic() - started < 10
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    time.sleep(0.2)
+    proc = convcli("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)
+    assert proc.returncode == 0 and reader.communicate(timeout=30)[0].startswith(b"\x89PNG")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

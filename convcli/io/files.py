@@ -157,6 +157,7 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
     dest = str(dest)
     if suffix is None:
         suffix = file_suffix(dest) if not to_stdout else ""
+    special = False
     if to_stdout:
         folder = None
         subject = "<stdout>"
@@ -167,6 +168,11 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
             raise OutputError("the output folder does not exist", subject=dest)
         if os.path.isdir(dest):
             raise OutputError("is a folder; name an output file", subject=dest)
+        special = _is_special(dest)
+        if special:
+            # A device or FIFO (/dev/null, /dev/stdout, a named pipe) is written
+            # into, like stdout, never replaced by a regular file.
+            folder = None
     base = os.path.basename(dest) if not to_stdout else "stdout"
     if len(suffix) > 16:
         suffix = ""  # no known format has such an extension; keep the name short
@@ -179,6 +185,8 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
         yield tmp
         if to_stdout:
             _copy_to_stdout(tmp)
+        elif special:
+            _copy_to_special(tmp, dest)
         else:
             _set_mode_like(tmp, dest)
             os.replace(tmp, dest)
@@ -189,6 +197,36 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _is_special(dest: str) -> bool:
+    """True when `dest` exists and is neither a regular file nor a folder (a device, FIFO or socket)."""
+    import stat
+
+    try:
+        mode = os.stat(dest).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _copy_to_special(tmp: str, dest: str) -> None:
+    """Write the finished output into a device or FIFO; a FIFO nobody reads is an error, not a hang."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ENXIO:
+            raise OutputError("is a FIFO that nobody reads (start the reader first)", subject=dest) from None
+        raise
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as out, open(tmp, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
 
 
 def _set_mode_like(tmp: str, dest: str) -> None:
