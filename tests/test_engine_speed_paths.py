@@ -239,3 +239,20 @@ def test_opencv_covers_every_border_natively_or_by_padding():
             got = correlate(x, np.arange(9.0).reshape(3, 3), padding=padding, pad_mode=spec, method="opencv")
             expected = correlate_loops(x, np.arange(9.0).reshape(3, 3), (1, 1), (1, 1), padding, oracle_mode, cval)
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=f"{spec} {padding}")
+
+
+@needs_opencv
+def test_the_3d_gaussian_on_256_cubed_peaks_under_three_volumes_of_memory():
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np\nfrom convcli import correlate\n"
+        "v = np.random.default_rng(0).random((256, 256, 256), dtype=np.float32)\n"
+        "g = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2); g /= g.sum()\n"
+        "out = correlate(v, np.multiply.outer(np.outer(g, g), g))\n"
+        "assert out.shape == v.shape and abs(float(out.mean()) - float(v.mean())) < 1e-3\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / v.nbytes)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stdout) < 3.0, done.stdout
