@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bands import border_index, runs, source_slice
+from .bands import axis_runs, source_slice
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -53,9 +53,11 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
     b = row_outputs(plan)
     rows = b * plan.stride
     count = -(-m // b)
-    index = border_index(n, plan.before, plan.after, border)
-    pieces = runs(index)
+    pieces = axis_runs(n, plan.before, 0, plan.before + n + plan.after, border)
     buf = np.zeros(((count + 1) * rows,), dtype=out.dtype)
+    # One result and one scratch for every lane: fresh 30 MB arrays per lane cost their page faults again.
+    result = np.empty((count, b), dtype=out.dtype)
+    scratch = np.empty((count, b), dtype=out.dtype)
     cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for lane in range(lanes):
         for t in range(trail):
@@ -66,7 +68,8 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
             for a, stop, src, step in pieces:
                 buf[a:stop] = value if src < 0 else x[lane, source_slice(src, step, stop - a), t]
             grid = buf.reshape(count + 1, rows)
-            result = grid[:count] @ t0
-            result += grid[1:, : t1.shape[0]] @ t1
+            np.matmul(grid[:count], t0, out=result)
+            np.matmul(grid[1:, : t1.shape[0]], t1, out=scratch)
+            result += scratch
             out[lane, :, t] = result.reshape(-1)[:m]
     return out
