@@ -165,12 +165,14 @@ def race(contenders: dict, repeats: int) -> dict[str, float]:
 
 def peak_memory(side: int) -> float:
     """Peak RSS of the 3-D gaussian in a fresh process, as a multiple of the volume's bytes."""
+    # VmHWM of the child, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec.
     code = (
-        "import resource, numpy as np; from convcli import correlate\n"
+        "import numpy as np; from convcli import correlate\n"
         f"v = np.random.default_rng(0).random(({side},) * 3, dtype=np.float32)\n"
         "g = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2); g /= g.sum()\n"
         "out = correlate(v, np.multiply.outer(np.outer(g, g), g))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / v.nbytes)\n"
+        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(hwm * 1024 / v.nbytes)\n"
     )
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
