@@ -258,3 +258,14 @@ def test_the_3d_gaussian_on_256_cubed_peaks_under_three_volumes_of_memory():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(done.stdout) < 3.0, done.stdout
+
+
+@needs_opencv
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "replicate", "zeros"])
+def test_opencv_box_filter_in_bands_of_rows_agrees_with_direct(mode, monkeypatch):
+    monkeypatch.setattr(compiled, "BOX_BAND_ROWS", 8)
+    x = np.random.default_rng(12).random((61, 40, 3))
+    kernel = np.full((9, 6), 0.1)
+    got = correlate(x, kernel, channel_axis=-1, pad_mode=mode, method="opencv")
+    expected = correlate(x, kernel, channel_axis=-1, pad_mode=mode, method="direct")
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
