@@ -161,9 +161,38 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
             elif native is not None:
                 _filter(cv2, image, target, spec.kernel, anchor=(geometry[1].before, geometry[0].before),
                         border=native, factors=spec.factors, constant=spec.constant)
+            elif all(p.stride == 1 for p in geometry):
+                _dilated_grouped(cv2, image, target, spec, geometry)
             else:
                 _phased(cv2, image, target, spec, geometry)
     return out
+
+
+def _dilated_grouped(cv2, image, target, spec, plans):
+    """A dilated correlation as one undilated OpenCV call, by regrouping the padded image's memory.
+
+    With dilations ``(dy, dx)``, the padded ``(H, W, C)`` image's memory is
+    also a ``(H / dy, dy * W / dx, dx * C)`` image: row phases side by side,
+    column phases as extra channels.  Its undilated correlation, read back
+    as ``(H, W, C)``, is the dilated correlation at every padded position
+    (each tap stays inside its own phase for every output that is kept).
+    No phase copies, one call: 7x7 dilation 2 on 4K RGB 90 ms, phases 210.
+    """
+    dy, dx = plans[0].dilation, plans[1].dilation
+    rows, cols = image.shape[:2]
+    image = image.reshape(rows, cols, -1)
+    channels = image.shape[2]
+    tall, wide = -(-rows // dy) * dy, -(-cols // dx) * dx
+    if (tall, wide) != (rows, cols) or not image.flags.c_contiguous:
+        grown = np.zeros((tall, wide, channels), dtype=image.dtype)
+        grown[:rows, :cols] = image
+        image = grown
+    grouped = image.reshape(tall // dy, dy * (wide // dx), dx * channels)
+    result = np.empty(grouped.shape, dtype=target.dtype)
+    _filter(cv2, grouped, result, spec.kernel, anchor=(0, 0), border=cv2.BORDER_CONSTANT, factors=spec.factors,
+            constant=spec.constant)
+    full = result.reshape(tall, wide, channels)
+    np.copyto(target, full[: target.shape[0], : target.shape[1]].reshape(target.shape), casting="unsafe")
 
 
 # OpenCV's box filter runs on one core (filter2D and sepFilter2D use all):
@@ -324,6 +353,19 @@ def _plane_source(m: int, i: int, pz: AxisPlan, border: BorderMode) -> int:
 
 
 def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
+    """Output planes in one contiguous run per core (OpenCV releases the GIL; its own threads
+    gain little on one small plane: laplacian 3x3x3 on 256^3, 42 ms on OpenCV's threads, 32 here)."""
+    from .bands import _pool, workers
+
+    count = workers() if dst.shape[0] >= 8 else 1
+    edges = [dst.shape[0] * i // count for i in range(count + 1)]
+    run = lambda i: _sliced_planes(cv2, src, dst, plans, border, kernel, anchor, yx_border,  # noqa: E731
+                                   edges[i], edges[i + 1])
+    for _ in (map(run, range(count)) if count == 1 else _pool().map(run, range(count))):
+        pass
+
+
+def _sliced_planes(cv2, src, dst, plans, border, kernel, anchor, yx_border, first_plane, stop_plane):
     pz = plans[0]
     scratch = np.empty(dst.shape[1:], dtype=dst.dtype)
     singles = {}
@@ -334,7 +376,7 @@ def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
     py, px = plans[1], plans[2]
     # Slices that need OpenCV first: the first writes the output plane directly.
     order = sorted((i for i in range(kernel.shape[0]) if kernel[i].any()), key=lambda i: i in singles)
-    for m in range(pz.out):
+    for m in range(first_plane, stop_plane):
         target = dst[m]
         first = True
         for i in order:
@@ -438,6 +480,25 @@ def _separable_3d(cv2, src, dst, plans, border, factors, anchor, yx_border):
             for w, s in zip(gz, sources):
                 if s >= 0 and w != 0:
                     target += w * src[s]
-        for r in range(m, m1):
-            _filter(cv2, dst[r], dst[r], None, anchor=anchor, border=yx_border, factors=(gy, gx))
+        _each_plane(lambda r: _filter(cv2, dst[r], dst[r], None, anchor=anchor, border=yx_border,
+                                      factors=(gy, gx)), m, m1)
         m = m1
+
+
+def _each_plane(work, start: int, stop: int) -> None:
+    """``work(r)`` for planes ``start..stop``, one contiguous run per core (OpenCV releases the GIL)."""
+    from .bands import _pool, workers
+
+    count = workers() if stop - start >= 8 else 1
+    if count == 1:
+        for r in range(start, stop):
+            work(r)
+        return
+    edges = [start + (stop - start) * i // count for i in range(count + 1)]
+
+    def run(i):
+        for r in range(edges[i], edges[i + 1]):
+            work(r)
+
+    for _ in _pool().map(run, range(count)):
+        pass

@@ -1,10 +1,24 @@
 """The ways to compute a padded, strided, dilated correlation, and the choice between them.
 
-Every strategy takes the already padded input ``xp`` laid out as
-``(batch, channels, *spatial)``, a kernel ``(1 or channels, *taps)`` and the
-per-axis plans, and returns ``(batch, channels, *out)``: the valid
-correlation sampled every ``stride`` samples.  They agree to float tolerance
-and test each other.
+``METHODS`` names every strategy; all agree to float tolerance and are held
+to each other and to a literal loop definition by the tests:
+
+- ``direct``: shift-and-add, one strided view per non-zero tap, the
+  reference (:mod:`.shiftadd`, run in cache-sized bands on every core by
+  :mod:`.bands`);
+- ``separable``: a rank-1 kernel as one 1-D pass per axis;
+- ``lowrank``: a sum of separable terms (repeated SVD, exact to tolerance);
+- ``box``: a constant kernel by running sums (:mod:`.running`);
+- ``toeplitz``: a 1-D kernel as two BLAS matrix products (:mod:`.toeplitz`);
+- ``fft``: real FFTs on every core, overlap-save blocks for long signals
+  (:mod:`.spectral`);
+- ``opencv``: OpenCV's compiled filters for images, and volumes plane by
+  plane (:mod:`.compiled`).
+
+:func:`choose_method` is the pure cost model behind ``auto``.  The
+functions ``direct``, ``separable`` and ``fft`` below are the plain,
+unbanded forms on a fully padded ``(batch, channels, *spatial)`` array,
+kept as a second reference for the tests.
 """
 from __future__ import annotations
 
