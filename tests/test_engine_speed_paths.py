@@ -269,3 +269,21 @@ def test_opencv_box_filter_in_bands_of_rows_agrees_with_direct(mode, monkeypatch
     got = correlate(x, kernel, channel_axis=-1, pad_mode=mode, method="opencv")
     expected = correlate(x, kernel, channel_axis=-1, pad_mode=mode, method="direct")
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("spec", ["reflect", "symmetric", "replicate", "circular", "zeros", "constant:4"])
+def test_band_gathering_pads_exactly_as_numpy_pad_even_far_wider_than_the_signal(spec):
+    mode, value = parse_pad_mode(spec)
+    extra = {"constant_values": value} if mode.numpy_mode == "constant" else {}
+    for n in range(1, 6):
+        for before, after in ((0, 0), (1, 3), (7, 12)):
+            index = bands.source_index(np.arange(-before, n + after), n, mode)
+            sample = np.arange(10.0, 10.0 + n)
+            rebuilt = np.where(index >= 0, sample[np.maximum(index, 0)], value)
+            np.testing.assert_array_equal(rebuilt, np.pad(sample, (before, after), mode=mode.numpy_mode, **extra))
+    x = np.random.default_rng(1).normal(size=(2, 5, 3, 4, 2))
+    plans = plan_axes((5, 3, 4), (9, 8, 3), padding="full")
+    total = plans[0].before + plans[0].length + plans[0].after
+    expected = np.pad(x, [(0, 0)] + [(p.before, p.after) for p in plans] + [(0, 0)], mode=mode.numpy_mode, **extra)
+    for lo, hi in ((0, total), (3, 9), (total - 2, total)):
+        np.testing.assert_array_equal(bands.gather_band(x, lo, hi, plans, mode, value, np.float64), expected[:, lo:hi])

@@ -144,11 +144,6 @@ def source_index(positions: np.ndarray, n: int, mode: BorderMode) -> np.ndarray:
     return np.where(j < n, j, 2 * n - 1 - j)
 
 
-def border_index(n: int, before: int, after: int, mode: BorderMode) -> np.ndarray:
-    """Source index of every padded position of an axis of length ``n``; -1 where a constant goes."""
-    return source_index(np.arange(-before, n + after), n, mode)
-
-
 def axis_runs(n: int, before: int, lo: int, hi: int, mode: BorderMode) -> list[tuple[int, int, int, int]]:
     """Runs (see :func:`runs`) of padded positions ``lo..hi`` of an axis, relative to ``lo``.
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .bands import Layout, gather_band
+from .bands import gather_band
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -112,7 +112,7 @@ def full_then_subsample(plans: tuple[AxisPlan, ...], nonzero: int) -> bool:
     return full < phased
 
 
-def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.ndarray, layout: Layout, *,
+def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.ndarray, *,
                  factors=None, constant=None):
     """Fill ``out`` (``(lanes, Ho, Wo, trail)``) with the correlation of ``x`` (``(lanes, H, W, trail)``).
 
@@ -162,13 +162,14 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
                 _filter(cv2, image, target, spec.kernel, anchor=(geometry[1].before, geometry[0].before),
                         border=native, factors=spec.factors, constant=spec.constant)
             elif all(p.stride == 1 for p in geometry):
-                _dilated_grouped(cv2, image, target, spec, geometry)
+                # the padded copy is this call's own; each image of it is filtered once
+                _dilated_grouped(cv2, image, target, spec, geometry, owned=True)
             else:
                 _phased(cv2, image, target, spec, geometry)
     return out
 
 
-def _dilated_grouped(cv2, image, target, spec, plans):
+def _dilated_grouped(cv2, image, target, spec, plans, owned: bool = False):
     """A dilated correlation as one undilated OpenCV call, by regrouping the padded image's memory.
 
     With dilations ``(dy, dx)``, the padded ``(H, W, C)`` image's memory is
@@ -186,9 +187,10 @@ def _dilated_grouped(cv2, image, target, spec, plans):
     if (tall, wide) != (rows, cols) or not image.flags.c_contiguous:
         grown = np.zeros((tall, wide, channels), dtype=image.dtype)
         grown[:rows, :cols] = image
-        image = grown
+        image, owned = grown, True
     grouped = image.reshape(tall // dy, dy * (wide // dx), dx * channels)
-    result = np.empty(grouped.shape, dtype=target.dtype)
+    # In place when the padded image is ours to overwrite: one fresh 100 MB array fewer for a 4K image.
+    result = grouped if owned else np.empty(grouped.shape, dtype=target.dtype)
     _filter(cv2, grouped, result, spec.kernel, anchor=(0, 0), border=cv2.BORDER_CONSTANT, factors=spec.factors,
             constant=spec.constant)
     full = result.reshape(tall, wide, channels)

@@ -288,8 +288,8 @@ def _run_opencv(plan, xi, kernel, out, layout):
         internal = internal[:, :, None]
         axes = axes + (AxisPlan(1, 1, 1, 1, 0, 0, 1),)
         factors = None if factors is None else factors + [np.ones((internal.shape[0], 1, internal.shape[-1]))]
-    compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, layout,
-                          factors=factors, constant=constant)
+    compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, factors=factors,
+                          constant=constant)
 
 
 def _mirror_exact(factor: np.ndarray) -> np.ndarray:
