@@ -42,7 +42,7 @@ def filter_command(
         help="Flip the kernel (mathematical convolution). Without it convcli computes "
         "cross-correlation: the kernel is laid over the samples as written, as in PyTorch.",
     ),
-    method: str = typer.Option("auto", "--method", metavar="METHOD", help="auto | direct | separable | fft (all agree)."),
+    method: str = typer.Option("auto", "--method", metavar="METHOD", help="auto | direct | separable | lowrank | box | toeplitz | fft | opencv; all agree, auto picks the fastest."),
     precision: Optional[str] = typer.Option(
         None, "--precision", metavar="TYPE", help="float32 | float64 (default: float64 for float64 input, else float32)."
     ),

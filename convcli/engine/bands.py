@@ -270,6 +270,10 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
 
     def one(start: int) -> None:
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # per thread, as in execute()
+            band(start)
+
+    def band(start: int) -> None:
         stop = min(start + rows, p0.out)
         first = start * p0.stride
         last = (stop - 1) * p0.stride + p0.span

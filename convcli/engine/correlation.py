@@ -157,12 +157,20 @@ def make_plan(
     canonical = _canonical_kernel(kernel, per_channel)
     opencv = compiled.available() and (
         nd <= 2 or (compiled.planes_native(border, value, axes) and not per_channel and channels <= 4))
-    choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
+    if method in _NEEDS_NO_COST_MODEL:
+        # A forced method that needs no factorisation skips the cost model (an SVD per
+        # channel): a CNN plans hundreds of depthwise layers at start-up.
+        choice = strategies.Choice(method, {}, separable=False)
+    else:
+        choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
     chosen = choice.method if method == "auto" else method
     _check_forced(chosen, choice, canonical, nd, opencv)
     if chosen == "separable" and nd == 1:
         chosen = "direct"  # a 1-D kernel is trivially one pass
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
+
+
+_NEEDS_NO_COST_MODEL = ("direct", "fft", "opencv", "toeplitz", "box")
 
 
 def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool) -> None:
@@ -190,6 +198,13 @@ def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool
 
 def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False) -> np.ndarray:
     """Run a plan made by :func:`make_plan` on the samples ``x``."""
+    # NaN and infinity in the input are data, not accidents: they propagate
+    # (within their receptive field) without numpy warnings on stderr.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _execute(plan, x, kernel, flip)
+
+
+def _execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool) -> np.ndarray:
     nd = plan.spatial_ndim
     kernel = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
     if flip:

@@ -247,6 +247,8 @@ class Choice:
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
 
     def reason(self) -> str:
+        if not self.costs:
+            return f"{self.method} (forced)"
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
         return f"{self.method} (estimated ms: {ranked})"
 
