@@ -26,6 +26,7 @@ class FilterOptions:
     precision: str | None = None
     normalize: bool = False
     out_format: str | None = None  # output format name; None: from the output's extension
+    compress_level: int | None = None  # zlib level 0-9 for PNG/TIFF/npz/FLAC outputs; None: the writer's default
     # Media (issue 4): how inputs are read and results written.
     kind: str | None = None  # audio | image | volume | signal; None: from the file's content
     alpha: str = "premultiply"  # premultiply | keep | channel
@@ -280,7 +281,7 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget)
     result, steps = filter_signal(signal, options)
-    written = io.write(result, dest, format=options.out_format)
+    written = io.write(result, dest, format=options.out_format, compress_level=options.compress_level)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(result.data.shape), kernels=steps, seconds=time.perf_counter() - start,

@@ -261,3 +261,26 @@ def test_nifti_stride_through_the_cli(tmp_path):
     assert out.shape == (5, 5, 5)
     assert out.header.get_zooms()[:3] == pytest.approx((1.6, 1.6, 1.5))
     np.testing.assert_allclose(out.affine[:3, 3], 0.0, atol=1e-6)  # output voxel 0 sits on input voxel 0
+
+
+def test_compress_level_trades_size_not_pixels(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:96, 0:128]
+    Image.fromarray(((x * 2 + y) % 256).astype(np.uint8)).save(tmp_path / "in.png")
+    sizes, pixels = {}, {}
+    for level in (0, 1, 9):
+        out = tmp_path / f"out{level}.png"
+        proc = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "in.png"), "-k", "box:3",
+                               "-o", str(out), "--compress-level", str(level)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        sizes[level], pixels[level] = out.stat().st_size, np.asarray(Image.open(out))
+    assert sizes[0] > sizes[1] >= sizes[9]
+    assert (pixels[0] == pixels[1]).all() and (pixels[1] == pixels[9]).all()
+    proc = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "in.png"), "-k", "box:3",
+                           "-o", str(tmp_path / "bad.png"), "--compress-level", "12"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--compress-level" in proc.stderr and not (tmp_path / "bad.png").exists()

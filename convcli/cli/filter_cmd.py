@@ -61,6 +61,10 @@ def filter_command(
     out_format: Optional[str] = typer.Option(
         None, "--format", metavar="FMT", help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
     ),
+    compress_level: Optional[int] = typer.Option(
+        None, "--compress-level", metavar="N",
+        help="Compression 0-9 for PNG (default 1: fast; 6-9: smaller, several times slower), TIFF, FLAC, .npz.",
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
         False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
@@ -101,7 +105,7 @@ def filter_command(
 
     options = FilterOptions(
         kernels=tuple(kernel), stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
-        convolve=convolve, method=method, precision=precision, normalize=normalize, out_format=out_format,
+        convolve=convolve, method=method, precision=precision, normalize=normalize, out_format=out_format, compress_level=compress_level,
         kind=kind, alpha=alpha, range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=memory_budget, key=key, in_place=in_place,
     )

@@ -284,6 +284,13 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     raise AssertionError(f"no mode for {fmt}")  # every format allows L or RGB
 
 
+# zlib level for PNG when none is asked for.  Encoding dominates a whole-process
+# run on a large image: a 3840x2160 photo takes 0.47 s at level 1 (4.7 MB), 0.67 s at
+# 3 (4.3 MB) and 1.56 s at Pillow's default 6 (3.6 MB) here; level 1 is also OpenCV's
+# default.  --compress-level 6..9 trades time for smaller files.
+PNG_COMPRESS_LEVEL = 1
+
+
 def write_image(sig, dest: str, fmt: str, *, compress_level=None):
     """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
     import numpy as np
@@ -319,7 +326,7 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None):
             from . import png16
 
             raw = png16.encode(samples, icc_profile=meta.get("icc_profile"), dpi=meta.get("dpi"),
-                               compress_level=compress_level)
+                               compress_level=PNG_COMPRESS_LEVEL if compress_level is None else compress_level)
             with open(tmp, "wb") as fh:
                 fh.write(raw)
         else:
@@ -376,8 +383,8 @@ def _save_pillow(samples, mode: str, fmt: str, path: str, meta: dict, compress_l
         options["dpi"] = tuple(float(v) for v in meta["dpi"])
     if meta.get("exif") and fmt in ("jpeg", "webp", "png"):
         options["exif"] = meta["exif"]
-    if fmt == "png" and compress_level is not None:
-        options["compress_level"] = int(compress_level)
+    if fmt == "png":
+        options["compress_level"] = PNG_COMPRESS_LEVEL if compress_level is None else int(compress_level)
     if fmt == "jpeg":
         options["quality"] = 95
     if fmt == "webp":
