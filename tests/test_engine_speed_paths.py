@@ -246,18 +246,23 @@ def test_the_3d_gaussian_on_256_cubed_peaks_under_three_volumes_of_memory():
     import subprocess
     import sys
 
-    # VmHWM of the child, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec.
+    # The data's share of the peak: the input volume, plus what the call adds on top of
+    # the resident set it started with (output and scratch).  The interpreter, numpy
+    # and OpenCV themselves take 50-75 MB depending on the installation, which says
+    # nothing about the engine.  VmHWM of the child, not ru_maxrss: Linux carries the
+    # parent's peak into ru_maxrss across exec.
     code = (
-        "import numpy as np\nfrom convcli import correlate\n"
+        "import cv2\nimport numpy as np\nfrom convcli import correlate\n"
+        "status = lambda key: [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)][0]\n"
         "v = np.random.default_rng(0).random((256, 256, 256), dtype=np.float32)\n"
         "g = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2); g /= g.sum()\n"
+        "before = status('VmRSS')\n"
         "out = correlate(v, np.multiply.outer(np.outer(g, g), g))\n"
         "assert out.shape == v.shape and abs(float(out.mean()) - float(v.mean())) < 1e-3\n"
-        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-        "print(hwm * 1024 / v.nbytes)\n"
+        "print(1 + (status('VmHWM') - before) * 1024 / v.nbytes)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(done.stdout) < 3.0, done.stdout
+    assert 2.0 <= float(done.stdout) < 3.0, done.stdout  # at least input + output, under 3 volumes
 
 
 @needs_opencv
