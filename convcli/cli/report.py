@@ -57,12 +57,10 @@ def guard(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ConvcliError as exc:
-            if exc.exit_code == EXIT_INTERRUPTED:
-                _note_interrupt(exc)
+            code = _reported(exc)
             if debug_enabled():
                 raise
-            error_line(_cli_subject(exc).line())
-            raise typer.Exit(exc.exit_code) from None
+            raise typer.Exit(code) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(EXIT_OK) from None
@@ -73,6 +71,15 @@ def guard(command: Callable) -> Callable:
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
+
+
+def _reported(exc: ConvcliError) -> int:
+    """Note an interrupt and print the one-line error (unless --debug wants the traceback); return the exit code."""
+    if exc.exit_code == EXIT_INTERRUPTED:
+        _note_interrupt(exc)
+    if not debug_enabled():
+        error_line(_cli_subject(exc).line())
+    return exc.exit_code
 
 
 def _cli_subject(exc: ConvcliError) -> ConvcliError:
@@ -138,12 +145,10 @@ def run_guarded(run: Callable[[], object]) -> int:
         _quiet_broken_pipe()
         return EXIT_OK
     except ConvcliError as exc:
-        if exc.exit_code == EXIT_INTERRUPTED:
-            _note_interrupt(exc)
+        code = _reported(exc)
         if debug_enabled():
             raise
-        error_line(_cli_subject(exc).line())
-        return exc.exit_code
+        return code
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             if debug_enabled():
