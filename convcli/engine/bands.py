@@ -255,7 +255,7 @@ def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int
 
 
 def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work: float, rows_per_band=None,
-              pad_rest: bool = True):
+              pad_rest: bool = True, on_rows=None):
     """Fill ``out`` (``(lanes, *out_spatial, trail)``) band by band.
 
     ``compute(block, out_band, band_plans)`` gets the padded input block of a
@@ -263,6 +263,13 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     With ``pad_rest`` false the block is padded along axis 0 only (a view of
     ``x``, no copy, for a band away from the borders) and ``band_plans``
     keep the other axes' padding for ``compute`` to apply.
+
+    With ``on_rows`` the bands run in order, one wave (a band per thread) at
+    a time, and after each wave ``on_rows(input_rows, output_rows)`` gets the
+    rows of ``x`` before which no later band reads (border reflections at the
+    far end aside) and the rows of ``out`` that are final: a caller whose
+    arrays are memory-mapped files drops those pages, so the resident memory
+    stays a few bands whatever the signal's size.
     """
     p0 = plans[0]
     rows = rows_per_band or band_rows(plans, x.shape[0], x.shape[-1], out.dtype.itemsize)
@@ -292,6 +299,9 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
         compute(block, out[:, start:stop], band_plans)
 
     threads = workers()
+    if on_rows is not None:
+        _in_waves(one, starts, rows, threads if work >= PARALLEL_WORK else 1, p0, on_rows)
+        return out
     if threads == 1 or len(starts) == 1 or work < PARALLEL_WORK:
         for s in starts:
             one(s)
@@ -300,6 +310,21 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     for _ in _pool().map(one, starts):
         pass
     return out
+
+
+def _in_waves(one, starts, rows: int, threads: int, p0: AxisPlan, on_rows) -> None:
+    """Run the bands at ``starts`` in order, ``threads`` at a time, reporting finished rows after each wave."""
+    for i in range(0, len(starts), threads):
+        wave = starts[i:i + threads]
+        if len(wave) == 1:
+            one(wave[0])
+        else:
+            for _ in _pool().map(one, wave):
+                pass
+        done = min(wave[-1] + rows, p0.out)
+        # The next band's first padded row, as a row of the input.
+        needed = done * p0.stride - p0.before
+        on_rows(max(0, min(needed, p0.length)), done)
 
 
 def padded_whole(x, plans, border: BorderMode, value: float, dtype) -> np.ndarray:

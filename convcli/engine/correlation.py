@@ -52,6 +52,8 @@ def correlate(
     method="auto",
     precision=None,
     spatial_ndim=None,
+    out=None,
+    on_rows=None,
 ):
     """Cross-correlate ``x`` with ``kernel``: the kernel laid over the samples as written.
 
@@ -84,18 +86,32 @@ def correlate(
     spatial_ndim : int, optional
         How many axes are spatial; needed only when a depthwise kernel with
         batch axes would otherwise be ambiguous.
+    out : numpy.ndarray, optional
+        A writable array of the result's shape and type (float32, or float64
+        as ``precision`` says) to fill instead of allocating one: a
+        ``numpy.lib.format.open_memmap`` file, for instance.
+    on_rows : callable, optional
+        Streamed execution, for an ``x`` and ``out`` backed by files: the
+        work runs band after band in order, only by the strategies that keep
+        memory to a band (direct, separable), and after each wave of bands
+        ``on_rows(input_rows, output_rows)`` says how many leading rows (along
+        the first axis) of ``x`` will not be read again and of ``out`` are
+        final, so the caller can let go of their pages.  Needs ``x`` without
+        batch axes and with its channels, if any, last.
 
     Returns
     -------
     numpy.ndarray
-        The result, laid out like ``x`` with spatial lengths from the geometry.
+        The result, laid out like ``x`` with spatial lengths from the geometry
+        (``out`` itself when given).
 
     Examples
     --------
     >>> correlate(np.array([0.0, 1, 2, 3]), np.array([1.0, -1.0]), padding="valid")
     array([-1., -1., -1.], dtype=float32)
     """
-    return _run(x, kernel, False, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)
+    return _run(x, kernel, False, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
+                out, on_rows)
 
 
 def convolve(
@@ -110,36 +126,47 @@ def convolve(
     method="auto",
     precision=None,
     spatial_ndim=None,
+    out=None,
+    on_rows=None,
 ):
     """Convolve ``x`` with ``kernel``: correlation with the kernel flipped on every spatial axis.
 
     Takes the same parameters as :func:`correlate`.
     """
-    return _run(x, kernel, True, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)
+    return _run(x, kernel, True, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
+                out, on_rows)
 
 
-def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim):
+def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
+         out=None, on_rows=None):
     x = _as_samples(x)
     kernel = _as_kernel(kernel)
+    streamed = on_rows is not None
     plan = make_plan(
         x.shape, kernel, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
         channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
-        x_dtype=x.dtype, finite=None,
+        x_dtype=x.dtype, finite=None, streamed=streamed,
     )
+    # A streamed plan only holds methods that keep NaN local, so the scan
+    # (which would read a file-backed input whole) is never needed there.
     if method == "auto" and plan.choice.spreads_non_finite and not _all_finite(x):
         plan = make_plan(
             x.shape, kernel, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
             channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
             x_dtype=x.dtype, finite=False,
         )
-    return execute(plan, x, kernel, flip=flip)
+    return execute(plan, x, kernel, flip=flip, out=out, on_rows=on_rows)
 
 
 def make_plan(
     x_shape, kernel, *, stride=1, padding="same", pad_mode="reflect", dilation=1, channel_axis=None,
-    method="auto", precision=None, spatial_ndim=None, x_dtype=np.float32, finite=None,
+    method="auto", precision=None, spatial_ndim=None, x_dtype=np.float32, finite=None, streamed=False,
 ) -> Plan:
-    """Decide layout, geometry and method for correlating an array of ``x_shape`` with ``kernel``."""
+    """Decide layout, geometry and method for correlating an array of ``x_shape`` with ``kernel``.
+
+    With ``streamed`` only the strategies that work band by band and keep a
+    NaN within its footprint (``STREAMED_METHODS``) are considered or allowed.
+    """
     kernel = _as_kernel(kernel)
     x_shape = tuple(int(n) for n in x_shape)
     axis = _normalise_axis(channel_axis, len(x_shape))
@@ -163,6 +190,8 @@ def make_plan(
         choice = strategies.Choice(method, {}, separable=False)
     else:
         choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
+    if streamed:
+        choice = _streamed_choice(choice, method)
     chosen = choice.method if method == "auto" else method
     _check_forced(chosen, choice, canonical, nd, opencv)
     if chosen == "separable" and nd == 1:
@@ -171,6 +200,21 @@ def make_plan(
 
 
 _NEEDS_NO_COST_MODEL = ("direct", "fft", "opencv", "toeplitz", "box")
+# Band by band with O(band) scratch, NaN kept local: what a file-backed input may use.
+STREAMED_METHODS = ("direct", "separable")
+
+
+def _streamed_choice(choice, method: str):
+    """Restrict a choice to ``STREAMED_METHODS``; refuse a forced method outside them."""
+    if method not in ("auto",) + STREAMED_METHODS:
+        raise ParameterError(
+            f"a streamed input (larger than the memory budget) is filtered by {' or '.join(STREAMED_METHODS)} "
+            f"only, not {method}", subject="method")
+    if method != "auto" or choice.method in STREAMED_METHODS:
+        return choice
+    costs = {m: c for m, c in choice.costs.items() if m in STREAMED_METHODS}
+    best = min(costs, key=costs.get) if costs else "direct"
+    return strategies.Choice(best, costs, choice.separable, False)
 
 
 def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool) -> None:
@@ -196,15 +240,19 @@ def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool
                                  subject="method")
 
 
-def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False) -> np.ndarray:
-    """Run a plan made by :func:`make_plan` on the samples ``x``."""
+def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False, out=None,
+            on_rows=None) -> np.ndarray:
+    """Run a plan made by :func:`make_plan` on the samples ``x``, into ``out`` when given.
+
+    ``out`` and ``on_rows`` are as in :func:`correlate`.
+    """
     # NaN and infinity in the input are data, not accidents: they propagate
     # (within their receptive field) without numpy warnings on stderr.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _execute(plan, x, kernel, flip)
+        return _execute(plan, x, kernel, flip, out, on_rows)
 
 
-def _execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool) -> np.ndarray:
+def _execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool, out=None, on_rows=None) -> np.ndarray:
     nd = plan.spatial_ndim
     kernel = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
     if flip:
@@ -212,10 +260,40 @@ def _execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool) -> np.nd
     layout = bands.layout_of(x.shape, plan.channel_axis, nd)
     xi = bands.to_internal(x, layout)
     lanes, trail = xi.shape[0], xi.shape[-1]
-    out = np.empty((lanes,) + tuple(p.out for p in plan.axes) + (trail,), dtype=plan.dtype)
-    _STRATEGIES[plan.method](plan, xi, kernel, out, layout)
-    result = bands.from_internal(out, layout, plan.batch_shape, plan.channels)
+    shape = (lanes,) + tuple(p.out for p in plan.axes) + (trail,)
+    extra = {}
+    if on_rows is not None:
+        if plan.method not in STREAMED_METHODS or lanes != 1:
+            raise ParameterError(
+                f"streamed execution needs method {' or '.join(STREAMED_METHODS)} and no batch axes or leading "
+                f"channels (method {plan.method}, {lanes} lanes)", subject="on_rows")
+        extra["on_rows"] = on_rows
+    target = None if out is None else _check_out(out, plan)
+    oi = None if target is None else bands.to_internal(target, layout)
+    if oi is not None and not np.shares_memory(oi, target):
+        oi = None  # an ``out`` whose layout cannot be viewed internally: fill a copy, then ``out``
+    if oi is None:
+        oi = np.empty(shape, dtype=plan.dtype)
+    _STRATEGIES[plan.method](plan, xi, kernel, oi, layout, **extra)
+    if target is not None:
+        if not np.shares_memory(oi, target):
+            target[...] = bands.from_internal(oi, layout, plan.batch_shape, plan.channels)
+        return out
+    result = bands.from_internal(oi, layout, plan.batch_shape, plan.channels)
     return np.ascontiguousarray(result)
+
+
+def _check_out(out, plan: Plan) -> np.ndarray:
+    """``out`` as an ndarray, refused unless writable and of the plan's shape and type."""
+    if not isinstance(out, np.ndarray):
+        raise ParameterError(f"must be a numpy array, got {type(out).__name__}", subject="out")
+    if out.shape != plan.output_shape or out.dtype != plan.dtype:
+        raise ParameterError(
+            f"has shape {out.shape} and type {out.dtype}; the result needs {plan.output_shape} {plan.dtype}",
+            subject="out")
+    if not out.flags.writeable:
+        raise ParameterError("is read-only", subject="out")
+    return out
 
 
 def _weights(kernel: np.ndarray, dtype, layout, lanes: int) -> np.ndarray:
@@ -231,13 +309,14 @@ def _work(plan: Plan, out: np.ndarray, taps: int) -> float:
     return float(out.size) * max(taps, 1)
 
 
-def _run_direct(plan, xi, kernel, out, layout):
+def _run_direct(plan, xi, kernel, out, layout, on_rows=None):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
     compute = lambda block, target, plans: shiftadd.direct(block, target, plans, weights)  # noqa: E731
-    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, kernel[0].size))
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, kernel[0].size),
+                    on_rows=on_rows)
 
 
-def _run_separable(plan, xi, kernel, out, layout):
+def _run_separable(plan, xi, kernel, out, layout, on_rows=None):
     factors = _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])
     # Bands are padded along the first axis only; its pass runs on a view of
     # the input and the other axes are padded on the smaller result.  That
@@ -247,7 +326,7 @@ def _run_separable(plan, xi, kernel, out, layout):
     compute = lambda block, target, plans: shiftadd.separable(  # noqa: E731
         block, target, plans, factors, border=plan.border if late else None, value=plan.border_value)
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, sum(kernel.shape[1:])), pad_rest=not late)
+                    work=_work(plan, out, sum(kernel.shape[1:])), pad_rest=not late, on_rows=on_rows)
 
 
 def _run_lowrank(plan, xi, kernel, out, layout):
