@@ -12,8 +12,7 @@ cannot, with zlib and numpy:
   None/Sub/Up filters occur, and along anti-diagonals otherwise (each pixel
   depends on its left, upper and upper-left neighbours, all on earlier
   anti-diagonals, so one diagonal is one vector operation);
-- writing: the Up filter (one vector operation per image), zlib at the
-  requested level, iCCP and pHYs when given.
+- writing: :mod:`convcli.io.png`, the encoder of every PNG convcli writes.
 """
 from __future__ import annotations
 
@@ -192,33 +191,11 @@ def _unfilter_diagonals(filtered, types):
     return rec[1:, 1:].astype(np.uint8)
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def encode(samples, *, icc_profile: bytes | None = None, dpi=None, compress_level: int | None = None) -> bytes:
-    """Encode uint16 samples of shape (H, W) or (H, W, C), C in 1..4, as a 16-bit PNG."""
+    """Encode uint16 samples of shape (H, W) or (H, W, C), C in 1..4, as a 16-bit PNG (see :mod:`convcli.io.png`)."""
     import numpy as np
 
-    arr = np.asarray(samples, dtype=np.uint16)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    height, width, channels = arr.shape
-    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    pixels = arr.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
-    # Up filter: each row minus the one above, modulo 256 (the first row is unchanged).
-    filtered = np.empty((height, 1 + pixels.shape[1]), dtype=np.uint8)
-    filtered[:, 0] = 2
-    filtered[0, 0] = 0
-    filtered[0, 1:] = pixels[0]
-    filtered[1:, 1:] = pixels[1:] - pixels[:-1]
-    level = 6 if compress_level is None else int(compress_level)
-    parts = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, ctype, 0, 0, 0))]
-    if icc_profile:
-        parts.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile, 9)))
-    if dpi:
-        ppm = [max(1, int(round(float(v) / 0.0254))) for v in dpi]
-        parts.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
-    parts.append(_chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
+    from . import png
+
+    return png.encode(np.asarray(samples, dtype=np.uint16), icc_profile=icc_profile, dpi=dpi,
+                      compress_level=6 if compress_level is None else int(compress_level))
