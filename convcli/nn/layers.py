@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import execute, make_plan
-from ..errors import ParameterError
+from ..engine import depthwise_same, execute, make_plan
 
 
 def relu6(x: np.ndarray) -> np.ndarray:
@@ -69,32 +68,15 @@ def _same_plan(shape: tuple[int, ...], kernel: np.ndarray, stride: int, channel_
     )
 
 
-def depthwise_plan(shape: tuple[int, ...], kernel: np.ndarray, stride: int, channels_last: bool):
-    """Plan a per-channel layer with the engine's fastest strategy for this network's shapes.
-
-    Measured on the layers of EfficientNet-Lite0 (2 cores): on the large
-    early maps, laid out NCHW, the engine's OpenCV backend runs 2-4x faster
-    than its numpy shift-and-add (96 channels of 112x112, 3x3 stride 2:
-    2.1 against 4.9 ms); on the small late maps, channels-last shift-and-add
-    is fastest (1152 channels of 7x7, 5x5: 1.8 ms; OpenCV 7.7 ms).  OpenCV is
-    optional: without it the engine refuses that method and shift-and-add
-    does the work.  (The engine's ``auto`` would pick shift-and-add
-    everywhere here: its cost model prices OpenCV per lane, several times
-    too high for many small channels.)
-    """
-    if not channels_last:
-        try:
-            return _same_plan(shape, kernel, stride, 1, "opencv")
-        except ParameterError:
-            pass  # OpenCV is not installed
-    return _same_plan(shape, kernel, stride, -1 if channels_last else 1, "direct")
-
-
 class DepthwiseConv:
     """Each channel correlated with its own ``k x k`` kernel (``weight (C, k, k)``), plus ``bias (C,)``.
 
-    The engine's per-channel correlation does the work, with its plan kept
-    per input shape.
+    By default the engine's depthwise entry point does the work
+    (:func:`convcli.engine.depthwise_same`: OpenCV per channel plane on
+    channels-first maps, shift-and-add over contiguous channels on
+    channels-last ones), with the bias added in the same pass.  A ``method``
+    of the general engine (``direct``, ``opencv``) runs its per-channel
+    :func:`~convcli.engine.correlate` plan instead, kept per input shape.
     """
 
     def __init__(
@@ -102,23 +84,21 @@ class DepthwiseConv:
         method: str | None = None,
     ) -> None:
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
-        bias = np.ascontiguousarray(bias, dtype=np.float32)
-        self.bias = bias if channels_last else bias[None, :, None, None]
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.stride = stride
         self.channels_last = channels_last
-        self.method = method  # None: the fastest for the layout (see depthwise_plan)
+        self.method = method  # None: the depthwise entry point's fastest for the layout
         self._plans: dict[tuple[int, ...], object] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.method is None:
+            return depthwise_same(x, self.weight, stride=self.stride, bias=self.bias, channels_last=self.channels_last)
         plan = self._plans.get(x.shape)
         if plan is None:
-            if self.method is None:
-                plan = depthwise_plan(x.shape, self.weight, self.stride, self.channels_last)
-            else:
-                plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
+            plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
             self._plans[x.shape] = plan
         out = execute(plan, x, self.weight)
-        out += self.bias
+        out += self.bias if self.channels_last else self.bias[None, :, None, None]
         return out
 
 
