@@ -76,7 +76,7 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     """
     import numpy as np
 
-    from .errors import DataError, ParameterError
+    from .errors import ParameterError
 
     if mode not in RANGE_MODES:
         raise ParameterError(
@@ -98,18 +98,73 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     # float32 holds every integer only up to 2**24; wider types need float64 so
     # that rounding and the range test are exact.
     work = np.float64 if (hi - lo) > (1 << 24) or values.dtype == np.float64 else np.float32
+    # For 64-bit types float(hi) rounds up past the type's range: clip just below it.
+    top = float(hi) if float(hi) <= hi else float(np.nextafter(float(hi), 0.0))
+    if mode == "rescale" or values.ndim == 0:
+        return _whole(values, dtype, mode, work, lo, hi, top)
+    return _in_blocks(values, dtype, mode, work, lo, hi, top)
+
+
+# Elements converted per block: the scratch buffer (1 MiB of float32) stays in
+# cache, and no full-size float temporary is made (a 4K RGB image would need 100 MB).
+BLOCK = 1 << 18
+
+
+def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float):
+    """clip / abs / offset, a block of rows at a time into the output array."""
+    import numpy as np
+
+    out = np.empty(values.shape, dtype=dtype)
+    per_row = max(1, values.size // max(1, values.shape[0]))
+    rows = max(1, BLOCK // per_row)
+    shift = (lo + hi + 1) / 2  # 128 for uint8, 32768 for uint16, 0 for signed types
+    scratch = np.empty((min(rows, values.shape[0]),) + values.shape[1:], dtype=work)
+    n_clipped = 0
+    for r0 in range(0, values.shape[0], rows):
+        src = values[r0:r0 + rows]
+        v = scratch[:src.shape[0]]
+        if mode == "abs":
+            np.abs(src, out=v, casting="unsafe")
+        else:
+            np.copyto(v, src, casting="unsafe")
+            if mode == "offset":
+                v += shift
+        np.rint(v, out=v)  # IEEE round half to even
+        if v.size:
+            low, high = v.min(), v.max()  # NaN propagates through both; infinity shows in one
+            if not (np.isfinite(low) and np.isfinite(high)):
+                _refuse_non_finite(values, dtype)
+            if low < lo or high > hi:
+                n_clipped += int(np.count_nonzero(v < lo)) + int(np.count_nonzero(v > hi))
+                np.clip(v, lo, top, out=v)
+        np.copyto(out[r0:r0 + rows], v, casting="unsafe")
+    return out, n_clipped
+
+
+def _refuse_non_finite(values, dtype):
+    import numpy as np
+
+    from .errors import DataError
+
+    v = np.asarray(values)
+    bad = v.size - int(np.count_nonzero(np.isfinite(v))) if v.dtype.kind in "fc" else 0
+    raise DataError(
+        f"{bad} non-finite sample{'s' if bad != 1 else ''} (NaN or infinity) cannot be "
+        f"written as {dtype} (write .npy or a float TIFF to keep them)"
+    )
+
+
+def _whole(values, dtype, mode: str, work, lo: int, hi: int, top: float):
+    """The whole array at once: rescale needs its min and max before any sample is converted."""
+    import numpy as np
+
     v = np.array(values, dtype=work, copy=True)
-    if v.dtype.kind == "f":
-        bad = v.size - int(np.count_nonzero(np.isfinite(v)))
-        if bad:
-            raise DataError(
-                f"{bad} non-finite sample{'s' if bad != 1 else ''} (NaN or infinity) cannot be "
-                f"written as {dtype} (write .npy or a float TIFF to keep them)"
-            )
+    if not np.all(np.isfinite(v)):
+        _refuse_non_finite(v, dtype)
     if mode == "abs":
         np.abs(v, out=v)
     elif mode == "offset":
-        v += (lo + hi + 1) / 2  # 128 for uint8, 32768 for uint16, 0 for signed types
+        v += (lo + hi + 1) / 2
     elif mode == "rescale" and v.size:
         vmin, vmax = float(v.min()), float(v.max())
         if vmax > vmin:
@@ -119,7 +174,5 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
             v = scaled.astype(work, copy=False)
     np.rint(v, out=v)  # IEEE round half to even
     n_clipped = int(np.count_nonzero(v < lo)) + int(np.count_nonzero(v > hi))
-    # For 64-bit types float(hi) rounds up past the type's range: clip just below it.
-    top = float(hi) if float(hi) <= hi else float(np.nextafter(float(hi), 0.0))
     np.clip(v, lo, top, out=v)
     return v.astype(dtype), n_clipped
