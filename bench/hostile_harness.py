@@ -61,9 +61,6 @@ BIG_MIB = 64  # memory_budget_2x: a 2*B MiB volume under a budget of B MiB
 DEVIATIONS = {
     "scenario:output_exists_no_overwrite": (
         "deliberate: an existing output is replaced atomically (issue 5); the input is never touched"),
-    "scenario:memory_budget_2x": (
-        "known gap: the engine has no tiled execution, so a volume whose working set exceeds "
-        "--memory-budget is refused from its header instead of being filtered in slabs"),
 }
 
 SCENARIO_NOTES = {

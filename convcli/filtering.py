@@ -279,13 +279,89 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     start = time.perf_counter()
     check_output(source, dest, options.in_place)
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
-                     max_pixels=options.max_pixels, memory_budget=options.memory_budget)
+                     max_pixels=options.max_pixels, memory_budget=options.memory_budget,
+                     stream=_may_stream(dest, options))
+    if signal.meta.get("streamed"):
+        return filter_streamed(signal, source, dest, options, start)
     result, steps = filter_signal(signal, options)
     written = io.write(result, dest, format=options.out_format, compress_level=options.compress_level)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(result.data.shape), kernels=steps, seconds=time.perf_counter() - start,
         clipped=written.clipped, notes=input_notes(signal) + written.notes,
+    )
+
+
+def _may_stream(dest: str, options: FilterOptions) -> bool:
+    """Whether an input over the memory budget may be streamed: only into a format written in place (.npy).
+
+    The format is settled here only to decide; a bad one is reported by the
+    writer, after the input, as for any other run.
+    """
+    from . import io
+    from .errors import ConvcliError
+
+    try:
+        fmt = io.output_format(dest, options.out_format)
+    except ConvcliError:
+        return False
+    # No format from the name (stdout): the input's own, .npy for a streamed input.
+    return fmt is None or fmt in io.STREAMED_FORMATS
+
+
+# A band needs its padded rows about this many times over (the gathered block,
+# a pass's intermediate, the output rows) per thread.
+_BAND_COPIES = 4
+
+
+def filter_streamed(signal, source: str, dest: str, options: FilterOptions, start: float) -> FilterReport:
+    """Filter a memory-mapped input band by band straight into a memory-mapped ``.npy`` output.
+
+    For an input over the memory budget (``signal.meta["streamed"]``): one
+    kernel of one weight array, computed by a strategy that works band by
+    band, with the pages of finished rows of both files let go as it goes,
+    so the resident memory stays a few bands whatever the volume's size.
+    """
+    from . import engine, io
+    from .engine.bands import workers
+    from .errors import DataError
+    from .io.limits import Limits, human
+
+    kernels = resolve_kernels(options, signal)
+    budget = Limits(memory_budget=options.memory_budget).memory_budget
+    dims = "x".join(str(n) for n in signal.data.shape)
+    over = f"{dims} samples are over the memory budget of {human(budget)}"
+    if len(kernels) != 1 or len(kernels[0].weights) != 1:
+        count = f"a chain of {len(kernels)} kernels" if len(kernels) != 1 else "a kernel of several weight arrays"
+        raise DataError(
+            f"{over}; such an input is filtered in streamed bands with a single kernel only, not {count} "
+            "(run one kernel at a time, or raise --memory-budget)", subject=str(source))
+    kernel, weights = kernels[0], kernels[0].weights[0]
+    geometry = _geometry(options, signal, last=True)
+    plan = engine.make_plan(signal.data.shape, weights, x_dtype=signal.data.dtype, streamed=True, **geometry)
+    row_bytes = plan.dtype.itemsize * int(signal.data[:1].size)
+    need = _BAND_COPIES * workers() * plan.axes[0].span * row_bytes
+    if need > budget:
+        raise DataError(f"{over}, and one band of {plan.axes[0].span} rows needs {human(need)}; "
+                        "raise --memory-budget", subject=str(source))
+    steps = plan_chain(signal, kernels, options)
+    steps[0]["methods"] = [plan.method]
+    steps[0]["why"] = f"{plan.method} (streamed: the input is over the memory budget)"
+    run = engine.convolve if options.convolve else engine.correlate
+    drop_input = io.release_rows(signal.data)
+    fmt = io.output_format(dest, options.out_format) or "npy"
+    with _non_finite_is_data(), io.mapped_output(dest, plan.output_shape, plan.dtype, format=fmt) as out:
+        drop_output = io.release_rows(out)
+
+        def on_rows(input_rows: int, output_rows: int) -> None:
+            drop_input(input_rows)
+            drop_output(output_rows)
+
+        run(signal.data, weights, out=out, on_rows=on_rows, **geometry)
+    return FilterReport(
+        input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
+        output_shape=tuple(plan.output_shape), kernels=steps, seconds=time.perf_counter() - start,
+        notes=input_notes(signal) + [f"streamed in bands: the input is over the memory budget of {human(budget)}"],
     )
 
 

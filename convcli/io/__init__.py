@@ -20,7 +20,7 @@ from .signal import KINDS, Signal
 
 IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")
 
-__all__ = ["read", "write", "derive", "Signal", "Written", "KINDS"]
+__all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "Signal", "Written", "KINDS"]
 
 
 @dataclass
@@ -33,7 +33,8 @@ class Written:
     notes: list[str] = field(default_factory=list)  # conversions the format forced
 
 
-def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None) -> Signal:
+def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
+         stream=False) -> Signal:
     """Read a file (or ``-`` for stdin) into a Signal, detecting the format from its content.
 
     Parameters
@@ -51,6 +52,10 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
         Largest image accepted (default: Pillow's bomb threshold, 89 478 485).
     memory_budget : int or str, optional
         Bytes a read may cost, e.g. ``"4G"`` (default: half the available memory).
+    stream : bool
+        A ``.npy`` file over the memory budget is memory-mapped read-only
+        instead of refused, and ``meta["streamed"]`` is set: for a caller
+        that filters it band by band into :func:`mapped_output`.
 
     Raises
     ------
@@ -70,7 +75,8 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
 
     fmt = detect(src)
     reader = _reader(fmt)
-    sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient)
+    extra = {"stream": True} if stream and fmt == "npy" else {}
+    sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient, **extra)
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
     return sig
@@ -112,20 +118,8 @@ def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
     UsageError
         An unknown `format` name.
     """
-    from .detect import format_from_name, from_extension
-    from .files import STDIO
-
     dest = str(dest)
-    if format is not None:
-        fmt = format_from_name(format)
-    else:
-        fmt = from_extension(dest) if dest != STDIO else None
-        if fmt is None:
-            if dest != STDIO and _has_extension(dest):
-                raise UsageError(
-                    "cannot tell the output format from this extension; use a known one or --format", subject=dest
-                )
-            fmt = sig.meta.get("format") or "npy"
+    fmt = output_format(dest, format) or sig.meta.get("format") or "npy"
     if compress_level is not None and not (0 <= int(compress_level) <= 9):
         raise UsageError("must be 0..9", subject="--compress-level")
     writer = _writer(fmt, dest)
@@ -135,6 +129,46 @@ def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
         if exc.subject is None:
             exc.subject = sig.meta.get("source") or dest
         raise
+
+
+def output_format(dest, format=None) -> str | None:
+    """The format a write to `dest` uses: `format`, else the extension's; None when the signal's own decides."""
+    from .detect import format_from_name, from_extension
+    from .files import STDIO
+
+    dest = str(dest)
+    if format is not None:
+        return format_from_name(format)
+    fmt = from_extension(dest) if dest != STDIO else None
+    if fmt is None and dest != STDIO and _has_extension(dest):
+        raise UsageError("cannot tell the output format from this extension; use a known one or --format", subject=dest)
+    return fmt
+
+
+STREAMED_FORMATS = ("npy",)  # outputs that can be filled in place through a memory map
+
+
+def mapped_output(dest, shape, dtype, *, format="npy"):
+    """A context manager yielding a writable array that becomes the file `dest` when the block succeeds.
+
+    For a streamed filter (see :func:`read`'s ``stream``): the result is
+    written in place into a memory-mapped temporary file beside `dest`, which
+    is renamed onto `dest` at the end; any failure removes it.  Only formats
+    in ``STREAMED_FORMATS`` can be written this way.
+    """
+    if format not in STREAMED_FORMATS:
+        raise UsageError(f"a streamed result can be written as {', '.join(STREAMED_FORMATS)} only, not {format}",
+                         subject=str(dest))
+    from .arrays import mapped_npy
+
+    return mapped_npy(str(dest), shape, dtype)
+
+
+def release_rows(arr):
+    """A function ``f(rows)`` that drops the resident pages of the first `rows` rows of a mapped array (else a no-op)."""
+    from .arrays import PageDropper
+
+    return PageDropper(arr)
 
 
 def _has_extension(dest: str) -> bool:

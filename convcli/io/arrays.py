@@ -114,12 +114,131 @@ def read_npy_stream(fh, subject: str, limits: Limits, *, available: int | None, 
     return _from_bytes(buf, dtype, shape, fortran)
 
 
-def read_npy(source, limits: Limits):
-    """Read a .npy source into an array of its stored type."""
+def read_npy(source, limits: Limits, *, stream: bool = False):
+    """Read a .npy source into an array of its stored type.
+
+    With ``stream``, a file too large for the memory budget is memory-mapped
+    read-only instead of refused (see :func:`map_npy`); the second value
+    returned says whether it was.
+    """
     with source.open() as fh:
         dtype, shape, fortran, header_len = parse_header(fh.read, source.name)
+    if stream and source.path is not None:
+        check_shape(shape, source.name)
+        try:
+            limits.check_samples(shape, dtype.itemsize, source.name, work_itemsize=8 if dtype.itemsize >= 8 else 4)
+        except DataError as refusal:
+            return map_npy(source, dtype, shape, fortran, header_len, refusal), True
     with source.open() as fh:
-        return read_npy_stream(fh, source.name, limits, available=source.size - header_len)
+        return read_npy_stream(fh, source.name, limits, available=source.size - header_len), False
+
+
+def map_npy(source, dtype, shape, fortran: bool, header_len: int, refusal: DataError):
+    """Memory-map a .npy file, read-only, once our own header parse has vetted it.
+
+    Our parser stays the gate (numbers only, no pickle, bounded header); the
+    declared size must be exactly what the file holds after the header, and
+    the samples must be in C order, so that rows along the first axis are
+    contiguous and a band of them is a contiguous range of pages.
+    """
+    import numpy as np
+
+    nbytes = dtype.itemsize
+    for n in shape:
+        nbytes *= n
+    present = source.size - header_len
+    if nbytes != present:
+        what = "truncated: the header declares" if nbytes > present else "the header declares only"
+        raise DataError(f"{what} {nbytes:,} bytes of data but {max(present, 0):,} are present", subject=source.name)
+    if fortran:
+        raise DataError(f"{refusal.message}; a Fortran-ordered array cannot be streamed", subject=source.name)
+    try:
+        arr = np.load(source.path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot map the file ({exc})", subject=source.name) from None
+    if arr.shape != tuple(shape) or arr.dtype != dtype or not isinstance(arr, np.memmap):
+        raise DataError("the file changed while it was being read", subject=source.name)
+    return arr
+
+
+class PageDropper:
+    """Let go of the resident pages of a memory-mapped array's leading rows, as a streamed filter finishes them.
+
+    Clean pages of the input and written pages of a shared output mapping
+    both stay in the page cache (written ones are flushed by the kernel), so
+    dropping them from this process loses nothing; it only keeps the
+    resident memory to the rows in flight.
+    """
+
+    def __init__(self, arr) -> None:
+        import mmap
+
+        self._mmap = getattr(arr, "_mmap", None)
+        ok = self._mmap is not None and arr.flags.c_contiguous and hasattr(self._mmap, "madvise")
+        self._start = arr.offset % mmap.ALLOCATIONGRANULARITY if ok else 0
+        self._row = arr.strides[0] if ok and arr.ndim else 0
+        self._page = mmap.PAGESIZE
+        self._done = 0  # bytes of the mapping already dropped
+        self._advice = getattr(mmap, "MADV_DONTNEED", None)
+        if self._advice is None:
+            self._mmap = None
+
+    def __call__(self, rows: int) -> None:
+        """Drop the pages wholly inside the first ``rows`` rows."""
+        if self._mmap is None or rows <= 0:
+            return
+        end = self._start + rows * self._row
+        end -= end % self._page
+        if end > self._done:
+            try:
+                self._mmap.madvise(self._advice, self._done, end - self._done)
+            except (OSError, ValueError):
+                self._mmap = None  # an advice is only an optimisation
+                return
+            self._done = end
+
+
+def _reserve(path: str, size: int) -> None:
+    """Allocate the output file's blocks now: a full disk is then an error here, not a SIGBUS mid-write."""
+    import errno
+    import os
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # A file system without fallocate: the sparse file open_memmap made will do.
+    finally:
+        os.close(fd)
+
+
+def mapped_npy(dest: str, shape, dtype):
+    """A context manager yielding a writable ``.npy`` array mapped from a temporary file beside ``dest``.
+
+    The caller fills the array; when the block succeeds the file is flushed
+    and renamed onto ``dest`` (atomically, like every output); on any
+    failure the temporary file is removed and ``dest`` is left as it was.
+    """
+    import contextlib
+
+    import numpy as np
+
+    from .files import atomic_path
+
+    @contextlib.contextmanager
+    def opened():
+        with atomic_path(dest) as tmp:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+            try:
+                _reserve(tmp, arr.offset + arr.nbytes)
+                yield arr
+                arr.flush()
+            finally:
+                del arr
+
+    return opened()
 
 
 def read_npz(source, limits: Limits, key: str | None):
@@ -206,13 +325,15 @@ def signal_from_array(arr, kind: str | None, subject: str):
     raise UsageError(f"a {nd}-D array of shape {arr.shape} cannot be read as {kind}", subject="--kind")
 
 
-def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, **_):
-    """Reader for ``.npy``/``.npz`` sources."""
+def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, stream=False, **_):
+    """Reader for ``.npy``/``.npz`` sources; with ``stream`` a ``.npy`` over the budget is mapped, not read."""
     if fmt == "npy":
         if key is not None:
             raise UsageError("--key selects an array inside a .npz archive; this input is a .npy", subject="--key")
-        arr = read_npy(source, limits)
+        arr, mapped = read_npy(source, limits, stream=stream)
         sig = signal_from_array(arr, kind, source.name)
+        if mapped:
+            sig.meta["streamed"] = True
     else:
         arr, key = read_npz(source, limits, key)
         sig = signal_from_array(arr, kind, source.name)
