@@ -183,7 +183,8 @@ def test_a_tiny_network_matches_its_literal_definition(switch):
     config = replace(TINY, channels_last_stride=switch)
     state = random_state(config, seed=5)
     model = EfficientNetLite(weights.fold_batch_norm(state, config), config)
-    assert [r.channels_last for r in block_rows(config)] == [switch <= 2, switch <= 2, switch <= 4, switch <= 4]
+    # Channels-last from the block whose output is downsampled `switch` times (outputs: 2, 4, 4, 8).
+    assert [r.channels_last for r in block_rows(config)] == [switch <= 2, switch <= 4, switch <= 4, switch <= 8]
     x = np.random.default_rng(6).standard_normal((2, 3, 19, 17)).astype(np.float32)
     got = model(x)
     assert model.features(x).shape == (2, 24, 3, 3)  # NCHW whatever the inner layout

@@ -56,8 +56,9 @@ class Config:
     classes: int = 1000  # ImageNet-1k
     image_size: int = 224  # the input side the network was trained at
     bn_epsilon: float = 1e-3  # TensorFlow's default, used by the reference
-    # Blocks whose input is downsampled this much (maps of 14x14 and less at 224)
-    # run channels-last, where the engine's per-channel filtering is faster.
+    # Blocks whose output is downsampled this much (maps of 14x14 and less at 224)
+    # run channels-last, where the engine's per-channel filtering is faster
+    # (240 channels of 28x28, 3x3 stride 2: 0.35 ms channels-last, 1.2 ms first).
     channels_last_stride: int = 16
 
 
@@ -95,7 +96,7 @@ def block_rows(config: Config = LITE0) -> list[BlockRow]:
             stride = stage.stride if first else 1
             rows.append(BlockRow(
                 len(rows), stage.kernel, stride, stage.expand, stage.inputs if first else stage.outputs,
-                stage.outputs, channels_last=downsampled >= config.channels_last_stride,
+                stage.outputs, channels_last=downsampled * stride >= config.channels_last_stride,
             ))
             downsampled *= stride
     return rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import depthwise_same, execute, make_plan
+from ..engine import execute, make_plan, plan_depthwise
 
 
 def relu6(x: np.ndarray) -> np.ndarray:
@@ -72,11 +72,12 @@ class DepthwiseConv:
     """Each channel correlated with its own ``k x k`` kernel (``weight (C, k, k)``), plus ``bias (C,)``.
 
     By default the engine's depthwise entry point does the work
-    (:func:`convcli.engine.depthwise_same`: OpenCV per channel plane on
-    channels-first maps, shift-and-add over contiguous channels on
-    channels-last ones), with the bias added in the same pass.  A ``method``
-    of the general engine (``direct``, ``opencv``) runs its per-channel
-    :func:`~convcli.engine.correlate` plan instead, kept per input shape.
+    (:func:`convcli.engine.plan_depthwise`: OpenCV per channel plane on
+    channels-first maps, fused multiply-adds over contiguous channels on
+    channels-last ones), bias included.  A ``method`` of the general engine
+    (``direct``, ``opencv``) runs its per-channel
+    :func:`~convcli.engine.correlate` plan instead.  Plans are kept per
+    input shape.
     """
 
     def __init__(
@@ -91,12 +92,16 @@ class DepthwiseConv:
         self._plans: dict[tuple[int, ...], object] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.method is None:
-            return depthwise_same(x, self.weight, stride=self.stride, bias=self.bias, channels_last=self.channels_last)
         plan = self._plans.get(x.shape)
         if plan is None:
-            plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
+            if self.method is None:
+                plan = plan_depthwise(x.shape, self.weight, stride=self.stride, bias=self.bias,
+                                      channels_last=self.channels_last)
+            else:
+                plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
             self._plans[x.shape] = plan
+        if self.method is None:
+            return plan(x)
         out = execute(plan, x, self.weight)
         out += self.bias if self.channels_last else self.bias[None, :, None, None]
         return out
