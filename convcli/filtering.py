@@ -309,9 +309,22 @@ def _may_stream(dest: str, options: FilterOptions) -> bool:
     return fmt is None or fmt in io.STREAMED_FORMATS
 
 
-# A band needs its padded rows about this many times over (the gathered block,
-# a pass's intermediate, the output rows) per thread.
-_BAND_COPIES = 4
+def streamed_band_bytes(plan, signal) -> tuple[int, int]:
+    """Bytes a streamed run holds at once (about), and the output rows of one band.
+
+    Every thread holds a band: its padded input rows (gathered or mapped),
+    an intermediate as large for a separable pass, and its output rows.
+    """
+    import math
+
+    from .engine.bands import band_rows, workers
+
+    trail = signal.data.shape[-1] if signal.channel_axis is not None else 1
+    p0 = plan.axes[0]
+    rows = band_rows(plan.axes, 1, trail, plan.dtype.itemsize)
+    padded_row = plan.dtype.itemsize * trail * math.prod(p.before + p.length + p.after for p in plan.axes[1:])
+    in_rows = (rows - 1) * p0.stride + p0.span
+    return workers() * (2 * in_rows + rows) * padded_row, rows
 
 
 def filter_streamed(signal, source: str, dest: str, options: FilterOptions, start: float) -> FilterReport:
@@ -323,7 +336,6 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
     so the resident memory stays a few bands whatever the volume's size.
     """
     from . import engine, io
-    from .engine.bands import workers
     from .errors import DataError
     from .io.limits import Limits, human
 
@@ -339,10 +351,9 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
     kernel, weights = kernels[0], kernels[0].weights[0]
     geometry = _geometry(options, signal, last=True)
     plan = engine.make_plan(signal.data.shape, weights, x_dtype=signal.data.dtype, streamed=True, **geometry)
-    row_bytes = plan.dtype.itemsize * int(signal.data[:1].size)
-    need = _BAND_COPIES * workers() * plan.axes[0].span * row_bytes
+    need, rows = streamed_band_bytes(plan, signal)
     if need > budget:
-        raise DataError(f"{over}, and one band of {plan.axes[0].span} rows needs {human(need)}; "
+        raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {human(need)}; "
                         "raise --memory-budget", subject=str(source))
     steps = plan_chain(signal, kernels, options)
     steps[0]["methods"] = [plan.method]

@@ -1,0 +1,253 @@
+"""Streamed execution: a .npy volume larger than --memory-budget is filtered band by band, file to file.
+
+The engine fills an ``out=`` array (a memory-mapped file here) and, with
+``on_rows``, reports finished rows so their pages can be dropped; the io layer
+maps an over-budget ``.npy`` read-only and writes a memory-mapped temporary
+renamed at the end.  Results must equal the in-memory path (bit-exact for the
+same method), the resident memory must stay far below the volume, and a
+failure must leave no temporary file behind.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from convcli.cli import app
+from convcli.engine import convolve, correlate, make_plan
+from convcli.errors import ParameterError
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+HARNESS = REPO / "bench" / "hostile_harness.py"
+HOSTILE = REPO.parent / "shared" / "tools" / "hostile.py"
+
+# 160^3 float32 = 16 MB of samples; reading and filtering it in memory is
+# counted as 12 bytes a sample (49 MB), so 40M forces streaming, while the
+# bands in flight (about 3 MB per thread: 1 MiB of padded input rows, a pass's
+# intermediate, the output rows) fit even with 8 threads.
+SHAPE = (160, 160, 160)
+BUDGET = "40M"
+
+
+def _volume(path: Path, shape=SHAPE, dtype=np.float32, seed=0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    np.save(path, x)
+    return x
+
+
+def _mapped(path: Path, x: np.ndarray) -> np.memmap:
+    np.save(path, x)
+    return np.load(path, mmap_mode="r")
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+# --------------------------------------------------------------------------- engine
+@pytest.mark.parametrize("method", ["direct", "separable"])
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros", "circular"])
+def test_engine_out_and_on_rows_equal_the_in_memory_result(tmp_path, method, pad_mode):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((57, 11, 9)).astype(np.float32)
+    kernel = np.outer(np.outer([1.0, 2, 1], [1.0, 0, -1]), [0.5, 1.0, 0.5]).reshape(3, 3, 3)
+    expected = correlate(x, kernel, method=method, pad_mode=pad_mode)
+    src = _mapped(tmp_path / "x.npy", x)
+    out = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=np.float32, shape=expected.shape)
+    calls = []
+    got = correlate(src, kernel, method=method, pad_mode=pad_mode, out=out,
+                    on_rows=lambda i, o: calls.append((i, o)))
+    assert got is out
+    np.testing.assert_array_equal(out, expected)  # the same method: bit-exact
+    # Rows are reported in order and end with the whole output.
+    assert calls and calls[-1][1] == expected.shape[0]
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls)
+    assert all(0 <= i <= x.shape[0] for i, _ in calls)
+
+
+def test_engine_streamed_auto_agrees_with_every_in_memory_method(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 16, 3)).astype(np.float32)  # an RGB image, channels last
+    kernel = rng.standard_normal((5, 5))
+    out = np.empty((40, 16, 3), np.float32)
+    convolve(x, kernel, channel_axis=-1, out=out, on_rows=lambda i, o: None)
+    for method in ("direct", "fft"):
+        np.testing.assert_allclose(out, convolve(x, kernel, channel_axis=-1, method=method), rtol=1e-4, atol=1e-4)
+
+
+def test_engine_out_in_any_layout_is_filled(tmp_path):
+    x = np.random.default_rng(3).standard_normal((12, 10)).astype(np.float64)
+    kernel = np.ones((3, 3))
+    out = np.empty((10, 12)).T  # a non-contiguous view: filled through a copy
+    assert correlate(x, kernel, method="direct", out=out) is out
+    np.testing.assert_array_equal(out, correlate(x, kernel, method="direct"))
+
+
+def test_engine_refuses_an_out_that_does_not_fit():
+    x = np.zeros((8, 8), np.float32)
+    with pytest.raises(ParameterError, match="needs"):
+        correlate(x, np.ones((3, 3)), out=np.empty((8, 7), np.float32))
+    with pytest.raises(ParameterError, match="needs"):
+        correlate(x, np.ones((3, 3)), out=np.empty((8, 8), np.float64))
+    frozen = np.empty((8, 8), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ParameterError, match="read-only"):
+        correlate(x, np.ones((3, 3)), out=frozen)
+
+
+def test_streamed_plans_use_band_methods_only():
+    kernel = np.random.default_rng(4).standard_normal((9, 9, 9))  # FFT or OpenCV territory in memory
+    plan = make_plan((64, 64, 64), kernel, streamed=True)
+    assert plan.method in ("direct", "separable")
+    with pytest.raises(ParameterError, match="streamed"):
+        make_plan((64, 64, 64), kernel, method="fft", streamed=True)
+    with pytest.raises(ParameterError, match="streamed"):
+        correlate(np.zeros((4, 8, 8), np.float32), np.ones((3, 3)), on_rows=lambda i, o: None)  # a batch of 4
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_filters_a_volume_over_the_budget_like_the_in_memory_path(tmp_path):
+    _volume(tmp_path / "big.npy")
+    for method in ("direct", "auto"):
+        streamed, whole = tmp_path / f"s_{method}.npy", tmp_path / f"m_{method}.npy"
+        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
+                                "--memory-budget", BUDGET, "-o", str(streamed)])
+        assert r.exit_code == 0, r.output
+        assert "streamed" in r.output
+        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
+                                "-o", str(whole)])
+        assert r.exit_code == 0, r.output
+        a, b = np.load(streamed), np.load(whole)
+        assert a.dtype == b.dtype == np.float32 and a.shape == SHAPE
+        if method == "direct":
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert _leftovers(tmp_path, {"big.npy", "s_direct.npy", "m_direct.npy", "s_auto.npy", "m_auto.npy"}) == []
+
+
+def test_cli_streams_stride_and_float64(tmp_path):
+    # 96 x 128 x 128 float64: 12.6 MB, counted as 24 bytes a sample in memory (38 MB).
+    x = _volume(tmp_path / "big.npy", shape=(96, 128, 128), dtype=np.float64)
+    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--stride", "2",
+                            "--memory-budget", "30M", "-o", str(tmp_path / "out.npy")])
+    assert r.exit_code == 0, r.output
+    assert "streamed" in r.output
+    got = np.load(tmp_path / "out.npy")
+    assert got.dtype == np.float64 and got.shape == (48, 64, 64)
+    np.testing.assert_allclose(got, correlate(x, np.full((3, 3, 3), 1 / 27), stride=2), rtol=1e-12, atol=1e-12)
+
+
+def test_cli_refuses_to_stream_a_chain_and_says_why(tmp_path):
+    _volume(tmp_path / "big.npy")
+    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "-k", "box:3",
+                            "--memory-budget", BUDGET, "-o", str(tmp_path / "out.npy")])
+    assert r.exit_code == 1
+    assert "single kernel" in r.output and "chain of 2 kernels" in r.output
+    assert _leftovers(tmp_path, {"big.npy"}) == []
+
+
+def test_cli_keeps_the_budget_refusal_for_outputs_not_written_in_place(tmp_path):
+    _volume(tmp_path / "big.npy")
+    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(tmp_path / "out.npz")])
+    assert r.exit_code == 1
+    assert "memory budget" in r.output
+    assert _leftovers(tmp_path, {"big.npy"}) == []
+
+
+def test_cli_refuses_a_truncated_npy_over_the_budget(tmp_path):
+    _volume(tmp_path / "big.npy")
+    data = (tmp_path / "big.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-100])
+    r = runner.invoke(app, ["filter", str(tmp_path / "cut.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(tmp_path / "out.npy")])
+    assert r.exit_code == 1 and "truncated" in r.output
+    assert _leftovers(tmp_path, {"big.npy", "cut.npy"}) == []
+
+
+def test_failure_after_the_mapped_temporary_exists_leaves_nothing(tmp_path, monkeypatch):
+    import convcli.engine
+
+    _volume(tmp_path / "big.npy")
+    dest = tmp_path / "out.npy"
+    dest.write_bytes(b"previous")
+    seen = []
+
+    def failing(x, kernel, *, out=None, on_rows=None, **_):
+        seen.append(_leftovers(tmp_path, {"big.npy", "out.npy"}))  # the temporary is there now
+        out[:3] = 1.0
+        from convcli.errors import DataError
+
+        raise DataError("simulated failure mid-volume")
+
+    monkeypatch.setattr(convcli.engine, "correlate", failing)
+    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(dest)])
+    assert r.exit_code == 1 and "simulated failure" in r.output
+    assert seen and len(seen[0]) == 1 and ".convcli-tmp" in seen[0][0]
+    assert _leftovers(tmp_path, {"big.npy", "out.npy"}) == []
+    assert dest.read_bytes() == b"previous"
+
+
+# --------------------------------------------------------------------------- memory
+_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from convcli import engine, filtering, io, kernels
+    from convcli.io import arrays
+
+    def hwm():
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+
+    base = hwm()
+    options = filtering.FilterOptions(kernels=("box:3",), memory_budget=sys.argv[3])
+    report = filtering.filter_file(sys.argv[1], sys.argv[2], options)
+    print(base, hwm(), report.output_shape[0])
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from /proc")
+def test_peak_memory_of_a_streamed_200mb_volume_stays_far_below_it(tmp_path):
+    shape = (370, 370, 370)  # float32: 202.6 MB
+    src = tmp_path / "big.npy"
+    x = np.lib.format.open_memmap(src, mode="w+", dtype=np.float32, shape=shape)
+    rng = np.random.default_rng(5)
+    for z in range(0, shape[0], 37):
+        x[z:z + 37] = rng.standard_normal((37,) + shape[1:], dtype=np.float32)
+    x.flush()
+    del x
+    volume = os.path.getsize(src)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(tmp_path / "out.npy"), "64M"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    base, peak, rows = (int(v) for v in proc.stdout.split())
+    assert rows == shape[0]
+    # The data's share of the peak: bands in flight, not the 200 MB in and out.
+    assert peak - base < volume // 3, f"peak {peak >> 20} MiB, baseline {base >> 20} MiB"
+    # Spot-check the result against the in-memory engine on a slab (with its halo).
+    got = np.load(tmp_path / "out.npy", mmap_mode="r")
+    src_map = np.load(src, mmap_mode="r")
+    slab = np.array(src_map[100:140])
+    expected = correlate(slab, np.full((3, 3, 3), 1 / 27), method="separable", padding="valid")[:, :, :]
+    inner = np.array(got[101:139, 1:-1, 1:-1])
+    np.testing.assert_allclose(inner, expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- hostile scenario
+@pytest.mark.skipif(not HOSTILE.exists(), reason="needs ../shared/tools/hostile.py")
+def test_hostile_memory_budget_2x_scenario_passes(tmp_path):
+    proc = subprocess.run([sys.executable, str(HARNESS), str(tmp_path / "h"), "--hostile", str(HOSTILE),
+                           "--only", "memory_budget_2x"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"scenarios_matching": 1' in proc.stdout
