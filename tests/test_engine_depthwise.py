@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from convcli.engine import compiled, correlate, depthwise_same
+from convcli.engine import compiled, correlate, depthwise_same, same_patches
 from convcli.errors import ParameterError
 
 METHODS = ["auto", "shiftadd"] + (["opencv"] if compiled.available() else [])
@@ -78,3 +78,27 @@ def test_opencv_refuses_strided_channels_last():
     with pytest.raises(ParameterError, match="stride 1 only"):
         depthwise_same(np.zeros((1, 5, 5, 3), np.float32), np.zeros((3, 3, 3)), stride=2, channels_last=True,
                        method="opencv")
+
+
+@given(
+    size=st.tuples(st.integers(1, 11), st.integers(1, 11)),
+    k=st.tuples(st.sampled_from([1, 2, 3]), st.sampled_from([1, 3, 4])),
+    stride=st.sampled_from([1, 2, (1, 3)]),
+    channels=st.integers(1, 4),
+    outputs=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_patches_times_weights_is_a_dense_correlation(size, k, stride, channels, outputs, seed):
+    """Patch rows times (out, kh, kw, C) weights = the sum over input channels of correlate's results."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, channels) + size).astype(np.float32)
+    w = rng.standard_normal((outputs, channels) + k).astype(np.float32)
+    patches = same_patches(x, k, stride=stride)
+    n, rows, oh, ow = patches.shape
+    assert rows == k[0] * k[1] * channels
+    got = np.matmul(w.transpose(0, 2, 3, 1).reshape(outputs, rows), patches.reshape(n, rows, oh * ow))
+    expected = np.stack([
+        sum(correlate(x[:, c].astype(np.float64), w[o, c].astype(np.float64), stride=stride, padding="same",
+                      pad_mode="zeros", method="direct") for c in range(channels))
+        for o in range(outputs)], axis=1)
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-4)

@@ -6,7 +6,7 @@ samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
 """
 from .borders import BORDER_MODES, mode_names, parse_pad_mode
 from .correlation import Plan, convolve, correlate, execute, make_plan
-from .depthwise import DEPTHWISE_METHODS, DepthwisePlan, depthwise_same, plan_depthwise
+from .depthwise import DEPTHWISE_METHODS, DepthwisePlan, depthwise_same, plan_depthwise, same_patches
 from .geometry import AxisPlan, plan_axes
 from .strategies import METHODS, Choice, choose_method, rank1_factors
 

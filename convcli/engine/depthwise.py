@@ -219,3 +219,34 @@ def _shiftadd(x, weight, bias, axes, channels_last, out) -> np.ndarray:
             np.multiply(view(i, j), taps[i, j], out=scratch)
             np.add(out, scratch, out=out)
     return out
+
+
+def same_patches(x, kernel_shape, *, stride=1) -> np.ndarray:
+    """Every tap's window of a zero-border, "same"-size correlation of ``(N, C, H, W)`` images, gathered.
+
+    The patch matrix ("im2col") of a dense convolution: for the tap ``(i, j)``
+    of a ``kh x kw`` kernel, rows ``(i * kw + j) * C + c`` hold channel ``c``
+    at the samples that tap meets for each output sample.  A dense
+    convolution is then one matrix product of its weights, laid out
+    ``(out, kh, kw, C)``, with these ``kh * kw * C`` rows; the geometry (the
+    "same" rule, stride, zero border) stays the engine's.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, kh * kw * C, H_out, W_out)`` float32.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4:
+        raise ParameterError(f"must be a batch of images with 4 axes, got shape {x.shape}", subject="x")
+    kh, kw = (int(k) for k in kernel_shape)
+    ry, rx = plan_axes(x.shape[2:], (kh, kw), stride=stride, padding="same")
+    rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
+    h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
+    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
+    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
+    out = np.empty((x.shape[0], kh, kw, x.shape[1], ry.out, rx.out), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i, j] = padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride]
+    return out.reshape(x.shape[0], kh * kw * x.shape[1], ry.out, rx.out)
