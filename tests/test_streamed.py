@@ -9,6 +9,7 @@ failure must leave no temporary file behind.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from convcli.cli import app
-from convcli.engine import convolve, correlate, make_plan
+from convcli.engine import bands, convolve, correlate, make_plan
 from convcli.errors import ParameterError
 
 runner = CliRunner()
@@ -62,14 +65,59 @@ def test_engine_out_and_on_rows_equal_the_in_memory_result(tmp_path, method, pad
     src = _mapped(tmp_path / "x.npy", x)
     out = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=np.float32, shape=expected.shape)
     calls = []
-    got = correlate(src, kernel, method=method, pad_mode=pad_mode, out=out,
-                    on_rows=lambda i, o: calls.append((i, o)))
+    with _tiny_bands():
+        got = correlate(src, kernel, method=method, pad_mode=pad_mode, out=out,
+                        on_rows=lambda i, o: calls.append((i, o)))
     assert got is out
     np.testing.assert_array_equal(out, expected)  # the same method: bit-exact
     # Rows are reported in order and end with the whole output.
-    assert calls and calls[-1][1] == expected.shape[0]
+    assert len(calls) > 3 and calls[-1][1] == expected.shape[0]
     assert [c[1] for c in calls] == sorted(c[1] for c in calls)
     assert all(0 <= i <= x.shape[0] for i, _ in calls)
+
+
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 9)),
+    taps=st.tuples(st.integers(1, 5), st.integers(1, 4)),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from(["same", "valid", "full", 2]),
+    pad_mode=st.sampled_from(["reflect", "symmetric", "replicate", "circular", "zeros"]),
+    channels=st.sampled_from([None, 2]),
+)
+@settings(max_examples=40, derandomize=True, deadline=None)
+def test_streaming_is_bit_exact_for_every_geometry(shape, taps, stride, dilation, padding, pad_mode, channels):
+    rng = np.random.default_rng(sum(shape) * 31 + sum(taps))
+    full = shape + ((channels,) if channels else ())
+    x = rng.standard_normal(full).astype(np.float32)
+    kernel = rng.standard_normal(taps)
+    geometry = dict(stride=stride, dilation=dilation, padding=padding, pad_mode=pad_mode, method="direct",
+                    channel_axis=-1 if channels else None)
+    if padding == "valid" and any((t - 1) * dilation + 1 > n for t, n in zip(taps, shape)):
+        return  # nothing to compute: the engine refuses, streamed or not
+    try:
+        expected = correlate(x, kernel, **geometry)
+    except ParameterError:
+        return  # a geometry the engine refuses (padding wider than a reflect border allows)
+    out = np.full(expected.shape, np.nan, np.float32)
+    rows = []
+    with _tiny_bands():
+        correlate(x, kernel, out=out, on_rows=lambda i, o: rows.append((i, o)), **geometry)
+    np.testing.assert_array_equal(out, expected)
+    assert rows[-1][1] == expected.shape[0]
+    assert [o for _, o in rows] == sorted(o for _, o in rows)
+    assert all(0 <= i <= shape[0] for i, _ in rows)
+
+
+@contextlib.contextmanager
+def _tiny_bands():
+    """Bands of a few rows, run on threads even for tiny work: many waves on a small input."""
+    saved = bands.BAND_BYTES, bands.PARALLEL_WORK
+    bands.BAND_BYTES, bands.PARALLEL_WORK = 64, 0
+    try:
+        yield
+    finally:
+        bands.BAND_BYTES, bands.PARALLEL_WORK = saved
 
 
 def test_engine_streamed_auto_agrees_with_every_in_memory_method(tmp_path):
