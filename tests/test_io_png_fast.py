@@ -1,0 +1,198 @@
+"""The PNG writer (numpy filtering, deflate in parallel bands) and the block-wise sample conversion."""
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from convcli import samples as samples_module
+from convcli.errors import DataError
+from convcli.io import png, png16
+from convcli.samples import to_samples
+
+RNG = np.random.default_rng(7)
+PIL_MODES = {(np.uint8, 1): "L", (np.uint8, 2): "LA", (np.uint8, 3): "RGB", (np.uint8, 4): "RGBA",
+             (np.uint16, 1): "I;16"}
+
+
+def chunks(raw: bytes):
+    pos = 8
+    while pos < len(raw):
+        (length,) = struct.unpack(">I", raw[pos:pos + 4])
+        yield raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
+        pos += 12 + length
+
+
+def decoded(raw: bytes, dtype, channels: int) -> np.ndarray:
+    """The pixels of a PNG read by an independent decoder (Pillow; png16 for 16-bit colour)."""
+    if dtype == np.uint16 and channels > 1:
+        return png16.decode(raw, "x")[0]
+    with Image.open(io.BytesIO(raw)) as im:
+        assert im.mode == PIL_MODES[(dtype, channels)]
+        out = np.asarray(im)
+    return out if channels > 1 else out[:, :, None]
+
+
+@settings(derandomize=True, max_examples=40, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 30), channels=st.integers(1, 4),
+       wide=st.booleans(), level=st.sampled_from([0, 1, 6, 9]), threads=st.integers(1, 4))
+def test_pixels_survive_at_every_level_and_band_split(height, width, channels, wide, level, threads):
+    dtype = np.uint16 if wide else np.uint8
+    data = RNG.integers(0, np.iinfo(dtype).max + 1, (height, width, channels), dtype=dtype)
+    saved = png.BAND_BYTES
+    png.BAND_BYTES = 1  # every row may be its own band: the seams are what is under test
+    try:
+        raw = png.encode(data if channels > 1 else data[:, :, 0], compress_level=level, threads=threads)
+    finally:
+        png.BAND_BYTES = saved
+    np.testing.assert_array_equal(decoded(raw, dtype, channels), data)
+    # One zlib stream across all IDAT chunks: zlib itself checks the header and the combined Adler-32.
+    stream = b"".join(body for kind, body in chunks(raw) if kind == b"IDAT")
+    filtered = zlib.decompress(stream)
+    assert len(filtered) == height * (1 + width * channels * (2 if wide else 1))
+    for kind, body in chunks(raw):
+        assert struct.unpack(">I", raw[raw.index(kind + body) + 4 + len(body):][:4])[0] == zlib.crc32(kind + body)
+
+
+def test_a_large_image_in_parallel_bands_matches_one_band():
+    data = RNG.integers(0, 40, (800, 1400, 3), dtype=np.uint8).cumsum(axis=1, dtype=np.uint8)
+    one = png.encode(data, compress_level=1, threads=1)
+    two = png.encode(data, compress_level=1, threads=2)
+    assert sum(kind == b"IDAT" for kind, _ in chunks(two)) == 2
+    np.testing.assert_array_equal(decoded(two, np.uint8, 3), data)
+    np.testing.assert_array_equal(decoded(one, np.uint8, 3), data)
+    # Priming each band with the previous 32 KiB keeps the split almost free.
+    assert len(two) < 1.01 * len(one)
+
+
+@settings(derandomize=True, max_examples=30, deadline=None)
+@given(a=st.binary(max_size=3000), b=st.binary(max_size=3000))
+def test_adler32_combine_is_zlibs(a, b):
+    assert png.adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(a + b)
+
+
+@pytest.mark.parametrize("level", range(10))
+def test_zlib_header_is_the_one_zlib_writes(level):
+    assert png.zlib_header(level) == zlib.compress(b"x", level)[:2]
+
+
+def test_rejects_other_sample_types():
+    with pytest.raises(TypeError):
+        png.encode(np.zeros((2, 2), np.float32))
+
+
+def _photo_with_metadata(path, mode="RGB"):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    channels = len(mode)
+    data = RNG.integers(0, 256, (30, 41, channels), dtype=np.uint8)
+    Image.fromarray(data if channels > 1 else data[:, :, 0], mode).save(
+        path, icc_profile=icc, dpi=(300, 72), exif=exif.tobytes())
+    return data
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_cli_keeps_pixels_and_metadata_as_pillow_would(tmp_path, mode):
+    """A one-tap kernel leaves every pixel as it was; ICC, DPI and EXIF read back as Pillow wrote them."""
+    data = _photo_with_metadata(tmp_path / "in.png", mode)
+    done = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "in.png"), "-k", "[[1]]",
+                           "--alpha", "keep", "-o", str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "in.png") as before, Image.open(tmp_path / "out.png") as after:
+        assert after.mode == mode
+        got = np.asarray(after)
+        np.testing.assert_array_equal(got if got.ndim == 3 else got[:, :, None], data)
+        assert after.info["icc_profile"] == before.info["icc_profile"]
+        assert after.info["dpi"] == before.info["dpi"]
+        assert dict(after.getexif()) == dict(before.getexif())
+
+
+def test_cli_png_pixels_equal_the_float_result_converted(tmp_path):
+    """The PNG holds exactly to_samples of the filter's float output (same result as the .npy route)."""
+    data = RNG.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    Image.fromarray(data).save(tmp_path / "in.png")
+    for out in ("out.png", "out.npy"):
+        done = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "in.png"), "-k",
+                               "gaussian:sigma=2", "-o", str(tmp_path / out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    expected, _ = to_samples(np.load(tmp_path / "out.npy"), np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
+
+
+def test_16_bit_grey_is_written_by_the_fast_writer(tmp_path):
+    data = RNG.integers(0, 65536, (20, 25), dtype=np.uint16)
+    Image.fromarray(data).save(tmp_path / "in.png")
+    done = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "in.png"), "-k", "[[1]]",
+                           "--compress-level", "9", "-o", str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(im), data)
+
+
+# ---- to_samples, a block of rows at a time ----------------------------------------------
+
+
+def whole_array(values, dtype, mode, bits=None):
+    """The direct definition: one float copy, round half to even, count, clip, cast."""
+    import math
+
+    lo, hi = samples_module.sample_range(dtype, bits)
+    v = np.asarray(values, dtype=np.float64)
+    if mode == "abs":
+        v = np.abs(v)
+    elif mode == "offset":
+        v = v + (lo + hi + 1) / 2
+    v = np.rint(v)
+    clipped = int(np.count_nonzero((v < lo) | (v > hi)))
+    assert math.isfinite(float(v.sum())) or v.size == 0
+    return np.clip(v, lo, hi).astype(dtype), clipped
+
+
+@settings(derandomize=True, max_examples=40, deadline=None)
+@given(shape=st.sampled_from([(0,), (7,), (13, 2), (9, 11, 3), (1, 50), (31, 4, 4)]),
+       dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.int8]),
+       mode=st.sampled_from(["clip", "abs", "offset"]), block=st.sampled_from([1, 5, 64, 1 << 18]),
+       scale=st.sampled_from([1.0, 300.0, 1e5]), strided=st.booleans())
+def test_block_conversion_matches_the_definition(shape, dtype, mode, block, scale, strided):
+    values = (RNG.standard_normal(shape) * scale).astype(np.float32)
+    values[values > 0] = np.floor(values[values > 0]) + 0.5  # halves: round to even
+    if strided and values.ndim >= 2:
+        values = values[::2, ::-1]
+    saved = samples_module.BLOCK
+    samples_module.BLOCK = block
+    try:
+        got, clipped = to_samples(values, dtype, mode)
+    finally:
+        samples_module.BLOCK = saved
+    want, want_clipped = whole_array(values, dtype, mode)
+    assert got.dtype == np.dtype(dtype) and got.shape == values.shape
+    np.testing.assert_array_equal(got, want)
+    assert clipped == want_clipped
+
+
+def test_block_conversion_leaves_the_input_alone_and_counts_every_non_finite():
+    values = RNG.standard_normal((40, 30, 3)).astype(np.float32) * 100
+    values[3, 4, 1] = np.nan
+    values[39, 29, 2] = np.inf
+    values[20, 0, 0] = -np.inf
+    copy = values.copy()
+    saved = samples_module.BLOCK
+    samples_module.BLOCK = 90  # the three lie in different blocks
+    try:
+        with pytest.raises(DataError, match=r"^3 non-finite samples"):
+            to_samples(values, np.uint8, "offset")
+    finally:
+        samples_module.BLOCK = saved
+    np.testing.assert_array_equal(values, copy)
