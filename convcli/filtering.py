@@ -312,8 +312,9 @@ def _may_stream(dest: str, options: FilterOptions) -> bool:
 def streamed_band_bytes(plan, signal) -> tuple[int, int]:
     """Bytes a streamed run holds at once (about), and the output rows of one band.
 
-    Every thread holds a band: its padded input rows (gathered or mapped),
-    an intermediate as large for a separable pass, and its output rows.
+    Every thread holds a band: its padded input rows, mapped and gathered,
+    an intermediate as large for a separable pass, and its output rows,
+    computed and mapped.
     """
     import math
 
@@ -321,10 +322,10 @@ def streamed_band_bytes(plan, signal) -> tuple[int, int]:
 
     trail = signal.data.shape[-1] if signal.channel_axis is not None else 1
     p0 = plan.axes[0]
-    rows = band_rows(plan.axes, 1, trail, plan.dtype.itemsize)
+    rows = band_rows(plan.axes, 1, trail, plan.dtype.itemsize, streamed=True)
     padded_row = plan.dtype.itemsize * trail * math.prod(p.before + p.length + p.after for p in plan.axes[1:])
     in_rows = (rows - 1) * p0.stride + p0.span
-    return workers() * (2 * in_rows + rows) * padded_row, rows
+    return workers() * (3 * in_rows + 2 * rows) * padded_row, rows
 
 
 def filter_streamed(signal, source: str, dest: str, options: FilterOptions, start: float) -> FilterReport:

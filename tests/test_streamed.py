@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -265,16 +267,25 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from /proc")
-def test_peak_memory_of_a_streamed_200mb_volume_stays_far_below_it(tmp_path):
-    shape = (370, 370, 370)  # float32: 202.6 MB
-    src = tmp_path / "big.npy"
-    x = np.lib.format.open_memmap(src, mode="w+", dtype=np.float32, shape=shape)
+BIG = (370, 370, 370)  # float32: 202.6 MB
+
+
+@pytest.fixture(scope="module")
+def big_volume(tmp_path_factory) -> Path:
+    """A 200 MB float32 volume of noise (real pages, not a sparse file), written slab by slab."""
+    src = tmp_path_factory.mktemp("big") / "big.npy"
+    x = np.lib.format.open_memmap(src, mode="w+", dtype=np.float32, shape=BIG)
     rng = np.random.default_rng(5)
-    for z in range(0, shape[0], 37):
-        x[z:z + 37] = rng.standard_normal((37,) + shape[1:], dtype=np.float32)
+    for z in range(0, BIG[0], 37):
+        x[z:z + 37] = rng.standard_normal((37,) + BIG[1:], dtype=np.float32)
     x.flush()
     del x
+    return src
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from /proc")
+def test_peak_memory_of_a_streamed_200mb_volume_stays_far_below_it(tmp_path, big_volume):
+    shape, src = BIG, big_volume
     volume = os.path.getsize(src)
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(tmp_path / "out.npy"), "64M"],
                           capture_output=True, text=True, timeout=120)
@@ -290,6 +301,31 @@ def test_peak_memory_of_a_streamed_200mb_volume_stays_far_below_it(tmp_path):
     expected = correlate(slab, np.full((3, 3, 3), 1 / 27), method="separable", padding="valid")[:, :, :]
     inner = np.array(got[101:139, 1:-1, 1:-1])
     np.testing.assert_allclose(inner, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sigint_mid_stream_removes_the_mapped_temporary(tmp_path, big_volume):
+    dest = tmp_path / "out.npy"
+    # The direct method (27 taps a voxel) keeps the run busy for seconds.
+    proc = subprocess.Popen([sys.executable, "-m", "convcli", "filter", str(big_volume), "-k", "box:3", "--method",
+                             "direct", "--memory-budget", "64M", "-o", str(dest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert [p.name for p in tmp_path.iterdir()][0].startswith(".out.npy.")  # the mapped temporary
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.wait(timeout=10)
+        assert time.monotonic() - start < 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (-signal.SIGINT, 130)
+    assert b"Traceback" not in proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- hostile scenario

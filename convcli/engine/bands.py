@@ -241,8 +241,13 @@ def gather_band(x: np.ndarray, lo: int, hi: int, plans, mode: BorderMode, value:
 
 
 # --------------------------------------------------------------------------- running bands
-def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int, per_row_factor: float = 1.0) -> int:
-    """Output rows per band so that a band's padded input stays near ``BAND_BYTES``."""
+def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int, per_row_factor: float = 1.0,
+              *, streamed: bool = False) -> int:
+    """Output rows per band so that a band's padded input stays near ``BAND_BYTES``.
+
+    ``streamed`` bands (see ``on_rows`` in :func:`run_bands`) favour memory
+    over speed: they accept re-reading as many halo rows as the band has.
+    """
     p0 = plans[0]
     row_bytes = lanes * trail * itemsize * math.prod(p.before + p.length + p.after for p in plans[1:])
     row_bytes = max(1, int(row_bytes * per_row_factor))
@@ -250,7 +255,7 @@ def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int
     rows = max(1, (input_rows - p0.span) // p0.stride + 1)
     # Every band gathers span - 1 halo rows again: keep that re-reading under
     # a quarter of the band, even when it leaves the cache.
-    rows = max(rows, -(-4 * (p0.span - 1) // p0.stride))
+    rows = max(rows, -(-(1 if streamed else 4) * (p0.span - 1) // p0.stride))
     return min(rows, p0.out)
 
 
@@ -272,7 +277,7 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     stays a few bands whatever the signal's size.
     """
     p0 = plans[0]
-    rows = rows_per_band or band_rows(plans, x.shape[0], x.shape[-1], out.dtype.itemsize)
+    rows = rows_per_band or band_rows(plans, x.shape[0], x.shape[-1], out.dtype.itemsize, streamed=on_rows is not None)
     starts = list(range(0, p0.out, rows))
     rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
 
