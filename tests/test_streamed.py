@@ -247,6 +247,28 @@ def test_failure_after_the_mapped_temporary_exists_leaves_nothing(tmp_path, monk
     assert dest.read_bytes() == b"previous"
 
 
+def test_a_full_disk_is_refused_before_the_mapped_output_is_written(tmp_path):
+    """The temporary's blocks are reserved up front: ENOSPC is one error line, never a SIGBUS mid-volume."""
+    _volume(tmp_path / "big.npy")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        previous = disk / "out.npy"
+        previous.write_bytes(b"previous" * 1000)
+        (disk / "filler").write_bytes(b"\0" * (8 << 20))  # 20 MB - 8 MB: no room for 16 MB more
+        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                                "-o", str(previous)])
+        assert r.exit_code == 1
+        assert "No space left" in r.output
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "out.npy"]
+        assert previous.read_bytes() == b"previous" * 1000
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 # --------------------------------------------------------------------------- memory
 _CHILD = textwrap.dedent("""
     import sys
