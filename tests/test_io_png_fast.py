@@ -46,7 +46,8 @@ def decoded(raw: bytes, dtype, channels: int) -> np.ndarray:
        wide=st.booleans(), level=st.sampled_from([0, 1, 6, 9]), threads=st.integers(1, 4))
 def test_pixels_survive_at_every_level_and_band_split(height, width, channels, wide, level, threads):
     dtype = np.uint16 if wide else np.uint8
-    data = RNG.integers(0, np.iinfo(dtype).max + 1, (height, width, channels), dtype=dtype)
+    rng = np.random.default_rng([height, width, channels, level, threads])  # the same data on every replay
+    data = rng.integers(0, np.iinfo(dtype).max + 1, (height, width, channels), dtype=dtype)
     saved = png.BAND_BYTES
     png.BAND_BYTES = 1  # every row may be its own band: the seams are what is under test
     try:
@@ -145,15 +146,15 @@ def test_16_bit_grey_is_written_by_the_fast_writer(tmp_path):
 
 
 def whole_array(values, dtype, mode, bits=None):
-    """The direct definition: one float copy, round half to even, count, clip, cast."""
+    """The direct definition: one float32 copy (exact for these types), round half to even, count, clip, cast."""
     import math
 
     lo, hi = samples_module.sample_range(dtype, bits)
-    v = np.asarray(values, dtype=np.float64)
+    v = np.array(values, dtype=np.float32)
     if mode == "abs":
         v = np.abs(v)
     elif mode == "offset":
-        v = v + (lo + hi + 1) / 2
+        v = v + np.float32((lo + hi + 1) / 2)  # in float32, as the conversion's policy says
     v = np.rint(v)
     clipped = int(np.count_nonzero((v < lo) | (v > hi)))
     assert math.isfinite(float(v.sum())) or v.size == 0
@@ -164,18 +165,20 @@ def whole_array(values, dtype, mode, bits=None):
 @given(shape=st.sampled_from([(0,), (7,), (13, 2), (9, 11, 3), (1, 50), (31, 4, 4)]),
        dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.int8]),
        mode=st.sampled_from(["clip", "abs", "offset"]), block=st.sampled_from([1, 5, 64, 1 << 18]),
-       scale=st.sampled_from([1.0, 300.0, 1e5]), strided=st.booleans())
-def test_block_conversion_matches_the_definition(shape, dtype, mode, block, scale, strided):
-    values = (RNG.standard_normal(shape) * scale).astype(np.float32)
+       scale=st.sampled_from([1.0, 300.0, 1e5]), strided=st.booleans(), parallel=st.booleans())
+def test_block_conversion_matches_the_definition(shape, dtype, mode, block, scale, strided, parallel):
+    rng = np.random.default_rng([sum(shape), block, int(scale), strided, parallel])  # the same on every replay
+    values = (rng.standard_normal(shape) * scale).astype(np.float32)
     values[values > 0] = np.floor(values[values > 0]) + 0.5  # halves: round to even
     if strided and values.ndim >= 2:
         values = values[::2, ::-1]
-    saved = samples_module.BLOCK
+    saved = samples_module.BLOCK, samples_module.PARALLEL
     samples_module.BLOCK = block
+    samples_module.PARALLEL = 1 if parallel else saved[1]  # rows split between threads, whatever the size
     try:
         got, clipped = to_samples(values, dtype, mode)
     finally:
-        samples_module.BLOCK = saved
+        samples_module.BLOCK, samples_module.PARALLEL = saved
     want, want_clipped = whole_array(values, dtype, mode)
     assert got.dtype == np.dtype(dtype) and got.shape == values.shape
     np.testing.assert_array_equal(got, want)
@@ -188,11 +191,11 @@ def test_block_conversion_leaves_the_input_alone_and_counts_every_non_finite():
     values[39, 29, 2] = np.inf
     values[20, 0, 0] = -np.inf
     copy = values.copy()
-    saved = samples_module.BLOCK
-    samples_module.BLOCK = 90  # the three lie in different blocks
+    saved = samples_module.BLOCK, samples_module.PARALLEL
+    samples_module.BLOCK, samples_module.PARALLEL = 90, 1  # the three lie in different blocks and threads
     try:
         with pytest.raises(DataError, match=r"^3 non-finite samples"):
             to_samples(values, np.uint8, "offset")
     finally:
-        samples_module.BLOCK = saved
+        samples_module.BLOCK, samples_module.PARALLEL = saved
     np.testing.assert_array_equal(values, copy)
