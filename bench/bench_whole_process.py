@@ -48,12 +48,23 @@ def make_input(path: Path) -> None:
     Image.open(ROOT / "examples" / "photo.jpg").convert("RGB").resize((3840, 2160), Image.BICUBIC).save(path)
 
 
-def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> float:
+def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run of `cmd`."""
     # Run outside the source tree: `python -m` puts the working directory
     # ahead of PYTHONPATH, which would hide a --before checkout.
+    # Byte-code is cached as for an installed package (the warm-up run writes
+    # it): PYTHONDONTWRITEBYTECODE would make every run recompile convcli (~0.1 s).
+    env = {k: v for k, v in (env or os.environ).items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    return time.perf_counter() - start
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    stderr = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    if child.returncode:
+        raise SystemExit(f"{cmd[0]} failed ({child.returncode}): {stderr.strip()}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -90,21 +101,23 @@ def run_level(src: Path, out: Path, level: int, args) -> None:
     for name, cmd, env in rows:
         timed(cmd, env, out)  # warm the page cache and any compiled-code caches
     # Round robin, so that load from elsewhere on a shared machine falls on every tool alike.
-    samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in rows}
     for i in range(args.repeats):
         for name, cmd, env in rows:
             if name != "imagemagick" or i < args.magick_repeats:
                 samples[name].append(timed(cmd, env, out))
-    times = {name: statistics.median(values) for name, values in samples.items()}
+    times = {name: statistics.median(wall for wall, _ in values) for name, values in samples.items()}
+    cpu = {name: statistics.median(used for _, used in values) for name, values in samples.items()}
     ours = times["convcli"]
     reference = pixels(output_of("convcli", out))
     print(f"\nPNG level {level}, input {src.name} {Image.open(src).size[0]}x{Image.open(src).size[1]}, "
           f"medians of {args.repeats} runs")
-    print(f"{'tool':<16}{'seconds':>9}{'MB out':>9}{'max |diff|':>12}{'convcli / tool':>16}")
+    print(f"{'tool':<16}{'wall s':>9}{'cpu s':>9}{'MB out':>9}{'max |diff|':>12}{'convcli / tool (wall)':>23}")
     for name, _, _ in rows:
         path = output_of(name, out)
         diff = int(np.abs(pixels(path) - reference).max())
-        print(f"{name:<16}{times[name]:>9.3f}{path.stat().st_size / 1e6:>9.2f}{diff:>12}{ours / times[name]:>16.2f}")
+        print(f"{name:<16}{times[name]:>9.3f}{cpu[name]:>9.3f}{path.stat().st_size / 1e6:>9.2f}{diff:>12}"
+              f"{ours / times[name]:>23.2f}")
 
 
 def main() -> None:
@@ -115,7 +128,8 @@ def main() -> None:
     parser.add_argument("--input", type=Path, help="an RGB PNG (default: examples/photo.jpg at 3840x2160)")
     parser.add_argument("--before", help="a checkout of convcli to time as 'convcli before'")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, {sys.platform}; python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, {sys.platform}; python {sys.version.split()[0]}; "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = args.input or tmp / "photo4k.png"
