@@ -329,14 +329,20 @@ def streamed_band_bytes(plan, signal) -> tuple[int, int]:
 
 
 def filter_streamed(signal, source: str, dest: str, options: FilterOptions, start: float) -> FilterReport:
-    """Filter a memory-mapped input band by band straight into a memory-mapped ``.npy`` output.
+    """Filter a memory-mapped input band by band straight into a memory-mapped output of its format.
 
     For an input over the memory budget (``signal.meta["streamed"]``): one
     kernel of one weight array, computed by a strategy that works band by
     band, with the pages of finished rows of both files let go as it goes,
     so the resident memory stays a few bands whatever the volume's size.
+    A NIfTI volume (x fastest on disk) is filtered as its (z, y, x)
+    transpose with the kernel and geometry transposed, so bands of rows are
+    contiguous in both files.
     """
+    import numpy as np
+
     from . import engine, io
+    from .engine.geometry import per_axis
     from .errors import DataError
     from .io.limits import Limits, human
 
@@ -349,9 +355,23 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
         raise DataError(
             f"{over}; such an input is filtered in streamed bands with a single kernel only, not {count} "
             "(run one kernel at a time, or raise --memory-budget)", subject=str(source))
-    kernel, weights = kernels[0], kernels[0].weights[0]
+    fmt = io.output_format(dest, options.out_format) or signal.meta.get("format")
+    if fmt != signal.meta.get("format"):
+        raise DataError(f"{over}; such an input is streamed only into a file of its own format "
+                        f"({signal.meta.get('format')}), not {fmt}", subject=str(source))
+    weights = kernels[0].weights[0]
     geometry = _geometry(options, signal, last=True)
-    plan = engine.make_plan(signal.data.shape, weights, x_dtype=signal.data.dtype, streamed=True, **geometry)
+    x = signal.data
+    flipped = not x.flags.c_contiguous  # a NIfTI volume: run on its C-ordered (z, y, x) transpose
+    if flipped:
+        nd = signal.spatial_ndim
+        x, weights = x.T, np.asarray(weights).T
+        for name in ("stride", "dilation"):
+            geometry[name] = per_axis(geometry[name], nd, name, minimum=1)[::-1]
+        padding = geometry["padding"]
+        if not isinstance(padding, str):
+            geometry["padding"] = per_axis(padding, nd, "padding", minimum=0)[::-1]
+    plan = engine.make_plan(x.shape, weights, x_dtype=x.dtype, streamed=True, **geometry)
     need, rows = streamed_band_bytes(plan, signal)
     if need > budget:
         raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {human(need)}; "
@@ -359,20 +379,25 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
     steps = plan_chain(signal, kernels, options)
     steps[0]["methods"] = [plan.method]
     steps[0]["why"] = f"{plan.method} (streamed: the input is over the memory budget)"
+    out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
+    nd = signal.spatial_ndim
+    like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),
+                     stride=per_axis(options.stride, nd, "stride", minimum=1),
+                     origin=chain_origin(steps, kernels, options, nd))
     run = engine.convolve if options.convolve else engine.correlate
-    drop_input = io.release_rows(signal.data)
-    fmt = io.output_format(dest, options.out_format) or "npy"
-    with _non_finite_is_data(), io.mapped_output(dest, plan.output_shape, plan.dtype, format=fmt) as out:
+    drop_input = io.release_rows(x)
+    with _non_finite_is_data(), io.mapped_output(dest, like, plan.dtype, format=fmt) as mapped:
+        out = mapped.T if flipped else mapped
         drop_output = io.release_rows(out)
 
         def on_rows(input_rows: int, output_rows: int) -> None:
             drop_input(input_rows)
             drop_output(output_rows)
 
-        run(signal.data, weights, out=out, on_rows=on_rows, **geometry)
+        run(x, weights, out=out, on_rows=on_rows, **geometry)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
-        output_shape=tuple(plan.output_shape), kernels=steps, seconds=time.perf_counter() - start,
+        output_shape=tuple(out_shape), kernels=steps, seconds=time.perf_counter() - start,
         notes=input_notes(signal) + [f"streamed in bands: the input is over the memory budget of {human(budget)}"],
     )
 

@@ -53,9 +53,10 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     memory_budget : int or str, optional
         Bytes a read may cost, e.g. ``"4G"`` (default: half the available memory).
     stream : bool
-        A ``.npy`` file over the memory budget is memory-mapped read-only
-        instead of refused, and ``meta["streamed"]`` is set: for a caller
-        that filters it band by band into :func:`mapped_output`.
+        A ``.npy`` file (or an uncompressed float NIfTI volume) over the
+        memory budget is memory-mapped read-only instead of refused, and
+        ``meta["streamed"]`` is set: for a caller that filters it band by
+        band into :func:`mapped_output`.
 
     Raises
     ------
@@ -75,7 +76,7 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
 
     fmt = detect(src)
     reader = _reader(fmt)
-    extra = {"stream": True} if stream and fmt == "npy" else {}
+    extra = {"stream": True} if stream and fmt in STREAMED_FORMATS else {}
     sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient, **extra)
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
@@ -145,23 +146,29 @@ def output_format(dest, format=None) -> str | None:
     return fmt
 
 
-STREAMED_FORMATS = ("npy",)  # outputs that can be filled in place through a memory map
+STREAMED_FORMATS = ("npy", "nifti")  # read and written in place through a memory map
 
 
-def mapped_output(dest, shape, dtype, *, format="npy"):
+def mapped_output(dest, like: Signal, dtype, *, format="npy"):
     """A context manager yielding a writable array that becomes the file `dest` when the block succeeds.
 
-    For a streamed filter (see :func:`read`'s ``stream``): the result is
-    written in place into a memory-mapped temporary file beside `dest`, which
-    is renamed onto `dest` at the end; any failure removes it.  Only formats
-    in ``STREAMED_FORMATS`` can be written this way.
+    For a streamed filter (see :func:`read`'s ``stream``): `like` describes
+    the result (its ``data`` gives only the shape; NIfTI takes the header and
+    affine from its ``meta``).  The result is written in place into a
+    memory-mapped temporary file beside `dest`, renamed onto `dest` at the
+    end; any failure removes it.  A ``.npy`` array is C-ordered, a NIfTI one
+    Fortran-ordered (x fastest), as the formats store them.
     """
     if format not in STREAMED_FORMATS:
         raise UsageError(f"a streamed result can be written as {', '.join(STREAMED_FORMATS)} only, not {format}",
                          subject=str(dest))
+    if format == "nifti":
+        from .volume import mapped_nifti
+
+        return mapped_nifti(like, str(dest), dtype)
     from .arrays import mapped_npy
 
-    return mapped_npy(str(dest), shape, dtype)
+    return mapped_npy(str(dest), like.data.shape, dtype)
 
 
 def release_rows(arr):

@@ -209,8 +209,12 @@ def _nifti_header_bytes(source, gz: bool) -> bytes:
     return out
 
 
-def check_nifti_header(source, fmt: str, limits) -> None:
-    """Refuse a NIfTI header whose dimensions, type or declared size are impossible, before nibabel reads it."""
+def check_nifti_header(source, fmt: str, limits, *, budget: bool = True):
+    """Refuse a NIfTI header whose dimensions, type or declared size are impossible, before nibabel reads it.
+
+    Returns the declared shape and bytes per voxel; with ``budget`` false the
+    memory budget is left for the caller to check.
+    """
     gz = fmt == "nifti-gz"
     head = _nifti_header_bytes(source, gz)
     if len(head) < 348:
@@ -253,21 +257,31 @@ def check_nifti_header(source, fmt: str, limits) -> None:
             )
     else:
         limits.check_inflation(nbytes, source.size, source.name)
-    limits.check_samples(shape, itemsize, source.name, work_itemsize=8 if itemsize >= 8 else 4)
+    if budget:
+        limits.check_samples(shape, itemsize, source.name, work_itemsize=8 if itemsize >= 8 else 4)
+    return tuple(shape), itemsize
 
 
-def read_nifti(source, fmt: str, *, limits, kind=None, **_):
-    """Reader for NIfTI-1/2 volumes (``.nii``, ``.nii.gz``): samples, header and affine."""
+def read_nifti(source, fmt: str, *, limits, kind=None, stream=False, **_):
+    """Reader for NIfTI-1/2 volumes (``.nii``, ``.nii.gz``): samples, header and affine.
+
+    With ``stream``, an uncompressed float volume over the memory budget is
+    memory-mapped instead of refused (see :func:`map_nifti`).
+    """
     import gzip
     import zlib
 
     import numpy as np
 
-    from .signal import Signal
-
     if kind not in (None, "volume"):
         raise UsageError(f"a NIfTI file cannot be read as {kind}", subject="--kind")
-    check_nifti_header(source, fmt, limits)
+    shape, itemsize = check_nifti_header(source, fmt, limits, budget=False)
+    try:
+        limits.check_samples(shape, itemsize, source.name, work_itemsize=8 if itemsize >= 8 else 4)
+    except DataError as refusal:
+        if not (stream and fmt == "nifti" and source.path is not None):
+            raise
+        return map_nifti(source, refusal)
     nib = _nibabel()
     suffix = ".nii.gz" if fmt == "nifti-gz" else ".nii"
     try:
@@ -288,6 +302,15 @@ def read_nifti(source, fmt: str, *, limits, kind=None, **_):
         data = data[..., 0]
     if data.ndim > 4:
         raise DataError(f"{data.ndim}-D NIfTI data of shape {data.shape} is not supported", subject=source.name)
+    return _nifti_signal(data, header, affine, fmt)
+
+
+def _nifti_signal(data, header, affine, fmt: str):
+    """A Signal of NIfTI samples, with what the writer needs (header, affine, stored type) in ``meta``."""
+    import numpy as np
+
+    from .signal import Signal
+
     slope, inter = header.get_slope_inter()
     scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
     meta = {"format": fmt, "nifti_header": header, "affine": affine, "nifti_version": 2 if header.sizeof_hdr == 540 else 1,
@@ -304,6 +327,86 @@ def read_nifti(source, fmt: str, *, limits, kind=None, **_):
                   spacing=spacing, meta=meta)
 
 
+def map_nifti(source, refusal: DataError):
+    """Memory-map an uncompressed NIfTI volume over the memory budget, read-only, for a streamed filter.
+
+    Only an unscaled little-endian float 3-D volume qualifies (its filtered
+    result is stored as it is computed, with no integer conversion).  NIfTI
+    keeps x fastest, so the samples are mapped as a C-ordered (z, y, x) array
+    and the Signal holds its transpose, an (x, y, z) view.
+    """
+    import numpy as np
+
+    nib = _nibabel()
+    why = "; only an unscaled little-endian float 3-D NIfTI volume can be streamed"
+    try:
+        with _quiet_nibabel():
+            img = nib.load(source.path, mmap=False)  # the header; the proxy reads nothing yet
+            header = img.header.copy()
+            affine = np.array(img.affine, dtype=np.float64)
+            offset = int(img.dataobj.offset)
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, ValueError, OSError,
+            EOFError, TypeError, IndexError, struct.error, OverflowError, AttributeError) as exc:
+        raise DataError(f"cannot read the NIfTI file: {str(exc) or type(exc).__name__}", subject=source.name) from None
+    shape = tuple(int(n) for n in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    dtype = header.get_data_dtype()
+    slope, inter = header.get_slope_inter()
+    scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+    if len(shape) != 3 or dtype.kind != "f" or scaled or dtype.byteorder == ">" or header.endianness != "<":
+        raise DataError(refusal.message + why, subject=source.name)
+    try:
+        raw = np.memmap(source.path, dtype=dtype, mode="r", offset=offset, shape=shape[::-1])
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot map the file ({exc})", subject=source.name) from None
+    sig = _nifti_signal(raw.T, header, affine, "nifti")
+    sig.meta["streamed"] = True
+    return sig
+
+
+def mapped_nifti(sig, dest: str, dtype):
+    """A context manager yielding a writable ``(x, y, z)`` array mapped from a NIfTI temporary beside ``dest``.
+
+    ``sig`` describes the result (shape, header, strided affine); its
+    samples are not read.  The header is written first, the voxel blocks
+    reserved, and the file renamed onto ``dest`` only when the block
+    succeeds; any failure removes it.
+    """
+    import contextlib
+    import io as _io
+
+    import numpy as np
+
+    from .arrays import _reserve
+    from .files import atomic_path
+
+    img = _nifti_image(sig, np.broadcast_to(np.zeros((), dtype=dtype), sig.data.shape))
+    header = img.header
+    header.set_data_dtype(np.dtype(dtype))
+    probe = _io.BytesIO()
+    header.write_to(probe)
+    offset = -(-len(probe.getvalue()) // 16) * 16
+    header.set_data_offset(offset)
+    shape = tuple(sig.data.shape)
+
+    @contextlib.contextmanager
+    def opened():
+        with atomic_path(dest, suffix=".nii") as tmp:
+            with open(tmp, "wb") as fh:
+                header.write_to(fh)
+                fh.write(b"\0" * (offset - fh.tell()))
+            _reserve(tmp, offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            arr = np.memmap(tmp, dtype=np.dtype(dtype), mode="r+", offset=offset, shape=shape, order="F")
+            try:
+                yield arr
+                arr.flush()
+            finally:
+                del arr
+
+    return opened()
+
+
 def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
     """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
     import numpy as np
@@ -316,6 +419,23 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
     data = np.asarray(sig.data)
     if sig.spatial_ndim not in (1, 2, 3):
         raise OutputError(f"a {sig.spatial_ndim}-D signal cannot be written as NIfTI", subject=dest)
+    stored = np.dtype(sig.meta.get("dtype") or data.dtype)
+    if stored.kind not in "iuf" or stored == np.float16:
+        stored = np.dtype(np.float32)
+    if stored.kind == "f" and data.dtype == np.float64:
+        stored = np.dtype(np.float64)
+    samples, clipped = to_samples(data, stored, sig.meta.get("range", "clip"))
+    img = _nifti_image(sig, samples)
+    with atomic_path(dest, suffix=".nii.gz" if fmt == "nifti-gz" else ".nii") as tmp:
+        nib.save(img, tmp)
+    return Written(path=dest, format=fmt, clipped=clipped)
+
+
+def _nifti_image(sig, samples):
+    """The nibabel image of ``samples`` with ``sig``'s header and affine, voxel sizes matching the grid."""
+    import numpy as np
+
+    nib = _nibabel()
     header = sig.meta.get("nifti_header")
     affine = sig.meta.get("affine")
     if affine is None:
@@ -323,12 +443,6 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
         if sig.spacing is not None:
             for axis, d in enumerate(sig.spacing[:3]):
                 affine[axis, axis] = d
-    stored = np.dtype(sig.meta.get("dtype") or data.dtype)
-    if stored.kind not in "iuf" or stored == np.float16:
-        stored = np.dtype(np.float32)
-    if stored.kind == "f" and data.dtype == np.float64:
-        stored = np.dtype(np.float64)
-    samples, clipped = to_samples(data, stored, sig.meta.get("range", "clip"))
     cls = nib.Nifti2Image if sig.meta.get("nifti_version") == 2 else nib.Nifti1Image
     header = header.copy() if header is not None else None
     with _quiet_nibabel():
@@ -345,6 +459,4 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
     img.header.set_zooms(zooms)
     img.set_sform(np.asarray(affine), code=int(header["sform_code"]) if header is not None and header["sform_code"] else 1)
     img.set_qform(np.asarray(affine), code=int(header["qform_code"]) if header is not None and header["qform_code"] else 1)
-    with atomic_path(dest, suffix=".nii.gz" if fmt == "nifti-gz" else ".nii") as tmp:
-        nib.save(img, tmp)
-    return Written(path=dest, format=fmt, clipped=clipped)
+    return img
