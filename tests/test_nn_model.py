@@ -243,3 +243,14 @@ def test_a_batch_gives_the_same_logits_as_single_images(pretrained):
     batch = pretrained(np.stack(images))
     for i, image in enumerate(images):
         np.testing.assert_allclose(batch[i], pretrained(image[None])[0], atol=1e-5)
+
+
+def test_a_batch_split_over_threads_gives_every_image_its_own_logits():
+    """Threads take shares of a batch; each image's logits are what it gets alone."""
+    state = random_state(TINY, seed=11)
+    model = EfficientNetLite(weights.fold_batch_norm(state, TINY), TINY, threads=3)
+    x = np.random.default_rng(12).standard_normal((5, 3, 19, 19)).astype(np.float32)
+    together = model(x)
+    model.threads = 1
+    alone = np.concatenate([model(x[i:i + 1]) for i in range(5)])
+    np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-6)
