@@ -102,3 +102,24 @@ def test_patches_times_weights_is_a_dense_correlation(size, k, stride, channels,
                       pad_mode="zeros", method="direct") for c in range(channels))
         for o in range(outputs)], axis=1)
     np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="OpenCV is not installed")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_threads_share_a_layer_without_changing_it(monkeypatch, channels_last, stride):
+    from convcli.engine import depthwise, plan_depthwise
+
+    monkeypatch.setattr(depthwise, "_SHARED_WORK", 0)  # share even this small layer
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    expected = reference(x, w, stride, b)
+    if channels_last:
+        if stride != 1:
+            return  # shift-and-add: not shared
+        x, expected = x.transpose(0, 2, 3, 1), expected.transpose(0, 2, 3, 1)
+    plan = plan_depthwise(x.shape, w, stride=stride, bias=b, channels_last=channels_last, threads=3)
+    assert plan.threads == 3 and plan.method == "opencv"
+    np.testing.assert_allclose(plan(x), expected, rtol=1e-5, atol=1e-4)

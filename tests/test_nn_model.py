@@ -254,3 +254,18 @@ def test_a_batch_split_over_threads_gives_every_image_its_own_logits():
     model.threads = 1
     alone = np.concatenate([model(x[i:i + 1]) for i in range(5)])
     np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_threads_sharing_each_layer_of_one_image_change_nothing(monkeypatch):
+    from convcli.engine import depthwise
+    from convcli.nn import layers
+
+    monkeypatch.setattr(layers, "_SHARED_WORK", 0)  # share even the tiny network's layers
+    monkeypatch.setattr(depthwise, "_SHARED_WORK", 0)
+    for switch in (10**9, 1):
+        config = replace(TINY, channels_last_stride=switch)
+        model = EfficientNetLite(weights.fold_batch_norm(random_state(config, seed=13), config), config, threads=1)
+        x = np.random.default_rng(14).standard_normal((1, 3, 19, 19)).astype(np.float32)
+        alone = model(x)
+        model.threads = 3
+        np.testing.assert_allclose(model(x), alone, rtol=1e-6, atol=1e-6)

@@ -62,6 +62,7 @@ class DepthwisePlan:
     weight: np.ndarray  # (C, kh, kw) float32
     bias: np.ndarray  # (C,) float32
     tiles: np.ndarray | None  # channels-last OpenCV: (kh, kw, rows, W * C), tap weights repeated per pixel
+    threads: int = 1  # OpenCV: channel planes (channels-first) or output rows (channels-last) shared this many ways
 
     def __call__(self, x, out=None) -> np.ndarray:
         x = np.asarray(x)
@@ -75,11 +76,16 @@ class DepthwisePlan:
         if self.method == "shiftadd":
             return _shiftadd(x, self.weight, self.bias, self.axes, self.channels_last, out)
         if self.channels_last:
-            return _opencv_channels_last(x, self.tiles, self.bias, self.axes, out)
-        return _opencv(x, self.weight, self.bias, self.axes, out)
+            run = lambda lo, hi: _opencv_channels_last(x, self.tiles, self.bias, self.axes, out, lo, hi)  # noqa: E731
+            _shared(run, self.out_shape[1], self.threads)
+        else:
+            run = lambda lo, hi: _opencv(x, self.weight, self.bias, self.axes, out, lo, hi)  # noqa: E731
+            _shared(run, self.out_shape[1], self.threads)
+        return out
 
 
-def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False, method="auto") -> DepthwisePlan:
+def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False, method="auto",
+                   threads=1) -> DepthwisePlan:
     """Plan a per-channel, zero-border, "same"-size correlation of image batches of ``x_shape``.
 
     Parameters
@@ -97,6 +103,10 @@ def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False,
     method : {"auto", "opencv", "shiftadd"}
         ``opencv`` needs OpenCV, and stride 1 on channels-last input;
         ``auto`` uses it wherever it can, shift-and-add elsewhere.
+    threads : int
+        Threads sharing an OpenCV layer (OpenCV releases the interpreter);
+        a layer of fewer than ~1/4 million multiply-adds runs on one, since
+        handing work over costs ~30 us.
     """
     x_shape = tuple(int(n) for n in x_shape)
     weight = np.ascontiguousarray(weight, dtype=np.float32)
@@ -130,8 +140,10 @@ def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False,
         tiles = np.empty((kh, kw, rows, width, channels), dtype=np.float32)
         tiles[...] = weight.transpose(1, 2, 0)[:, :, None, None, :]
         tiles = tiles.reshape(kh, kw, rows, width * channels)
+    work = int(np.prod(out_shape)) * weight[0].size
+    threads = max(1, min(int(threads), out_shape[1])) if work >= _SHARED_WORK else 1
     return DepthwisePlan(x_shape, out_shape, bool(channels_last), axes, "opencv" if use_opencv else "shiftadd",
-                         weight, bias, tiles)
+                         weight, bias, tiles, threads)
 
 
 def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, method="auto", out=None) -> np.ndarray:
@@ -147,16 +159,38 @@ def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, metho
     return plan(x, out=out)
 
 
-def _opencv_channels_last(x, tiles, bias, axes, out) -> np.ndarray:
+_SHARED_WORK = 250_000
+_POOL = None
+
+
+def _shared(run, length: int, threads: int) -> None:
+    """``run(lo, hi)`` over ``range(length)`` cut in ``threads`` parts, the first in this thread."""
+    if threads <= 1:
+        run(0, length)
+        return
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, threads - 1), thread_name_prefix="convcli-depthwise")
+    cuts = np.linspace(0, length, threads + 1).round().astype(int)
+    futures = [_POOL.submit(run, cuts[t], cuts[t + 1]) for t in range(1, threads)]
+    run(cuts[0], cuts[1])
+    for future in futures:
+        future.result()
+
+
+def _opencv_channels_last(x, tiles, bias, axes, out, lo: int, hi: int) -> np.ndarray:
+    """Output rows ``lo:hi``."""
     cv2 = compiled._cv2()
     n, h, w, c = x.shape
     ry, rx = axes
     kh, kw, rows = tiles.shape[:3]
     flat_in, flat_out = x.reshape(n, h, w * c), out.reshape(n, h, w * c)
-    np.copyto(out, bias)
+    np.copyto(out[:, lo:hi], bias)
     for i in range(kh):
         dy = i - ry.before  # output row y reads input row y + dy
-        y0, y1 = max(0, -dy), min(h, h - dy)
+        y0, y1 = max(lo, -dy), min(hi, h - dy)
         for j in range(kw):
             dx = j - rx.before
             x0, x1 = max(0, -dx), min(w, w - dx)
@@ -171,7 +205,8 @@ def _opencv_channels_last(x, tiles, bias, axes, out) -> np.ndarray:
     return out
 
 
-def _opencv(x, weight, bias, axes, out) -> np.ndarray:
+def _opencv(x, weight, bias, axes, out, lo: int, hi: int) -> np.ndarray:
+    """Channels ``lo:hi``."""
     cv2 = compiled._cv2()
     ry, rx = axes
     strided = ry.stride > 1 or rx.stride > 1
@@ -180,7 +215,7 @@ def _opencv(x, weight, bias, axes, out) -> np.ndarray:
     anchor = (rx.before, ry.before)
     full = np.empty(x.shape[2:], dtype=np.float32) if strided else None
     for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
+        for c in range(lo, hi):
             if strided:
                 cv2.filter2D(x[n, c], -1, weight[c], dst=full, anchor=anchor, delta=float(bias[c]),
                              borderType=cv2.BORDER_CONSTANT)

@@ -140,16 +140,17 @@ class MBConv:
         self.expand = None
         if row.expand != 1:
             w, b = _pair(params, f"{prefix}._expand_conv")
-            self.expand = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
+            self.expand = PointwiseConv(w[:, :, 0, 0], b, channels_last=last, relu6=True)
         w, b = _pair(params, f"{prefix}._depthwise_conv")
         self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last)
         w, b = _pair(params, f"{prefix}._project_conv")
         self.project = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        h = relu6(self.expand(x)) if self.expand is not None else x
-        h = relu6(self.depthwise(h))
-        h = self.project(h)  # linear bottleneck: no activation
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        """The block on ``x``; ``threads`` share each layer's work."""
+        h = self.expand(x, threads) if self.expand is not None else x
+        h = relu6(self.depthwise(h, threads))
+        h = self.project(h, threads)  # linear bottleneck: no activation
         if self.row.residual:
             h += x
         return h
@@ -166,9 +167,10 @@ class EfficientNetLite:
     config : Config
         The architecture; Lite0 by default.
     threads : int, optional
-        How many threads share a batch of several images, each running the
-        network on its part (numpy, BLAS and OpenCV release the interpreter
-        while they compute).  By default one per available core.
+        How many threads run the network (numpy, BLAS and OpenCV release the
+        interpreter while they compute): a batch of several images is shared
+        out, one image has its large layers shared.  By default one per
+        available core.
     """
 
     def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0, threads: int | None = None) -> None:
@@ -178,7 +180,7 @@ class EfficientNetLite:
         self.stem = DenseConv(w, b, stride=2)
         self.blocks = [MBConv(row, params) for row in block_rows(config)]
         w, b = _pair(params, "_conv_head")
-        self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last)
+        self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last, relu6=True)
         self.fc = Linear(*_pair(params, "_fc"))
 
     def features(self, x: np.ndarray) -> np.ndarray:
@@ -186,24 +188,25 @@ class EfficientNetLite:
         x = np.asarray(x, dtype=np.float32)
         parts = min(self.threads, len(x))
         if parts <= 1:
-            return self._features(x)
+            # One image: the threads share each large layer instead.
+            return self._features(x, self.threads)
         # Images are independent: one share of the batch per thread, one
         # hand-over per call (a split inside every layer would cost a
         # hand-over per layer, ~50 per forward pass).
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(parts) as pool:
-            return np.concatenate(list(pool.map(self._features, np.array_split(x, parts))))
+            return np.concatenate(list(pool.map(lambda part: self._features(part, 1), np.array_split(x, parts))))
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
+    def _features(self, x: np.ndarray, threads: int) -> np.ndarray:
         x = relu6(self.stem(x))
         channels_last = False
         for block in self.blocks:
             if block.row.channels_last != channels_last:
                 channels_last = block.row.channels_last
                 x = to_channels_last(x) if channels_last else to_channels_first(x)
-            x = block(x)
-        x = relu6(self.head(x))
+            x = block(x, threads)
+        x = self.head(x, threads)
         return to_channels_first(x) if channels_last else x
 
     def classifier(self, features: np.ndarray) -> np.ndarray:

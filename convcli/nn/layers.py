@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import execute, make_plan, plan_depthwise, same_patches
+from .parallel import shared
 
 
 def relu6(x: np.ndarray) -> np.ndarray:
@@ -32,25 +33,53 @@ def to_channels_first(x: np.ndarray) -> np.ndarray:
 
 
 class PointwiseConv:
-    """A 1x1 convolution: ``weight (out, in)`` times every pixel's channel vector, plus ``bias (out,)``."""
+    """A 1x1 convolution: ``weight (out, in)`` times every pixel's channel vector, plus ``bias (out,)``.
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, channels_last: bool = False) -> None:
+    With ``relu6`` the activation follows in the same pass over each part of
+    the output, while it is still in cache.  Called with ``threads`` > 1 on a
+    large enough layer, the threads share the output channels
+    (channels-first) or pixels (channels-last), each one matrix product.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, channels_last: bool = False, relu6: bool = False) -> None:
         self.channels_last = channels_last
+        self.relu6 = relu6
         weight = np.asarray(weight, dtype=np.float32)
         self.weight = np.ascontiguousarray(weight.T if channels_last else weight)
         bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.bias = bias if channels_last else bias[:, None]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         if self.channels_last:
             n, h, w, c = x.shape
-            out = x.reshape(n * h * w, c) @ self.weight
-            out += self.bias
-            return out.reshape(n, h, w, -1)
-        n, c, h, w = x.shape
-        out = np.matmul(self.weight, x.reshape(n, c, h * w))
-        out += self.bias
-        return out.reshape(n, -1, h, w)
+            rows = x.reshape(n * h * w, c)
+            out = np.empty((n * h * w, self.weight.shape[1]), dtype=np.float32)
+
+            def part(lo, hi):
+                np.matmul(rows[lo:hi], self.weight, out=out[lo:hi])
+                self._finish(out[lo:hi], self.bias)
+            length = n * h * w
+        else:
+            n, c, h, w = x.shape
+            planes = x.reshape(n, c, h * w)
+            out = np.empty((n, self.weight.shape[0], h * w), dtype=np.float32)
+
+            def part(lo, hi):
+                np.matmul(self.weight[lo:hi], planes, out=out[:, lo:hi])
+                self._finish(out[:, lo:hi], self.bias[lo:hi])
+            length = self.weight.shape[0]
+        work = out.size * self.weight.shape[0 if self.channels_last else 1]
+        shared(part, length, threads if work >= _SHARED_WORK else 1)
+        return out.reshape((n, h, w, -1) if self.channels_last else (n, -1, h, w))
+
+    def _finish(self, out: np.ndarray, bias: np.ndarray) -> None:
+        out += bias
+        if self.relu6:
+            relu6(out)
+
+
+# Multiply-adds below which a layer runs on one thread: a hand-over costs ~30 us.
+_SHARED_WORK = 1_000_000
 
 
 def _same_plan(shape: tuple[int, ...], kernel: np.ndarray, stride: int, channel_axis: int = 1, method: str = "direct"):
@@ -89,17 +118,18 @@ class DepthwiseConv:
         self.stride = stride
         self.channels_last = channels_last
         self.method = method  # None: the depthwise entry point's fastest for the layout
-        self._plans: dict[tuple[int, ...], object] = {}
+        self._plans: dict[tuple, object] = {}
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        plan = self._plans.get(x.shape)
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        key = (x.shape, threads)
+        plan = self._plans.get(key)
         if plan is None:
             if self.method is None:
                 plan = plan_depthwise(x.shape, self.weight, stride=self.stride, bias=self.bias,
-                                      channels_last=self.channels_last)
+                                      channels_last=self.channels_last, threads=threads)
             else:
                 plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
-            self._plans[x.shape] = plan
+            self._plans[key] = plan
         if self.method is None:
             return plan(x)
         out = execute(plan, x, self.weight)
