@@ -264,8 +264,8 @@ def test_threads_sharing_each_layer_of_one_image_change_nothing(monkeypatch):
     monkeypatch.setattr(depthwise, "_SHARED_WORK", 0)
     for switch in (10**9, 1):
         config = replace(TINY, channels_last_stride=switch)
-        model = EfficientNetLite(weights.fold_batch_norm(random_state(config, seed=13), config), config, threads=1)
+        model = EfficientNetLite(weights.fold_batch_norm(random_state(config, seed=13), config), config)
         x = np.random.default_rng(14).standard_normal((1, 3, 19, 19)).astype(np.float32)
         alone = model(x)
-        model.threads = 3
+        model.layer_threads = 3
         np.testing.assert_allclose(model(x), alone, rtol=1e-6, atol=1e-6)

@@ -167,15 +167,21 @@ class EfficientNetLite:
     config : Config
         The architecture; Lite0 by default.
     threads : int, optional
-        How many threads run the network (numpy, BLAS and OpenCV release the
-        interpreter while they compute): a batch of several images is shared
-        out, one image has its large layers shared.  By default one per
-        available core.
+        How many threads share a batch of several images (numpy, BLAS and
+        OpenCV release the interpreter while they compute); by default one
+        per available core.
+    layer_threads : int
+        How many threads share each large layer of a single image.  One by
+        default: on this project's 2-core machine a hand-over per layer made
+        one image slower whenever another job held a core (23 -> 29 ms), and
+        matrix products themselves gained at most 1.2x from a second thread.
     """
 
-    def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0, threads: int | None = None) -> None:
+    def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0, threads: int | None = None,
+                 layer_threads: int = 1) -> None:
         self.config = config
         self.threads = threads if threads is not None else available_cores()
+        self.layer_threads = layer_threads
         w, b = _pair(params, "_conv_stem")
         self.stem = DenseConv(w, b, stride=2)
         self.blocks = [MBConv(row, params) for row in block_rows(config)]
@@ -188,8 +194,7 @@ class EfficientNetLite:
         x = np.asarray(x, dtype=np.float32)
         parts = min(self.threads, len(x))
         if parts <= 1:
-            # One image: the threads share each large layer instead.
-            return self._features(x, self.threads)
+            return self._features(x, self.layer_threads)
         # Images are independent: one share of the batch per thread, one
         # hand-over per call (a split inside every layer would cost a
         # hand-over per layer, ~50 per forward pass).
