@@ -129,7 +129,7 @@ def filter_command(
         from .. import io
 
         signal = io.read(input, kind=kind, key=key, auto_orient=not no_auto_orient, max_pixels=max_pixels,
-                         memory_budget=memory_budget)
+                         memory_budget=memory_budget, stream=True)  # planning reads no samples
         steps = plan_chain(signal, resolve_kernels(options, signal), options)
         _print_explain(steps, as_json)
         return
