@@ -199,3 +199,104 @@ def test_block_conversion_leaves_the_input_alone_and_counts_every_non_finite():
     finally:
         samples_module.BLOCK, samples_module.PARALLEL = saved
     np.testing.assert_array_equal(values, copy)
+
+
+# ---- 8-bit PNGs read through OpenCV ----------------------------------------------------------
+
+
+def _read_both_ways(path, monkeypatch):
+    """(signal via the OpenCV route, signal via Pillow alone, whether OpenCV decoded it)."""
+    from convcli import io as cio
+    from convcli.io import image
+
+    used = []
+    original = png.decode_with_opencv
+
+    def spy(*args):
+        pixels = original(*args)
+        used.append(pixels is not None)
+        return pixels
+
+    monkeypatch.setattr(png, "decode_with_opencv", spy)
+    fast = cio.read(path)
+    monkeypatch.setattr(image, "_png_pixel_stream", lambda source: None)
+    slow = cio.read(path)
+    return fast, slow, any(used)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
+@pytest.mark.parametrize("extra", ["plain", "metadata", "text", "transparency", "rotated", "optimized"])
+def test_opencv_route_reads_what_pillow_reads(tmp_path, monkeypatch, mode, extra):
+    from PIL import ImageCms, PngImagePlugin
+
+    rng = np.random.default_rng(len(mode) * 7 + len(extra))
+    base = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65536, (23, 31), dtype=np.uint16))
+    elif mode == "P":
+        im = Image.fromarray(base[:, :, :3]).convert("P")
+    else:
+        im = Image.fromarray(base[:, :, :len(mode)] if len(mode) > 1 else base[:, :, 0], mode)
+    options, exif = {}, Image.Exif()
+    if extra == "metadata":
+        exif[0x010F] = "Maker"
+        exif[0x0112] = 1
+        options.update(icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+                       dpi=(96.5, 72), exif=exif.tobytes())
+    elif extra == "text":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("XML:com.adobe.xmp", '<x tiff:Orientation="3"/>')
+        options["pnginfo"] = info
+    elif extra == "transparency" and mode in ("L", "RGB"):
+        options["transparency"] = 5 if mode == "L" else (1, 2, 3)
+    elif extra == "rotated":
+        exif[0x0112] = 6
+        options["exif"] = exif.tobytes()
+    elif extra == "optimized":
+        options["optimize"] = True
+    im.save(tmp_path / "in.png", **options)
+    fast, slow, used = _read_both_ways(tmp_path / "in.png", monkeypatch)
+    assert fast.data.dtype == slow.data.dtype
+    np.testing.assert_array_equal(fast.data, slow.data)
+    assert fast.meta == slow.meta
+    # The OpenCV route is taken exactly when nothing can make it differ (the XMP
+    # packet of "text" says Orientation 3: Pillow turns those pixels, seen without decoding them).
+    simple = mode in ("L", "RGB", "RGBA") and extra not in ("rotated", "text") and not (
+        extra == "transparency" and mode in ("L", "RGB"))
+    assert used == simple
+
+
+def test_opencv_route_reads_interlaced_pngs(tmp_path, monkeypatch):
+    data = RNG.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(png.encode(data))) as im:
+        assert im.info.get("interlace") is None
+    # An Adam7 file from the pixels re-encoded by hand: libpng and Pillow must agree on it.
+    passes = []
+    for x0, y0, dx, dy in png16.ADAM7:
+        sub = data[y0::dy, x0::dx]
+        if sub.size:
+            rows = sub.reshape(sub.shape[0], -1)
+            passes.append(np.concatenate([np.zeros((rows.shape[0], 1), np.uint8), rows], axis=1).tobytes())
+    body = zlib.compress(b"".join(passes))
+    raw = (png.SIGNATURE + png.chunk(b"IHDR", struct.pack(">IIBBBBB", 29, 37, 8, 2, 0, 0, 1))
+           + png.chunk(b"IDAT", body) + png.chunk(b"IEND", b""))
+    (tmp_path / "adam7.png").write_bytes(raw)
+    fast, slow, used = _read_both_ways(tmp_path / "adam7.png", monkeypatch)
+    assert used
+    np.testing.assert_array_equal(fast.data, data)
+    np.testing.assert_array_equal(slow.data, data)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_corrupt_pixel_data_is_one_line_and_libpng_stays_quiet(tmp_path, damage):
+    """CRCs correct, deflate stream broken: Pillow's error, and nothing from libpng on stderr."""
+    good = png.encode(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8), compress_level=1)
+    body = b"".join(b for kind, b in chunks(good) if kind == b"IDAT")
+    body = body[: len(body) // 2] if damage == "truncated" else body[:50] + bytes([body[50] ^ 0xFF]) + body[51:]
+    start = good.index(b"IDAT") - 4
+    (tmp_path / "bad.png").write_bytes(good[:start] + png.chunk(b"IDAT", body) + png.chunk(b"IEND", b""))
+    done = subprocess.run([sys.executable, "-m", "convcli", "filter", str(tmp_path / "bad.png"), "-k", "box:3",
+                           "-o", str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("convcli: error: ")
+    assert "libpng" not in done.stderr and not (tmp_path / "out.png").exists()

@@ -88,6 +88,7 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
     with _pillow_errors(source.name, limits):
         from PIL import Image
 
+        stream = _png_pixel_stream(source) if fmt == "png" and kind in (None, "image") else None
         with source.open() as fh, Image.open(fh) as im:
             limits.check_pixels(im.width, im.height, source.name)
             frames = _frame_count(im, fmt, limits, source.name)
@@ -97,7 +98,22 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
                 return read_tiff_stack(im, frames, source.name, limits)
             if kind == "volume":
                 raise UsageError(f"a {fmt.upper()} image cannot be read as a volume", subject="--kind")
-            return _image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096))
+            return _image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096), stream)
+
+
+def _png_pixel_stream(source) -> bytes | None:
+    """An 8-bit grey/RGB/RGBA PNG's pixel chunks for OpenCV to decode (see png.pixel_stream), else None.
+
+    OpenCV (libpng) decodes a 4K photo in 0.16 s where Pillow takes 0.19 s
+    and two copies more (0.23-0.27 s); the samples are the same.
+    """
+    from . import png
+
+    head = source.head(33)
+    if len(head) < 33 or head[24] != 8 or head[25] not in png.OPENCV_CHANNELS:
+        return None
+    with source.open() as fh:
+        return png.pixel_stream(fh.read())
 
 
 MAX_PAGES = 65536
@@ -129,18 +145,23 @@ def _frame_count(im, fmt: str, limits, subject: str) -> int:
     return max(pages, 1)
 
 
-def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool, head: bytes = b""):
+def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool, head: bytes = b"",
+                  png_stream: bytes | None = None):
     import numpy as np
-    from PIL import ImageOps
-
-    from .signal import Signal
+    from PIL import Image, ImageOps
 
     meta = {"format": fmt}
     if frames > 1:
         meta["frames"] = frames
         meta["first_frame_only"] = True
     info = dict(im.info)
-    exif = im.getexif() if hasattr(im, "getexif") else None
+    if png_stream is not None and frames == 1:
+        # Everything Pillow would read on loading is already in im.info (only
+        # pixels follow the first IDAT): read the EXIF without decoding them.
+        exif = Image.Image.getexif(im)
+    else:
+        png_stream = None
+        exif = im.getexif() if hasattr(im, "getexif") else None
     orientation = exif.get(0x0112, 1) if exif else 1
     mode = im.mode
     if fmt == "pnm" and mode == "I":
@@ -151,6 +172,12 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         meta["lossless"] = _webp_lossless(head)
     channels = MODE_SAMPLES.get(_normal_mode(mode, im), (None, 3))[1]
     limits.check_samples((im.height, im.width, channels), 4, subject)
+    if png_stream is not None and mode in ("L", "RGB", "RGBA") and not (auto_orient and orientation not in (1, None)):
+        from . import png
+
+        pixels = png.decode_with_opencv(png_stream, im.width, im.height)
+        if pixels is not None:
+            return _signal_of(pixels, mode, meta, info, exif, fmt, auto_orient, im)
     im.load()
     if auto_orient and orientation not in (1, None):
         im = ImageOps.exif_transpose(im)  # upright pixels, Orientation tag removed
@@ -175,6 +202,13 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         data = np.asarray(im)
         dtype = np.dtype(MODE_SAMPLES[mode][0])
         data = np.array(data, dtype=dtype, order="C", copy=True)  # native order, writable
+    return _signal_of(data, mode, meta, info, exif, fmt, auto_orient, im)
+
+
+def _signal_of(data, mode: str, meta: dict, info: dict, exif, fmt: str, auto_orient: bool, im):
+    """The Signal of decoded samples, with the metadata a writer puts back."""
+    from .signal import Signal
+
     meta["mode"] = mode
     meta["dtype"] = str(data.dtype)
     meta["alpha"] = mode in ALPHA_MODES

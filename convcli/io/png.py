@@ -21,6 +21,7 @@ bytes differ from Pillow's (Pillow picks filters per row).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -175,3 +176,105 @@ def encode(samples, **options) -> bytes:
     buffer = io.BytesIO()
     write(buffer, samples, **options)
     return buffer.getvalue()
+
+
+# ---- reading 8-bit PNGs through OpenCV ------------------------------------------------------
+
+# Chunks that may precede the pixels of a PNG read by OpenCV: all are parsed by
+# Pillow when it opens the file (metadata) and none changes the stored samples.
+# tRNS, PLTE and the APNG chunks are not here: such files go through Pillow.
+BEFORE_PIXELS = {b"IHDR", b"iCCP", b"pHYs", b"eXIf", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD", b"tIME",
+                 b"tEXt", b"zTXt", b"iTXt", b"cICP", b"mDCV", b"cLLI"}
+OPENCV_CHANNELS = {0: 1, 2: 3, 6: 4}  # 8-bit colour types OpenCV returns as stored (grey, BGR, BGRA)
+
+
+def pixel_stream(raw: bytes) -> bytes | None:
+    """The PNG reduced to IHDR, IDAT and IEND when OpenCV decodes it exactly as Pillow would, else None.
+
+    That is: 8-bit grey, RGB or RGBA, every chunk's CRC correct, no chunk that
+    changes the samples, and nothing but pixels after the first IDAT (so the
+    metadata Pillow reads on opening is complete).  Ancillary chunks are left
+    out so that libpng has nothing to warn about on a good file.
+    """
+    if len(raw) < 33 or not raw.startswith(SIGNATURE) or raw[12:16] != b"IHDR":
+        return None
+    depth, ctype = raw[24], raw[25]
+    if depth != 8 or ctype not in OPENCV_CHANNELS:
+        return None
+    keep, pos, seen_pixels = [SIGNATURE], len(SIGNATURE), False
+    while pos + 12 <= len(raw):
+        (length,) = struct.unpack(">I", raw[pos:pos + 4])
+        kind = raw[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > len(raw):
+            return None
+        (crc,) = struct.unpack(">I", raw[end - 4:end])
+        if zlib.crc32(raw[pos + 4:end - 4]) != crc:
+            return None
+        if kind == b"IDAT":
+            seen_pixels = True
+            keep.append(raw[pos:end])
+        elif kind == b"IEND":
+            keep.append(raw[pos:end])
+            return b"".join(keep) if seen_pixels else None
+        elif seen_pixels or kind not in BEFORE_PIXELS:
+            return None
+        elif kind == b"IHDR":
+            keep.append(raw[pos:end])
+        pos = end
+    return None
+
+
+def decode_with_opencv(stream: bytes, width: int, height: int):
+    """Pixels of a :func:`pixel_stream` as (H, W[, C]) uint8 in RGB(A) order, or None if OpenCV refuses them.
+
+    libpng prints its complaints about a corrupt stream to the standard error
+    itself; they are silenced here (the caller falls back to Pillow, which
+    raises the error convcli reports).
+    """
+    import numpy as np
+
+    try:
+        import cv2
+    except ImportError:  # a broken OpenCV install: Pillow reads every PNG
+        return None
+    channels = OPENCV_CHANNELS[stream[25]]
+    with _quiet_stderr():
+        try:
+            pixels = cv2.imdecode(np.frombuffer(stream, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            return None
+    expected = (height, width) if channels == 1 else (height, width, channels)
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape != expected:
+        return None
+    if channels == 3:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    return pixels
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Point file descriptor 2 at /dev/null for the duration (C libraries write there directly)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error at all: nothing to silence
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
