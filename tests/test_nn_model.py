@@ -144,16 +144,24 @@ def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_pointwise_conv_is_a_1x1_convolution(channels_last):
+@pytest.mark.parametrize("outputs", [4, 9])  # narrowing; widening (bias as a weight column)
+@pytest.mark.parametrize("activation", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pointwise_conv_is_a_1x1_convolution(channels_last, outputs, activation, threads, monkeypatch):
+    from convcli.nn import layers
+
+    monkeypatch.setattr(layers, "_SHARED_WORK", 0)  # threads share even this small layer
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
-    w = rng.standard_normal((4, 6)).astype(np.float32)
-    b = rng.standard_normal(4).astype(np.float32)
-    layer = PointwiseConv(w, b, channels_last=channels_last)
-    got = to_channels_first(layer(to_channels_last(x))) if channels_last else layer(x)
+    x = 3 * rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
+    w = rng.standard_normal((outputs, 6)).astype(np.float32)
+    b = rng.standard_normal(outputs).astype(np.float32)
+    layer = PointwiseConv(w, b, channels_last=channels_last, relu6=activation)
+    got = to_channels_first(layer(to_channels_last(x), threads)) if channels_last else layer(x, threads)
     for n in range(3):
-        expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1)
-        np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
+        expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1) + b[:, None, None]
+        if activation:
+            expected = np.clip(expected, 0, 6)
+        np.testing.assert_allclose(got[n], expected, rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the table
