@@ -218,6 +218,7 @@ def _read_both_ways(path, monkeypatch):
         return pixels
 
     monkeypatch.setattr(png, "decode_with_opencv", spy)
+    monkeypatch.setattr(image, "OPENCV_PNG_PIXELS", 0)  # small test images take the OpenCV route too
     fast = cio.read(path)
     monkeypatch.setattr(image, "_png_pixel_stream", lambda source: None)
     slow = cio.read(path)
@@ -300,3 +301,11 @@ def test_corrupt_pixel_data_is_one_line_and_libpng_stays_quiet(tmp_path, damage)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("convcli: error: ")
     assert "libpng" not in done.stderr and not (tmp_path / "out.png").exists()
+
+
+def test_small_pngs_do_not_import_opencv_for_reading(tmp_path):
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    code = ("import sys; from convcli import io; io.read(sys.argv[1]); "
+            "print('cv2' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "small.png")], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
