@@ -2,10 +2,13 @@
 
 Each backend runs in its own process (so peak memory is its own) on the same
 preprocessed inputs: the median latency of one image (batch 1), the median
-throughput of a batch of 8, and the peak resident memory.  PyTorch and
+throughput of a batch of 8, and the peak resident memory (the process's
+VmHWM: weights, activations, interpreter and libraries).  PyTorch and
 onnxruntime use 2 threads; convcli runs with OpenBLAS held to one thread, as
-``convcli classify`` does, once more with two, and once as on a machine
-without the engine's optional OpenCV backend.  The backends take turns for
+``convcli classify`` does (a batch is shared one part per core), once with
+two threads sharing each layer of one image (``layer_threads=2``), once with
+two OpenBLAS threads, and once as on a machine without the engine's optional
+OpenCV backend.  The backends take turns for
 ``--rounds`` rounds and each keeps its best round, so a busy machine (other
 jobs on the 2 cores) skews the ratios less.  Then the start-up: the best wall
 time of ``convcli classify examples/photo.jpg`` with a warm weights cache,
@@ -62,6 +65,7 @@ def backend_convcli():
     from convcli.nn.weights import load_model
 
     model = load_model()
+    model.layer_threads = int(os.environ.get("BENCH_LAYER_THREADS", "1"))
     return lambda x: model(x)
 
 
@@ -103,6 +107,7 @@ BACKENDS = {"convcli": backend_convcli, "pytorch": backend_torch, "onnxruntime":
 RUNS = {  # name shown -> (backend, extra environment)
     "convcli": ("convcli", {"OPENBLAS_NUM_THREADS": "1"}),  # as `convcli classify` runs it
     "convcli-no-cv2": ("convcli", {"OPENBLAS_NUM_THREADS": "1", "BENCH_HIDE_OPENCV": "1"}),
+    "convcli-layer2": ("convcli", {"OPENBLAS_NUM_THREADS": "1", "BENCH_LAYER_THREADS": "2"}),
     "convcli-blas2": ("convcli", {"OPENBLAS_NUM_THREADS": "2"}),
     "pytorch": ("pytorch", {}),
     "onnxruntime": ("onnxruntime", {}),
@@ -121,9 +126,22 @@ def measure(name: str, repeats: int) -> dict:
         "backend": name,
         "latency_ms": 1000 * statistics.median(one),
         "throughput": 8 / statistics.median(eight),
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": peak_mib(),
         "top5": np.argsort(-logits)[:5].tolist(),
     }
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory: VmHWM where Linux tells it, else ru_maxrss (which a
+    child can inherit from its parent across exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- start-up

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from dataclasses import replace
@@ -277,3 +278,17 @@ def test_threads_sharing_each_layer_of_one_image_change_nothing(monkeypatch):
         alone = model(x)
         model.layer_threads = 3
         np.testing.assert_allclose(model(x), alone, rtol=1e-6, atol=1e-6)
+
+
+def test_batches_are_shared_out_only_when_blas_runs_single_threaded(monkeypatch):
+    from convcli.nn.efficientnet import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert default_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert default_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert default_threads() >= 1
+    if hasattr(os, "sched_getaffinity"):
+        assert default_threads() == len(os.sched_getaffinity(0))
