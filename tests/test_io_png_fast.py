@@ -41,19 +41,32 @@ def decoded(raw: bytes, dtype, channels: int) -> np.ndarray:
     return out if channels > 1 else out[:, :, None]
 
 
+def backends():
+    """The deflate implementations png.py may use: zlib always, zlib-ng when installed."""
+    found = [zlib]
+    try:
+        from zlib_ng import zlib_ng
+
+        found.append(zlib_ng)
+    except ImportError:
+        pass
+    return found
+
+
 @settings(derandomize=True, max_examples=40, deadline=None)
 @given(height=st.integers(1, 40), width=st.integers(1, 30), channels=st.integers(1, 4),
-       wide=st.booleans(), level=st.sampled_from([0, 1, 6, 9]), threads=st.integers(1, 4))
-def test_pixels_survive_at_every_level_and_band_split(height, width, channels, wide, level, threads):
+       wide=st.booleans(), level=st.sampled_from([0, 1, 6, 9]), threads=st.integers(1, 4),
+       backend=st.sampled_from(backends()))
+def test_pixels_survive_at_every_level_and_band_split(height, width, channels, wide, level, threads, backend):
     dtype = np.uint16 if wide else np.uint8
     rng = np.random.default_rng([height, width, channels, level, threads])  # the same data on every replay
     data = rng.integers(0, np.iinfo(dtype).max + 1, (height, width, channels), dtype=dtype)
-    saved = png.BAND_BYTES
-    png.BAND_BYTES = 1  # every row may be its own band: the seams are what is under test
+    saved = png.BAND_BYTES, png._DEFLATER
+    png.BAND_BYTES, png._DEFLATER = 1, backend  # every row may be its own band: the seams are what is under test
     try:
         raw = png.encode(data if channels > 1 else data[:, :, 0], compress_level=level, threads=threads)
     finally:
-        png.BAND_BYTES = saved
+        png.BAND_BYTES, png._DEFLATER = saved
     np.testing.assert_array_equal(decoded(raw, dtype, channels), data)
     # One zlib stream across all IDAT chunks: zlib itself checks the header and the combined Adler-32.
     stream = b"".join(body for kind, body in chunks(raw) if kind == b"IDAT")
@@ -63,7 +76,9 @@ def test_pixels_survive_at_every_level_and_band_split(height, width, channels, w
         assert struct.unpack(">I", raw[raw.index(kind + body) + 4 + len(body):][:4])[0] == zlib.crc32(kind + body)
 
 
-def test_a_large_image_in_parallel_bands_matches_one_band():
+@pytest.mark.parametrize("backend", backends(), ids=lambda m: m.__name__)
+def test_a_large_image_in_parallel_bands_matches_one_band(monkeypatch, backend):
+    monkeypatch.setattr(png, "_DEFLATER", backend)
     data = RNG.integers(0, 40, (800, 1400, 3), dtype=np.uint8).cumsum(axis=1, dtype=np.uint8)
     one = png.encode(data, compress_level=1, threads=1)
     two = png.encode(data, compress_level=1, threads=2)
