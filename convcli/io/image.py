@@ -329,10 +329,11 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     raise AssertionError(f"no mode for {fmt}")  # every format allows L or RGB
 
 
-# zlib level for PNG when none is asked for.  Encoding dominates a whole-process
-# run on a large image: a 3840x2160 photo takes 0.47 s at level 1 (4.7 MB), 0.67 s at
-# 3 (4.3 MB) and 1.56 s at Pillow's default 6 (3.6 MB) here; level 1 is also OpenCV's
-# default.  --compress-level 6..9 trades time for smaller files.
+# zlib level for PNG when none is asked for; level 1 is also OpenCV's default.
+# Encoding used to dominate a whole-process run on a large image (Pillow: 0.47 s
+# at level 1, 1.56 s at 6 for a 3840x2160 photo); convcli.io.png with zlib-ng
+# takes 0.07 s at 1 (5.9 MB), 0.11 s at 2 (3.7 MB), 0.49 s at 6 (3.0 MB) on one
+# core.  --compress-level 6..9 trades time for smaller files.
 PNG_COMPRESS_LEVEL = 1
 # Modes written by convcli.io.png (numpy filtering, deflate in parallel bands:
 # 0.3 s on one core for that photo at level 1, 4.2 MB) rather than Pillow; mode 1 stays with Pillow.
