@@ -4,9 +4,11 @@
 same thing for any border and geometry.  This entry point serves the one case
 a CNN runs hundreds of times per image, zero border and TensorFlow's "same"
 rule, on a whole ``(N, C, H, W)`` or ``(N, H, W, C)`` batch, with the bias added
-and the result written into a caller's buffer, and picks the fastest of two
-strategies by layout (measured on EfficientNet-Lite0's layers, 2 cores,
-batch 1):
+and the result written into a caller's buffer.  :func:`plan_depthwise` does
+the per-shape work once (geometry, strategy, laid-out weights) and the
+:class:`DepthwisePlan` it returns runs it; :func:`depthwise_same` is the
+one-call form.  The strategy is picked by layout (measured on
+EfficientNet-Lite0's layers, 2 cores, batch 1):
 
 - ``opencv`` (channels-first): one ``filter2D`` call per channel plane, its
   zero border and anchor standing in for the padding and the bias passed as
@@ -28,6 +30,10 @@ batch 1):
 Stride ``s`` with OpenCV filters at full resolution and keeps every ``s``-th
 sample (the anchor places the "same" padding); on the large maps where OpenCV
 is chosen that still beats shift-and-add.
+
+:func:`same_patches` gathers the patch matrix of a dense convolution under
+the same geometry, for layers that mix channels (a CNN's stem) by one
+matrix product.
 """
 from __future__ import annotations
 
