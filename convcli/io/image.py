@@ -329,12 +329,14 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     raise AssertionError(f"no mode for {fmt}")  # every format allows L or RGB
 
 
-# zlib level for PNG when none is asked for; level 1 is also OpenCV's default.
-# Encoding used to dominate a whole-process run on a large image (Pillow: 0.47 s
-# at level 1, 1.56 s at 6 for a 3840x2160 photo); convcli.io.png with zlib-ng
-# takes 0.07 s at 1 (5.9 MB), 0.11 s at 2 (3.7 MB), 0.49 s at 6 (3.0 MB) on one
-# core.  --compress-level 6..9 trades time for smaller files.
-PNG_COMPRESS_LEVEL = 1
+# zlib level for PNG when none is asked for.  convcli.io.png deflates with
+# zlib-ng, whose level 1 is a quick mode with fixed Huffman codes: the blurred 4K
+# photo of the benchmark takes 0.06 s at level 1 but 8.0 MB, 0.08 s at 2 (4.8 MB),
+# 0.11 s at 3 (4.2 MB) on one core (Pillow/zlib at 1: 0.47 s, 5.5 MB).  Level 2
+# costs 0.02 s more than 1 for 40 % less; --compress-level 6..9 trades more time
+# for smaller files.  With the standard library's zlib (zlib-ng missing) level 2
+# is 0.17 s, 5.1 MB.
+PNG_COMPRESS_LEVEL = 2
 # Modes written by convcli.io.png (numpy filtering, deflate in parallel bands:
 # 0.3 s on one core for that photo at level 1, 4.2 MB) rather than Pillow; mode 1 stays with Pillow.
 PNG_DIRECT_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"}
