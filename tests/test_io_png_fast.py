@@ -61,12 +61,13 @@ def test_pixels_survive_at_every_level_and_band_split(height, width, channels, w
     dtype = np.uint16 if wide else np.uint8
     rng = np.random.default_rng([height, width, channels, level, threads])  # the same data on every replay
     data = rng.integers(0, np.iinfo(dtype).max + 1, (height, width, channels), dtype=dtype)
-    saved = png.BAND_BYTES, png._DEFLATER
-    png.BAND_BYTES, png._DEFLATER = 1, backend  # every row may be its own band: the seams are what is under test
+    saved = png.BAND_BYTES, png._DEFLATER, png.STEP_BYTES
+    # Every row may be its own band and, at odd heights, its own step: the seams are what is under test.
+    png.BAND_BYTES, png._DEFLATER, png.STEP_BYTES = 1, backend, 1 + (height % 2) * (1 << 18)
     try:
         raw = png.encode(data if channels > 1 else data[:, :, 0], compress_level=level, threads=threads)
     finally:
-        png.BAND_BYTES, png._DEFLATER = saved
+        png.BAND_BYTES, png._DEFLATER, png.STEP_BYTES = saved
     np.testing.assert_array_equal(decoded(raw, dtype, channels), data)
     # One zlib stream across all IDAT chunks: zlib itself checks the header and the combined Adler-32.
     stream = b"".join(body for kind, body in chunks(raw) if kind == b"IDAT")
