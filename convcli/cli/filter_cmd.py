@@ -63,7 +63,7 @@ def filter_command(
     ),
     compress_level: Optional[int] = typer.Option(
         None, "--compress-level", metavar="N",
-        help="Compression 0-9 for PNG (default 1: fast; 6-9: smaller, several times slower), TIFF, FLAC, .npz.",
+        help="Compression 0-9 for PNG (default 2: fast; 6-9: smaller, several times slower), TIFF, FLAC, .npz.",
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
