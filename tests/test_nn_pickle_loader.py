@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copyreg
-import importlib.util
 import os
 import pickle
 import random
@@ -19,15 +18,7 @@ from convcli.nn.pickle_loader import CheckpointError, load_state_dict, parse_che
 from convcli.nn.weights import source_path
 
 
-def _helper():
-    path = Path(__file__).parent / "fixtures" / "nn" / "legacy_torch.py"
-    spec = importlib.util.spec_from_file_location("nn_legacy_torch", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lt = _helper()
+from nn_fixtures import lt  # noqa: E402
 
 
 # --------------------------------------------------------------------------- good files

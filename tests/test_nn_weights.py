@@ -1,9 +1,7 @@
 """Strict weight loading, batch-norm folding, and the checksum-keyed .npz cache."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +17,7 @@ TINY = Config(
 )
 
 
-def _helper():
-    path = Path(__file__).parent / "fixtures" / "nn" / "legacy_torch.py"
-    spec = importlib.util.spec_from_file_location("nn_legacy_torch", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lt = _helper()
+from nn_fixtures import lt  # noqa: E402
 random_state = lt.random_state
 
 
