@@ -44,8 +44,8 @@ cv2.imwrite(dst, blurred, [cv2.IMWRITE_PNG_COMPRESSION, level])
 """
 
 
-def make_input(path: Path) -> None:
-    Image.open(ROOT / "examples" / "photo.jpg").convert("RGB").resize((3840, 2160), Image.BICUBIC).save(path)
+def make_input(path: Path, size: tuple[int, int] = (3840, 2160)) -> None:
+    Image.open(ROOT / "examples" / "photo.jpg").convert("RGB").resize(size, Image.BICUBIC).save(path)
 
 
 def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float]:
