@@ -321,6 +321,7 @@ def _run_pool(jobs: list[Job], work: Callable, options, workers: int, finish: Ca
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    _start_quiet_resource_tracker()
     executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
     in_flight: dict[cf.Future, Job] = {}
     queue = iter(jobs)
@@ -343,6 +344,31 @@ def _run_pool(jobs: list[Job], work: Callable, options, workers: int, finish: Ca
         raise
     executor.shutdown(wait=True)
 
+
+
+def _start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its stderr on /dev/null.
+
+    After workers are stopped mid-batch it may warn that a semaphore it tracks
+    was already released (a race inside multiprocessing, harmless); that is not
+    for the user's terminal.  The tracker keeps the stderr it starts with.
+    """
+    from multiprocessing import resource_tracker
+
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        resource_tracker.ensure_running()
+    except OSError:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _result(future: cf.Future, job: Job) -> dict:

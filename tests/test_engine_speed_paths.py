@@ -33,7 +33,6 @@ def _kernels(rng, shape):
     rank1 = u[0]
     for v in u[1:]:
         rank1 = np.multiply.outer(rank1, v)
-    rank2 = rank1.copy()
     w = [rng.normal(size=k) for k in shape]
     second = w[0]
     for v in w[1:]:

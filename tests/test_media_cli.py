@@ -12,7 +12,7 @@ import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
-from convcli import correlate, io
+from convcli import correlate
 from convcli.cli import app
 from convcli.samples import to_samples
 

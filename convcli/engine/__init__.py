@@ -11,6 +11,7 @@ from .geometry import AxisPlan, plan_axes
 from .strategies import METHODS, Choice, choose_method, rank1_factors
 
 __all__ = [
-    "BORDER_MODES", "METHODS", "AxisPlan", "Choice", "Plan", "choose_method", "convolve", "correlate",
-    "execute", "make_plan", "mode_names", "parse_pad_mode", "plan_axes", "rank1_factors",
+    "BORDER_MODES", "DEPTHWISE_METHODS", "METHODS", "AxisPlan", "Choice", "DepthwisePlan", "Plan",
+    "choose_method", "convolve", "correlate", "depthwise_same", "execute", "make_plan", "mode_names",
+    "parse_pad_mode", "plan_axes", "plan_depthwise", "rank1_factors", "same_patches",
 ]

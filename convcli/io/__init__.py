@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, UsageError
 from .signal import KINDS, Signal
 
 IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")

@@ -346,7 +346,6 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None):
     """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
     import numpy as np
 
-    from ..samples import to_samples
     from . import Written
     from .files import atomic_path
 
