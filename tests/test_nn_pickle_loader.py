@@ -243,6 +243,20 @@ def test_load_state_dict_names_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- mutation fuzz
+def _refused_or_parsed_quickly(mutants) -> int:
+    """Parse every mutant: only the loader's own error may come out, each in under a second."""
+    count = 0
+    for mutant in mutants:
+        start = time.perf_counter()
+        try:
+            parse_checkpoint(mutant)
+        except CheckpointError:
+            pass
+        assert time.perf_counter() - start < 1.0
+        count += 1
+    return count
+
+
 def _mutants(blob: bytes, count: int, seed: int, region: int | None = None):
     rng = random.Random(seed)
     top = region or len(blob)
@@ -277,24 +291,13 @@ def test_mutants_of_a_small_checkpoint_only_raise_the_loaders_error():
         assert time.perf_counter() - start < 1.0
     assert outcomes["refused"] > 300
     zipped = lt.zip_checkpoint({"a": lt.Entry("s", 0, (2, 3), (3, 1))}, {"s": np.arange(6, dtype=np.float32)})
-    for mutant in _mutants(zipped, 200, seed=3):
-        start = time.perf_counter()
-        try:
-            parse_checkpoint(mutant)
-        except CheckpointError:
-            pass
-        assert time.perf_counter() - start < 1.0
+    assert _refused_or_parsed_quickly(_mutants(zipped, 200, seed=3)) == 200
 
 
 def test_mutants_of_the_published_checkpoint_header_only_raise_the_loaders_error():
     blob = Path(source_path()).read_bytes()
-    for mutant in _mutants(blob, 12, seed=2, region=42_000):  # the pickles end at byte 47 176
-        start = time.perf_counter()
-        try:
-            parse_checkpoint(mutant)
-        except CheckpointError:
-            pass
-        assert time.perf_counter() - start < 1.0
+    # the pickles end at byte 47 176
+    assert _refused_or_parsed_quickly(_mutants(blob, 12, seed=2, region=42_000)) == 12
 
 
 def test_loading_never_imports_torch():
