@@ -91,10 +91,13 @@ def plan_chain(signal, kernels, options: FilterOptions) -> list[dict]:
     from .engine import make_plan
 
     shape, dtype = signal.data.shape, signal.data.dtype
+    # An input over the memory budget runs band by band (see filter_streamed):
+    # its plan may use only the strategies that stream.
+    streamed = bool(signal.meta.get("streamed")) and len(kernels) == 1 and len(kernels[0].weights) == 1
     steps = []
     for i, kernel in enumerate(kernels):
         geometry = _geometry(options, signal, last=i == len(kernels) - 1)
-        plans = [make_plan(shape, w, x_dtype=dtype, **geometry) for w in kernel.weights]
+        plans = [make_plan(shape, w, x_dtype=dtype, streamed=streamed, **geometry) for w in kernel.weights]
         plan = plans[0]
         steps.append({
             "kernel": kernel.describe(),
@@ -102,7 +105,7 @@ def plan_chain(signal, kernels, options: FilterOptions) -> list[dict]:
             "input_shape": list(shape),
             "output_shape": list(plan.output_shape),
             "methods": [p.method for p in plans],
-            "why": plans[0].choice.reason(),
+            "why": streamed_why(plan.method) if streamed else plan.choice.reason(),
         })
         shape, dtype = plan.output_shape, plan.dtype
     return steps
@@ -309,6 +312,10 @@ def _may_stream(dest: str, options: FilterOptions) -> bool:
     return fmt is None or fmt in io.STREAMED_FORMATS
 
 
+def streamed_why(method: str) -> str:
+    return f"{method} (streamed: the input is over the memory budget)"
+
+
 def streamed_band_bytes(plan, signal) -> tuple[int, int]:
     """Bytes a streamed run holds at once (about), and the output rows of one band.
 
@@ -377,8 +384,8 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
         raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {human(need)}; "
                         "raise --memory-budget", subject=str(source))
     steps = plan_chain(signal, kernels, options)
-    steps[0]["methods"] = [plan.method]
-    steps[0]["why"] = f"{plan.method} (streamed: the input is over the memory budget)"
+    steps[0]["methods"] = [plan.method]  # planned on the C-ordered transpose of a NIfTI volume
+    steps[0]["why"] = streamed_why(plan.method)
     out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
     nd = signal.spatial_ndim
     like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),

@@ -183,6 +183,23 @@ def test_cli_filters_a_volume_over_the_budget_like_the_in_memory_path(tmp_path):
     assert _leftovers(tmp_path, {"big.npy", "s_direct.npy", "m_direct.npy", "s_auto.npy", "m_auto.npy"}) == []
 
 
+def test_explain_names_the_method_a_streamed_run_uses(tmp_path):
+    import json
+
+    _volume(tmp_path / "big.npy")
+    for spec in ("box:3", "gaussian:sigma=1.5", "laplacian"):
+        args = ["filter", str(tmp_path / "big.npy"), "-k", spec, "--memory-budget", BUDGET, "--json"]
+        explained = runner.invoke(app, args + ["--explain"])
+        assert explained.exit_code == 0, explained.output
+        ran = runner.invoke(app, args + ["-o", str(tmp_path / "out.npy")])
+        assert ran.exit_code == 0, ran.output
+        steps = json.loads(explained.stdout)
+        report = json.loads(ran.stdout.strip().splitlines()[-1])
+        methods = steps[0]["methods"]
+        assert methods == report["kernels"][0]["methods"], (spec, steps, report)
+        assert set(methods) <= {"direct", "separable"} and "streamed" in steps[0]["why"]
+
+
 def test_cli_streams_stride_and_float64(tmp_path):
     # 96 x 128 x 128 float64: 12.6 MB, counted as 24 bytes a sample in memory (38 MB).
     x = _volume(tmp_path / "big.npy", shape=(96, 128, 128), dtype=np.float64)
