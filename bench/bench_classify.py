@@ -17,7 +17,10 @@ split into its phases.
 PyTorch and onnxruntime are for benchmarking only, never convcli dependencies::
 
     pip install torch==2.13.0 efficientnet-lite-pytorch==0.1.0 onnxruntime onnx
-    python bench/bench_classify.py [--repeats 30]
+    python bench/bench_classify.py [--repeats 30] [--peer-python /tmp/refenv/bin/python]
+
+``--peer-python`` names another interpreter (a side environment holding PyTorch
+and onnxruntime) for the peers; convcli always runs in this one.
 """
 from __future__ import annotations
 
@@ -178,6 +181,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--peer-python", help="interpreter with PyTorch/onnxruntime for the peers (default: this one)")
     parser.add_argument("--backend", choices=sorted(BACKENDS), help=argparse.SUPPRESS)  # internal: one backend
     args = parser.parse_args(argv)
     if args.backend:
@@ -187,7 +191,8 @@ def main(argv=None) -> int:
     errors: dict[str, str] = {}
     for _ in range(args.rounds):
         for name, (backend, extra) in RUNS.items():
-            proc = subprocess.run([sys.executable, __file__, "--backend", backend, "--repeats", str(args.repeats)],
+            python = sys.executable if backend == "convcli" else (args.peer_python or sys.executable)
+            proc = subprocess.run([python, __file__, "--backend", backend, "--repeats", str(args.repeats)],
                                   capture_output=True, text=True, env={**os.environ, **extra})
             if proc.returncode == 0:
                 runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))

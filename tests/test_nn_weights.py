@@ -1,4 +1,4 @@
-"""Strict weight loading, batch-norm folding, and the checksum-keyed .npz cache."""
+"""Strict weight loading, batch-norm folding, the checksum-keyed cache and the checksum's record."""
 from __future__ import annotations
 
 import os
@@ -119,6 +119,7 @@ def test_the_first_load_writes_a_cache_keyed_by_the_checksum(cache_home, tiny_ch
     assert not [p for p in cache_home.iterdir() if p.name.startswith(".")]  # no temporaries
     expected = weights.fold_batch_norm(state, TINY)
     assert all(np.array_equal(params[k], expected[k]) for k in expected)
+    assert all(params[k].dtype == np.float32 and params[k].shape == expected[k].shape for k in expected)
 
 
 def test_later_loads_come_from_the_cache(cache_home, tiny_checkpoint, monkeypatch):
@@ -133,51 +134,228 @@ def test_later_loads_come_from_the_cache(cache_home, tiny_checkpoint, monkeypatc
     assert all(np.array_equal(first[k], second[k]) for k in first)
 
 
-def _damage_truncate(p: Path):
+def _cache_of(path: str) -> Path:
+    return weights.cache_path(weights.file_sha256(path), TINY)
+
+
+def _damage_truncate(p: Path, digest: str):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
-def _damage_flip_middle(p: Path):
+def _damage_drop_last_byte(p: Path, digest: str):
+    p.write_bytes(p.read_bytes()[:-1])
+
+
+def _damage_append(p: Path, digest: str):
+    p.write_bytes(p.read_bytes() + b"\0\0\0\0")
+
+
+def _damage_flip_data(p: Path, digest: str):
     b = bytearray(p.read_bytes())
-    b[len(b) // 2] ^= 0xFF  # inside a member: its CRC no longer matches
+    b[-(len(b) - 64) // 2] ^= 0x10  # inside the parameters: the CRC no longer matches
     p.write_bytes(bytes(b))
 
 
-def _damage_garbage(p: Path):
-    p.write_bytes(b"not a zip file at all")
+def _damage_flip_header(p: Path, digest: str):
+    b = bytearray(p.read_bytes())
+    i = b.index(b'"crc32": ') + 10
+    b[i] = ord("0") if b[i] != ord("0") else ord("1")  # a CRC that is not the data's
+    p.write_bytes(bytes(b))
 
 
-def _damage_wrong_keys(p: Path):
-    np.savez(p, a=np.zeros(3))
+def _damage_garbage(p: Path, digest: str):
+    p.write_bytes(b"not a cache file at all")
 
 
-def _damage_nan(p: Path):
-    with np.load(p) as z:
-        data = {k: z[k] for k in z.files}
-    data["_fc.weight"] = data["_fc.weight"].copy()
-    data["_fc.weight"][0, 0] = np.nan
-    with open(p, "wb") as fh:
-        np.savez(fh, **data)
+def _damage_huge_header(p: Path, digest: str):
+    b = bytearray(p.read_bytes())
+    at = b.index(b"\n") + 1
+    b[at:at + 8] = (1 << 62).to_bytes(8, "little")
+    p.write_bytes(bytes(b))
 
 
-def _damage_pickled_object(p: Path):
-    with open(p, "wb") as fh:
-        np.savez(fh, **{"_fc.weight": np.array([object()], dtype=object)})
+def _damage_other_source(p: Path, digest: str):
+    params = weights.read_cache(p, digest, TINY)
+    weights.write_cache(p, "0" * 64, params, TINY)  # a sound file, for another checkpoint
+
+
+def _damage_other_shapes(p: Path, digest: str):
+    params = weights.read_cache(p, digest, TINY)
+    params["_fc.weight"] = params["_fc.weight"][:, :15]  # the same size, with another parameter table
+    params["_fc.bias"] = np.concatenate([params["_fc.bias"], np.zeros(10, np.float32)])
+    shapes = dict(weights.expected_shapes(TINY), **{"_fc.weight": (10, 15), "_fc.bias": (20,)})
+    original = weights.expected_shapes
+    try:
+        weights.expected_shapes = lambda config: shapes
+        weights.write_cache(p, digest, params, TINY)
+    finally:
+        weights.expected_shapes = original
+
+
+def _damage_nan(p: Path, digest: str):
+    params = {k: v.copy() for k, v in weights.read_cache(p, digest, TINY).items()}
+    params["_fc.weight"][0, 0] = np.nan
+    weights.write_cache(p, digest, params, TINY)  # a CRC that matches: only the value check refuses it
+
+
+def _damage_old_format(p: Path, digest: str):
+    params = weights.read_cache(p, digest, TINY)
+    with open(p, "wb") as fh:  # what the first cache format was: an .npz archive
+        np.savez(fh, **params)
 
 
 @pytest.mark.parametrize("damage", [
-    _damage_truncate, _damage_flip_middle, _damage_garbage, _damage_wrong_keys, _damage_nan, _damage_pickled_object,
+    _damage_truncate, _damage_drop_last_byte, _damage_append, _damage_flip_data, _damage_flip_header, _damage_garbage,
+    _damage_huge_header, _damage_other_source, _damage_other_shapes, _damage_nan, _damage_old_format,
 ])
 def test_a_corrupt_cache_is_detected_and_rebuilt(cache_home, tiny_checkpoint, damage):
     path, state = tiny_checkpoint
     weights.load_params(TINY, path)
-    cached = weights.cache_path(weights.file_sha256(path), TINY)
-    damage(cached)
-    assert weights.read_cache(cached, weights.file_sha256(path), TINY) is None
+    cached, digest = _cache_of(path), weights.file_sha256(path)
+    damage(cached, digest)
+    assert weights.read_cache(cached, digest, TINY) is None
     params = weights.load_params(TINY, path)
     expected = weights.fold_batch_norm(state, TINY)
     assert all(np.array_equal(params[k], expected[k]) for k in expected)
-    assert weights.read_cache(cached, weights.file_sha256(path), TINY) is not None  # rewritten whole
+    assert weights.read_cache(cached, digest, TINY) is not None  # rewritten whole
+
+
+def test_a_cache_file_that_cannot_be_read_is_rebuilt(cache_home, tiny_checkpoint):
+    path, state = tiny_checkpoint
+    weights.load_params(TINY, path)
+    cached = _cache_of(path)
+    cached.unlink()
+    cached.mkdir()  # opening it fails (IsADirectoryError), and so does replacing it
+    params = weights.load_params(TINY, path)
+    assert np.array_equal(params["_fc.weight"], state["_fc.weight"])
+
+
+# --------------------------------------------------------------------------- the checksum's record
+@pytest.fixture
+def settled(monkeypatch):
+    """Checkpoints written by a test are seconds old at most: let their fingerprints be recorded anyway."""
+    monkeypatch.setattr(weights, "_RACY_NS", 0)
+
+
+@pytest.fixture
+def hashings(monkeypatch):
+    """The paths hashed, in order."""
+    seen = []
+    real = weights.file_sha256
+
+    def counting(path):
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(weights, "file_sha256", counting)
+    return seen
+
+
+def test_a_warm_load_does_not_read_the_checkpoint(cache_home, tiny_checkpoint, settled, hashings, monkeypatch):
+    path, state = tiny_checkpoint
+    weights.load_params(TINY, path)
+    assert hashings == [path]
+    monkeypatch.setattr(weights, "load_state_dict", lambda *a: pytest.fail("the checkpoint was unpickled"))
+    real_open = open
+
+    def guarded_open(name, *args, **kwargs):
+        assert os.path.realpath(name) != os.path.realpath(path), "the checkpoint was opened"
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    params = weights.load_params(TINY, path)
+    assert hashings == [path]
+    assert np.array_equal(params["_fc.weight"], state["_fc.weight"])
+
+
+def _rewrite_keeping_size_and_times(path: str, content: bytes, *, in_place: bool) -> None:
+    """Put ``content`` (same size) at ``path`` and set the times back, as `cp -p`, `rsync -t` or `touch -r` do."""
+    before = os.stat(path)
+    assert len(content) == before.st_size
+    # Only the ctime can tell the versions apart now; wait for the file clock's next tick (a few ms).
+    scratch = Path(path + ".tick")
+    scratch.touch()
+    while os.stat(scratch).st_ctime_ns <= before.st_ctime_ns:
+        scratch.touch()
+    scratch.unlink()
+    if in_place:
+        with open(path, "r+b") as fh:
+            fh.write(content)
+    else:  # a new file renamed over the old one, as installers do
+        tmp = path + ".new"
+        Path(tmp).write_bytes(content)
+        os.replace(tmp, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino == before.st_ino or not in_place
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_checkpoint_replaced_with_the_same_size_and_mtime_is_read_again(
+    cache_home, tmp_path, settled, hashings, in_place,
+):
+    path = str(tmp_path / "model.pth")
+    first, second = random_state(TINY, seed=21), random_state(TINY, seed=22)
+    content = lt.simple_checkpoint(first)
+    Path(path).write_bytes(content)
+    old = weights.load_params(TINY, path)
+    np.testing.assert_array_equal(old["_fc.bias"], first["_fc.bias"])
+    replacement = lt.simple_checkpoint(second)
+    assert len(replacement) == len(content) and replacement != content
+    _rewrite_keeping_size_and_times(path, replacement, in_place=in_place)
+    new = weights.load_params(TINY, path)
+    assert len(hashings) == 2
+    np.testing.assert_array_equal(new["_fc.bias"], second["_fc.bias"])
+    assert len(list(cache_home.glob("*.bin"))) == 2
+
+
+def test_a_touched_checkpoint_is_hashed_again_and_its_cache_still_used(
+    cache_home, tiny_checkpoint, settled, hashings, monkeypatch,
+):
+    path, state = tiny_checkpoint
+    weights.load_params(TINY, path)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 1_000_000_000))
+    monkeypatch.setattr(weights, "load_state_dict", lambda *a: pytest.fail("the cache was not used"))
+    params = weights.load_params(TINY, path)
+    assert hashings == [path, path]  # hashed again: same checksum, same cache
+    weights.load_params(TINY, path)
+    assert hashings == [path, path]  # and the new fingerprint recorded
+    assert np.array_equal(params["_fc.weight"], state["_fc.weight"])
+
+
+def test_a_freshly_written_checkpoint_is_not_recorded(cache_home, tiny_checkpoint, hashings):
+    """Within the racy window a same-size rewrite could keep every time stamp: hash until the file has settled."""
+    path, _ = tiny_checkpoint
+    weights.load_params(TINY, path)
+    weights.load_params(TINY, path)
+    assert hashings == [path, path]
+    assert not list(cache_home.glob("checkpoint-*.json"))
+
+
+@pytest.mark.parametrize("record", [
+    b"", b"{", b"[]", b'{"fingerprint": [], "sha256": "zz"}', b"\xff\xfe", b'{"fingerprint": 1, "sha256": 2}',
+])
+def test_a_broken_record_only_costs_a_hashing(cache_home, tiny_checkpoint, settled, hashings, record):
+    path, state = tiny_checkpoint
+    weights.load_params(TINY, path)
+    (records,) = cache_home.glob("checkpoint-*.json")
+    records.write_bytes(record)
+    params = weights.load_params(TINY, path)
+    assert hashings == [path, path]
+    assert np.array_equal(params["_fc.bias"], state["_fc.bias"])
+    weights.load_params(TINY, path)
+    assert hashings == [path, path]  # recorded again
+
+
+def test_a_record_whose_cache_is_gone_rebuilds_it(cache_home, tiny_checkpoint, settled):
+    path, state = tiny_checkpoint
+    weights.load_params(TINY, path)
+    _cache_of(path).unlink()
+    params = weights.load_params(TINY, path)
+    assert _cache_of(path).exists()
+    assert np.array_equal(params["_fc.bias"], state["_fc.bias"])
 
 
 def test_a_cache_for_another_checkpoint_is_not_used(cache_home, tmp_path):
@@ -186,7 +364,7 @@ def test_a_cache_for_another_checkpoint_is_not_used(cache_home, tmp_path):
     b.write_bytes(lt.simple_checkpoint(random_state(TINY, seed=2)))
     pa, pb = weights.load_params(TINY, str(a)), weights.load_params(TINY, str(b))
     assert not np.array_equal(pa["_fc.weight"], pb["_fc.weight"])
-    assert len(list(cache_home.glob("*.npz"))) == 2
+    assert len(list(cache_home.glob("*.bin"))) == 2
 
 
 def test_an_unwritable_cache_folder_only_costs_speed(tmp_path, monkeypatch, tiny_checkpoint):
@@ -233,4 +411,4 @@ def test_a_corrupt_checkpoint_is_one_error_naming_the_file(cache_home, tmp_path)
     with pytest.raises(CheckpointError) as info:
         weights.load_params(LITE0, str(bad))
     assert info.value.subject == str(bad) and "truncated" in info.value.message
-    assert not cache_home.exists() or not list(cache_home.glob("*.npz"))
+    assert not cache_home.exists() or not list(cache_home.glob("*.bin"))

@@ -7,7 +7,6 @@ and kept; nothing here prints.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -74,11 +73,10 @@ _MODELS: dict[tuple, object] = {}
 
 def pretrained_model():
     """The pretrained network, loaded once per process (and per weights file)."""
-    from .weights import load_model, source_path
+    from .weights import fingerprint, load_model, source_path
 
     source = source_path()
-    st = os.stat(source)
-    key = (os.path.realpath(source), st.st_size, st.st_mtime_ns)
+    key = tuple(fingerprint(source))
     model = _MODELS.get(key)
     if model is None:
         _MODELS.clear()
