@@ -1,46 +1,57 @@
-"""1-D correlation as two matrix products, so BLAS does the multiply-adds.
+"""1-D correlation as matrix products, so BLAS does the multiply-adds.
 
-Cut the padded signal into rows of ``R = b * stride`` samples.  Output ``b``
-samples of row ``q`` read row ``q`` and the first ``span - 1`` samples of
-row ``q + 1``; both reads are fixed linear maps, banded (Toeplitz) matrices
-``T0 (R x b)`` and ``T1 ((span - 1) x b)``.  So the whole signal is
-``X[:-1] @ T0 + X[1:, :span - 1] @ T1``: a few zeros of the band are
-multiplied too, but at BLAS speed (AVX-512 on every core), which beats a
-shift-and-add pass per tap several times over for FIR filters of tens to
-hundreds of taps.
+Cut the output into rows of ``b`` samples.  Row ``q`` reads the ``width =
+(b - 1) * stride + span`` input samples from ``q * b * stride`` on, a fixed
+linear map: one banded (Toeplitz) matrix ``T (width x b)``.  Stack the rows'
+inputs (overlapping windows of the padded signal) as a matrix ``X`` and the
+whole output is ``X @ T``.  A few zeros of the band are multiplied too
+(``width`` multiply-adds per output instead of ``taps``), but at BLAS speed
+(AVX-512), several times faster than a shift-and-add pass per tap for FIR
+filters of tens to hundreds of taps.
+
+The work runs in cache-sized bands (:mod:`.bands`) on every core: each band
+gathers its padded input (converting integer samples on the way), builds its
+``X`` in cache and multiplies it with BLAS held to one thread, so nothing
+the size of the signal is allocated besides the result, and the cores split
+the bands instead of waking BLAS threads for every small product.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from .bands import axis_runs, source_slice
+from . import bands
 from .borders import BorderMode
 from .geometry import AxisPlan
 
-# Outputs per matrix row: about one kernel span, a multiple of 32.  Measured
-# on a 101-tap FIR over 180 s of stereo: 128 -> 106 ms, 256 -> 252 ms, 512 -> 340 ms.
-ROW_QUANTUM = 32
+# Outputs per matrix row, by kernel span (single-core ns per output measured
+# on 4M float32 samples: span 101: b=32 3.6, 64 3.4, 128 3.9; span 301:
+# 64 7.2, 128 7.0; span 11: 32 1.5, 64 1.7).  Wider rows waste more
+# multiply-adds on the band's zeros; narrower ones run BLAS below its speed.
+MIN_ROW = 32
+MAX_ROW = 256
 
 
 def row_outputs(plan: AxisPlan) -> int:
-    """Outputs per row ``b``: rows must hold at least ``span - 1`` samples."""
-    b = -(-max(plan.span - 1, 1) // plan.stride)
-    return max(ROW_QUANTUM, -(-b // ROW_QUANTUM) * ROW_QUANTUM)
+    """Outputs per matrix row ``b``: about half the kernel span as a power of two, in 32..256."""
+    half = 1 << max(0, round(np.log2(max(plan.span, 1))) - 1)
+    return int(min(MAX_ROW, max(MIN_ROW, half)))
 
 
-def matrices(taps: np.ndarray, plan: AxisPlan, b: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``T0`` and ``T1`` for one lane's taps."""
-    s, d, k = plan.stride, plan.dilation, plan.taps
-    rows = b * s
-    t0 = np.zeros((rows, b), dtype=dtype)
-    t1 = np.zeros((max(plan.span - 1, 1), b), dtype=dtype)
+def row_width(plan: AxisPlan, b: int) -> int:
+    """Input samples one row of ``b`` outputs reads."""
+    return (b - 1) * plan.stride + plan.span
+
+
+def matrix(taps: np.ndarray, plan: AxisPlan, b: int, dtype) -> np.ndarray:
+    """``T`` (``width x b``) for one lane's taps: column ``p`` holds the taps from row ``stride * p`` on."""
+    s, d = plan.stride, plan.dilation
+    t = np.zeros((row_width(plan, b), b), dtype=dtype)
     p = np.arange(b)
-    for j in range(k):
-        src = s * p + d * j
-        inside = src < rows
-        t0[src[inside], p[inside]] = taps[j]
-        t1[src[~inside] - rows, p[~inside]] = taps[j]
-    return t0, t1
+    for j, tap in enumerate(taps):
+        t[s * p + d * j, p] = tap
+    return t
 
 
 def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.ndarray, border: BorderMode, value: float):
@@ -48,28 +59,72 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
 
     ``weights`` is ``(taps, wl, wt)``.
     """
-    lanes, n, trail = x.shape
-    m = plan.out
     b = row_outputs(plan)
-    rows = b * plan.stride
-    count = -(-m // b)
-    pieces = axis_runs(n, plan.before, 0, plan.before + n + plan.after, border)
-    buf = np.zeros(((count + 1) * rows,), dtype=out.dtype)
-    # One result and one scratch for every lane: fresh 30 MB arrays per lane cost their page faults again.
-    result = np.empty((count, b), dtype=out.dtype)
-    scratch = np.empty((count, b), dtype=out.dtype)
-    cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for lane in range(lanes):
-        for t in range(trail):
-            key = (min(lane, weights.shape[1] - 1), min(t, weights.shape[2] - 1))
-            if key not in cache:
-                cache[key] = matrices(weights[:, key[0], key[1]], plan, b, out.dtype)
-            t0, t1 = cache[key]
-            for a, stop, src, step in pieces:
-                buf[a:stop] = value if src < 0 else x[lane, source_slice(src, step, stop - a), t]
-            grid = buf.reshape(count + 1, rows)
-            np.matmul(grid[:count], t0, out=result)
-            np.matmul(grid[1:, : t1.shape[0]], t1, out=scratch)
-            result += scratch
-            out[lane, :, t] = result.reshape(-1)[:m]
+    width = row_width(plan, b)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    for lane in range(weights.shape[1]):
+        for t in range(weights.shape[2]):
+            cache[lane, t] = matrix(weights[:, lane, t], plan, b, out.dtype)
+
+    def compute(block: np.ndarray, target: np.ndarray, band_plans) -> None:
+        # block: (lanes, padded rows, trail) of this band; target: (lanes, outputs, trail).
+        count = target.shape[1]
+        rows = -(-count // b)
+        step = b * plan.stride
+        avail = block.shape[1]
+        whole = min(rows, (avail - width) // step + 1) if avail >= width else 0
+        stacked = np.empty((rows, width), dtype=out.dtype)
+        result = np.empty((rows, b), dtype=out.dtype)
+        for lane in range(block.shape[0]):
+            for t in range(block.shape[2]):
+                line = block[lane, :, t]
+                # Overlapping windows of the band: a strided view, copied once into BLAS's layout.
+                stacked[:whole] = np.lib.stride_tricks.as_strided(
+                    line, (whole, width), (step * line.strides[0], line.strides[0]), writeable=False)
+                for r in range(whole, rows):  # the band's last row may reach past its input
+                    take = min(width, avail - r * step)
+                    stacked[r, :take] = line[r * step:r * step + take]
+                    # Only discarded outputs read past the input, but every output multiplies
+                    # the whole row (by zeros): stale NaN from np.empty would leak into them.
+                    stacked[r, take:] = 0
+                np.matmul(stacked, cache[min(lane, weights.shape[1] - 1), min(t, weights.shape[2] - 1)], out=result)
+                target[lane, :, t] = result.reshape(-1)[:count]
+
+    work = float(out.size) * width
+    rows = bands.band_rows((plan,), x.shape[0], x.shape[-1], out.dtype.itemsize)
+    rows = -(-rows // b) * b  # whole matrix rows per band: only the last band has a short one
+    with _one_blas_thread() as limited:
+        # Without a way to hold BLAS to one thread, the bands run one after
+        # another and BLAS spreads each product over the cores itself.
+        bands.run_bands(x, out, (plan,), border, value, compute, work=work if limited else 0.0,
+                        rows_per_band=rows)
     return out
+
+
+_CONTROLLER = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Hold BLAS to one thread while the bands run on their own threads; yield whether it could.
+
+    BLAS threads woken for every band's small product cost more than the
+    product when the cores are busy (measured: 3 s instead of 0.06 s for a
+    101-tap FIR on 180 s of stereo on a loaded 2-core machine), and two
+    band threads each starting BLAS threads oversubscribe the cores.
+    """
+    global _CONTROLLER
+    if bands.workers() == 1:
+        yield False
+        return
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        limiter = _CONTROLLER.limit(limits=1, user_api="blas")
+    except Exception:  # threadpoolctl missing, or a BLAS it cannot drive
+        yield False
+        return
+    with limiter:
+        yield True

@@ -1,0 +1,180 @@
+"""Where the time of a whole-process audio FIR goes, phase by phase, against SoX.
+
+    python bench/bench_audio.py [--repeats 7] [--taps 101,88200] [--seconds 180]
+
+Each run is a cold process: ``python -m convcli filter in.wav -k coefs.txt
+--convolve -o out.wav`` exactly as the suite's SoX rows run it, but started
+through this script's ``--child`` mode, which wraps the pipeline's stages
+with timers before handing the arguments to convcli's own ``main``:
+
+    start+exit  interpreter start-up and teardown (the parent's wall clock minus the child's own)
+    cli       ``import convcli.cli`` (typer, click)
+    numpy     ``import convcli.io`` (numpy, as the filter command's first import does)
+    read      ``convcli.io.read``: soundfile's import, decoding the WAV
+    kernels   resolving ``-k`` into weights
+    engine    the filter itself (int16 -> float is fused into it)
+    samples   ``convcli.samples.to_samples``: float -> int16 with clipping
+    encode    ``soundfile.write``: encoding and writing the WAV
+    rest      everything else inside ``main`` (parsing, report, atomic rename)
+
+Also timed, in the same rounds: ``python -c pass`` (the floor of any Python
+tool here), plain ``convcli`` without the timers, and ``sox in.wav out.wav fir
+coefs.txt``.  Medians over ``--repeats`` rounds; contenders take turns.  The
+input is the suite's: 16-bit stereo 44.1 kHz noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_input(tmp: Path, seconds: int) -> Path:
+    """The suite's input: band-limited-level noise, 16-bit stereo 44.1 kHz; and its two kernels."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    audio = np.clip(rng.standard_normal((seconds * 44100, 2)) * 0.15, -1, 1)
+    src = tmp / "in.wav"
+    soundfile.write(src, audio, 44100, subtype="PCM_16")
+    fir = np.hanning(101) / np.hanning(101).sum()
+    response = rng.standard_normal(88200) * np.exp(-np.arange(88200) / 20000.0)
+    response /= np.abs(response).sum() / 4
+    for kernel in (fir, response):
+        np.savetxt(tmp / f"coefs{kernel.size}.txt", kernel, fmt="%.10g")
+    return src
+
+
+def child(argv: list[str]) -> None:
+    """Run convcli's main on `argv` with its stages timed; write the phases as JSON to $BENCH_AUDIO_FD."""
+    t0 = time.perf_counter()
+    import convcli.cli as cli
+    t_cli = time.perf_counter()
+    import convcli.filtering as filtering
+    import convcli.io as io
+    import convcli.samples as samples
+
+    spent = {name: 0.0 for name in ("read", "kernels", "filter", "samples", "encode")}
+
+    def timer(name, fn):
+        def wrapped(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return wrapped
+
+    io.read = timer("read", io.read)
+    filtering.resolve_kernels = timer("kernels", filtering.resolve_kernels)
+    filtering.filter_signal = timer("filter", filtering.filter_signal)
+    samples.to_samples = timer("samples", samples.to_samples)
+    real_write = io.write
+
+    def write(*args, **kwargs):
+        import soundfile
+
+        soundfile.write = timer("encode", soundfile.write)
+        return real_write(*args, **kwargs)
+
+    io.write = write
+    start_main = time.perf_counter()  # convcli.io above has imported numpy: the "numpy" phase
+    code = 0
+    try:
+        cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    end = time.perf_counter()
+    phases = {
+        "cli": t_cli - t0,
+        "numpy": start_main - t_cli,
+        "read": spent["read"],
+        "kernels": spent["kernels"],
+        "engine": spent["filter"] - spent["kernels"],
+        "samples": spent["samples"],
+        "encode": spent["encode"],
+    }
+    phases["rest"] = (end - start_main) - sum(v for k, v in phases.items() if k not in ("cli", "numpy"))
+    with os.fdopen(int(os.environ["BENCH_AUDIO_FD"]), "w") as report:
+        json.dump({"phases": phases, "inside": end - t0, "code": code}, report)
+    # Exit as convcli does, so the interpreter's teardown is in the parent's wall clock.
+
+
+def timed_child(argv: list[str], cwd: Path) -> dict:
+    """One cold child run: its phases, plus start (before its first line) and exit (after main)."""
+    read_end, write_end = os.pipe()
+    cmd = [sys.executable, "-c", "import sys, time; t = time.perf_counter(); sys.path.insert(0, sys.argv[1]); "
+           "import bench_audio; bench_audio.child(sys.argv[2:])", str(Path(__file__).parent), *argv]
+    start = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["BENCH_AUDIO_FD"] = str(write_end)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,
+                            pass_fds=(write_end,), env=env)
+    os.close(write_end)
+    data = os.read(read_end, 1 << 16)
+    proc.wait()
+    wall = time.perf_counter() - start
+    os.close(read_end)
+    if proc.returncode:
+        raise SystemExit(f"convcli failed ({proc.returncode}): {proc.stderr.read().decode().strip()}")
+    proc.stderr.close()
+    got = json.loads(data)
+    phases = got["phases"]
+    # Start-up and teardown are not seen from inside: the wall clock minus what is.
+    # (The child's -c preamble and the import of this script count as start-up: a few ms.)
+    phases["start+exit"] = wall - got["inside"]
+    phases["wall"] = wall
+    return phases
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--taps", default="101,88200", help="comma-separated: 101 and/or 88200")
+    parser.add_argument("--seconds", type=int, default=180)
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; medians of {args.repeats} cold runs")
+    with tempfile.TemporaryDirectory(prefix="convcli-audio-") as tmp:
+        tmp = Path(tmp)
+        src = make_input(tmp, args.seconds)
+        for taps in (int(t) for t in args.taps.split(",")):
+            coefs = tmp / f"coefs{taps}.txt"
+            ours = ["filter", str(src), "-k", str(coefs), "--convolve", "-o", str(tmp / "convcli.wav")]
+            plain = [sys.executable, "-m", "convcli", *ours]
+            sox = ["sox", str(src), str(tmp / "sox.wav"), "fir", str(coefs)] if shutil.which("sox") else None
+            timed_child(ours, tmp)  # warm the page cache and byte-code
+            rows: dict[str, list[float]] = {}
+            for _ in range(args.repeats):
+                for name, value in timed_child(ours, tmp).items():
+                    rows.setdefault(name, []).append(value)
+                rows.setdefault("python -c pass", []).append(timed([sys.executable, "-c", "pass"], tmp))
+                rows.setdefault("convcli (no timers)", []).append(timed(plain, tmp))
+                if sox:
+                    rows.setdefault("SoX", []).append(timed(sox, tmp))
+            print(f"\n{taps}-tap FIR, {args.seconds} s stereo 16-bit WAV")
+            for name, values in rows.items():
+                print(f"  {name:22s} {statistics.median(values) * 1e3:8.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+    else:
+        sys.exit(main())
