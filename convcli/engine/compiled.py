@@ -91,6 +91,25 @@ def keeps_non_finite_local(kernel: np.ndarray, op: str, factors=None) -> bool:
     return False
 
 
+# Integer images OpenCV filters straight into float32 or float64 (ddepth CV_32F / CV_64F): it
+# converts each sample as it reads it and then does the same float arithmetic as on a converted
+# copy, so the 100 MB float copy of a 4K RGB photo (and its page faults) is skipped.  Only where
+# that measured faster than converting first (4K RGB, medians of 7, float32): box 31x31 uint8
+# 41 vs 78 ms, uint16 65 vs 140; gaussian 17+17 uint8 55 vs 108, int16 57 vs 83 but uint16
+# 145 vs 77 (no vector path); filter2D 3x3 uint8 30 vs 39, while at 5x5 its integer path (not
+# vectorised) loses, 65 vs 46, and from 50 taps it switches to a DFT for integer sources.
+INTEGER_SOURCES = {"box": ("uint8", "uint16", "int16"), "separable": ("uint8", "int16"),
+                   "filter": ("uint8", "uint16", "int16")}
+INTEGER_FILTER_TAPS = 9
+
+
+def reads_integers(op: str, dtype, kernel: np.ndarray) -> bool:
+    """Whether OpenCV's ``op`` should read an image of ``dtype`` as it is rather than a float copy."""
+    if np.dtype(dtype).name not in INTEGER_SOURCES.get(op, ()):
+        return False
+    return op != "filter" or int(np.prod(kernel.shape[1:])) <= INTEGER_FILTER_TAPS
+
+
 def full_then_subsample(plans: tuple[AxisPlan, ...], nonzero: int) -> bool:
     """For a stride: whether one full-resolution native call beats phases (which copy the input twice).
 
@@ -234,9 +253,14 @@ class _Spec:
 
 
 def _filter(cv2, image, target, kernel, *, anchor, border, factors=None, constant=None, valid=None):
-    """One OpenCV call on an image; writes its ``valid`` top-left part (or all of it) into ``target``."""
+    """One OpenCV call on an image; writes its ``valid`` top-left part (or all of it) into ``target``.
+
+    ``target`` holds the compute type (float32 or float64); an integer
+    ``image`` (see :func:`reads_integers`) is read as it is.
+    """
     image = np.ascontiguousarray(image)
-    dtype = image.dtype
+    dtype = target.dtype
+    ddepth = -1 if image.dtype == dtype else (cv2.CV_32F if dtype == np.float32 else cv2.CV_64F)
     shape2 = image.shape[:2] if image.ndim == 3 and image.shape[2] == 1 else image.shape
     direct_out = (valid is None and target.flags.c_contiguous and target.shape[:2] == image.shape[:2]
                   and min(image.shape[:2]) > 1)
@@ -244,16 +268,16 @@ def _filter(cv2, image, target, kernel, *, anchor, border, factors=None, constan
     if constant is not None:
         area = kernel.shape[0] * kernel.shape[1]  # box filter
         mean = abs(constant * area - 1.0) < 1e-12
-        result = cv2.boxFilter(image, -1, (kernel.shape[1], kernel.shape[0]), dst=dst, anchor=anchor,
+        result = cv2.boxFilter(image, ddepth, (kernel.shape[1], kernel.shape[0]), dst=dst, anchor=anchor,
                                normalize=mean, borderType=border)
         if not mean:
             result *= dtype.type(constant)
     elif factors is not None:
-        result = cv2.sepFilter2D(image, -1, np.ascontiguousarray(factors[1], dtype=dtype),
+        result = cv2.sepFilter2D(image, ddepth, np.ascontiguousarray(factors[1], dtype=dtype),
                                  np.ascontiguousarray(factors[0], dtype=dtype), dst=dst, anchor=anchor,
                                  borderType=border)
     else:
-        result = cv2.filter2D(image, -1, np.ascontiguousarray(kernel, dtype=dtype), dst=dst, anchor=anchor,
+        result = cv2.filter2D(image, ddepth, np.ascontiguousarray(kernel, dtype=dtype), dst=dst, anchor=anchor,
                               borderType=border)
     if direct_out and np.shares_memory(result, target):
         return
@@ -325,8 +349,10 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
 
     Output plane ``m`` adds, for every z tap ``i``, the 2-D correlation of
     input plane ``m s + i d`` (mapped through the border rule) with the
-    kernel's slice ``i``; a slice with a single weight is a scaled, shifted
-    copy done by numpy.  A separable kernel runs its z pass first, as one
+    kernel's slice ``i``: the first OpenCV call writes the output plane
+    itself, a slice with a single centred weight (the z neighbours of a
+    laplacian) is added in place, by numpy or OpenCV's ``scaleAdd``, with
+    no temporary; a single off-centre weight is a shifted copy.  A separable kernel runs its z pass first, as one
     column filter over each band of planes seen as a (planes, y*x) image,
     then one separable call per plane.  ``kernel`` is ``(kz, ky, kx)``,
     shared by every lane and channel.
@@ -348,69 +374,120 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     return out
 
 
-def _plane_source(m: int, i: int, pz: AxisPlan, border: BorderMode) -> int:
-    from .bands import source_index
+# Output planes per task of the plane-by-plane path: tasks are taken by whichever core is free (on
+# a shared machine one core may be busy elsewhere), and a plane's z neighbours, read again by the
+# next planes of the same task, are still in that core's cache.
+PLANE_CHUNK = 16
 
-    return int(source_index(np.array([m * pz.stride + i * pz.dilation - pz.before]), pz.length, border)[0])
+
+class _Slice:
+    """How one z slice of the kernel reaches an output plane.
+
+    ``kind`` is ``filter`` (an OpenCV call with ``weights``), ``add`` (the
+    whole source plane times ``weight``: a single centred tap) or ``shift``
+    (a single off-centre tap: a shifted copy of the plane times ``weight``).
+    """
+
+    def __init__(self, kind: str, weights=None, weight: float = 0.0, dy: int = 0, dx: int = 0):
+        self.kind, self.weights, self.weight, self.dy, self.dx = kind, weights, weight, dy, dx
+
+
+def _z_slices(kernel, py: AxisPlan, px: AxisPlan) -> tuple[list[int], list[_Slice]]:
+    """The kernel's non-zero z slices, OpenCV's first (the first one writes the output plane)."""
+    live = []
+    for i in range(kernel.shape[0]):
+        nz = np.argwhere(kernel[i] != 0)
+        if len(nz) == 0:
+            continue
+        if len(nz) == 1:
+            a, b = (int(v) for v in nz[0])
+            dy, dx = a - py.before, b - px.before
+            weight = float(kernel[i][a, b])
+            if dy == 0 and dx == 0:
+                live.append((i, _Slice("add", weight=weight)))
+                continue
+            if abs(dy) <= py.length - 1 and abs(dx) <= px.length - 1:
+                live.append((i, _Slice("shift", weight=weight, dy=dy, dx=dx)))
+                continue
+        live.append((i, _Slice("filter", weights=np.ascontiguousarray(kernel[i]))))
+    live.sort(key=lambda item: item[1].kind != "filter")
+    return [i for i, _ in live], [s for _, s in live]
 
 
 def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
-    """Output planes in one contiguous run per core (OpenCV releases the GIL; its own threads
-    gain little on one small plane: laplacian 3x3x3 on 256^3, 42 ms on OpenCV's threads, 32 here)."""
-    from .bands import _pool, workers
+    """Output planes in tasks of ``PLANE_CHUNK`` planes on every core (OpenCV and numpy release
+    the GIL; OpenCV's own threads gain little on one small plane)."""
+    from .bands import _pool, source_index, workers
 
-    count = workers() if dst.shape[0] >= 8 else 1
-    edges = [dst.shape[0] * i // count for i in range(count + 1)]
-    run = lambda i: _sliced_planes(cv2, src, dst, plans, border, kernel, anchor, yx_border,  # noqa: E731
-                                   edges[i], edges[i + 1])
-    for _ in (map(run, range(count)) if count == 1 else _pool().map(run, range(count))):
+    pz, py, px = plans
+    if src.shape[-1] == 1:  # one channel: 2-D planes, which OpenCV reads and writes in place
+        src, dst = src[..., 0], dst[..., 0]
+    taps, slices = _z_slices(kernel, py, px)
+    # Every output plane's source plane for every live z tap, mapped through the border rule once.
+    positions = np.arange(pz.out)[:, None] * pz.stride + np.array(taps, dtype=np.intp)[None, :] * pz.dilation
+    sources = source_index(positions - pz.before, pz.length, border).reshape(pz.out, len(taps)).tolist()
+    contiguous = src.flags.c_contiguous and dst.flags.c_contiguous and src.dtype == dst.dtype
+    run = lambda start: _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border,  # noqa: E731
+                                       contiguous, start, min(start + PLANE_CHUNK, pz.out))
+    starts = range(0, pz.out, PLANE_CHUNK)
+    if workers() == 1 or len(starts) == 1:
+        for start in starts:
+            run(start)
+        return
+    for _ in _pool().map(run, starts):
         pass
 
 
-def _sliced_planes(cv2, src, dst, plans, border, kernel, anchor, yx_border, first_plane, stop_plane):
-    pz = plans[0]
-    scratch = np.empty(dst.shape[1:], dtype=dst.dtype)
-    singles = {}
-    for i in range(kernel.shape[0]):
-        nz = np.argwhere(kernel[i] != 0)
-        if len(nz) == 1:
-            singles[i] = tuple(nz[0])
-    py, px = plans[1], plans[2]
-    # Slices that need OpenCV first: the first writes the output plane directly.
-    order = sorted((i for i in range(kernel.shape[0]) if kernel[i].any()), key=lambda i: i in singles)
-    for m in range(first_plane, stop_plane):
-        target = dst[m]
-        first = True
-        for i in order:
-            s = _plane_source(m, i, pz, border)
-            if s < 0:
-                continue  # a zero plane
-            plane = src[s]
-            if i in singles:
-                a, b = singles[i]
-                dy, dx = a - py.before, b - px.before
-                if abs(dy) <= py.length - 1 and abs(dx) <= px.length - 1:
-                    view = _shifted(plane, dy, dx, border)
-                    w = float(kernel[i][a, b])
-                    if first:
-                        np.multiply(view, w, out=target)
-                    elif w == 1.0:
-                        target += view
-                    elif w == -1.0:
-                        target -= view
+def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, contiguous, first_plane,
+                   stop_plane):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # per thread, as in execute()
+        scratch = None
+        for m in range(first_plane, stop_plane):
+            target = dst[m]
+            first = True
+            for s, step in zip(sources[m], slices):
+                if s < 0:
+                    continue  # a zero plane
+                plane = src[s]
+                if step.kind == "filter":
+                    if first and contiguous:
+                        # One OpenCV call writes the output plane itself: no numpy temporary.
+                        result = cv2.filter2D(plane, -1, step.weights, dst=target, anchor=anchor,
+                                              borderType=yx_border)
+                        if result is not target:
+                            np.copyto(target, result)
+                    elif first:
+                        _filter(cv2, plane, target, step.weights, anchor=anchor, border=yx_border)
                     else:
-                        np.multiply(view, w, out=scratch)
-                        target += scratch
+                        if scratch is None:
+                            scratch = np.empty(target.shape, dtype=target.dtype)
+                        _filter(cv2, plane, scratch, step.weights, anchor=anchor, border=yx_border)
+                        np.add(target, scratch, out=target)
                     first = False
                     continue
-            if first:
-                _filter(cv2, plane, target, kernel[i], anchor=anchor, border=yx_border)
+                view = plane if step.kind == "add" else _shifted(plane, step.dy, step.dx, border)
+                w = step.weight
+                if first:
+                    if w == 1.0:
+                        np.copyto(target, view)
+                    else:
+                        np.multiply(view, w, out=target)
+                elif w == 1.0:
+                    np.add(target, view, out=target)
+                elif w == -1.0:
+                    np.subtract(target, view, out=target)
+                elif contiguous and view.flags.c_contiguous:
+                    result = cv2.scaleAdd(view, w, target, dst=target)  # w * view + target, one pass in place
+                    if result is not target:
+                        np.copyto(target, result)
+                else:
+                    if scratch is None:
+                        scratch = np.empty(target.shape, dtype=target.dtype)
+                    np.multiply(view, w, out=scratch)
+                    np.add(target, scratch, out=target)
                 first = False
-            else:
-                _filter(cv2, plane, scratch, kernel[i], anchor=anchor, border=yx_border)
-                target += scratch
-        if first:
-            target[...] = 0
+            if first:
+                target[...] = 0
 
 
 def _shifted(plane, dy: int, dx: int, border):

@@ -370,7 +370,8 @@ def _run_opencv(plan, xi, kernel, out, layout):
     elif op == "separable":
         exact = [_mirror_exact(f) for f in strategies.channel_factors(kernel.astype(np.float64))]
         factors = [np.moveaxis(w, 0, 1) for w in _per_axis(exact, plan.dtype, layout, xi.shape[0])]
-    xi = xi.astype(plan.dtype, copy=False)
+    if plan.spatial_ndim != 2 or not compiled.reads_integers(op, xi.dtype, kernel):
+        xi = xi.astype(plan.dtype, copy=False)
     axes = plan.axes
     if plan.spatial_ndim == 3:
         if factors is not None:

@@ -72,6 +72,16 @@ OPENCV_NS_PER_TAP = 0.047
 OPENCV_NS_PER_OUTPUT = 1.2
 OPENCV_NS_PER_CALL = 2.0e4
 OPENCV_FIXED_NS = 2.0e6
+# OpenCV on a volume, plane by plane (256^3 float32, fresh output, fitted to the laplacian, a z-only
+# [1, -2, 1], dense 3x3x3, 3x3x1 and 5x5x5 kernels: 27-55 ms and 142 ms for the 5x5x5): per output,
+# writing it (its page's first touch included) and reading its input; per output and every further
+# plane-sized pass (the add of a z slice, a scratch plane); per output for each OpenCV call and per
+# tap of it; per call, Python and OpenCV's set-up.
+PLANE_NS_PER_OUTPUT = 1.0
+PLANE_NS_PER_PASS = 0.3
+PLANE_NS_PER_FILTER = 0.1
+PLANE_NS_PER_TAP = 0.025
+PLANE_NS_PER_CALL = 1500.0
 
 
 # --------------------------------------------------------------------------- direct
@@ -319,10 +329,13 @@ def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) ->
         if op == "separable":
             work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + 2 * OPENCV_NS_PER_OUTPUT)
             return OPENCV_FIXED_NS + work + planes * OPENCV_NS_PER_CALL
-        slices = kernel.reshape(kernel.shape[0], taps[0], -1).any(axis=0).sum(axis=1)
-        per_slice = [OPENCV_NS_PER_OUTPUT + n * OPENCV_NS_PER_TAP if n > 1 else DIRECT_NS_PER_OUTPUT
-                     for n in slices if n]
-        return OPENCV_FIXED_NS + outputs * sum(per_slice) + planes * len(per_slice) * OPENCV_NS_PER_CALL
+        # Non-zero taps of each z slice: a single tap is an in-place add of its plane, more an OpenCV
+        # call (the first writes the output plane, each further one a scratch plane then added).
+        slices = [int(n) for n in kernel.reshape(kernel.shape[0], taps[0], -1).any(axis=0).sum(axis=1) if n]
+        calls = [n for n in slices if n > 1]
+        per_output = (PLANE_NS_PER_OUTPUT + PLANE_NS_PER_PASS * (len(slices) - 1 + max(0, len(calls) - 1))
+                      + sum(PLANE_NS_PER_FILTER + n * PLANE_NS_PER_TAP for n in calls))
+        return OPENCV_FIXED_NS + outputs * per_output + planes * len(slices) * PLANE_NS_PER_CALL
     native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
     if compiled.full_then_subsample(plans, nonzero):
         # one native call at full resolution, then every stride-th sample
