@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from convcli import correlate
 from convcli.engine import make_plan
+from convcli.kernels import resolve
 
 
 def gaussian_taps(sigma: float = 2.0, radius: int = 8) -> np.ndarray:
@@ -53,14 +54,14 @@ def workloads(quick: bool):
     volume = rng.random((side, side, side), dtype=np.float32)
     g = gaussian_taps()
     sobel = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])
-    lap3 = np.zeros((3, 3, 3))
-    lap3[1, 1, :] = lap3[1, :, 1] = lap3[:, 1, 1] = 1.0
-    lap3[1, 1, 1] = -6.0
+    lap3 = resolve("laplacian", ndim=3).weights[0]  # the library's 7-point laplacian
     fir = np.hanning(101) / np.hanning(101).sum()
     response = rng.standard_normal(88200) * np.exp(-np.arange(88200) / 20000.0)
     r7 = rng.random((7, 7))
     yield "sobel-x 3x3, image RGB", image, sobel, {}, "sobel"
     yield "gaussian sigma 2, image RGB", image, np.outer(g, g), {}, "gaussian"
+    # A photo as decoded: uint8 samples, float32 results (every peer asked for float32 output).
+    yield "gaussian sigma 2, image RGB uint8", (image * 255).astype(np.uint8), np.outer(g, g), {}, "gaussian"
     yield "box 31x31, image RGB", image, np.full((31, 31), 1 / 961), {}, "box"
     yield "random 7x7, image RGB", image, r7, {}, "general"
     yield "random 7x7 stride 2, image RGB", image, r7, {"stride": 2, "padding": 3}, "general"
@@ -95,7 +96,8 @@ def scipy_peer(x, kernel, opts, kind):
     if kind == "box":
         return lambda: ndimage.uniform_filter(x, size=kernel.shape + (1,) * extra, mode="mirror")
     if kind == "gaussian":
-        return lambda: ndimage.gaussian_filter(x, sigma=(2.0,) * nd + (0,) * extra, truncate=4.0, mode="mirror")
+        return lambda: ndimage.gaussian_filter(x, sigma=(2.0,) * nd + (0,) * extra, truncate=4.0, mode="mirror",
+                                               output=np.float32)
     if kind == "sobel":
         def sob():
             out = ndimage.correlate1d(x, [1.0, 2.0, 1.0], axis=0, mode="mirror")
@@ -114,7 +116,7 @@ def opencv_peer(cv2, x, kernel, opts, kind):
         return lambda: cv2.Sobel(x, -1, 1, 0, ksize=3, borderType=border)
     if kind == "gaussian":
         g = gaussian_taps().astype(np.float32)
-        return lambda: cv2.sepFilter2D(x, -1, g, g, borderType=border)
+        return lambda: cv2.sepFilter2D(x, cv2.CV_32F, g, g, borderType=border)  # float32 from any samples
     if kind == "box":
         return lambda: cv2.blur(x, kernel.shape[::-1], borderType=border)
     k = _dilated(kernel, d).astype(np.float32)
@@ -211,7 +213,7 @@ def main() -> None:
             continue
         channel_axis = -1 if x.ndim > kernel.ndim else None
         ours = lambda: correlate(x, kernel, channel_axis=channel_axis, pad_mode="reflect", **opts)  # noqa: E731
-        method = make_plan(x.shape, kernel, channel_axis=channel_axis, **opts).method
+        method = make_plan(x.shape, kernel, channel_axis=channel_axis, x_dtype=x.dtype, **opts).method
         peers = {
             "scipy": scipy_peer(x, kernel, opts, kind),
             "opencv": opencv_peer(cv2, x, kernel, opts, kind),
