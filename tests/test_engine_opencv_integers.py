@@ -103,7 +103,7 @@ def test_the_photo_filters_read_uint8_directly_and_large_filter2d_kernels_do_not
     assert not compiled.reads_integers("filter", np.uint8, np.random.default_rng(0).random((1, 5, 5)))
     assert not compiled.reads_integers("dft", np.uint8, np.ones((1, 15, 15)))
     assert not compiled.reads_integers("separable", np.uint16, np.outer(g, g)[None])  # measured slower
-    for dtype in (np.int8, np.uint32, np.int32, np.float16, bool):
+    for dtype in (np.int8, np.uint32, np.int32, np.float16, bool, np.dtype(">u2"), np.dtype("<i2").newbyteorder()):
         assert not compiled.reads_integers("box", dtype, np.ones((1, 3, 3)))
 
 
@@ -136,3 +136,12 @@ def test_a_large_uint8_box_filtered_in_bands_of_rows(recorder, monkeypatch):
     expected = correlate(x.astype(np.float64), kernel, channel_axis=-1, method="direct", pad_mode="symmetric")
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     assert set(recorder.sources) == {"uint8"}
+
+
+def test_integers_in_the_other_byte_order_are_converted_first(recorder):
+    native = _image("uint16")
+    swapped = native.astype(native.dtype.newbyteorder())
+    kernel = np.full((3, 3), 1 / 9)
+    got = correlate(swapped, kernel, channel_axis=-1, method="opencv")
+    np.testing.assert_array_equal(got, correlate(native.astype(np.float32), kernel, channel_axis=-1, method="opencv"))
+    assert set(recorder.sources) == {"float32"}

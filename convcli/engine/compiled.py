@@ -105,7 +105,8 @@ INTEGER_FILTER_TAPS = 9
 
 def reads_integers(op: str, dtype, kernel: np.ndarray) -> bool:
     """Whether OpenCV's ``op`` should read an image of ``dtype`` as it is rather than a float copy."""
-    if np.dtype(dtype).name not in INTEGER_SOURCES.get(op, ()):
+    dtype = np.dtype(dtype)
+    if dtype.name not in INTEGER_SOURCES.get(op, ()) or not dtype.isnative:  # OpenCV knows one byte order
         return False
     return op != "filter" or int(np.prod(kernel.shape[1:])) <= INTEGER_FILTER_TAPS
 
