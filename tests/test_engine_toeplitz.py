@@ -116,3 +116,22 @@ def test_the_matrix_places_every_tap_at_its_stride_and_dilation():
     for p in range(4):
         np.testing.assert_array_equal(np.flatnonzero(t[:, p]), [2 * p, 2 * p + 3, 2 * p + 6])
         np.testing.assert_array_equal(t[[2 * p, 2 * p + 3, 2 * p + 6], p], [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_scratch_left_by_earlier_bands_is_never_trusted(stride, small_bands, monkeypatch):
+    """Every band thread reuses its scratch: filled with NaN before each use, the results must not change."""
+    real = toeplitz._scratch
+
+    def garbage(store, name, shape, dtype):
+        array = real(store, name, shape, dtype)
+        array[...] = np.nan
+        return array
+
+    monkeypatch.setattr(toeplitz, "_scratch", garbage)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1003, 2))
+    kernel = rng.standard_normal(77)
+    got = correlate(x, kernel, channel_axis=-1, method="toeplitz", stride=stride, pad_mode="circular",
+                    precision="float64")
+    np.testing.assert_allclose(got, reference(x, kernel, stride, 1, "same", "circular"), rtol=1e-10, atol=1e-10)

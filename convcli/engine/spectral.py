@@ -3,23 +3,44 @@
 Only the valid part of a correlation is wanted, so a circular correlation
 of any size ``N >= n`` already holds it (the wrap-around only touches the
 first ``span - 1`` samples, which are discarded).  Transforms are real, in
-the compute precision (float32 stays float32), sized to scipy's fast lengths
-and spread over the cores with ``workers``.  A long axis (audio with a long
-impulse response) is cut into overlapping blocks of a few kernel lengths:
-smaller transforms, each cache-friendly, the same result.
+the compute precision (float32 stays float32) and sized to fast lengths.
+
+Images and volumes use scipy.fft (``rfftn`` over every core with
+``workers``).  Signals (one spatial axis: audio with a long impulse
+response) never import scipy, whose ``scipy.fft`` costs about 150 ms to
+import here, as long as a whole 180 s filter's transforms: they are cut into
+overlap-save blocks of a few kernel spans (smaller transforms, each
+cache-friendly, the same result), transformed a group of blocks at a time by
+OpenCV's ``dft`` (4-6x faster than numpy's pocketfft on these sizes,
+measured) or numpy.fft when OpenCV is missing, the groups spread over the
+engine's band threads.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from dataclasses import replace
+
 import numpy as np
 
+from . import bands, compiled
 from .bands import workers
+from .borders import BorderMode
 from .geometry import AxisPlan
 
-# An overlap-save block holds about this many kernel spans (measured: 3 spans
-# is fastest for an 88200-tap response on 180 s of audio; 1.5x and 6x slower).
-BLOCK_SPANS = 3
+# An overlap-save block is the power of two of at least this many kernel
+# spans and MIN_BLOCK samples.  Measured on 90 s of stereo (ms, by block in
+# spans): span 88200: 1.5 -> 162, 3 -> 89, 6 -> 102, 12 -> 121; span 20001:
+# 1.6 -> 112, 3.3 -> 73, 6.6 -> 67; span 1001: 2 -> 70, 4 -> 52, 8 -> 50;
+# span 101: 1024 samples 48, 4096 45.  Powers of two beat OpenCV's other
+# fast lengths (3**11 = 177147 ran 1.3x slower than 2**18).
+BLOCK_SPANS = 2.5
+MIN_BLOCK = 4096
 # Blocking pays once the axis is this many blocks long.
 MIN_BLOCKS = 2
+# Samples transformed per call (a group of blocks, a band of outputs): a few
+# MiB for the blocks, their spectra and the result keep a thread's work near its cache.
+GROUP_SAMPLES = 1 << 20
 
 
 def flipped_kernel(weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
@@ -32,52 +53,201 @@ def flipped_kernel(weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarr
 
 
 def fft(xp: np.ndarray, weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """Valid, strided correlation of the padded ``xp`` (``(lanes, *spatial, trail)``) by FFT."""
+    """Valid, strided correlation of the padded ``xp`` (``(lanes, *spatial, trail)``) by FFT.
+
+    ``weights`` is ``(wl, *taps, wt)``.
+    """
+    nd = len(plans)
+    if nd == 1:
+        from .borders import parse_pad_mode
+
+        p = plans[0]
+        valid = replace(p, length=xp.shape[1], before=0, after=0)
+        out = np.empty((xp.shape[0], p.out, xp.shape[-1]), dtype=xp.dtype)
+        return correlate_1d(xp, out, valid, np.moveaxis(weights, 0, -2), *parse_pad_mode("zeros"))
     from scipy import fft as sfft
 
-    nd = len(plans)
     kernel = flipped_kernel(weights, plans)
-    p0 = plans[0]
-    block = sfft.next_fast_len(BLOCK_SPANS * p0.span, real=True)
-    if nd == 1 and p0.length >= MIN_BLOCKS * block:
-        full = _overlap_save(xp, kernel, p0, block)
-    else:
-        axes = tuple(range(1, 1 + nd))
-        sizes = tuple(sfft.next_fast_len(p.length, real=True) for p in plans)
-        n = workers()
-        spectrum = sfft.rfftn(xp, s=sizes, axes=axes, workers=n)
-        spectrum *= sfft.rfftn(kernel, s=sizes, axes=axes, workers=n)
-        full = sfft.irfftn(spectrum, s=sizes, axes=axes, workers=n, overwrite_x=True)
-        del spectrum
-        full = full[(slice(None),) + tuple(slice(p.span - 1, p.length) for p in plans) + (slice(None),)]
+    axes = tuple(range(1, 1 + nd))
+    sizes = tuple(sfft.next_fast_len(p.length, real=True) for p in plans)
+    n = workers()
+    spectrum = sfft.rfftn(xp, s=sizes, axes=axes, workers=n)
+    spectrum *= sfft.rfftn(kernel, s=sizes, axes=axes, workers=n)
+    full = sfft.irfftn(spectrum, s=sizes, axes=axes, workers=n, overwrite_x=True)
+    del spectrum
+    full = full[(slice(None),) + tuple(slice(p.span - 1, p.length) for p in plans) + (slice(None),)]
     keep = (slice(None),) + tuple(slice(0, (p.out - 1) * p.stride + 1, p.stride) for p in plans) + (slice(None),)
     return np.ascontiguousarray(full[keep], dtype=xp.dtype)
 
 
-def _overlap_save(xp: np.ndarray, kernel: np.ndarray, plan: AxisPlan, size: int) -> np.ndarray:
-    """Valid stride-1 correlation along axis 1 of ``(lanes, n, trail)`` by overlap-save blocks of ``size``."""
-    from scipy import fft as sfft
+def block_size(span: int) -> int:
+    """The overlap-save block for a kernel of ``span`` samples: a power of two of a few spans."""
+    return 1 << max(1, int(np.ceil(np.log2(max(BLOCK_SPANS * span, MIN_BLOCK)))))
 
-    lanes, n, trail = xp.shape
-    span = plan.span
-    valid = n - span + 1
+
+def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.ndarray, border: BorderMode,
+                 value: float) -> np.ndarray:
+    """Fill ``out`` (``(lanes, m, trail)``) from the unpadded ``x`` (``(lanes, n, trail)``) by overlap-save.
+
+    ``weights`` is ``(taps, wl, wt)``, as for :func:`.toeplitz.correlate_1d`.
+    Every block of ``size`` padded samples is gathered straight from ``x``
+    (border rule applied, integers converted: one pass, no padded copy of
+    the signal), a group of blocks is transformed at a time, and the groups
+    of every channel run on the engine's threads, each with its own scratch.
+    """
+    transforms = _transforms()
+    span, stride = plan.span, plan.stride
+    padded = plan.before + plan.length + plan.after
+    size = block_size(span)
+    if padded < MIN_BLOCKS * size:
+        size = transforms.fast_length(padded)  # one transform of the whole signal
     step = size - span + 1
-    count = -(-valid // step)
-    need = count * step + span - 1
-    src = np.zeros((lanes, need, trail), dtype=xp.dtype)
-    src[:, :n] = xp
-    # Blocks overlap by span - 1 samples: a strided view, copied once by the transform.
-    s0, s1, s2 = src.strides
-    blocks = np.lib.stride_tricks.as_strided(src, (lanes, count, size, trail), (s0, step * s1, s1, s2), writeable=False)
-    n_workers = workers()
-    response = sfft.rfft(kernel, n=size, axis=1, workers=n_workers)[:, None]
-    out = np.empty((lanes, count * step, trail), dtype=xp.dtype)
-    # Groups of blocks bound the spectrum's memory to a few times the output of one group.
-    group = max(1, (1 << 24) // max(1, size * lanes * trail))
-    for start in range(0, count, group):
-        stop = min(count, start + group)
-        spectrum = sfft.rfft(blocks[:, start:stop], axis=2, workers=n_workers)
+    needed = (plan.out - 1) * stride + 1  # stride-1 outputs up to the last kept one
+    count = -(-needed // step)
+    group = max(1, min(count, GROUP_SAMPLES // size))
+    dtype = np.dtype(out.dtype)
+    kernel = flipped_kernel(np.moveaxis(weights, 1, 0), (plan,))  # (wl, span, wt)
+    responses = {(lane, t): transforms.spectrum(kernel[lane, :, t].astype(dtype), size, group)
+                 for lane in range(kernel.shape[0]) for t in range(kernel.shape[-1])}
+    scratch: dict[int, dict] = {}
+
+    def one(job: tuple[int, int, int]) -> None:
+        lane, t, start = job
+        rows = min(count, start + group) - start
+        own = scratch.setdefault(threading.get_ident(), {})
+        blocks = _buffer(own, "blocks", (group, size), dtype)[:rows]
+        for r in range(rows):
+            lo = (start + r) * step
+            _gather(x, lane, t, blocks[r], lo, plan, border, value)
+        key = (min(lane, kernel.shape[0] - 1), min(t, kernel.shape[-1] - 1))
+        result = transforms.correlate(blocks, responses[key], own)
+        for r in range(rows):
+            # Stride-1 outputs p0..p1 of this block; keep every stride-th of the plan's.
+            p0 = (start + r) * step
+            p1 = min(p0 + step, needed)
+            o0, o1 = -(-p0 // stride), -(-p1 // stride)
+            if o1 > o0:
+                first = o0 * stride - p0 + span - 1
+                out[lane, o0:o1, t] = result[r, first:first + (o1 - o0 - 1) * stride + 1:stride]
+
+    jobs = [(lane, t, start) for start in range(0, count, group)
+            for lane in range(out.shape[0]) for t in range(out.shape[-1])]
+    work = len(jobs) * group * size * np.log2(size) * 2
+    with transforms.on_band_threads():
+        if len(jobs) > 1 and workers() > 1 and work >= bands.PARALLEL_WORK:
+            for _ in bands._pool().map(one, jobs):
+                pass
+        else:
+            for job in jobs:
+                one(job)
+    return out
+
+
+def _gather(x: np.ndarray, lane: int, t: int, target: np.ndarray, lo: int, plan: AxisPlan, border: BorderMode,
+            value: float) -> None:
+    """Padded samples ``lo .. lo + len(target)`` of one channel into ``target``; zeros past the padded end."""
+    hi = min(lo + target.shape[0], plan.before + plan.length + plan.after)
+    if hi < lo + target.shape[0]:
+        target[max(0, hi - lo):] = 0
+    if hi <= lo:
+        return
+    for a, b, src, step in bands.axis_runs(plan.length, plan.before, lo, hi, border):
+        if src < 0:
+            target[a:b] = value
+        else:
+            target[a:b] = x[lane, bands.source_slice(src, step, b - a), t]
+
+
+def _buffer(store: dict, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A scratch array kept for the whole call: fresh pages for every group cost a page fault each."""
+    array = store.get(name)
+    if array is None:
+        array = store[name] = np.empty(shape, dtype=dtype)
+    return array
+
+
+def _transforms():
+    return _OpenCV() if compiled.available() else _NumPy()
+
+
+class _OpenCV:
+    """Real transforms of rows by ``cv2.dft`` (packed CCS spectra), one OpenCV thread per band thread."""
+
+    def __init__(self):
+        import cv2
+
+        self.cv2 = cv2
+
+    def fast_length(self, n: int) -> int:
+        size = self.cv2.getOptimalDFTSize(int(n))
+        while size % 2:  # an even length: the packed spectrum of every row has the same layout
+            size = self.cv2.getOptimalDFTSize(size + 1)
+        return size
+
+    def spectrum(self, taps: np.ndarray, size: int, rows: int) -> np.ndarray:
+        padded = np.zeros((1, size), dtype=taps.dtype)
+        padded[0, :taps.size] = taps
+        # mulSpectrums wants both operands of one shape: the response repeated for a group's rows.
+        return np.repeat(self.cv2.dft(padded, flags=self.cv2.DFT_ROWS), rows, axis=0)
+
+    def correlate(self, blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
+        """Circular correlation of every row of ``blocks`` with the (flipped) response, in ``store``'s scratch."""
+        cv2 = self.cv2
+        rows = len(blocks)
+        spectrum = _buffer(store, "spectrum", response.shape, blocks.dtype)[:rows]
+        product = _buffer(store, "product", response.shape, blocks.dtype)[:rows]
+        result = _buffer(store, "result", response.shape, blocks.dtype)[:rows]
+        cv2.dft(blocks, dst=spectrum, flags=cv2.DFT_ROWS)
+        cv2.mulSpectrums(spectrum, response[:rows], cv2.DFT_ROWS, c=product)
+        cv2.dft(product, dst=result, flags=cv2.DFT_ROWS | cv2.DFT_INVERSE | cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
+        return result
+
+    @contextlib.contextmanager
+    def on_band_threads(self):
+        """OpenCV's own threads held to one while the band threads share the groups (else they fight)."""
+        before = self.cv2.getNumThreads()
+        self.cv2.setNumThreads(1)
+        try:
+            yield True
+        finally:
+            self.cv2.setNumThreads(before)
+
+
+class _NumPy:
+    """Real transforms of rows by numpy.fft (float32 stays float32), which releases the GIL."""
+
+    @staticmethod
+    def fast_length(n: int) -> int:
+        return next_fast_length(n)
+
+    @staticmethod
+    def spectrum(taps: np.ndarray, size: int, rows: int) -> np.ndarray:
+        return np.fft.rfft(taps, n=size)
+
+    @staticmethod
+    def correlate(blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
+        spectrum = np.fft.rfft(blocks, axis=1)
         spectrum *= response
-        part = sfft.irfft(spectrum, n=size, axis=2, workers=n_workers, overwrite_x=True)
-        out[:, start * step:stop * step] = part[:, :, span - 1:].reshape(lanes, -1, trail)
-    return out[:, :valid]
+        return np.fft.irfft(spectrum, n=blocks.shape[1], axis=1).astype(blocks.dtype, copy=False)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def on_band_threads():
+        yield True
+
+
+def next_fast_length(n: int) -> int:
+    """The smallest even ``2**a * 3**b * 5**c >= n``: lengths pocketfft transforms fastest."""
+    n = max(2, int(n))
+    best = None
+    five = 1
+    while five < 2 * n:
+        three = five
+        while three < 2 * n:
+            size = three * 2
+            while size < n:
+                size *= 2
+            best = size if best is None or size < best else best
+            three *= 3
+        five *= 5
+    return best

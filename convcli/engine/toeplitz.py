@@ -18,6 +18,7 @@ the bands instead of waking BLAS threads for every small product.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -66,6 +67,9 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
         for t in range(weights.shape[2]):
             cache[lane, t] = matrix(weights[:, lane, t], plan, b, out.dtype)
 
+    band = -(-bands.band_rows((plan,), x.shape[0], x.shape[-1], out.dtype.itemsize) // b)  # matrix rows per band
+    scratch: dict[int, dict] = {}
+
     def compute(block: np.ndarray, target: np.ndarray, band_plans) -> None:
         # block: (lanes, padded rows, trail) of this band; target: (lanes, outputs, trail).
         count = target.shape[1]
@@ -73,8 +77,9 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
         step = b * plan.stride
         avail = block.shape[1]
         whole = min(rows, (avail - width) // step + 1) if avail >= width else 0
-        stacked = np.empty((rows, width), dtype=out.dtype)
-        result = np.empty((rows, b), dtype=out.dtype)
+        own = scratch.setdefault(threading.get_ident(), {})
+        stacked = _scratch(own, "stacked", (band, width), out.dtype)[:rows]
+        result = _scratch(own, "result", (band, b), out.dtype)[:rows]
         for lane in range(block.shape[0]):
             for t in range(block.shape[2]):
                 line = block[lane, :, t]
@@ -91,14 +96,21 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
                 target[lane, :, t] = result.reshape(-1)[:count]
 
     work = float(out.size) * width
-    rows = bands.band_rows((plan,), x.shape[0], x.shape[-1], out.dtype.itemsize)
-    rows = -(-rows // b) * b  # whole matrix rows per band: only the last band has a short one
     with _one_blas_thread() as limited:
         # Without a way to hold BLAS to one thread, the bands run one after
         # another and BLAS spreads each product over the cores itself.
+        # Whole matrix rows per band: only the last band has a short one.
         bands.run_bands(x, out, (plan,), border, value, compute, work=work if limited else 0.0,
-                        rows_per_band=rows)
+                        rows_per_band=band * b)
     return out
+
+
+def _scratch(store: dict, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A band thread's scratch array, kept for the whole call: fresh pages for every band cost a fault each."""
+    array = store.get(name)
+    if array is None:
+        array = store[name] = np.empty(shape, dtype=dtype)
+    return array
 
 
 _CONTROLLER = None
