@@ -129,3 +129,72 @@ def test_audio_needs_a_rate_and_one_axis(tmp_path):
     with pytest.raises(OutputError, match="cannot be written as audio"):
         io.write(io.Signal(np.zeros((4, 4)), kind="image"), tmp_path / "x.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("FLAC", "PCM_16"), ("AIFF", "FLOAT")])
+def test_written_bytes_equal_libsndfiles_own_file_writer(tmp_path, fmt, subtype):
+    """The output goes through a file object (no fsync); the bytes are those soundfile writes to a path."""
+    src = tmp_path / f"in.{EXT[fmt]}"
+    _write(src, subtype, fmt, frames=3000)
+    sig = io.read(src)
+    io.write(sig, tmp_path / f"ours.{EXT[fmt]}")
+    samples = sf.read(src, dtype="float64" if subtype == "FLOAT" else "int32", always_2d=True)[0]
+    sf.write(tmp_path / f"theirs.{EXT[fmt]}", samples, 8000, subtype=subtype, format=fmt)
+    assert (tmp_path / f"ours.{EXT[fmt]}").read_bytes() == (tmp_path / f"theirs.{EXT[fmt]}").read_bytes()
+
+
+class _FullDisk:
+    """A file that takes `room` bytes, then fails as a full disk does."""
+
+    def __init__(self, path, room):
+        self._fh = open(path, "w+b")
+        self._room = room
+
+    def write(self, data):
+        if len(data) > self._room:
+            import errno
+            import os
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+@pytest.mark.parametrize("room", [0, 10, 5000])
+def test_a_full_disk_is_an_output_error_with_no_traceback_and_no_file(tmp_path, monkeypatch, capfd, room):
+    from convcli.io import audio
+
+    _write(tmp_path / "in.wav", "PCM_16", frames=20000)
+    sig = io.read(tmp_path / "in.wav")
+    monkeypatch.setattr(audio, "open_output", lambda path: _FullDisk(path, room))
+    with pytest.raises(OutputError, match="No space left on device") as err:
+        io.write(sig, tmp_path / "out.wav")
+    assert err.value.subject == str(tmp_path / "out.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]  # no output, no temporary file
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # nothing printed from inside libsndfile's callbacks
+
+
+def test_a_full_disk_through_the_cli_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from convcli.cli import app
+    from convcli.io import audio
+
+    _write(tmp_path / "in.wav", "PCM_16", frames=20000)
+    monkeypatch.setattr(audio, "open_output", lambda path: _FullDisk(path, 100))
+    result = CliRunner().invoke(app, ["filter", str(tmp_path / "in.wav"), "-k", "box:3",
+                                      "-o", str(tmp_path / "out.wav")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"convcli: error: {tmp_path / 'out.wav'}: cannot write: No space left on device"]
+    assert not (tmp_path / "out.wav").exists()
