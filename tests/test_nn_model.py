@@ -186,19 +186,26 @@ def test_lite0_has_sixteen_blocks_and_4_7_million_parameters():
     assert 4.6e6 < params < 4.7e6  # 4 652 008 weights and folded biases
 
 
-@pytest.mark.parametrize("switch", [10**9, 4, 1])
-def test_a_tiny_network_matches_its_literal_definition(switch):
-    """All NCHW, switching to channels-last part way, and channels-last from the first block on."""
-    config = replace(TINY, channels_last_stride=switch)
+@pytest.mark.parametrize("switch, strided, layouts", [
+    (10**9, False, [False, False, False, False]),  # all channels-first
+    (10**9, True, [False, True, False, True]),  # strided blocks channels-last on phases, back and forth
+    (4, False, [False, True, True, True]),  # channels-last from the first block downsampling 4x on
+    (1, True, [True, True, True, True]),  # channels-last from the first block on
+])
+def test_a_tiny_network_matches_its_literal_definition(switch, strided, layouts):
+    config = replace(TINY, channels_last_stride=switch, strided_channels_last=strided)
     state = random_state(config, seed=5)
     model = EfficientNetLite(weights.fold_batch_norm(state, config), config)
-    # Channels-last from the block whose output is downsampled `switch` times (outputs: 2, 4, 4, 8).
-    assert [r.channels_last for r in block_rows(config)] == [switch <= 2, switch <= 4, switch <= 4, switch <= 8]
-    x = np.random.default_rng(6).standard_normal((2, 3, 19, 17)).astype(np.float32)
-    got = model(x)
-    assert model.features(x).shape == (2, 24, 3, 3)  # NCHW whatever the inner layout
-    for n in range(2):
-        np.testing.assert_allclose(got[n], literal_network(state, config, x[n].astype(np.float64)), rtol=1e-4, atol=1e-4)
+    # Block strides 1, 2, 1, 2; outputs downsampled 2, 4, 4, 8 times.
+    assert [r.channels_last for r in block_rows(config)] == layouts
+    assert [b.phased for b in model.blocks] == [last and s == 2 for last, s in zip(layouts, (1, 2, 1, 2))]
+    for size in ((19, 17), (16, 16)):  # odd sides: phases of unequal sizes
+        x = np.random.default_rng(6).standard_normal((2, 3) + size).astype(np.float32)
+        got = model(x)
+        assert model.features(x).shape == (2, 24, -(-size[0] // 8), -(-size[1] // 8))  # NCHW whatever the inside
+        for n in range(2):
+            np.testing.assert_allclose(got[n], literal_network(state, config, x[n].astype(np.float64)),
+                                       rtol=1e-4, atol=1e-4)
 
 
 def test_the_class_activation_map_averages_to_the_logit():

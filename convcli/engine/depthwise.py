@@ -43,23 +43,41 @@ import numpy as np
 
 from ..errors import ParameterError
 from . import compiled
-from .geometry import AxisPlan, plan_axes
+from .geometry import AxisPlan, per_axis, plan_axes
 
 DEPTHWISE_METHODS = ("auto", "opencv", "shiftadd")
 
-# Output rows per accumulateProduct call on channels-last maps: the weight
-# rows are tiled this deep (measured: 1 row 1.18 ms, 2 rows 1.06, 4 rows 0.98
-# on 672 channels of 14x14, 5x5; the whole network 23.8, 22.8, 22.7 ms).  Two
-# rows: the tiles of Lite0 then take 11 MB, and building them at the first
-# call 5 ms.
-_ROWS = 2
+# Elements of output one accumulateProduct call covers on channels-last maps
+# (whole output rows, so the tap weights are tiled that many rows deep):
+# fewer calls against more tile memory.  Measured on Lite0's channels-last
+# layers (672 channels of 14x14, 5x5): rows of 19K elements 0.79 ms, 38K
+# 0.67 ms, 75K 0.65 ms.
+_CHUNK = 32_768
+
+
+@dataclass(frozen=True)
+class _Tap:
+    """One tap of a channels-last plan: output rows ``y0:y1`` and columns ``x0:x1`` gain
+    ``weight[:, i, j]`` times phase ``phase`` at rows ``y + dy`` and columns ``x + dx``."""
+
+    i: int
+    j: int
+    phase: int
+    dy: int
+    dx: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
 
 
 @dataclass(frozen=True, eq=False)
 class DepthwisePlan:
     """A depthwise layer made ready for one input shape: geometry, strategy and laid-out weights.
 
-    Call it on an input of ``x_shape`` (optionally with ``out=``) to run it.
+    Call it on an input of ``x_shape`` (optionally with ``out=``) to run it;
+    a plan made with ``phased=True`` takes ``split_phases(x, stride)``
+    instead, of shape :attr:`in_shape`.
     """
 
     x_shape: tuple[int, ...]
@@ -69,31 +87,126 @@ class DepthwisePlan:
     method: str  # "opencv" or "shiftadd"
     weight: np.ndarray  # (C, kh, kw) float32
     bias: np.ndarray  # (C,) float32
-    tiles: np.ndarray | None  # channels-last OpenCV: (kh, kw, rows, W * C), tap weights repeated per pixel
+    tiles: np.ndarray | None  # channels-last OpenCV: (kh, kw, rows, W_out * C), tap weights repeated per pixel
     threads: int = 1  # OpenCV: channel planes (channels-first) or output rows (channels-last) shared this many ways
+    phased: bool = False  # channels-last: the input arrives split into its stride phases
+    phases: tuple[tuple[int, int, int], ...] = ()  # channels-last: (first pixel, rows, columns) of each phase
+    taps: tuple[_Tap, ...] = ()  # channels-last: every tap that meets the image
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """The shape the plan is called with: ``x_shape``, or ``(N, H * W, C)`` when phased."""
+        n, h, w, c = self.x_shape if self.phased else (0, 0, 0, 0)
+        return (n, h * w, c) if self.phased else self.x_shape
 
     def __call__(self, x, out=None) -> np.ndarray:
         x = np.asarray(x)
-        if x.shape != self.x_shape:
-            raise ParameterError(f"has shape {x.shape}; this plan is for {self.x_shape}", subject="x")
+        if x.shape != self.in_shape:
+            raise ParameterError(f"has shape {x.shape}; this plan is for {self.in_shape}", subject="x")
         if out is None:
             out = np.empty(self.out_shape, dtype=np.float32)
         elif out.shape != self.out_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ParameterError(f"must be a C-contiguous float32 array of shape {self.out_shape}", subject="out")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.method == "shiftadd":
-            return _shiftadd(x, self.weight, self.bias, self.axes, self.channels_last, out)
-        if self.channels_last:
-            run = lambda lo, hi: _opencv_channels_last(x, self.tiles, self.bias, self.axes, out, lo, hi)  # noqa: E731
-            _shared(run, self.out_shape[1], self.threads)
-        else:
-            run = lambda lo, hi: _opencv(x, self.weight, self.bias, self.axes, out, lo, hi)  # noqa: E731
-            _shared(run, self.out_shape[1], self.threads)
+        if self._splits:
+            x = split_phases(x, tuple(a.stride for a in self.axes))
+        _run(self._bind(x, out))
         return out
+
+    @property
+    def _splits(self) -> bool:
+        """Whether a call splits its (channels-last, strided) input into phases itself."""
+        return self.channels_last and not self.phased and (self.axes[0].stride > 1 or self.axes[1].stride > 1)
+
+    def bind(self, x: np.ndarray, out: np.ndarray) -> list:
+        """The plan fixed to the buffers ``x`` (of :attr:`in_shape`) and ``out``: callables that run it on what they hold.
+
+        Every view and argument is made once, here, so a layer run on the same
+        buffers pass after pass (a network's forward pass) then pays only for
+        the compiled calls: ~1.5 us less per OpenCV call, 15-20% of a
+        channels-last layer.  Returns one callable per thread's share (see
+        ``threads``); together they compute the layer, in any threads and
+        order.  A strided channels-last plan binds phases: make it ``phased``.
+        """
+        if self._splits:
+            raise ParameterError("a strided channels-last plan binds the input's phases; plan it with phased=True",
+                                 subject="x")
+        for name, a, shape in (("x", x, self.in_shape), ("out", out, self.out_shape)):
+            if a.shape != shape or a.dtype != np.float32 or not a.flags.c_contiguous:
+                raise ParameterError(f"must be a C-contiguous float32 array of shape {shape}", subject=name)
+        return self._bind(x, out)
+
+    def _bind(self, x: np.ndarray, out: np.ndarray) -> list:
+        if self.method == "shiftadd":
+            if self.channels_last:
+                images = self._phase_views(x)
+                return [lambda: _taps_numpy(images, self.weight, self.bias, self.taps, out)]
+            return [lambda: _shiftadd(x, self.weight, self.bias, self.axes, out)]
+        cuts = np.linspace(0, self.out_shape[1], self.threads + 1).round().astype(int)
+        parts = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+        if self.channels_last:
+            images = self._phase_views(x)
+            return [_bound_taps(images, self.tiles, self.bias, self.taps, out, lo, hi) for lo, hi in parts]
+        return [_bound_planes(x, self.weight, self.bias, self.axes, out, lo, hi) for lo, hi in parts]
+
+    def _phase_views(self, x: np.ndarray) -> list:
+        if x.ndim == 4:  # stride 1: the image is its only phase
+            x = x.reshape(x.shape[0], -1, x.shape[3])
+        c = x.shape[-1]
+        return [[x[b, first:first + rows * cols].reshape(rows, cols, c) for first, rows, cols in self.phases]
+                for b in range(x.shape[0])]
+
+
+def split_phases(x, stride, *, channels_last: bool = True, out=None) -> np.ndarray:
+    """Images split into the phases of a stride, channels last: what a ``phased`` plan takes.
+
+    Phase ``(a, b)`` of a stride ``(sy, sx)`` is ``x[:, a::sy, b::sx]``: the
+    pixels an output sample's tap meets at one offset.  On phases a strided
+    correlation becomes stride-1 correlations, one per tap, on images a
+    quarter the size (stride 2), so no work is spent on samples the stride
+    drops.  A per-pixel operation (a 1x1 convolution, an activation) can run
+    before the split as after it; a network splits the narrow input of the
+    1x1 layer that feeds its strided depthwise layer.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(N, H, W, C)``, or ``(N, C, H, W)`` with ``channels_last=False``
+        (transposed in the same copy).
+    stride : int or (int, int)
+    out : numpy.ndarray, optional
+        A float32 array (or view, e.g. all but a last channel of ones) of
+        the result's shape to write into.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, H * W, C)`` float32: every phase's pixels, row by row, phase
+        ``(a, b)`` after ``(a, b - 1)`` and all of ``(a - 1, ...)``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ParameterError(f"must be a batch of images with 4 axes, got shape {x.shape}", subject="x")
+    sy, sx = per_axis(stride, 2, "stride", minimum=1)
+    if not channels_last:
+        x = x.transpose(0, 2, 3, 1)
+    n, h, w, c = x.shape
+    if out is None:
+        out = np.empty((n, h * w, c), dtype=np.float32)
+    elif out.shape != (n, h * w, c) or out.dtype != np.float32:
+        raise ParameterError(f"must be a float32 array of shape {(n, h * w, c)}", subject="out")
+    first = 0
+    for a in range(sy):
+        for b in range(sx):
+            part = x[:, a::sy, b::sx]
+            size = part.shape[1] * part.shape[2]
+            out[:, first:first + size].reshape(part.shape)[...] = part
+            first += size
+    return out
 
 
 def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False, method="auto",
-                   threads=1) -> DepthwisePlan:
+                   threads=1, phased=False) -> DepthwisePlan:
     """Plan a per-channel, zero-border, "same"-size correlation of image batches of ``x_shape``.
 
     Parameters
@@ -109,12 +222,16 @@ def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False,
     channels_last : bool
         Whether the channel axis is last (NHWC) instead of second (NCHW).
     method : {"auto", "opencv", "shiftadd"}
-        ``opencv`` needs OpenCV, and stride 1 on channels-last input;
-        ``auto`` uses it wherever it can, shift-and-add elsewhere.
+        ``opencv`` needs OpenCV, and channels-last input at stride 1 or
+        split into phases; ``auto`` uses it wherever it can (splitting a
+        strided channels-last input itself), shift-and-add elsewhere.
     threads : int
         Threads sharing an OpenCV layer (OpenCV releases the interpreter);
         a layer of fewer than ~1/4 million multiply-adds runs on one, since
         handing work over costs ~30 us.
+    phased : bool
+        Channels-last only: the plan is called with ``split_phases(x, stride)``
+        of an ``x`` of ``x_shape``, not with ``x``.
     """
     x_shape = tuple(int(n) for n in x_shape)
     weight = np.ascontiguousarray(weight, dtype=np.float32)
@@ -126,6 +243,8 @@ def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False,
                              subject="weight")
     if method not in DEPTHWISE_METHODS:
         raise ParameterError(f"must be one of {', '.join(DEPTHWISE_METHODS)}, got {method!r}", subject="method")
+    if phased and not channels_last:
+        raise ParameterError("phases are laid out channels last; pass channels_last=True", subject="phased")
     spatial = x_shape[1:3] if channels_last else x_shape[2:]
     axes = plan_axes(spatial, weight.shape[1:], stride=stride, padding="same")
     out_shape = (x_shape[0],) + ((axes[0].out, axes[1].out, channels) if channels_last else
@@ -137,20 +256,50 @@ def plan_depthwise(x_shape, weight, *, stride=1, bias=None, channels_last=False,
         if not opencv:
             raise ParameterError("OpenCV is not installed (pip install opencv-python-headless); use shiftadd",
                                  subject="method")
-        if channels_last and strided:
-            raise ParameterError("opencv filters channels-last input at stride 1 only; use shiftadd",
-                                 subject="method")
-    use_opencv = method == "opencv" or (method == "auto" and opencv and not (channels_last and strided))
-    tiles = None
-    if use_opencv and channels_last:
-        kh, kw = weight.shape[1:]
-        rows, width = min(_ROWS, spatial[0]), spatial[1]
-        taps = np.ascontiguousarray(weight.transpose(1, 2, 0)).reshape(kh, kw, 1, channels)
-        tiles = np.tile(taps, (1, 1, rows, width))  # (kh, kw, rows, width * channels)
+        if channels_last and strided and not phased:
+            raise ParameterError("opencv filters channels-last input at stride 1 only, or split into phases "
+                                 "(split_phases, phased=True); use shiftadd", subject="method")
+    use_opencv = method == "opencv" or (method == "auto" and opencv)
+    phases, taps, tiles = (), (), None
+    if channels_last:
+        phases, taps = _phase_taps(axes)
+        if use_opencv:
+            kh, kw = weight.shape[1:]
+            width = axes[1].out * channels
+            rows = max(1, min(axes[0].out, -(-_CHUNK // width)))
+            repeated = np.ascontiguousarray(weight.transpose(1, 2, 0)).reshape(kh, kw, 1, channels)
+            tiles = np.tile(repeated, (1, 1, rows, axes[1].out))  # (kh, kw, rows, W_out * C)
     work = int(np.prod(out_shape)) * weight[0].size
     threads = max(1, min(int(threads), out_shape[1])) if work >= _SHARED_WORK else 1
     return DepthwisePlan(x_shape, out_shape, bool(channels_last), axes, "opencv" if use_opencv else "shiftadd",
-                         weight, bias, tiles, threads)
+                         weight, bias, tiles, threads, bool(phased), phases, taps)
+
+
+def _phase_taps(axes: tuple[AxisPlan, AxisPlan]):
+    """The phases of a channels-last input and, for every tap that meets the image, where it reads them.
+
+    Output row ``y`` of tap row ``i`` reads input row ``s * y + r`` with
+    ``r = i - before``: row ``y + r // s`` of phase ``r % s``.  The rows
+    where that exists (the rest meet the zero border) are ``y0:y1``.
+    """
+    ry, rx = axes
+    rows = [len(range(a, ry.length, ry.stride)) for a in range(ry.stride)]
+    cols = [len(range(b, rx.length, rx.stride)) for b in range(rx.stride)]
+    phases, first = [], 0
+    for a in range(ry.stride):
+        for b in range(rx.stride):
+            phases.append((first, rows[a], cols[b]))
+            first += rows[a] * cols[b]
+    taps = []
+    for i in range(ry.taps):
+        a, dy = (i - ry.before) % ry.stride, (i - ry.before) // ry.stride
+        y0, y1 = max(0, -dy), min(ry.out, rows[a] - dy)
+        for j in range(rx.taps):
+            b, dx = (j - rx.before) % rx.stride, (j - rx.before) // rx.stride
+            x0, x1 = max(0, -dx), min(rx.out, cols[b] - dx)
+            if y0 < y1 and x0 < x1:  # else the tap only ever meets the zero border
+                taps.append(_Tap(i, j, a * rx.stride + b, dy, dx, y0, y1, x0, x1))
+    return tuple(phases), tuple(taps)
 
 
 def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, method="auto", out=None) -> np.ndarray:
@@ -170,100 +319,107 @@ _SHARED_WORK = 250_000
 _POOL = None
 
 
-def _shared(run, length: int, threads: int) -> None:
-    """``run(lo, hi)`` over ``range(length)`` cut in ``threads`` parts, the first in this thread."""
-    if threads <= 1:
-        run(0, length)
+def _run(parts: list) -> None:
+    """Call every part, the first in this thread and the others in the pool's threads."""
+    if len(parts) == 1:
+        parts[0]()
         return
     global _POOL
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=max(1, threads - 1), thread_name_prefix="convcli-depthwise")
-    cuts = np.linspace(0, length, threads + 1).round().astype(int)
-    futures = [_POOL.submit(run, cuts[t], cuts[t + 1]) for t in range(1, threads)]
-    run(cuts[0], cuts[1])
+        _POOL = ThreadPoolExecutor(max_workers=max(1, len(parts) - 1), thread_name_prefix="convcli-depthwise")
+    futures = [_POOL.submit(part) for part in parts[1:]]
+    parts[0]()
     for future in futures:
         future.result()
 
 
-def _opencv_channels_last(x, tiles, bias, axes, out, lo: int, hi: int) -> np.ndarray:
-    """Output rows ``lo:hi``."""
-    cv2 = compiled._cv2()
-    n, h, w, c = x.shape
-    ry, rx = axes
-    kh, kw, rows = tiles.shape[:3]
-    flat_in, flat_out = x.reshape(n, h, w * c), out.reshape(n, h, w * c)
-    np.copyto(out[:, lo:hi], bias)
-    for i in range(kh):
-        dy = i - ry.before  # output row y reads input row y + dy
-        y0, y1 = max(lo, -dy), min(hi, h - dy)
-        for j in range(kw):
-            dx = j - rx.before
-            x0, x1 = max(0, -dx), min(w, w - dx)
-            if y0 >= y1 or x0 >= x1:
-                continue  # the tap only ever meets the zero border
-            cols, src_cols = slice(x0 * c, x1 * c), slice((x0 + dx) * c, (x1 + dx) * c)
-            for b in range(n):
-                for r0 in range(y0, y1, rows):
-                    r1 = min(r0 + rows, y1)
-                    cv2.accumulateProduct(flat_in[b, r0 + dy:r1 + dy, src_cols],
-                                          tiles[i, j, :r1 - r0, :(x1 - x0) * c], flat_out[b, r0:r1, cols])
-    return out
+def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
+    """Output rows ``lo:hi`` of a channels-last plan: one fused multiply-add per tap and block of rows."""
+    accumulate = compiled._cv2().accumulateProduct
+    rows, c = tiles.shape[2], out.shape[3]
+    calls = []
+    for b, phases in enumerate(images):
+        flat_out = out[b].reshape(out.shape[1], out.shape[2] * c)
+        flat_in = [p.reshape(p.shape[0], p.shape[1] * c) for p in phases]
+        for t in taps:
+            y0, y1 = max(t.y0, lo), min(t.y1, hi)
+            src, tile = flat_in[t.phase], tiles[t.i, t.j]
+            src_cols, cols = slice((t.x0 + t.dx) * c, (t.x1 + t.dx) * c), slice(t.x0 * c, t.x1 * c)
+            width = (t.x1 - t.x0) * c
+            for r0 in range(y0, y1, rows):
+                r1 = min(r0 + rows, y1)
+                calls.append((src[r0 + t.dy:r1 + t.dy, src_cols], tile[:r1 - r0, :width], flat_out[r0:r1, cols]))
+    band, bias = out[:, lo:hi], bias.copy()
+
+    def run():
+        np.copyto(band, bias)
+        for args in calls:
+            accumulate(*args)
+    return run
 
 
-def _opencv(x, weight, bias, axes, out, lo: int, hi: int) -> np.ndarray:
-    """Channels ``lo:hi``."""
+def _bound_planes(x, weight, bias, axes, out, lo: int, hi: int):
+    """Channels ``lo:hi`` of a channels-first plan: one ``filter2D`` per plane.
+
+    OpenCV's output has the input's size: the "same" padding becomes the
+    anchor (the kernel tap over the output sample), the border zeros.  A
+    strided plan filters at full resolution and keeps every ``s``-th sample.
+    """
     cv2 = compiled._cv2()
     ry, rx = axes
     strided = ry.stride > 1 or rx.stride > 1
-    # OpenCV's output has the input's size: the "same" padding becomes the
-    # anchor (the kernel tap over the output sample), the border zeros.
-    anchor = (rx.before, ry.before)
-    full = np.empty(x.shape[2:], dtype=np.float32) if strided else None
-    for n in range(x.shape[0]):
-        for c in range(lo, hi):
+    anchor, border = (rx.before, ry.before), cv2.BORDER_CONSTANT
+    full = np.empty(x.shape[2:], dtype=np.float32)
+    calls = [(x[n, c], weight[c], full if strided else out[n, c], float(bias[c]), out[n, c])
+             for n in range(x.shape[0]) for c in range(lo, hi)]
+    filter2d = cv2.filter2D
+
+    def run():
+        for src, kernel, dst, delta, keep in calls:
+            filter2d(src, -1, kernel, dst=dst, anchor=anchor, delta=delta, borderType=border)
             if strided:
-                cv2.filter2D(x[n, c], -1, weight[c], dst=full, anchor=anchor, delta=float(bias[c]),
-                             borderType=cv2.BORDER_CONSTANT)
-                out[n, c] = full[::ry.stride, ::rx.stride]
-            else:
-                cv2.filter2D(x[n, c], -1, weight[c], dst=out[n, c], anchor=anchor, delta=float(bias[c]),
-                             borderType=cv2.BORDER_CONSTANT)
+                keep[...] = dst[::ry.stride, ::rx.stride]
+    return run
+
+
+def _taps_numpy(images, weight, bias, taps, out) -> np.ndarray:
+    """A channels-last plan by numpy: each tap's rectangle scaled by every channel's weight at once and added."""
+    per_tap = weight.transpose(1, 2, 0)  # (kh, kw, C): the channel weights of one tap are contiguous rows
+    scratch = np.empty(out.shape[1:], dtype=np.float32)
+    np.copyto(out, bias)
+    for b, phases in enumerate(images):
+        for t in taps:
+            region = out[b, t.y0:t.y1, t.x0:t.x1]
+            product = scratch[:t.y1 - t.y0, :t.x1 - t.x0]
+            np.multiply(phases[t.phase][t.y0 + t.dy:t.y1 + t.dy, t.x0 + t.dx:t.x1 + t.dx], per_tap[t.i, t.j],
+                        out=product)
+            np.add(region, product, out=region)
     return out
 
 
-def _shiftadd(x, weight, bias, axes, channels_last, out) -> np.ndarray:
+def _shiftadd(x, weight, bias, axes, out) -> np.ndarray:
+    """A channels-first plan by numpy: one strided view of the zero-padded input per tap, scaled and added."""
     ry, rx = axes
     kh, kw = weight.shape[1:]
     # Padded just far enough for the samples the stride keeps.
     rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
     h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
-    if channels_last:
-        padded = np.zeros((x.shape[0], rows, cols, x.shape[3]), dtype=np.float32)
-        padded[:, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :h, :w]
-        taps = np.ascontiguousarray(weight.transpose(1, 2, 0))  # (kh, kw, C): one row of channel weights per tap
-        np.copyto(out, bias)
-
-        def view(i, j):
-            return padded[:, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride]
-    else:
-        padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
-        padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
-        taps = weight.transpose(1, 2, 0)[..., None, None]  # (kh, kw, C, 1, 1)
-        np.copyto(out, bias[:, None, None])
-
-        def view(i, j):
-            return padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride]
+    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
+    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
+    taps = weight.transpose(1, 2, 0)[..., None, None]  # (kh, kw, C, 1, 1)
+    np.copyto(out, bias[:, None, None])
     scratch = np.empty_like(out)
     for i in range(kh):
         for j in range(kw):
-            np.multiply(view(i, j), taps[i, j], out=scratch)
+            np.multiply(padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride], taps[i, j],
+                        out=scratch)
             np.add(out, scratch, out=out)
     return out
 
 
-def same_patches(x, kernel_shape, *, stride=1) -> np.ndarray:
+def same_patches(x, kernel_shape, *, stride=1, out=None) -> np.ndarray:
     """Every tap's window of a zero-border, "same"-size correlation of ``(N, C, H, W)`` images, gathered.
 
     The patch matrix ("im2col") of a dense convolution: for the tap ``(i, j)``
@@ -276,7 +432,8 @@ def same_patches(x, kernel_shape, *, stride=1) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(N, kh * kw * C, H_out, W_out)`` float32.
+        ``(N, kh * kw * C, H_out, W_out)`` float32: ``out`` if given (a
+        C-contiguous float32 array of that shape), else a new array.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4:
@@ -287,8 +444,13 @@ def same_patches(x, kernel_shape, *, stride=1) -> np.ndarray:
     h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
     padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
     padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
-    out = np.empty((x.shape[0], kh, kw, x.shape[1], ry.out, rx.out), dtype=np.float32)
+    shape = (x.shape[0], kh * kw * x.shape[1], ry.out, rx.out)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ParameterError(f"must be a C-contiguous float32 array of shape {shape}", subject="out")
+    taps = out.reshape(x.shape[0], kh, kw, x.shape[1], ry.out, rx.out)
     for i in range(kh):
         for j in range(kw):
-            out[:, i, j] = padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride]
-    return out.reshape(x.shape[0], kh * kw * x.shape[1], ry.out, rx.out)
+            taps[:, i, j] = padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride]
+    return out

@@ -13,8 +13,11 @@ from typing import Iterator
 
 import numpy as np
 
+from ..engine.depthwise import split_phases
+from .parallel import run_parts
 from .layers import (
-    DenseConv, DepthwiseConv, Linear, PointwiseConv, global_average_pool, relu6, to_channels_first, to_channels_last,
+    DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, global_average_pool, relu6, to_channels_first,
+    to_channels_last,
 )
 
 
@@ -56,10 +59,16 @@ class Config:
     classes: int = 1000  # ImageNet-1k
     image_size: int = 224  # the input side the network was trained at
     bn_epsilon: float = 1e-3  # TensorFlow's default, used by the reference
-    # Blocks whose output is downsampled this much (maps of 14x14 and less at 224)
-    # run channels-last, where the engine's per-channel filtering is faster
-    # (240 channels of 28x28, 3x3 stride 2: 0.35 ms channels-last, 1.2 ms first).
+    # Blocks whose output is downsampled this much (maps of 14x14 and less at
+    # 224) run channels-last, where the engine's per-channel filtering is
+    # faster on many small maps (672 channels of 14x14, 5x5: 0.65 ms against
+    # 2.5 ms plane by plane), and so does every strided block, whose input
+    # is then split into the stride's phases (96 channels of 112x112, 3x3
+    # stride 2: 1.0 ms against 1.5 ms plane by plane at full resolution).
+    # Stride-1 blocks on larger maps stay channels-first (240 channels of
+    # 28x28, 5x5: 1.1 ms plane by plane, 1.3 ms channels-last).
     channels_last_stride: int = 16
+    strided_channels_last: bool = True
 
 
 LITE0 = Config()
@@ -96,7 +105,8 @@ def block_rows(config: Config = LITE0) -> list[BlockRow]:
             stride = stage.stride if first else 1
             rows.append(BlockRow(
                 len(rows), stage.kernel, stride, stage.expand, stage.inputs if first else stage.outputs,
-                stage.outputs, channels_last=downsampled * stride >= config.channels_last_stride,
+                stage.outputs, channels_last=downsampled * stride >= config.channels_last_stride
+                or (stride > 1 and config.strided_channels_last),
             ))
             downsampled *= stride
     return rows
@@ -131,29 +141,94 @@ def conv_specs(config: Config = LITE0) -> Iterator[ConvSpec]:
 
 
 class MBConv:
-    """Mobile inverted bottleneck: 1x1 expand, depthwise k x k, 1x1 project, identity skip."""
+    """Mobile inverted bottleneck: 1x1 expand, depthwise k x k, 1x1 project, identity skip.
 
-    def __init__(self, row: BlockRow, params: dict[str, np.ndarray]) -> None:
+    ``input_channels_last`` is the layout the block receives (the one the
+    block before it runs in); it converts that to its own.  A strided
+    channels-last block splits its narrow input into the stride's phases
+    before the expand, so the depthwise layer computes only the samples it
+    keeps, from phases it does not have to copy.
+    """
+
+    def __init__(self, row: BlockRow, params: dict[str, np.ndarray], input_channels_last: bool = False) -> None:
         prefix = f"_blocks.{row.index}"
         self.row = row
+        self.input_channels_last = input_channels_last
         last = row.channels_last
+        self.phased = last and row.stride > 1
         self.expand = None
         if row.expand != 1:
             w, b = _pair(params, f"{prefix}._expand_conv")
             self.expand = PointwiseConv(w[:, :, 0, 0], b, channels_last=last, relu6=True)
         w, b = _pair(params, f"{prefix}._depthwise_conv")
-        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last)
+        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last, phased=self.phased)
         w, b = _pair(params, f"{prefix}._project_conv")
         self.project = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
 
     def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
-        """The block on ``x``; ``threads`` share each layer's work."""
+        """The block on ``x`` (laid out as ``input_channels_last`` says); ``threads`` share each layer's work."""
+        shape = None
+        if self.phased:
+            n, h, w = (x.shape[:3] if self.input_channels_last else (x.shape[0],) + x.shape[2:])
+            shape = (n, h, w, self.row.hidden)
+            x = split_phases(x, self.row.stride, channels_last=self.input_channels_last)
+        elif self.row.channels_last != self.input_channels_last:
+            x = to_channels_last(x) if self.row.channels_last else to_channels_first(x)
         h = self.expand(x, threads) if self.expand is not None else x
-        h = relu6(self.depthwise(h, threads))
+        h = relu6(self.depthwise(h, threads, shape))
         h = self.project(h, threads)  # linear bottleneck: no activation
         if self.row.residual:
             h += x
         return h
+
+    def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The block's output shape, in its own layout, for an input of ``x_shape`` (in its input's layout)."""
+        n, h, w = x_shape[:3] if self.input_channels_last else (x_shape[0],) + tuple(x_shape[2:])
+        h, w = -(-h // self.row.stride), -(-w // self.row.stride)
+        return (n, h, w, self.row.outputs) if self.row.channels_last else (n, self.row.outputs, h, w)
+
+    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, threads: int = 1) -> list[list]:
+        """Steps computing the block from the buffer ``x`` into ``out`` (shaped as :meth:`output_shape` says).
+
+        Its hidden layers take the workspace's roles ``hidden`` (the expanded
+        input) and ``filtered`` (the depthwise output); a layout change or a
+        split into phases takes ``input``.  ``out`` must not share memory
+        with them or with ``x``.
+        """
+        row, steps = self.row, []
+        n, h, w = x.shape[:3] if self.input_channels_last else (x.shape[0],) + x.shape[2:]
+        shape = (n, h, w, row.hidden)
+        if self.phased:
+            extra = int(self.expand is not None and self.expand.augmented)  # a channel of ones for the bias
+            split = workspace.take("input", (n, h * w, row.inputs + extra))
+            data = split[..., :row.inputs]
+            stride, first = row.stride, self.input_channels_last
+
+            def run(source=x):
+                split_phases(source, stride, channels_last=first, out=data)
+                if extra:
+                    split[..., -1] = 1.0
+            steps.append([run])
+            x = split
+        elif row.channels_last != self.input_channels_last:
+            converted = workspace.take("input", (n, h, w, row.inputs) if row.channels_last else (n, row.inputs, h, w))
+            source = x.transpose(0, 2, 3, 1) if row.channels_last else x.transpose(0, 3, 1, 2)
+            steps.append([lambda: np.copyto(converted, source)])
+            x = converted
+        if self.expand is not None:
+            hidden = workspace.take("hidden", x.shape[:-1] + (row.hidden,) if row.channels_last
+                                    else (n, row.hidden) + x.shape[2:])
+            steps += self.expand.bind(x, hidden, workspace, threads)
+        else:
+            hidden = x
+        filtered = workspace.take("filtered", self.depthwise._plan(shape if self.phased else hidden.shape,
+                                                                   threads).out_shape)
+        steps += self.depthwise.bind(hidden, filtered, threads, shape, relu6=True)
+        steps += self.project.bind(filtered, out, workspace, threads)
+        if row.residual:
+            residual = x[..., :row.inputs] if row.channels_last else x[:, :row.inputs]
+            steps.append([lambda: np.add(out, residual, out=out)])
+        return steps
 
 
 class EfficientNetLite:
@@ -184,35 +259,54 @@ class EfficientNetLite:
         self.layer_threads = layer_threads
         w, b = _pair(params, "_conv_stem")
         self.stem = DenseConv(w, b, stride=2)
-        self.blocks = [MBConv(row, params) for row in block_rows(config)]
+        self.blocks, last = [], False
+        for row in block_rows(config):
+            self.blocks.append(MBConv(row, params, input_channels_last=last))
+            last = row.channels_last
         w, b = _pair(params, "_conv_head")
         self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last, relu6=True)
         self.fc = Linear(*_pair(params, "_fc"))
+        self._passes: dict[tuple, _CompiledPass] = {}
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The last feature maps, ``(N, 1280, 7, 7)`` for a 224x224 input: what the classifier pools."""
         x = np.asarray(x, dtype=np.float32)
         parts = min(self.threads, len(x))
         if parts <= 1:
-            return self._features(x, self.layer_threads)
+            return self._features(x, self.layer_threads, 0)
         # Images are independent: one share of the batch per thread, one
         # hand-over per call (a split inside every layer would cost a
         # hand-over per layer, ~50 per forward pass).
         from concurrent.futures import ThreadPoolExecutor
 
+        shares = np.array_split(x, parts)
         with ThreadPoolExecutor(parts) as pool:
-            return np.concatenate(list(pool.map(lambda part: self._features(part, 1), np.array_split(x, parts))))
+            return np.concatenate(list(pool.map(lambda i: self._features(shares[i], 1, i), range(parts))))
 
-    def _features(self, x: np.ndarray, threads: int) -> np.ndarray:
+    def _features(self, x: np.ndarray, threads: int, slot: int) -> np.ndarray:
+        """The feature maps of ``x`` by the compiled pass of its shape; ``slot`` tells concurrent shares apart."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {x.shape}")
+        key = (x.shape, threads, slot)
+        compiled = self._passes.get(key)
+        if compiled is None:
+            if len(self._passes) >= 4:  # a few input shapes at a time: each pass holds its buffers
+                self._passes.clear()
+            compiled = self._passes[key] = _CompiledPass(self, x.shape, threads)
+        if not compiled.lock.acquire(blocking=False):
+            return self._layer_by_layer(x, threads)  # the same shape in another thread: its own arrays
+        try:
+            return compiled(x)
+        finally:
+            compiled.lock.release()
+
+    def _layer_by_layer(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """The feature maps of ``x`` layer after layer, each into new arrays (what a compiled pass runs in place)."""
         x = relu6(self.stem(x))
-        channels_last = False
         for block in self.blocks:
-            if block.row.channels_last != channels_last:
-                channels_last = block.row.channels_last
-                x = to_channels_last(x) if channels_last else to_channels_first(x)
             x = block(x, threads)
         x = self.head(x, threads)
-        return to_channels_first(x) if channels_last else x
+        return to_channels_first(x) if self.blocks[-1].row.channels_last else x
 
     def classifier(self, features: np.ndarray) -> np.ndarray:
         """Logits from feature maps: global average pooling, then the fully connected layer."""
@@ -229,6 +323,53 @@ class EfficientNetLite:
         """
         weights = self.fc.weight_t[:, index]
         return np.tensordot(weights, features, axes=(0, 0))
+
+
+class _CompiledPass:
+    """The forward pass for one input shape, bound to preallocated buffers: a list of steps.
+
+    Every layer is bound once (its views, its OpenCV calls' arguments, the
+    plans and tiles of its depthwise layer), then a call copies the input in
+    and runs the steps.  Blocks pass their outputs through two buffers in
+    turn; their hidden layers share the workspace's other roles, so a pass
+    of Lite0 holds ~11 MB per image instead of allocating ~29 MB.
+    """
+
+    def __init__(self, model: EfficientNetLite, shape: tuple[int, ...], threads: int) -> None:
+        import threading
+
+        workspace = Workspace()
+        self._bind(model, shape, threads, workspace)  # dry: sizes the buffers
+        workspace.allocate()
+        self.input, self.output, self.steps = self._bind(model, shape, threads, workspace)
+        self.channels_last = model.blocks[-1].row.channels_last
+        self.nbytes = workspace.nbytes
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _bind(model: EfficientNetLite, shape, threads: int, workspace: Workspace):
+        image = workspace.take("image", tuple(shape))
+        x = workspace.take("a", model.stem.output_shape(image.shape))
+        steps = model.stem.bind(image, x, workspace, relu6=True)
+        for i, block in enumerate(model.blocks):
+            out = workspace.take("ab"[(i + 1) % 2], block.output_shape(x.shape))
+            steps += block.bind(x, out, workspace, threads)
+            x = out
+        channels = model.head.weight.shape[1 if model.head.channels_last else 0]
+        head = workspace.take("hidden", x.shape[:-1] + (channels,) if model.head.channels_last
+                              else (x.shape[0], channels) + x.shape[2:])
+        steps += model.head.bind(x, head, workspace, threads)
+        return image, head, steps
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        np.copyto(self.input, x)
+        for parts in self.steps:
+            if len(parts) == 1:
+                parts[0]()
+            else:
+                run_parts(parts)
+        # A new array: the buffer is overwritten by the next call.
+        return to_channels_first(self.output) if self.channels_last else self.output.copy()
 
 
 def default_threads() -> int:

@@ -18,6 +18,37 @@ from ..engine import execute, make_plan, plan_depthwise, same_patches
 from .parallel import shared
 
 
+class Workspace:
+    """Flat float32 buffers that the layers of a compiled forward pass share, one per role.
+
+    Layers bound to a workspace (their ``bind`` methods) take views of these
+    buffers, so one pass allocates nothing and its steps reuse memory the
+    cache still holds: a role's buffer serves every layer that needs it in
+    turn.  A first, dry binding only records the largest size of each role
+    (its views are never written); :meth:`allocate` then makes the buffers
+    and a second binding takes its views from them.
+    """
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        self.flat: dict[str, np.ndarray] | None = None
+
+    def take(self, role: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous float32 view of ``shape`` in the buffer of ``role``."""
+        size = int(np.prod(shape))
+        if self.flat is None:
+            self.sizes[role] = max(self.sizes.get(role, 0), size)
+            return np.empty(shape, dtype=np.float32)  # dry: allocated, never touched
+        return self.flat[role][:size].reshape(shape)
+
+    def allocate(self) -> None:
+        self.flat = {role: np.empty(size, dtype=np.float32) for role, size in self.sizes.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * sum(self.sizes.values())
+
+
 def relu6(x: np.ndarray) -> np.ndarray:
     """min(max(x, 0), 6), in place: the activation of the EfficientNet-Lite family."""
     return np.clip(x, 0.0, 6.0, out=x)
@@ -60,14 +91,15 @@ class PointwiseConv:
 
     def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         if self.channels_last:
-            n, h, w, c = x.shape
-            rows = self._with_ones(x.reshape(n * h * w, c), axis=1)
-            out = np.empty((n * h * w, self.weight.shape[1]), dtype=np.float32)
+            # Any pixel order: (N, H, W, C), or the (N, P, C) phases of a strided layer's input.
+            lead, c = x.shape[:-1], x.shape[-1]
+            rows = self._with_ones(x.reshape(-1, c), axis=1)
+            out = np.empty((rows.shape[0], self.weight.shape[1]), dtype=np.float32)
 
             def part(lo, hi):
                 np.matmul(rows[lo:hi], self.weight, out=out[lo:hi])
                 self._finish(out[lo:hi], self.bias)
-            length = n * h * w
+            length = rows.shape[0]
         else:
             n, c, h, w = x.shape
             planes = self._with_ones(x.reshape(n, c, h * w), axis=1)
@@ -79,7 +111,54 @@ class PointwiseConv:
             length = self.weight.shape[0]
         work = out.size * self.inputs
         shared(part, length, threads if work >= _SHARED_WORK else 1)
-        return out.reshape((n, h, w, -1) if self.channels_last else (n, -1, h, w))
+        return out.reshape(lead + (-1,)) if self.channels_last else out.reshape(n, -1, h, w)
+
+    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, threads: int = 1) -> list[list]:
+        """Steps computing this layer from the buffer ``x`` into ``out``, laid out as :meth:`__call__` takes and gives.
+
+        A widening layer copies ``x`` into a workspace buffer with a channel
+        of ones after it, unless ``x`` brings that channel itself (one more
+        channel than the weights take: its last channel, kept at one by the
+        caller).  Returns steps to run in order, each a list of parts that
+        may run at once (``threads`` of them on a large enough layer).
+        """
+        c = x.shape[-1] if self.channels_last else x.shape[1]
+        steps = []
+        if self.augmented and c == self.inputs:
+            axis = x.ndim - 1 if self.channels_last else 1
+            shape = x.shape[:axis] + (c + 1,) + x.shape[axis + 1:]
+            augmented = workspace.take("ones", shape)
+            inside = [slice(None)] * x.ndim
+            inside[axis] = slice(0, c)
+            data = augmented[tuple(inside)]
+            inside[axis] = slice(c, c + 1)
+            ones = augmented[tuple(inside)]
+
+            def copy(source=x):
+                np.copyto(data, source)
+                ones.fill(1.0)
+            steps.append([copy])
+            x = augmented
+        elif c != self.inputs + self.augmented:
+            raise ValueError(f"input has {c} channels; this layer takes {self.inputs}")
+        if self.channels_last:
+            rows, dst = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
+            length = rows.shape[0]
+
+            def part(lo, hi):
+                a, o = rows[lo:hi], dst[lo:hi]
+                return lambda: self._finish(np.matmul(a, self.weight, out=o), self.bias)
+        else:
+            planes, dst = x.reshape(x.shape[0], x.shape[1], -1), out.reshape(out.shape[0], out.shape[1], -1)
+            length = self.weight.shape[0]
+
+            def part(lo, hi):
+                w, o, b = self.weight[lo:hi], dst[:, lo:hi], self.bias[lo:hi]
+                return lambda: self._finish(np.matmul(w, planes, out=o), b)
+        threads = threads if dst.size * self.inputs >= _SHARED_WORK else 1
+        cuts = [round(length * t / threads) for t in range(threads + 1)]
+        steps.append([part(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo])
+        return steps
 
     def _with_ones(self, x: np.ndarray, axis: int) -> np.ndarray:
         """``x`` with a channel of ones after its last channel (on ``axis``), for a widening layer."""
@@ -127,38 +206,63 @@ class DepthwiseConv:
     By default the engine's depthwise entry point does the work
     (:func:`convcli.engine.plan_depthwise`: OpenCV per channel plane on
     channels-first maps, fused multiply-adds over contiguous channels on
-    channels-last ones), bias included.  A ``method`` of the general engine
-    (``direct``, ``opencv``) runs its per-channel
-    :func:`~convcli.engine.correlate` plan instead.  Plans are kept per
-    input shape.
+    channels-last ones), bias included.  With ``phased`` (channels-last,
+    strided) the layer is called with its input split into the stride's
+    phases (:func:`convcli.engine.split_phases`) and the logical input
+    ``shape``.  A ``method`` of the general engine (``direct``, ``opencv``)
+    runs its per-channel :func:`~convcli.engine.correlate` plan instead.
+    Plans are kept per input shape.
     """
 
     def __init__(
         self, weight: np.ndarray, bias: np.ndarray, stride: int = 1, channels_last: bool = False,
-        method: str | None = None,
+        method: str | None = None, phased: bool = False,
     ) -> None:
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.stride = stride
         self.channels_last = channels_last
         self.method = method  # None: the depthwise entry point's fastest for the layout
+        self.phased = phased
+        if phased and (method is not None or not channels_last):
+            raise ValueError("phased input is for the depthwise entry point, channels last")
         self._plans: dict[tuple, object] = {}
 
-    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
-        key = (x.shape, threads)
-        plan = self._plans.get(key)
-        if plan is None:
-            if self.method is None:
-                plan = plan_depthwise(x.shape, self.weight, stride=self.stride, bias=self.bias,
-                                      channels_last=self.channels_last, threads=threads)
-            else:
-                plan = _same_plan(x.shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
-            self._plans[key] = plan
+    def __call__(self, x: np.ndarray, threads: int = 1, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        plan = self._plan(tuple(shape) if self.phased else x.shape, threads)
         if self.method is None:
             return plan(x)
         out = execute(plan, x, self.weight)
         out += self.bias if self.channels_last else self.bias[None, :, None, None]
         return out
+
+    def bind(self, x: np.ndarray, out: np.ndarray, threads: int = 1, shape: tuple[int, ...] | None = None,
+             relu6: bool = False) -> list[list]:
+        """Steps computing this layer from the buffer ``x`` into ``out`` (see :meth:`PointwiseConv.bind`).
+
+        Only for the depthwise entry point (``method`` None); ``shape`` is
+        the logical input shape of a ``phased`` layer, and ``relu6`` adds the
+        activation as a last step.
+        """
+        if self.method is not None:
+            raise ValueError("only the depthwise entry point binds to buffers")
+        steps = [self._plan(tuple(shape) if self.phased else x.shape, threads).bind(x, out)]
+        if relu6:
+            steps.append([lambda: np.clip(out, 0.0, 6.0, out=out)])
+        return steps
+
+    def _plan(self, shape: tuple[int, ...], threads: int):
+        """The plan for inputs of ``shape``, made on first use and kept."""
+        key = (shape, threads)
+        plan = self._plans.get(key)
+        if plan is None:
+            if self.method is None:
+                plan = plan_depthwise(shape, self.weight, stride=self.stride, bias=self.bias,
+                                      channels_last=self.channels_last, threads=threads, phased=self.phased)
+            else:
+                plan = _same_plan(shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
+            self._plans[key] = plan
+        return plan
 
 
 class DenseConv:
@@ -187,6 +291,27 @@ class DenseConv:
         out = np.matmul(self.matrix, lanes.reshape(n, c, h * w))
         out += self.bias
         return out.reshape(n, -1, h, w)
+
+    def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(N, out, H_out, W_out)`` for an input of ``x_shape``."""
+        from ..engine import plan_axes
+
+        ry, rx = plan_axes(x_shape[2:], self.kernel_shape, stride=self.stride, padding="same")
+        return (x_shape[0], self.matrix.shape[0], ry.out, rx.out)
+
+    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, relu6: bool = False) -> list[list]:
+        """Steps computing this layer from the buffer ``x`` into ``out`` (see :meth:`PointwiseConv.bind`)."""
+        n, _, h, w = out.shape
+        lanes = workspace.take("patches", (n, self.matrix.shape[1], h, w))
+        flat, dst = lanes.reshape(n, lanes.shape[1], h * w), out.reshape(n, -1, h * w)
+
+        def run():
+            same_patches(x, self.kernel_shape, stride=self.stride, out=lanes)
+            np.matmul(self.matrix, flat, out=dst)
+            np.add(dst, self.bias, out=dst)
+            if relu6:
+                np.clip(dst, 0.0, 6.0, out=dst)
+        return [[run]]
 
 
 def global_average_pool(x: np.ndarray) -> np.ndarray:

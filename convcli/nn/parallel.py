@@ -24,3 +24,14 @@ def shared(run, length: int, threads: int) -> None:
     run(cuts[0], cuts[1])
     for future in futures:
         future.result()
+
+
+def run_parts(parts: list) -> None:
+    """Call every part, the first in this thread and the others in the pool's threads, and wait for all."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, len(parts) - 1), thread_name_prefix="convcli-nn")
+    futures = [_POOL.submit(part) for part in parts[1:]]
+    parts[0]()
+    for future in futures:
+        future.result()
