@@ -90,7 +90,8 @@ def test_an_out_array_that_is_not_contiguous_is_filled_through_scratch(name, sma
 def test_float32_volumes_with_channels_and_batches_agree_with_direct(name, small_tasks):
     kernel = _kernels()[name]
     rng = np.random.default_rng(8)
-    for x, axis in ((rng.random((9, 8, 10, 3), dtype=np.float32), -1), (rng.random((2, 9, 8, 10), dtype=np.float32), None)):
+    volumes = [(rng.random((9, 8, 10, 3), dtype=np.float32), -1), (rng.random((2, 9, 8, 10), dtype=np.float32), None)]
+    for x, axis in volumes:
         opts = dict(channel_axis=axis, spatial_ndim=3, pad_mode="symmetric")
         got = correlate(x, kernel, method="opencv", **opts)
         assert got.dtype == np.float32 and got.shape == x.shape
