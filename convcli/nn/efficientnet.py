@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..engine.depthwise import split_phases
-from .parallel import run_parts
+from .parallel import share
 from .layers import (
     DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, global_average_pool, relu6, to_channels_first,
     to_channels_last,
@@ -321,7 +321,7 @@ class EfficientNetLite:
         Averaging this map over the pixels gives the class's logit minus its
         bias: it says how much each place in the picture voted for the class.
         """
-        weights = self.fc.weight_t[:, index]
+        weights = self.fc.weight[index]
         return np.tensordot(weights, features, axes=(0, 0))
 
 
@@ -355,7 +355,7 @@ class _CompiledPass:
             out = workspace.take("ab"[(i + 1) % 2], block.output_shape(x.shape))
             steps += block.bind(x, out, workspace, threads)
             x = out
-        channels = model.head.weight.shape[1 if model.head.channels_last else 0]
+        channels = model.head.weight.shape[0]
         head = workspace.take("hidden", x.shape[:-1] + (channels,) if model.head.channels_last
                               else (x.shape[0], channels) + x.shape[2:])
         steps += model.head.bind(x, head, workspace, threads)
@@ -367,7 +367,7 @@ class _CompiledPass:
             if len(parts) == 1:
                 parts[0]()
             else:
-                run_parts(parts)
+                share(parts)
         # A new array: the buffer is overwritten by the next call.
         return to_channels_first(self.output) if self.channels_last else self.output.copy()
 

@@ -86,18 +86,20 @@ class PointwiseConv:
         self.augmented = weight.shape[0] > weight.shape[1]
         if self.augmented:
             weight = np.concatenate([weight, bias[:, None]], axis=1)
-        self.weight = np.ascontiguousarray(weight.T if channels_last else weight)
-        self.bias = np.ascontiguousarray(bias if channels_last else bias[:, None])
+        # (out, in): channels-last layers multiply by its transpose, a view BLAS reads as it is
+        # (a copy would cost start-up time and memory, not speed).
+        self.weight = np.ascontiguousarray(weight)
+        self.bias = bias if channels_last else bias[:, None]
 
     def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         if self.channels_last:
             # Any pixel order: (N, H, W, C), or the (N, P, C) phases of a strided layer's input.
             lead, c = x.shape[:-1], x.shape[-1]
             rows = self._with_ones(x.reshape(-1, c), axis=1)
-            out = np.empty((rows.shape[0], self.weight.shape[1]), dtype=np.float32)
+            out = np.empty((rows.shape[0], self.weight.shape[0]), dtype=np.float32)
 
             def part(lo, hi):
-                np.matmul(rows[lo:hi], self.weight, out=out[lo:hi])
+                np.matmul(rows[lo:hi], self.weight.T, out=out[lo:hi])
                 self._finish(out[lo:hi], self.bias)
             length = rows.shape[0]
         else:
@@ -147,7 +149,7 @@ class PointwiseConv:
 
             def part(lo, hi):
                 a, o = rows[lo:hi], dst[lo:hi]
-                return lambda: self._finish(np.matmul(a, self.weight, out=o), self.bias)
+                return lambda: self._finish(np.matmul(a, self.weight.T, out=o), self.bias)
         else:
             planes, dst = x.reshape(x.shape[0], x.shape[1], -1), out.reshape(out.shape[0], out.shape[1], -1)
             length = self.weight.shape[0]
@@ -323,8 +325,8 @@ class Linear:
     """A fully connected layer: ``x @ weight.T + bias``."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).T)
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (out, in), used transposed
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.weight_t + self.bias
+        return x @ self.weight.T + self.bias

@@ -26,12 +26,53 @@ def shared(run, length: int, threads: int) -> None:
         future.result()
 
 
-def run_parts(parts: list) -> None:
-    """Call every part, the first in this thread and the others in the pool's threads, and wait for all."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, len(parts) - 1), thread_name_prefix="convcli-nn")
-    futures = [_POOL.submit(part) for part in parts[1:]]
-    parts[0]()
-    for future in futures:
-        future.result()
+class _Helper:
+    """A thread that joins in the parts of each step it is handed, if it gets to them before the caller does."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.queue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="convcli-nn-helper", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.queue.get()()
+
+
+_HELPER: _Helper | None = None
+
+
+def share(parts: list) -> None:
+    """Run ``parts`` (independent callables) in this thread and a helper thread, each taking the next one left.
+
+    The helper is woken first; whichever thread is free claims the next
+    part, so when another job holds the second core this thread simply
+    does the parts the helper did not get to, and waits only for a part the
+    helper already started.  A step cut in more parts than threads balances
+    itself.
+    """
+    import itertools
+    import threading
+
+    global _HELPER
+    if _HELPER is None:
+        _HELPER = _Helper()
+    count = len(parts)
+    claim, finish = itertools.count().__next__, itertools.count(1).__next__  # atomic under the interpreter lock
+    done, errors = threading.Event(), []
+
+    def work():
+        while (i := claim()) < count:
+            try:
+                parts[i]()
+            except BaseException as exc:  # reported by the caller
+                errors.append(exc)
+            if finish() == count:
+                done.set()
+    _HELPER.queue.put(work)
+    work()
+    done.wait()
+    if errors:
+        raise errors[0]
