@@ -43,12 +43,14 @@ class _Recorder:
     def __init__(self, cv2):
         self._cv2 = cv2
         self.sources = []
+        self.calls = []
 
     def __getattr__(self, name):
         real = getattr(self._cv2, name)
         if name in ("filter2D", "sepFilter2D", "boxFilter"):
             def call(src, *args, **kwargs):
                 self.sources.append(src.dtype.name)
+                self.calls.append(name)
                 return real(src, *args, **kwargs)
             return call
         return real
@@ -67,14 +69,10 @@ def recorder(monkeypatch):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(_kernels()))
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_integer_images_give_the_float_paths_result(name, mode, dtype, precision, recorder, monkeypatch):
+def test_integer_images_give_the_float_paths_result(name, mode, dtype, precision, recorder):
     kernel = _kernels()[name]
-    # A forced method skips the factorisation, so OpenCV's separable filter is auto's choice (here
-    # on a small image: OpenCV's import is not counted).
-    method = "auto" if name == "separable" else "opencv"
-    monkeypatch.setattr(strategies, "OPENCV_FIXED_NS", 0.0)
     x = _image(dtype)
-    opts = dict(channel_axis=-1, pad_mode=mode, method=method, precision=precision)
+    opts = dict(channel_axis=-1, pad_mode=mode, method="opencv", precision=precision)
     plan = make_plan(x.shape, kernel, x_dtype=x.dtype, **opts)
     assert plan.method == "opencv"
     op = compiled.operation(kernel[None], plan.axes, plan.choice.separable)
@@ -145,3 +143,14 @@ def test_integers_in_the_other_byte_order_are_converted_first(recorder):
     got = correlate(swapped, kernel, channel_axis=-1, method="opencv")
     np.testing.assert_array_equal(got, correlate(native.astype(np.float32), kernel, channel_axis=-1, method="opencv"))
     assert set(recorder.sources) == {"float32"}
+
+
+@pytest.mark.parametrize("method", ["auto", "opencv"])
+def test_a_rank_one_kernel_runs_as_opencvs_separable_filter_forced_or_not(method, recorder, monkeypatch):
+    monkeypatch.setattr(strategies, "OPENCV_FIXED_NS", 0.0)  # auto picks OpenCV on a small image too
+    g = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    x = _image("uint8", (80, 90, 3)).astype(np.float32)
+    got = correlate(x, np.outer(g, g), channel_axis=-1, method=method)
+    assert recorder.calls == ["sepFilter2D"]
+    expected = correlate(x.astype(np.float64), np.outer(g, g), channel_axis=-1, method="direct")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)

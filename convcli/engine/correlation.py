@@ -186,8 +186,10 @@ def make_plan(
         nd <= 2 or (compiled.planes_native(border, value, axes) and not per_channel and channels <= 4))
     if method in _NEEDS_NO_COST_MODEL:
         # A forced method that needs no factorisation skips the cost model (an SVD per
-        # channel): a CNN plans hundreds of depthwise layers at start-up.
-        choice = strategies.Choice(method, {}, separable=False)
+        # channel): a CNN plans hundreds of depthwise layers at start-up.  OpenCV still
+        # asks whether the kernel is rank 1, to use its separable filter.
+        separable = method == "opencv" and nd > 1 and strategies.channel_factors(canonical) is not None
+        choice = strategies.Choice(method, {}, separable=separable)
     else:
         choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
     if streamed:
