@@ -267,6 +267,7 @@ class EfficientNetLite:
         self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last, relu6=True)
         self.fc = Linear(*_pair(params, "_fc"))
         self._passes: dict[tuple, _CompiledPass] = {}
+        self._seen: set[tuple] = set()  # shapes run once, layer by layer
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The last feature maps, ``(N, 1280, 7, 7)`` for a 224x224 input: what the classifier pools."""
@@ -290,6 +291,11 @@ class EfficientNetLite:
         key = (x.shape, threads, slot)
         compiled = self._passes.get(key)
         if compiled is None:
+            if key not in self._seen:
+                # Binding costs ~10 ms more than it saves on one pass: a process
+                # classifying one photo never needs it.  Compile at the second.
+                self._seen.add(key)
+                return self._layer_by_layer(x, threads)
             if len(self._passes) >= 4:  # a few input shapes at a time: each pass holds its buffers
                 self._passes.clear()
             compiled = self._passes[key] = _CompiledPass(self, x.shape, threads)
