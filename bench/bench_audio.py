@@ -14,7 +14,7 @@ with timers before handing the arguments to convcli's own ``main``:
     kernels   resolving ``-k`` into weights
     engine    the filter itself (int16 -> float is fused into it)
     samples   ``convcli.samples.to_samples``: float -> int16 with clipping
-    encode    ``soundfile.write``: encoding and writing the WAV
+    encode    ``soundfile``'s writes: encoding and writing the WAV
     rest      everything else inside ``main`` (parsing, report, atomic rename)
     exit      from ``main``'s return to the parent seeing the process end
 
@@ -80,7 +80,9 @@ def child(argv: list[str]) -> None:
     def write(*args, **kwargs):
         import soundfile
 
+        # The writer fills a SoundFile block by block (soundfile.write once, before).
         soundfile.write = timer("encode", soundfile.write)
+        soundfile.SoundFile.write = timer("encode", soundfile.SoundFile.write)
         return real_write(*args, **kwargs)
 
     io.write = write

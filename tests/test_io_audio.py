@@ -198,3 +198,44 @@ def test_a_full_disk_through_the_cli_is_one_line_and_exit_1(tmp_path, monkeypatc
     assert result.stderr.strip().splitlines() == [
         f"convcli: error: {tmp_path / 'out.wav'}: cannot write: No space left on device"]
     assert not (tmp_path / "out.wav").exists()
+
+
+def _whole_conversion(values, sig, out_subtype, mode):
+    """The samples and clip count of converting the whole signal at once, as libsndfile's full scale holds them."""
+    dtype, bits = {"PCM_16": (np.int16, 16), "PCM_24": (np.int32, 24), "PCM_U8": (np.int16, 8)}[out_subtype]
+    in_bits = sig.meta["bits"]
+    scaled = values.astype(np.float64) * (2.0 ** (bits - 1) / 2.0 ** (in_bits - 1))
+    samples, clipped = to_samples(scaled, dtype, mode, bits=bits)
+    return samples.astype(np.int64), clipped
+
+
+@pytest.mark.parametrize("out_subtype", ["PCM_16", "PCM_24", "PCM_U8"])
+@pytest.mark.parametrize("mode", ["clip", "abs", "offset", "rescale"])
+def test_block_by_block_writing_equals_converting_the_whole_signal(tmp_path, monkeypatch, out_subtype, mode):
+    from convcli.io import audio
+
+    monkeypatch.setattr(audio, "WRITE_FRAMES", 7)  # blocks far smaller than the signal, a short last one
+    _write(tmp_path / "in.wav", "PCM_16", frames=1000)
+    sig = io.read(tmp_path / "in.wav")
+    loud = io.derive(sig, sig.data.astype(np.float32) * 3.0 - 2000.0)
+    loud.meta["range"], loud.meta["subtype"] = mode, out_subtype
+    written = io.write(loud, tmp_path / "out.wav")
+    expected, clipped = _whole_conversion(loud.data, sig, out_subtype, mode)
+    back = io.read(tmp_path / "out.wav").data.astype(np.int64)
+    np.testing.assert_array_equal(back, expected)
+    assert written.clipped == clipped
+    assert mode == "rescale" or clipped > 0
+
+
+def test_non_finite_samples_late_in_the_signal_are_counted_whole_and_leave_no_file(tmp_path, monkeypatch):
+    from convcli.io import audio
+
+    monkeypatch.setattr(audio, "WRITE_FRAMES", 100)
+    _write(tmp_path / "in.wav", "PCM_16", frames=1000)
+    sig = io.read(tmp_path / "in.wav")
+    bad = sig.data.astype(np.float32)
+    bad[[5, 950, 951], 0] = np.nan
+    bad[990, 1] = np.inf
+    with pytest.raises(DataError, match="^4 non-finite samples"):
+        io.write(io.derive(sig, bad), tmp_path / "out.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
