@@ -169,11 +169,11 @@ def test_the_compiled_pass_is_the_layer_by_layer_pass(switch, strided):
     config = replace(TINY, channels_last_stride=switch, strided_channels_last=strided)
     model = EfficientNetLite(weights.fold_batch_norm(_state(config, 31), config), config, threads=1)
     rng = np.random.default_rng(32)
-    for size, compiled in [((19, 17), 0), ((19, 17), 1), ((19, 17), 1), ((16, 16), 1), ((16, 16), 2)]:
+    for size, passes in [((19, 17), 0), ((19, 17), 1), ((19, 17), 1), ((16, 16), 1), ((16, 16), 2)]:
         # A shape runs layer by layer the first time, compiled from the second on, with new pixels each time.
         x = rng.standard_normal((2, 3) + size).astype(np.float32)
         first = model.features(x)
-        assert len(model._passes) == compiled
+        assert len(model._passes) == passes
         np.testing.assert_allclose(first, model._layer_by_layer(x, 1), rtol=1e-6, atol=1e-6)
         kept = first.copy()
         model.features(-x)
