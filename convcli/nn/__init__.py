@@ -1,8 +1,9 @@
 """A pretrained CNN on convcli's own engine: EfficientNet-Lite0 classifying photos.
 
 - ``pickle_loader``: PyTorch checkpoints read without torch and without running their code.
-- ``weights``: strict loading, batch norm folded in, the checksum-keyed ``.npz`` cache.
-- ``layers`` and ``efficientnet``: small callable layers and the network as a table of block rows.
+- ``weights``: strict loading, batch norm folded in, the checksum-keyed cache.
+- ``layers`` and ``efficientnet``: small callable layers and the network as a table of block rows,
+  compiled for each input shape into steps on preallocated buffers.
 - ``preprocess``: from a photo file to the network's input, exactly.
 - ``classify`` and ``cam``: one image to its top classes and its class-activation map.
 

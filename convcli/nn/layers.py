@@ -5,10 +5,14 @@ Activations are laid out ``(batch, channels, rows, columns)`` (NCHW) or, with
 depthwise entry point filters either: NCHW one OpenCV call per channel plane,
 fastest on large maps with few channels (144 channels of 56x56, 3x3: 0.8 ms),
 NHWC one fused multiply-add per tap over all channels at once, fastest on
-small maps with many (1152 channels of 7x7, 5x5: 0.55 ms; per plane 8 ms).  A
-1x1 convolution is one float32 matrix product in either layout.  Batch norm is
-folded into the weights and biases before a layer is built (see
-:mod:`convcli.nn.weights`).
+small maps with many (1152 channels of 7x7, 5x5: 0.3 ms; per plane 3.6 ms),
+and on the stride phases of a strided layer's input.  A 1x1 convolution is
+one float32 matrix product in either layout.  Batch norm is folded into the
+weights and biases before a layer is built (see :mod:`convcli.nn.weights`).
+
+Each layer can be called on arrays (new arrays out), or bound once to
+buffers of a :class:`Workspace` (``bind``): the steps it returns then run it
+in place, pass after pass, with every view and call argument made once.
 """
 from __future__ import annotations
 
