@@ -207,3 +207,17 @@ def _state(config, seed):
     from nn_fixtures import lt
 
     return lt.random_state(config, seed=seed)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="OpenCV is not installed")
+def test_a_layer_shares_its_tiles_between_batch_sizes():
+    from convcli.nn.layers import DepthwiseConv
+
+    rng = np.random.default_rng(9)
+    layer = DepthwiseConv(rng.standard_normal((5, 3, 3)).astype(np.float32), np.zeros(5, np.float32),
+                          channels_last=True)
+    one, three = (rng.standard_normal((n, 6, 7, 5)).astype(np.float32) for n in (1, 3))
+    np.testing.assert_allclose(layer(three)[:1], layer(three[:1]), rtol=1e-6, atol=1e-6)
+    (a, b) = layer._plans.values()
+    assert a.tiles is b.tiles
+    assert layer(one).shape == (1, 6, 7, 5)

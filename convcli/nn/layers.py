@@ -16,6 +16,8 @@ in place, pass after pass, with every view and call argument made once.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..engine import execute, make_plan, plan_depthwise, same_patches
@@ -265,6 +267,11 @@ class DepthwiseConv:
             if self.method is None:
                 plan = plan_depthwise(shape, self.weight, stride=self.stride, bias=self.bias,
                                       channels_last=self.channels_last, threads=threads, phased=self.phased)
+                for other in self._plans.values():  # tiles depend on the image width, not the batch size: share
+                    if plan.tiles is not None and getattr(other, "tiles", None) is not None \
+                            and other.tiles.shape == plan.tiles.shape:
+                        plan = replace(plan, tiles=other.tiles)
+                        break
             else:
                 plan = _same_plan(shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
             self._plans[key] = plan
