@@ -221,3 +221,32 @@ def test_a_layer_shares_its_tiles_between_batch_sizes():
     (a, b) = layer._plans.values()
     assert a.tiles is b.tiles
     assert layer(one).shape == (1, 6, 7, 5)
+
+
+def test_threads_sharing_the_compiled_steps_change_nothing(monkeypatch):
+    from convcli.nn import layers
+
+    monkeypatch.setattr(layers, "_SHARED_WORK", 0)  # share even the tiny network's layers
+    monkeypatch.setattr(depthwise, "_SHARED_WORK", 0)
+    for switch in (10**9, 1):
+        config = replace(TINY, channels_last_stride=switch)
+        model = EfficientNetLite(weights.fold_batch_norm(_state(config, 35), config), config, threads=1)
+        x = np.random.default_rng(36).standard_normal((1, 3, 19, 19)).astype(np.float32)
+        alone = model._layer_by_layer(x, 1)
+        model.layer_threads = 2
+        for _ in range(3):  # layer by layer, then compiled with shared steps
+            np.testing.assert_allclose(model.features(x), alone, rtol=1e-6, atol=1e-6)
+        (compiled,) = model._passes.values()
+        assert max(len(parts) for parts in compiled.steps) == 2
+
+
+def test_a_failing_part_of_a_shared_step_is_raised_in_the_caller():
+    from convcli.nn.parallel import share
+
+    ran = []
+
+    def fails():
+        raise RuntimeError("part 2 failed")
+    with pytest.raises(RuntimeError, match="part 2 failed"):
+        share([lambda: ran.append(1), fails, lambda: ran.append(3)])  # run by the helper or the caller
+    assert sorted(ran) == [1, 3]  # the other parts still ran: nothing is left half-done behind the caller
