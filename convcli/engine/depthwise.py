@@ -14,22 +14,31 @@ EfficientNet-Lite0's layers, 2 cores, batch 1):
   zero border and anchor standing in for the padding and the bias passed as
   its ``delta``; no padded copy.  Fast on large maps (144 channels of 56x56,
   3x3: 0.8 ms against 3.3 ms of shift-and-add), slow on many small ones,
-  where the ~7 us per call dominates (1152 channels of 7x7: 8 ms).
-- ``opencv`` (channels-last, stride 1): every image is a matrix of rows
-  ``W * C`` long, and each tap one ``accumulateProduct`` (a fused
-  multiply-add) of the input shifted by the tap into the output, over the
-  rectangle where the shifted input exists (so no padded copy), against the
-  tap's channel weights repeated along a few rows: 672 channels of 14x14,
-  5x5, in 1.0 ms against 1.8 ms of shift-and-add.
-- ``shiftadd``: one strided view of the zero-padded input per tap, scaled by
-  every channel's weight at once and summed.  Channels-last keeps the
-  channel axis innermost, so every multiply-add runs over contiguous
-  channels: 1152 channels of 7x7, 5x5, in 0.7 ms.  It serves every case
-  and is the reference the OpenCV paths are tested against.
+  where the ~3 us per call dominates (1152 channels of 7x7, 5x5: 3.6 ms).
+- ``opencv`` (channels-last): every image is a matrix of rows ``W * C``
+  long, and each tap one ``accumulateProduct`` (a fused multiply-add) of the
+  input shifted by the tap into the output, over the rectangle where the
+  shifted input exists (so no padded copy), against the tap's channel
+  weights repeated along a few rows: 672 channels of 14x14, 5x5, in 0.65 ms
+  against 1.8 ms of shift-and-add.
+- ``shiftadd``: each tap's shifted rectangle scaled by every channel's
+  weight at once and added (channels-first: one strided view of the
+  zero-padded input per tap).  Channels-last keeps the channel axis
+  innermost, so every multiply-add runs over contiguous channels.  It serves
+  every case and is the reference the OpenCV paths are tested against.
 
-Stride ``s`` with OpenCV filters at full resolution and keeps every ``s``-th
-sample (the anchor places the "same" padding); on the large maps where OpenCV
-is chosen that still beats shift-and-add.
+Strided channels-last layers run on the input's stride phases
+(:func:`split_phases`: ``x[:, a::s, b::s]`` one after another): a tap of a
+strided correlation reads one phase at stride 1, so only the samples the
+stride keeps are computed (96 channels of 112x112, 3x3, stride 2: 1.0 ms
+against 1.5 ms plane by plane at full resolution).  A network splits the
+narrow input of the 1x1 layer before (``phased=True``); otherwise the plan
+splits its input itself.  Channels-first ``opencv`` filters strided layers at
+full resolution and keeps every ``s``-th sample.
+
+A plan run pass after pass on the same buffers is bound to them once
+(:meth:`DepthwisePlan.bind`): every OpenCV call's arguments are made then,
+and a pass pays only for the calls.
 
 :func:`same_patches` gathers the patch matrix of a dense convolution under
 the same geometry, for layers that mix channels (a CNN's stem) by one
