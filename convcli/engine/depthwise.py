@@ -106,8 +106,10 @@ class DepthwisePlan:
     @property
     def in_shape(self) -> tuple[int, ...]:
         """The shape the plan is called with: ``x_shape``, or ``(N, H * W, C)`` when phased."""
-        n, h, w, c = self.x_shape if self.phased else (0, 0, 0, 0)
-        return (n, h * w, c) if self.phased else self.x_shape
+        if not self.phased:
+            return self.x_shape
+        n, h, w, c = self.x_shape
+        return (n, h * w, c)
 
     def __call__(self, x, out=None) -> np.ndarray:
         x = np.asarray(x)
