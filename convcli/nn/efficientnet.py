@@ -221,8 +221,8 @@ class MBConv:
             steps += self.expand.bind(x, hidden, workspace, threads)
         else:
             hidden = x
-        filtered = workspace.take("filtered", self.depthwise._plan(shape if self.phased else hidden.shape,
-                                                                   threads).out_shape)
+        filtered = workspace.take("filtered", self.depthwise.plan(shape if self.phased else hidden.shape,
+                                                                  threads).out_shape)
         steps += self.depthwise.bind(hidden, filtered, threads, shape, relu6=True)
         steps += self.project.bind(filtered, out, workspace, threads)
         if row.residual:
@@ -294,6 +294,8 @@ class EfficientNetLite:
             if key not in self._seen:
                 # Binding costs ~10 ms more than it saves on one pass: a process
                 # classifying one photo never needs it.  Compile at the second.
+                if len(self._seen) >= 64:
+                    self._seen.clear()
                 self._seen.add(key)
                 return self._layer_by_layer(x, threads)
             if len(self._passes) >= 4:  # a few input shapes at a time: each pass holds its buffers

@@ -237,7 +237,7 @@ class DepthwiseConv:
         self._plans: dict[tuple, object] = {}
 
     def __call__(self, x: np.ndarray, threads: int = 1, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        plan = self._plan(tuple(shape) if self.phased else x.shape, threads)
+        plan = self.plan(tuple(shape) if self.phased else x.shape, threads)
         if self.method is None:
             return plan(x)
         out = execute(plan, x, self.weight)
@@ -254,13 +254,13 @@ class DepthwiseConv:
         """
         if self.method is not None:
             raise ValueError("only the depthwise entry point binds to buffers")
-        steps = [self._plan(tuple(shape) if self.phased else x.shape, threads).bind(x, out)]
+        steps = [self.plan(tuple(shape) if self.phased else x.shape, threads).bind(x, out)]
         if relu6:
             steps.append([lambda: np.clip(out, 0.0, 6.0, out=out)])
         return steps
 
-    def _plan(self, shape: tuple[int, ...], threads: int):
-        """The plan for inputs of ``shape``, made on first use and kept."""
+    def plan(self, shape: tuple[int, ...], threads: int = 1):
+        """The plan for inputs of (logical) ``shape``, made on first use and kept; its ``out_shape`` is the output's."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
