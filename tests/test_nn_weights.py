@@ -220,6 +220,20 @@ def test_a_corrupt_cache_is_detected_and_rebuilt(cache_home, tiny_checkpoint, da
     assert weights.read_cache(cached, digest, TINY) is not None  # rewritten whole
 
 
+def test_the_first_format_s_cache_of_the_checkpoint_is_removed(cache_home, tiny_checkpoint):
+    path, _ = tiny_checkpoint
+    digest = weights.file_sha256(path)
+    cache_home.mkdir(parents=True)
+    new = weights.cache_path(digest, TINY)
+    old = new.with_name(new.name.replace(f"-v{weights.CACHE_FORMAT}-", "-v1-").replace(".bin", ".npz"))
+    assert old.name.endswith(f"-v1-{digest[:32]}.npz")
+    other = cache_home / f"efficientnet-lite0-v1-{'0' * 32}.npz"  # another checkpoint's: left alone
+    old.write_bytes(b"old")
+    other.write_bytes(b"other")
+    weights.load_params(TINY, path)
+    assert not old.exists() and other.exists() and new.exists()
+
+
 def test_a_cache_file_that_cannot_be_read_is_rebuilt(cache_home, tiny_checkpoint):
     path, state = tiny_checkpoint
     weights.load_params(TINY, path)

@@ -321,8 +321,10 @@ def load_params(config: Config = LITE0, source: str | None = None, *, use_cache:
     except CheckpointError as exc:
         exc.subject = exc.subject or source
         raise
-    if use_cache:
-        write_cache(path, digest, params, config)
+    if use_cache and write_cache(path, digest, params, config):
+        # The same checkpoint's cache in the first format (.npz, 18 MB for Lite0) is never read again.
+        with contextlib.suppress(OSError):
+            path.with_name(path.name.replace(f"-v{CACHE_FORMAT}-", "-v1-")).with_suffix(".npz").unlink()
     return params
 
 
