@@ -2,20 +2,21 @@
 
     python bench/bench_audio.py [--repeats 7] [--taps 101,88200] [--seconds 180]
 
-Each run is a cold process: ``python -m convcli filter in.wav -k coefs.txt
---convolve -o out.wav`` exactly as the suite's SoX rows run it, but started
-through this script's ``--child`` mode, which wraps the pipeline's stages
-with timers before handing the arguments to convcli's own ``main``:
+Each run is a cold process: ``convcli filter in.wav -k coefs.txt --convolve
+-o out.wav`` exactly as the suite's SoX rows run it, but started as ``python
+-c`` calling this script's ``child``, which wraps the pipeline's stages with
+timers before handing the arguments to convcli's own ``main``:
 
     start     interpreter and site start-up, to the child's first statement
     cli       ``import convcli.cli`` (typer, click)
     numpy     ``import convcli.io`` (numpy, as the filter command's first import does)
     read      ``convcli.io.read``: soundfile's import, decoding the WAV
-    kernels   resolving ``-k`` into weights
+    kernels   resolving ``-k`` into weights (parsing the coefficient file)
     engine    the filter itself (int16 -> float is fused into it)
     samples   ``convcli.samples.to_samples``: float -> int16 with clipping
     encode    ``soundfile``'s writes: encoding and writing the WAV
-    rest      everything else inside ``main`` (parsing, report, atomic rename)
+    rest      everything else inside ``main``: typer's parsing, the filter command's
+              imports, the atomic rename (on ext4, replacing a file flushes it: ~25 ms)
     exit      from ``main``'s return to the parent seeing the process end
 
 Also timed, in the same rounds: ``python -c pass`` (the floor of any Python
@@ -163,7 +164,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--taps", default="101,88200", help="comma-separated: 101 and/or 88200")
     parser.add_argument("--seconds", type=int, default=180)
-    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; medians of {args.repeats} cold runs")
     with tempfile.TemporaryDirectory(prefix="convcli-audio-") as tmp:
@@ -190,7 +190,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(main())
