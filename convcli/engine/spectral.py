@@ -167,7 +167,12 @@ def _buffer(store: dict, name: str, shape: tuple[int, ...], dtype) -> np.ndarray
 
 
 def _transforms():
-    return _OpenCV() if compiled.available() else _NumPy()
+    if compiled.available():
+        try:
+            return _OpenCV()
+        except ImportError:  # installed but unloadable (a missing system library): numpy's transforms
+            pass
+    return _NumPy()
 
 
 class _OpenCV:
