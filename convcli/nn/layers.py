@@ -312,10 +312,14 @@ class DenseConv:
         ry, rx = plan_axes(x_shape[2:], self.kernel_shape, stride=self.stride, padding="same")
         return (x_shape[0], self.matrix.shape[0], ry.out, rx.out)
 
-    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, relu6: bool = False) -> list[list]:
-        """Steps computing this layer from the buffer ``x`` into ``out`` (see :meth:`PointwiseConv.bind`)."""
+    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, relu6: bool = False,
+             role: str = "patches") -> list[list]:
+        """Steps computing this layer from the buffer ``x`` into ``out`` (see :meth:`PointwiseConv.bind`).
+
+        The patches take the workspace's ``role``.
+        """
         n, _, h, w = out.shape
-        lanes = workspace.take("patches", (n, self.matrix.shape[1], h, w))
+        lanes = workspace.take(role, (n, self.matrix.shape[1], h, w))
         flat, dst = lanes.reshape(n, lanes.shape[1], h * w), out.reshape(n, -1, h * w)
 
         def run():
