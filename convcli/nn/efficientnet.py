@@ -246,10 +246,14 @@ class EfficientNetLite:
         OpenCV release the interpreter while they compute); by default
         :func:`default_threads`.
     layer_threads : int
-        How many threads share each large layer of a single image.  One by
-        default: on this project's 2-core machine a hand-over per layer made
-        one image slower whenever another job held a core (23 -> 29 ms), and
-        matrix products themselves gained at most 1.2x from a second thread.
+        How many threads share each large layer of a single image (a helper
+        thread takes the parts it gets to first, see
+        :func:`convcli.nn.parallel.share`).  One by default: on this
+        project's 2-core machine two threads of matrix products ran 1.0-1.2x
+        as fast as one, and sharing made one image slower (21 -> 24 ms).
+
+    A shape's first pass runs layer by layer; from the second on, the pass
+    is compiled (:class:`_CompiledPass`): bound once to preallocated buffers.
     """
 
     def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0, threads: int | None = None,
