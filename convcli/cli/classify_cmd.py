@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app
+from . import app, one_blas_thread
 from .report import guard
 
 
@@ -41,7 +41,7 @@ def classify_command(
     named by $CONVCLI_WEIGHTS (read without running any code it holds); they are
     converted once to a cache in $XDG_CACHE_HOME/convcli (~/.cache/convcli).
     """
-    _one_blas_thread()
+    one_blas_thread()
     from .. import batch
     from ..errors import UsageError
     from ..nn.classify import ClassifyOptions, classify_file, classify_job, pretrained_model
@@ -65,20 +65,6 @@ def classify_command(
     if cam is not None:
         _refuse_overwriting(inputs[0], cam)
     show(classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict())
-
-
-def _one_blas_thread() -> None:
-    """Hold OpenBLAS to one thread in this process and its workers, unless the user chose otherwise.
-
-    The network's 1x1 convolutions are small matrix products: a second BLAS
-    thread gains about 5% on an idle machine, but when another job (or
-    another worker of a batch) holds a core, the threads wait on each other
-    and a forward pass takes 3-5x longer.  It must be set before numpy loads,
-    which the CLI defers to this point.
-    """
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _refuse_overwriting(source: str, cam: str) -> None:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app
+from . import app, one_blas_thread
 from .kernels_cmd import complete_kernel
 from .report import guard
 
@@ -99,6 +99,7 @@ def filter_command(
     and CNNs; --convolve flips the kernel. Stride applies once, at the last
     kernel of a chain; padding, border mode and dilation apply to every kernel.
     """
+    one_blas_thread()
     from .. import batch
     from ..errors import UsageError
     from ..filtering import FilterOptions, filter_file, filter_job, plan_chain, resolve_kernels
