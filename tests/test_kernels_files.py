@@ -3,6 +3,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import scipy.ndimage as ndi
 
 from convcli.errors import UsageError
@@ -153,3 +155,47 @@ def test_json_file_list_and_object(tmp_path):
     np.testing.assert_array_equal(resolve(str(tmp_path / "a.json"), ndim=2).weights[0], SOBEL_X)
     (tmp_path / "b.json").write_text(json.dumps({"weights": SOBEL_X.tolist(), "range": "offset"}))
     assert resolve(str(tmp_path / "b.json"), ndim=2).range_default == "offset"
+
+
+# ---- the quick parser of plain numbers agrees with the careful one -------------------------
+_PLAIN_TOKENS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64).map(repr),
+    st.integers(-10**6, 10**6).map(str),
+    st.text(alphabet="0123456789+-.eE", min_size=1, max_size=6),  # mostly not numbers
+    st.sampled_from(["1e999", "-1e999", ".5", "5.", "+.5e-3", "1e", "--1", "1.2.3", "e5"]),
+)
+
+
+def _token_by_token(lines):
+    """The careful parser's reading of one slice: the array, or None where it refuses the rows."""
+    from convcli.kernels import files
+
+    try:
+        rows = [files._numbers(line, n, "k.txt") for n, line in lines]
+    except UsageError:
+        return None
+    return np.array(rows, dtype=np.float64) if len({len(r) for r in rows}) == 1 else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_PLAIN_TOKENS, min_size=1, max_size=3), min_size=1, max_size=5),
+       st.sampled_from([" ", "\t", ", ", ";"]))
+def test_plain_rows_are_read_as_the_token_parser_reads_them(rows, sep):
+    from convcli.kernels import files
+
+    lines = [(i + 1, sep.join(row)) for i, row in enumerate(rows)]
+    quick, careful = files._plain_rows(lines), _token_by_token(lines)
+    if careful is None:
+        assert quick is None  # refused rows reach the careful parser, which names line and column
+    elif quick is not None:
+        np.testing.assert_array_equal(quick, careful)
+
+
+def test_a_long_impulse_response_file_reads_exactly(tmp_path):
+    taps = np.random.default_rng(4).standard_normal(5000)
+    path = tmp_path / "ir.txt"
+    path.write_text("# measured\n" + "\n".join(repr(float(v)) for v in taps) + "\n")
+    np.testing.assert_array_equal(resolve(str(path), ndim=1).weights[0], taps)
+    path.write_text("\n".join(repr(float(v)) for v in taps[:10]) + "\n0.5x\n")
+    with pytest.raises(UsageError, match=r"line 11, column 1: '0.5x' is not a number"):
+        resolve(str(path), ndim=1)
