@@ -356,6 +356,11 @@ def _run_toeplitz(plan, xi, kernel, out, layout):
 
 def _run_fft(plan, xi, kernel, out, layout):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
+    if plan.spatial_ndim == 1:
+        # Overlap-save gathers every block from the signal itself, border rule
+        # applied: no padded copy of the signal and no copy of the result.
+        spectral.correlate_1d(xi, out, plan.axes[0], weights, plan.border, plan.border_value)
+        return
     internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
     padded = bands.padded_whole(xi, plan.axes, plan.border, plan.border_value, plan.dtype)
     out[...] = spectral.fft(padded, internal, bands.valid_plans(plan.axes))

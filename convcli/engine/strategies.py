@@ -60,10 +60,14 @@ BOX_NS_PER_SAMPLE_AXIS = 2.5
 # forward and back together; plus the planning and small-call overhead.
 FFT_NS_PER_LOG = 0.65
 FFT_FIXED_NS = 1.0e5
-# BLAS matrix products (1-D Toeplitz): per multiply-add, and per sample for
-# the de-interleaving copy.
-TOEPLITZ_NS_PER_MAC = 0.03
-TOEPLITZ_NS_PER_SAMPLE = 1.5
+# BLAS matrix products (1-D Toeplitz, one BLAS thread per band thread): per
+# multiply-add, and per sample for gathering the bands.
+TOEPLITZ_NS_PER_MAC = 0.017
+TOEPLITZ_NS_PER_SAMPLE = 2.4
+# 1-D overlap-save FFT (OpenCV's dft on the band threads): per sample and
+# log2 of the block size, plus OpenCV's import.
+FFT_1D_NS_PER_LOG = 0.4
+FFT_1D_FIXED_NS = 2.0e7
 # OpenCV: per output and tap (filter2D/sepFilter2D), per output (box, and the
 # write of every result), per call; plus a fixed cost standing for its import
 # (25 ms, once per process) spread over a dozen calls, so a small one-shot
@@ -318,7 +322,10 @@ def choose_method(
 def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
     size = math.prod(p.before + p.length + p.after for p in plans)
     if len(plans) == 1:
-        size = min(size, 3 * plans[0].span)  # overlap-save blocks of a few spans
+        from .spectral import block_size
+
+        size = min(size, block_size(plans[0].span))  # overlap-save blocks of a few spans
+        return padded * FFT_1D_NS_PER_LOG * math.log2(max(size, 2)) + FFT_1D_FIXED_NS
     return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
 
 
