@@ -169,9 +169,10 @@ def test_the_compiled_pass_is_the_layer_by_layer_pass(switch, strided):
     config = replace(TINY, channels_last_stride=switch, strided_channels_last=strided)
     model = EfficientNetLite(weights.fold_batch_norm(_state(config, 31), config), config, threads=1)
     rng = np.random.default_rng(32)
-    for size, passes in [((19, 17), 0), ((19, 17), 1), ((19, 17), 1), ((16, 16), 1), ((16, 16), 2)]:
-        # A shape runs layer by layer the first time, compiled from the second on, with new pixels each time.
-        x = rng.standard_normal((2, 3) + size).astype(np.float32)
+    for n, size, passes in [(1, (19, 17), 0), (1, (19, 17), 1), (1, (19, 17), 1), (2, (16, 16), 2), (2, (16, 16), 2)]:
+        # One image's shape runs layer by layer the first time, compiled from the second on (a batch at
+        # once), with new pixels each time.
+        x = rng.standard_normal((n, 3) + size).astype(np.float32)
         first = model.features(x)
         assert len(model._passes) == passes
         np.testing.assert_allclose(first, model._layer_by_layer(x, 1), rtol=1e-6, atol=1e-6)
@@ -181,7 +182,7 @@ def test_the_compiled_pass_is_the_layer_by_layer_pass(switch, strided):
     model.threads = 2  # a share of the batch per thread, each with its own compiled pass
     for _ in range(2):
         np.testing.assert_allclose(model.features(x), model._layer_by_layer(x, 1), rtol=1e-6, atol=1e-6)
-    assert len(model._passes) == 4
+    assert len(model._passes) == 4  # two shares of one image: the first pass layer by layer, then compiled
 
 
 def test_the_same_shape_in_two_threads_at_once_gets_its_own_arrays():

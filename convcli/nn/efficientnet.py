@@ -295,9 +295,11 @@ class EfficientNetLite:
         key = (x.shape, threads, slot)
         compiled = self._passes.get(key)
         if compiled is None:
-            if key not in self._seen:
-                # Binding costs ~10 ms more than it saves on one pass: a process
-                # classifying one photo never needs it.  Compile at the second.
+            if key not in self._seen and len(x) == 1:
+                # Binding costs ~10 ms more than it saves on one image's pass: a
+                # process classifying one photo never needs it.  Compile at the
+                # second.  A batch is compiled at once (fewer bytes held, too: the
+                # arrays of a pass layer by layer stay with the allocator).
                 if len(self._seen) >= 64:
                     self._seen.clear()
                 self._seen.add(key)
