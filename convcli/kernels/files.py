@@ -210,6 +210,12 @@ def read_npy(data: bytes, *, subject: str) -> np.ndarray:
 
 def read_text(text: str, *, subject: str, name: str) -> Definition:
     """Parse the text format (module docstring): metadata, optional sections, rows of numbers."""
+    defn = Definition(name, subject, matrix=True)
+    if "#" not in text:  # nothing but numbers (a long impulse response, say): parsed at once
+        quick = _plain_rows(list(enumerate(text.splitlines(), 1)))
+        if quick is not None:
+            defn.variants[None] = [check_weights(quick, subject=subject)]
+            return defn
     meta: dict[str, str] = {}
     sections: list[tuple[int | None, int, list[tuple[int, str]]]] = []  # (ndim, line, body lines)
     current: list[tuple[int, str]] = []
@@ -217,6 +223,10 @@ def read_text(text: str, *, subject: str, name: str) -> Definition:
     seen_numbers = False
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if line[:1] in _NUMBER_START and "#" not in line:  # the bulk of a long file: a row of numbers
+            seen_numbers = True
+            current.append((lineno, line))
+            continue
         m = _SECTION.match(line)
         if m:
             current = []
@@ -233,7 +243,6 @@ def read_text(text: str, *, subject: str, name: str) -> Definition:
             seen_numbers = True
         current.append((lineno, line))
 
-    defn = Definition(name, subject, matrix=True)
     _apply_meta(defn, meta, subject)
     head_ndim, _, head = sections[0]
     if any(body for _, body in head) and len(sections) > 1:
@@ -289,6 +298,7 @@ def _rows_to_array(lines: list[tuple[int, str]], *, subject: str, where: str = "
 
 
 # Characters of a file of plain numbers: anything else goes through the careful parser.
+_NUMBER_START = frozenset("0123456789+-.")
 _NOT_PLAIN = str.maketrans("", "", "0123456789+-.eE \t,;\n")
 
 
@@ -303,6 +313,10 @@ def _plain_rows(lines: list[tuple[int, str]]) -> np.ndarray | None:
     the ``_NUMBER`` grammar.
     """
     rows = [line for _, line in lines]
+    while rows and not rows[-1]:  # blank lines after the numbers separate nothing
+        rows.pop()
+    while rows and not rows[0]:
+        rows.pop(0)
     text = "\n".join(rows)
     if not rows or not all(rows) or text.translate(_NOT_PLAIN):
         return None
