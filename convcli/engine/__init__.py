@@ -3,15 +3,34 @@
 The engine knows nothing of files or terminals; it takes arrays and returns
 arrays.  ``correlate`` is the default operation (the kernel laid over the
 samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
-"""
-from .borders import BORDER_MODES, mode_names, parse_pad_mode
-from .correlation import Plan, convolve, correlate, execute, make_plan
-from .depthwise import DEPTHWISE_METHODS, DepthwisePlan, depthwise_same, plan_depthwise, same_patches
-from .geometry import AxisPlan, plan_axes
-from .strategies import METHODS, Choice, choose_method, rank1_factors
 
-__all__ = [
-    "BORDER_MODES", "DEPTHWISE_METHODS", "METHODS", "AxisPlan", "Choice", "DepthwisePlan", "Plan",
-    "choose_method", "convolve", "correlate", "depthwise_same", "execute", "make_plan", "mode_names",
-    "parse_pad_mode", "plan_axes", "plan_depthwise", "rank1_factors", "same_patches",
-]
+Names are imported from their modules on first use, so a caller pays only
+for the parts it touches (the filter command never loads the CNN's
+depthwise entry point, nor the CNN the cost model's 1-D strategies).
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "BORDER_MODES": "borders", "mode_names": "borders", "parse_pad_mode": "borders",
+    "Plan": "correlation", "convolve": "correlation", "correlate": "correlation", "execute": "correlation",
+    "make_plan": "correlation",
+    "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "depthwise_same": "depthwise",
+    "plan_depthwise": "depthwise", "same_patches": "depthwise", "split_phases": "depthwise",
+    "AxisPlan": "geometry", "plan_axes": "geometry",
+    "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies", "rank1_factors": "strategies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

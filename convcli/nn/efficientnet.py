@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..engine.depthwise import split_phases
+from ..engine import split_phases
 from .parallel import share
 from .layers import (
     DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, global_average_pool, relu6, to_channels_first,
