@@ -376,7 +376,7 @@ class _BandDecoder:
             inflater = z.decompressobj()
             for body in self._payloads():
                 pending = body
-                while pending and ok:
+                while pending and ok and not self.cancelled:
                     piece = inflater.decompress(pending, INFLATE_STEP)
                     pending = inflater.unconsumed_tail
                     ok = self._store(piece, total) and not (inflater.eof and pending)
