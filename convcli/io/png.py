@@ -312,10 +312,17 @@ def _to_rgb(cv2, pixels, channels: int, dst=None):
         dst[...] = pixels
         return dst
     code = cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA
-    return cv2.cvtColor(pixels, code) if dst is None else cv2.cvtColor(pixels, code, dst=dst)
+    if dst is None:
+        return cv2.cvtColor(pixels, code)
+    import numpy as np
+
+    result = cv2.cvtColor(pixels, code, dst=dst)
+    if not np.shares_memory(result, dst):  # OpenCV made an array of its own
+        dst[...] = result
+    return dst
 
 
-# From about this many samples (a 2-megapixel RGB photo) decoding in bands pays for its thread.
+# From about this many samples (a 1.4-megapixel RGB photo) decoding in bands pays for its thread.
 PIPELINE_BYTES = 1 << 22
 BAND_ROWS_MIN = 16
 INFLATE_STEP = 1 << 18  # inflated bytes handed over at a time
