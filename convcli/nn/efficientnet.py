@@ -357,7 +357,6 @@ class _CompiledPass:
         workspace.allocate()
         self.input, self.output, self.steps = self._bind(model, shape, threads, workspace)
         self.channels_last = model.blocks[-1].row.channels_last
-        self.nbytes = workspace.nbytes
         self.lock = threading.Lock()
 
     @staticmethod

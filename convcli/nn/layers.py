@@ -50,10 +50,6 @@ class Workspace:
     def allocate(self) -> None:
         self.flat = {role: np.empty(size, dtype=np.float32) for role, size in self.sizes.items()}
 
-    @property
-    def nbytes(self) -> int:
-        return 4 * sum(self.sizes.values())
-
 
 def relu6(x: np.ndarray) -> np.ndarray:
     """min(max(x, 0), 6), in place: the activation of the EfficientNet-Lite family."""
