@@ -354,10 +354,10 @@ def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
     The calls' arguments are made at the first run, so binding costs nothing
     until the layer runs.
     """
-    calls, band, bias = [], out[:, lo:hi], bias.copy()
+    calls, band, bias = None, out[:, lo:hi], bias.copy()
 
     def arguments():
-        rows, c = tiles.shape[2], out.shape[3]
+        made, rows, c = [], tiles.shape[2], out.shape[3]
         for b, phases in enumerate(images):
             flat_out = out[b].reshape(out.shape[1], out.shape[2] * c)
             flat_in = [p.reshape(p.shape[0], p.shape[1] * c) for p in phases]
@@ -368,15 +368,16 @@ def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
                 width = (t.x1 - t.x0) * c
                 for r0 in range(y0, y1, rows):
                     r1 = min(r0 + rows, y1)
-                    calls.append((src[r0 + t.dy:r1 + t.dy, src_cols], tile[:r1 - r0, :width], flat_out[r0:r1, cols]))
-        calls.append(None)  # made
+                    made.append((src[r0 + t.dy:r1 + t.dy, src_cols], tile[:r1 - r0, :width], flat_out[r0:r1, cols]))
+        return made
 
     def run():
-        if not calls:
-            arguments()
+        nonlocal calls
+        if calls is None:
+            calls = arguments()
         accumulate = compiled._cv2().accumulateProduct
         np.copyto(band, bias)
-        for args in calls[:-1]:
+        for args in calls:
             accumulate(*args)
     return run
 
