@@ -393,7 +393,7 @@ def _bound_planes(x, weight, bias, axes, out, lo: int, hi: int):
     ry, rx = axes
     strided = ry.stride > 1 or rx.stride > 1
     anchor, border = (rx.before, ry.before), cv2.BORDER_CONSTANT
-    full = np.empty(x.shape[2:], dtype=np.float32)
+    full = np.empty(x.shape[2:], dtype=np.float32) if strided else None  # the plane before the stride's pick
     calls = [(x[n, c], weight[c], full if strided else out[n, c], float(bias[c]), out[n, c])
              for n in range(x.shape[0]) for c in range(lo, hi)]
     filter2d = cv2.filter2D
