@@ -169,8 +169,7 @@ class MBConv:
         """The block on ``x`` (laid out as ``input_channels_last`` says); ``threads`` share each layer's work."""
         shape = None
         if self.phased:
-            n, h, w = (x.shape[:3] if self.input_channels_last else (x.shape[0],) + x.shape[2:])
-            shape = (n, h, w, self.row.hidden)
+            shape = self._images(x.shape) + (self.row.hidden,)
             x = split_phases(x, self.row.stride, channels_last=self.input_channels_last)
         elif self.row.channels_last != self.input_channels_last:
             x = to_channels_last(x) if self.row.channels_last else to_channels_first(x)
@@ -183,7 +182,7 @@ class MBConv:
 
     def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The block's output shape, in its own layout, for an input of ``x_shape`` (in its input's layout)."""
-        n, h, w = x_shape[:3] if self.input_channels_last else (x_shape[0],) + tuple(x_shape[2:])
+        n, h, w = self._images(x_shape)
         h, w = -(-h // self.row.stride), -(-w // self.row.stride)
         return (n, h, w, self.row.outputs) if self.row.channels_last else (n, self.row.outputs, h, w)
 
@@ -196,7 +195,7 @@ class MBConv:
         with them or with ``x``.
         """
         row, steps = self.row, []
-        n, h, w = x.shape[:3] if self.input_channels_last else (x.shape[0],) + x.shape[2:]
+        n, h, w = self._images(x.shape)
         shape = (n, h, w, row.hidden)
         if self.phased:
             extra = int(self.expand is not None and self.expand.augmented)  # a channel of ones for the bias
@@ -229,6 +228,10 @@ class MBConv:
             residual = x[..., :row.inputs] if row.channels_last else x[:, :row.inputs]
             steps.append([lambda: np.add(out, residual, out=out)])
         return steps
+
+    def _images(self, x_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(N, H, W)`` of an input of ``x_shape``, in the layout the block receives."""
+        return tuple(x_shape[:3]) if self.input_channels_last else (x_shape[0],) + tuple(x_shape[2:])
 
 
 class EfficientNetLite:
