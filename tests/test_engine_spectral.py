@@ -128,14 +128,14 @@ def test_a_signal_fft_never_imports_scipy():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_the_border_rule_is_applied_while_gathering_blocks(mode, stride, backend, monkeypatch):
     """correlate_1d on the unpadded signal (as the engine's 1-D route calls it); scratch is never trusted."""
-    real = spectral._buffer
+    real = spectral.scratch_array
 
     def garbage(store, name, shape, dtype):
         array = real(store, name, shape, dtype)
         array[...] = np.nan  # whatever an earlier group left, or fresh memory, holds
         return array
 
-    monkeypatch.setattr(spectral, "_buffer", garbage)
+    monkeypatch.setattr(spectral, "scratch_array", garbage)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1, 900, 2))
     kernel = rng.standard_normal(45)

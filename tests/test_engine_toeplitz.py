@@ -121,14 +121,14 @@ def test_the_matrix_places_every_tap_at_its_stride_and_dilation():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_scratch_left_by_earlier_bands_is_never_trusted(stride, small_bands, monkeypatch):
     """Every band thread reuses its scratch: filled with NaN before each use, the results must not change."""
-    real = toeplitz._scratch
+    real = toeplitz.scratch_array
 
     def garbage(store, name, shape, dtype):
         array = real(store, name, shape, dtype)
         array[...] = np.nan
         return array
 
-    monkeypatch.setattr(toeplitz, "_scratch", garbage)
+    monkeypatch.setattr(toeplitz, "scratch_array", garbage)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1003, 2))
     kernel = rng.standard_normal(77)

@@ -115,7 +115,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
         lane, t, start = job
         rows = min(count, start + group) - start
         own = scratch.setdefault(threading.get_ident(), {})
-        blocks = _buffer(own, "blocks", (group, size), dtype)[:rows]
+        blocks = scratch_array(own, "blocks", (group, size), dtype)[:rows]
         for r in range(rows):
             lo = (start + r) * step
             _gather(x, lane, t, blocks[r], lo, plan, border, value)
@@ -158,8 +158,9 @@ def _gather(x: np.ndarray, lane: int, t: int, target: np.ndarray, lo: int, plan:
             target[a:b] = x[lane, bands.source_slice(src, step, b - a), t]
 
 
-def _buffer(store: dict, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A scratch array kept for the whole call: fresh pages for every group cost a page fault each."""
+def scratch_array(store: dict, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A band thread's scratch array, kept in ``store`` for the whole call: fresh pages for every
+    group or band cost a page fault each (also :func:`.toeplitz.correlate_1d`'s)."""
     array = store.get(name)
     if array is None:
         array = store[name] = np.empty(shape, dtype=dtype)
@@ -199,9 +200,9 @@ class _OpenCV:
         """Circular correlation of every row of ``blocks`` with the (flipped) response, in ``store``'s scratch."""
         cv2 = self.cv2
         rows = len(blocks)
-        spectrum = _buffer(store, "spectrum", response.shape, blocks.dtype)[:rows]
-        product = _buffer(store, "product", response.shape, blocks.dtype)[:rows]
-        result = _buffer(store, "result", response.shape, blocks.dtype)[:rows]
+        spectrum = scratch_array(store, "spectrum", response.shape, blocks.dtype)[:rows]
+        product = scratch_array(store, "product", response.shape, blocks.dtype)[:rows]
+        result = scratch_array(store, "result", response.shape, blocks.dtype)[:rows]
         cv2.dft(blocks, dst=spectrum, flags=cv2.DFT_ROWS)
         cv2.mulSpectrums(spectrum, response[:rows], cv2.DFT_ROWS, c=product)
         cv2.dft(product, dst=result, flags=cv2.DFT_ROWS | cv2.DFT_INVERSE | cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
