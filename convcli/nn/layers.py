@@ -268,11 +268,11 @@ class DepthwiseConv:
             if self.method is None:
                 plan = plan_depthwise(shape, self.weight, stride=self.stride, bias=self.bias,
                                       channels_last=self.channels_last, threads=threads, phased=self.phased)
-                for other in self._plans.values():  # tiles depend on the image width, not the batch size: share
-                    if plan.tiles is not None and getattr(other, "tiles", None) is not None \
-                            and other.tiles.shape == plan.tiles.shape:
-                        plan = replace(plan, tiles=other.tiles)
-                        break
+                # Tiles depend on the layer's weights and the image's size, not the batch size: share.
+                same = [o.tiles for o in self._plans.values() if o.tiles is not None and plan.tiles is not None
+                        and o.tiles.shape == plan.tiles.shape]
+                if same:
+                    plan = replace(plan, tiles=same[0])
             else:
                 plan = _same_plan(shape, self.weight, self.stride, -1 if self.channels_last else 1, self.method)
             self._plans[key] = plan
