@@ -37,8 +37,8 @@ splits its input itself.  Channels-first ``opencv`` filters strided layers at
 full resolution and keeps every ``s``-th sample.
 
 A plan run pass after pass on the same buffers is bound to them once
-(:meth:`DepthwisePlan.bind`): every OpenCV call's arguments are made then,
-and a pass pays only for the calls.
+(:meth:`DepthwisePlan.bind`): every OpenCV call's arguments are made once
+(channels-last: at the first run), and a pass pays only for the calls.
 
 :func:`same_patches` gathers the patch matrix of a dense convolution under
 the same geometry, for layers that mix channels (a CNN's stem) by one
@@ -133,12 +133,13 @@ class DepthwisePlan:
     def bind(self, x: np.ndarray, out: np.ndarray) -> list:
         """The plan fixed to the buffers ``x`` (of :attr:`in_shape`) and ``out``: callables that run it on what they hold.
 
-        Every view and argument is made once, here, so a layer run on the same
-        buffers pass after pass (a network's forward pass) then pays only for
-        the compiled calls: ~1.5 us less per OpenCV call, 15-20% of a
-        channels-last layer.  Returns one callable per thread's share (see
-        ``threads``); together they compute the layer, in any threads and
-        order.  A strided channels-last plan binds phases: make it ``phased``.
+        Every view and argument is made once (here, or at a channels-last
+        part's first run), so a layer run on the same buffers pass after pass
+        (a network's forward pass) then pays only for the compiled calls:
+        ~1.5 us less per OpenCV call, 15-20% of a channels-last layer.
+        Returns one callable per thread's share (see ``threads``); together
+        they compute the layer, in any threads and order.  A strided
+        channels-last plan binds phases: make it ``phased``.
         """
         if self._splits:
             raise ParameterError("a strided channels-last plan binds the input's phases; plan it with phased=True",
