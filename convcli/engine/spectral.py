@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import replace
 
 import numpy as np
 
@@ -53,18 +52,11 @@ def flipped_kernel(weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarr
 
 
 def fft(xp: np.ndarray, weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """Valid, strided correlation of the padded ``xp`` (``(lanes, *spatial, trail)``) by FFT.
+    """Valid, strided correlation of the padded image or volume ``xp`` (``(lanes, *spatial, trail)``) by FFT.
 
-    ``weights`` is ``(wl, *taps, wt)``.
+    ``weights`` is ``(wl, *taps, wt)``.  Signals go to :func:`correlate_1d`.
     """
     nd = len(plans)
-    if nd == 1:
-        from .borders import parse_pad_mode
-
-        p = plans[0]
-        valid = replace(p, length=xp.shape[1], before=0, after=0)
-        out = np.empty((xp.shape[0], p.out, xp.shape[-1]), dtype=xp.dtype)
-        return correlate_1d(xp, out, valid, np.moveaxis(weights, 0, -2), *parse_pad_mode("zeros"))
     from scipy import fft as sfft
 
     kernel = flipped_kernel(weights, plans)
@@ -214,7 +206,7 @@ class _OpenCV:
         before = self.cv2.getNumThreads()
         self.cv2.setNumThreads(1)
         try:
-            yield True
+            yield
         finally:
             self.cv2.setNumThreads(before)
 
@@ -239,7 +231,7 @@ class _NumPy:
     @staticmethod
     @contextlib.contextmanager
     def on_band_threads():
-        yield True
+        yield
 
 
 def next_fast_length(n: int) -> int:
