@@ -1,6 +1,9 @@
 """Sharing one layer's work between threads: numpy's matrix products release the interpreter."""
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _POOL: ThreadPoolExecutor | None = None
@@ -30,9 +33,6 @@ class _Helper:
     """A thread that joins in the parts of each step it is handed, if it gets to them before the caller does."""
 
     def __init__(self) -> None:
-        import queue
-        import threading
-
         self.queue = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="convcli-nn-helper", daemon=True).start()
 
@@ -53,9 +53,6 @@ def share(parts: list) -> None:
     helper already started.  A step cut in more parts than threads balances
     itself.
     """
-    import itertools
-    import threading
-
     global _HELPER
     if _HELPER is None:
         _HELPER = _Helper()
