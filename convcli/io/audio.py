@@ -184,8 +184,6 @@ class _Converter:
         self.clipped = 0
 
     def blocks(self):
-        from ..errors import DataError
-
         step = len(self.data) if self.mode == "rescale" else WRITE_FRAMES
         for start in range(0, max(len(self.data), 1), max(step, 1)):
             try:
