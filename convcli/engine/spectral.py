@@ -1,4 +1,4 @@
-"""FFT correlation of a padded signal: one transform, or overlap-save blocks for long signals.
+"""FFT correlation: one transform of a padded image or volume, overlap-save blocks for a signal.
 
 Only the valid part of a correlation is wanted, so a circular correlation
 of any size ``N >= n`` already holds it (the wrap-around only touches the

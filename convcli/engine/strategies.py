@@ -9,9 +9,10 @@ to each other and to a literal loop definition by the tests:
 - ``separable``: a rank-1 kernel as one 1-D pass per axis;
 - ``lowrank``: a sum of separable terms (repeated SVD, exact to tolerance);
 - ``box``: a constant kernel by running sums (:mod:`.running`);
-- ``toeplitz``: a 1-D kernel as two BLAS matrix products (:mod:`.toeplitz`);
-- ``fft``: real FFTs on every core, overlap-save blocks for long signals
-  (:mod:`.spectral`);
+- ``toeplitz``: a 1-D kernel as one BLAS matrix product per cache-sized
+  band (:mod:`.toeplitz`);
+- ``fft``: images and volumes as one real transform on every core, signals
+  as overlap-save blocks on the band threads (:mod:`.spectral`);
 - ``opencv``: OpenCV's compiled filters for images, and volumes plane by
   plane (:mod:`.compiled`).
 
