@@ -114,12 +114,15 @@ def plan_chain(signal, kernels, options: FilterOptions) -> list[dict]:
 ALPHA_MODES = ("premultiply", "keep", "channel")
 
 
-def filter_signal(signal, options: FilterOptions, kernels=None):
+def filter_signal(signal, options: FilterOptions, kernels=None, *, consume: bool = False):
     """Apply the chain of kernels to a Signal; return (new Signal, list of step descriptions).
 
     The new Signal carries the input's metadata updated for stride (audio
     rate, voxel spacing, DPI, NIfTI affine) and, in ``meta["range"]``, how
-    its float values are to become integer samples.
+    its float values are to become integer samples.  With ``consume`` the
+    input's samples may be overwritten (the caller read them for this run
+    alone): where the engine can, a volume is then filtered in its own
+    memory instead of beside a second one.
     """
     from . import io
     from .engine.geometry import per_axis
@@ -137,7 +140,7 @@ def filter_signal(signal, options: FilterOptions, kernels=None):
         if _has_alpha(signal) and options.alpha != "channel":
             data = _filter_with_alpha(signal, kernels, options)
         else:
-            data = _run_chain(signal.data, signal, kernels, options)
+            data = _run_chain(signal.data, signal, kernels, options, owned=consume)
     nd = signal.spatial_ndim
     strides = per_axis(options.stride, nd, "stride", minimum=1)
     result = io.derive(signal, data, stride=strides, origin=chain_origin(steps, kernels, options, nd))
@@ -162,9 +165,12 @@ def _non_finite_is_data():
         yield
 
 
-def _run_chain(data, signal, kernels, options: FilterOptions):
+def _run_chain(data, signal, kernels, options: FilterOptions, owned: bool = False):
+    """Each kernel in turn; a step may overwrite what only this chain holds (``owned``, then every result)."""
     for i, kernel in enumerate(kernels):
-        data = kernel.apply(data, convolve=options.convolve, **_geometry(options, signal, last=i == len(kernels) - 1))
+        data = kernel.apply(data, convolve=options.convolve, overwrite_x=owned,
+                            **_geometry(options, signal, last=i == len(kernels) - 1))
+        owned = True
     return data
 
 
@@ -191,9 +197,9 @@ def _filter_with_alpha(signal, kernels, options: FilterOptions):
     alpha = x[..., -1:].astype(work)
     if options.alpha == "premultiply":
         weight = alpha / full
-        filtered = _run_chain(np.concatenate([colour * weight, alpha], axis=-1), signal, kernels, options)
+        filtered = _run_chain(np.concatenate([colour * weight, alpha], axis=-1), signal, kernels, options, owned=True)
         return unpremultiply(filtered, full)
-    colour = _run_chain(colour, signal, kernels, options)
+    colour = _run_chain(colour, signal, kernels, options, owned=True)
     return np.concatenate([colour, _resample_alpha(alpha, signal, kernels, options)], axis=-1).astype(colour.dtype)
 
 
@@ -286,7 +292,7 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
                      stream=_may_stream(dest, options))
     if signal.meta.get("streamed"):
         return filter_streamed(signal, source, dest, options, start)
-    result, steps = filter_signal(signal, options)
+    result, steps = filter_signal(signal, options, consume=True)
     written = io.write(result, dest, format=options.out_format, compress_level=options.compress_level)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),

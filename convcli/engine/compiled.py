@@ -565,6 +565,60 @@ def _separable_3d(cv2, src, dst, plans, border, factors, anchor, yx_border):
         m = m1
 
 
+def fills_in_place(plans: tuple[AxisPlan, ...], border: BorderMode, value: float, trail: int) -> bool:
+    """Whether a separable kernel can filter a volume in its own memory (:func:`separable_3d_in_place`).
+
+    Every axis at stride and dilation 1 with the "same" geometry and a
+    border OpenCV pads itself, at most four channels (one OpenCV image).
+    """
+    return len(plans) == 3 and trail <= 4 and native_border(border, value, plans) is not None
+
+
+# Columns of the (Z, Y*X*C) view filtered by one z-pass call in place: 4 MB of a 256-plane
+# float32 volume, a block that stays in cache while OpenCV runs its column filter down it.
+Z_IN_PLACE_COLUMNS = 4096
+
+
+def separable_3d_in_place(vol: np.ndarray, plans: tuple[AxisPlan, ...], border: BorderMode, value: float,
+                          factors) -> np.ndarray:
+    """Filter the C-contiguous ``vol`` (``(Z, Y, X, C)``) by a separable kernel, in place.
+
+    Every (y, x) plane goes through OpenCV's separable filter in place, then
+    the z pass runs as OpenCV column filters down blocks of columns of the
+    volume seen as a ``(Z, Y*X*C)`` image, in place as well (OpenCV's filter
+    keeps the source rows it still needs).  Both passes pad with OpenCV's own
+    border (``fills_in_place`` must hold), so no second volume is made: a
+    256^3 float32 gaussian costs the volume and a few MB, not twice it.
+    """
+    from .bands import _pool, workers
+
+    cv2 = _cv2()
+    pz, py, px = plans
+    dtype = vol.dtype
+    gz, gy, gx = (np.ascontiguousarray(f, dtype=dtype) for f in factors)
+    yx_border = native_border(border, value, plans[1:])
+    z_border = native_border(border, value, plans[:1])
+    _each_plane(lambda r: _filter(cv2, vol[r], vol[r], None, anchor=(px.before, py.before), border=yx_border,
+                                  factors=(gy, gx)), 0, pz.length)
+    flat = vol.reshape(pz.length, -1)
+    column, one = gz.reshape(-1, 1), np.ones((1, 1), dtype=dtype)
+
+    def z_pass(c0: int) -> None:
+        block = flat[:, c0:c0 + Z_IN_PLACE_COLUMNS]
+        result = cv2.sepFilter2D(block, -1, one, column, dst=block, anchor=(0, pz.before), borderType=z_border)
+        if not np.shares_memory(result, block):  # OpenCV made an array of its own
+            block[...] = result
+
+    starts = range(0, flat.shape[1], Z_IN_PLACE_COLUMNS)
+    if workers() == 1 or len(starts) == 1:
+        for c0 in starts:
+            z_pass(c0)
+    else:
+        for _ in _pool().map(z_pass, starts):
+            pass
+    return vol
+
+
 def _each_plane(work, start: int, stop: int) -> None:
     """``work(r)`` for planes ``start..stop``, one contiguous run per core (OpenCV releases the GIL)."""
     from .bands import _pool, workers

@@ -54,6 +54,7 @@ def correlate(
     spatial_ndim=None,
     out=None,
     on_rows=None,
+    overwrite_x=False,
 ):
     """Cross-correlate ``x`` with ``kernel``: the kernel laid over the samples as written.
 
@@ -98,6 +99,12 @@ def correlate(
         the first axis) of ``x`` will not be read again and of ``out`` are
         final, so the caller can let go of their pages.  Needs ``x`` without
         batch axes and with its channels, if any, last.
+    overwrite_x : bool
+        ``x`` may be destroyed (as in ``scipy.fft``).  Where the engine can
+        (a separable kernel on a writable, C-ordered volume of the compute
+        type, stride and dilation 1, "same" padding and a border OpenCV pads
+        itself) the result is computed in ``x``'s memory and returned there,
+        and no second volume is allocated; elsewhere the flag is ignored.
 
     Returns
     -------
@@ -111,7 +118,7 @@ def correlate(
     array([-1., -1., -1.], dtype=float32)
     """
     return _run(x, kernel, False, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
-                out, on_rows)
+                out, on_rows, overwrite_x)
 
 
 def convolve(
@@ -128,17 +135,18 @@ def convolve(
     spatial_ndim=None,
     out=None,
     on_rows=None,
+    overwrite_x=False,
 ):
     """Convolve ``x`` with ``kernel``: correlation with the kernel flipped on every spatial axis.
 
     Takes the same parameters as :func:`correlate`.
     """
     return _run(x, kernel, True, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
-                out, on_rows)
+                out, on_rows, overwrite_x)
 
 
 def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
-         out=None, on_rows=None):
+         out=None, on_rows=None, overwrite_x=False):
     x = _as_samples(x)
     kernel = _as_kernel(kernel)
     streamed = on_rows is not None
@@ -155,7 +163,7 @@ def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, met
             channel_axis=channel_axis, method=method, precision=precision, spatial_ndim=spatial_ndim,
             x_dtype=x.dtype, finite=False,
         )
-    return execute(plan, x, kernel, flip=flip, out=out, on_rows=on_rows)
+    return execute(plan, x, kernel, flip=flip, out=out, on_rows=on_rows, overwrite_x=overwrite_x)
 
 
 def make_plan(
@@ -243,15 +251,42 @@ def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool
 
 
 def execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, *, flip: bool = False, out=None,
-            on_rows=None) -> np.ndarray:
+            on_rows=None, overwrite_x: bool = False) -> np.ndarray:
     """Run a plan made by :func:`make_plan` on the samples ``x``, into ``out`` when given.
 
-    ``out`` and ``on_rows`` are as in :func:`correlate`.
+    ``out``, ``on_rows`` and ``overwrite_x`` are as in :func:`correlate`.
     """
     # NaN and infinity in the input are data, not accidents: they propagate
     # (within their receptive field) without numpy warnings on stderr.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if overwrite_x and out is None and on_rows is None and _fills_in_place(plan, x, kernel):
+            return _in_place(plan, x, kernel, flip)
         return _execute(plan, x, kernel, flip, out, on_rows)
+
+
+def _fills_in_place(plan: Plan, x: np.ndarray, kernel: np.ndarray) -> bool:
+    """Whether ``x`` can hold its own result: see ``overwrite_x`` in :func:`correlate`."""
+    if plan.method != "opencv" or plan.spatial_ndim != 3 or not plan.choice.separable:
+        return False
+    if not (isinstance(x, np.ndarray) and x.dtype == plan.dtype and x.flags.writeable and x.flags.c_contiguous):
+        return False
+    if plan.channel_axis is not None and plan.channel_axis != x.ndim - 1:
+        return False
+    canonical = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
+    return (not plan.per_channel and compiled.operation(canonical, plan.axes, True) == "separable"
+            and compiled.fills_in_place(plan.axes, plan.border, plan.border_value, plan.channels))
+
+
+def _in_place(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool) -> np.ndarray:
+    kernel = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
+    if flip:
+        kernel = kernel[(slice(None),) + (slice(None, None, -1),) * 3]
+    factors = [_mirror_exact(f)[0] for f in strategies.channel_factors(kernel.astype(np.float64))]
+    spatial = x.shape[len(plan.batch_shape):len(plan.batch_shape) + 3]
+    volumes = x.reshape((-1,) + spatial + (plan.channels if plan.channel_axis is not None else 1,))
+    for volume in volumes:
+        compiled.separable_3d_in_place(volume, plan.axes, plan.border, plan.border_value, factors)
+    return x
 
 
 def _execute(plan: Plan, x: np.ndarray, kernel: np.ndarray, flip: bool, out=None, on_rows=None) -> np.ndarray:

@@ -84,7 +84,8 @@ class Kernel:
             Flip the weights (mathematical convolution) instead of correlating.
         **engine_kwargs
             Passed on to :func:`convcli.engine.correlate` (stride, padding,
-            pad_mode, dilation, channel_axis, method, precision).
+            pad_mode, dilation, channel_axis, method, precision, overwrite_x;
+            the last only for a single weight array).
 
         Returns
         -------
@@ -95,6 +96,8 @@ class Kernel:
 
         run = engine.convolve if convolve else engine.correlate
         engine_kwargs.setdefault("spatial_ndim", self.ndim)
+        if len(self.weights) > 1:  # every response reads the same samples
+            engine_kwargs.pop("overwrite_x", None)
         responses = (run(x, w, **engine_kwargs) for w in self.weights)
         if self.combine == "single":
             return next(responses)
