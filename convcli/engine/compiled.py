@@ -1,4 +1,4 @@
-"""2-D filtering in OpenCV's compiled, vectorised, multi-threaded loops.
+"""Image and volume filtering in OpenCV's compiled, vectorised, multi-threaded 2-D loops.
 
 Measured on this project's 2-core benchmark machine (3840x2160 RGB float32),
 OpenCV runs 2-D direct and separable filters 2-5x faster than the best
@@ -7,7 +7,10 @@ random 7x7: 81 vs 360 ms) and imports in about 25 ms; numba, the other
 candidate, imports in 200-300 ms, compiles for seconds on first use and its
 straightforward loops ran slower than numpy here.  So OpenCV is the 2-D
 backend of ``method="opencv"`` (and of ``auto`` when it is installed); the
-numpy strategies stay the reference it is tested against.
+numpy strategies stay the reference it is tested against.  A volume goes
+plane by plane (:func:`correlate_3d`; a separable kernel in its own memory
+with :func:`separable_3d_in_place`), and an integer image is read as it is
+where OpenCV's integer path beats a float copy (:func:`reads_integers`).
 
 OpenCV itself knows no stride or dilation and no circular border in its
 filters, and its output always has the input's size.  Those cases are
@@ -353,9 +356,10 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     kernel's slice ``i``: the first OpenCV call writes the output plane
     itself, a slice with a single centred weight (the z neighbours of a
     laplacian) is added in place, by numpy or OpenCV's ``scaleAdd``, with
-    no temporary; a single off-centre weight is a shifted copy.  A separable kernel runs its z pass first, as one
-    column filter over each band of planes seen as a (planes, y*x) image,
-    then one separable call per plane.  ``kernel`` is ``(kz, ky, kx)``,
+    no temporary; a single off-centre weight is a shifted copy.  A
+    separable kernel runs its z pass first, as one column filter over each
+    band of planes seen as a (planes, y*x) image, then one separable call
+    per plane.  ``kernel`` is ``(kz, ky, kx)``,
     shared by every lane and channel.
     """
     cv2 = _cv2()
