@@ -108,10 +108,33 @@ def read_npy_stream(fh, subject: str, limits: Limits, *, available: int | None, 
     if stored is not None:
         limits.check_inflation(nbytes, stored, subject)
     limits.check_samples(shape, dtype.itemsize, subject, work_itemsize=8 if dtype.itemsize >= 8 else 4)
-    buf = fh.read(nbytes)
-    if len(buf) < nbytes:
-        raise DataError(f"truncated: expected {nbytes:,} bytes of data, found {len(buf):,}", subject=subject)
-    return _from_bytes(buf, dtype, shape, fortran)
+    if not hasattr(fh, "readinto"):
+        buf = fh.read(nbytes)
+        if len(buf) < nbytes:
+            raise DataError(f"truncated: expected {nbytes:,} bytes of data, found {len(buf):,}", subject=subject)
+        return _from_bytes(buf, dtype, shape, fortran)
+    return _read_into(fh, dtype, shape, fortran, nbytes, subject)
+
+
+def _read_into(fh, dtype, shape, fortran: bool, nbytes: int, subject: str):
+    """The samples read straight into their array: no bytes object beside it (a volume costs its size once).
+
+    Byte order is made native in place; only a Fortran-ordered file is copied
+    into C order.
+    """
+    import numpy as np
+
+    stored = np.empty(tuple(reversed(shape)) if fortran else shape, dtype=dtype)
+    view = memoryview(stored.reshape(-1).view(np.uint8))
+    got = 0
+    while got < nbytes:
+        n = fh.readinto(view[got:])
+        if not n:
+            raise DataError(f"truncated: expected {nbytes:,} bytes of data, found {got:,}", subject=subject)
+        got += n
+    if dtype.byteorder not in ("=", "|"):
+        stored = stored.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return np.ascontiguousarray(stored.T) if fortran else stored
 
 
 def read_npy(source, limits: Limits, *, stream: bool = False):
