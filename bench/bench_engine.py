@@ -165,18 +165,34 @@ def race(contenders: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_memory(side: int) -> float:
-    """Peak RSS of the 3-D gaussian in a fresh process, as a multiple of the volume's bytes."""
+def peak_memory(side: int) -> tuple[float, float]:
+    """Peak RSS of the 3-D gaussian in fresh processes, as multiples of the volume's bytes.
+
+    First the engine call that returns a new array (``correlate(v, k)``), then
+    the user's whole ``convcli filter vol.npy -k gaussian:sigma=2 -o out.npy``
+    (which filters the samples it read in their own memory).
+    """
     # VmHWM of the child, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec.
-    code = (
+    hwm = "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+    call = (
         "import numpy as np; from convcli import correlate\n"
         f"v = np.random.default_rng(0).random(({side},) * 3, dtype=np.float32)\n"
         "g = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2); g /= g.sum()\n"
-        "out = correlate(v, np.multiply.outer(np.outer(g, g), g))\n"
-        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-        "print(hwm * 1024 / v.nbytes)\n"
+        "out = correlate(v, np.multiply.outer(np.outer(g, g), g))\n" + hwm + "print(hwm * 1024 / v.nbytes)\n"
     )
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    ratios = [float(subprocess.run([sys.executable, "-c", call], capture_output=True, text=True, check=True).stdout)]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "vol.npy"), os.path.join(tmp, "out.npy")
+        np.save(src, np.random.default_rng(0).random((side,) * 3, dtype=np.float32))
+        command = (
+            "import sys\nfrom convcli.cli import main\n"
+            f"sys.argv = ['convcli', 'filter', {src!r}, '-k', 'gaussian:sigma=2', '-o', {dst!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"  # the command closes stdout
+            + hwm + f"sys.stderr.write(str(hwm * 1024 / {side ** 3 * 4}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True)
+        ratios.append(float(done.stderr))
+    return ratios[0], ratios[1]
 
 
 def whole_process(repeats: int) -> float:
@@ -237,7 +253,9 @@ def main() -> None:
         print(row + f"  {method}", flush=True)
     if not args.no_process and not args.only:
         side = 96 if args.quick else 256
-        print(f"peak RSS, 3-D gaussian on {side}^3 float32 (fresh process): {peak_memory(side):.2f}x the volume")
+        call, command = peak_memory(side)
+        print(f"peak RSS, 3-D gaussian on {side}^3 float32 (fresh process): correlate(v, k) {call:.2f}x the volume, "
+              f"convcli filter vol.npy {command:.2f}x")
         print(f"whole process, convcli filter small.npy (256x256) -k box:3: {whole_process(args.repeats) * 1e3:.0f} ms")
 
 

@@ -265,6 +265,29 @@ def test_the_3d_gaussian_on_256_cubed_peaks_under_three_volumes_of_memory():
 
 
 @needs_opencv
+def test_convcli_filter_of_a_256_cubed_volume_peaks_under_three_volumes_whole_process(tmp_path):
+    import subprocess
+    import sys
+
+    # The user's command, interpreter, numpy and OpenCV included: the samples read
+    # straight into their array and filtered in it (overwrite_x), so the process holds
+    # about one volume besides what its libraries take.  (The command closes stdout.)
+    src, dst = tmp_path / "vol.npy", tmp_path / "out.npy"
+    np.save(src, np.random.default_rng(0).random((256, 256, 256), dtype=np.float32))
+    code = (
+        "import sys\nfrom convcli.cli import main\n"
+        f"sys.argv = ['convcli', 'filter', {str(src)!r}, '-k', 'gaussian:sigma=2', '-o', {str(dst)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+        "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "sys.stderr.write(str(hwm * 1024 / 256 ** 3 / 4))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stderr) < 3.0, done.stderr
+    out, x = np.load(dst), np.load(src)
+    assert out.shape == x.shape and abs(float(out.mean()) - float(x.mean())) < 1e-3
+
+
+@needs_opencv
 @pytest.mark.parametrize("mode", ["reflect", "symmetric", "replicate", "zeros"])
 def test_opencv_box_filter_in_bands_of_rows_agrees_with_direct(mode, monkeypatch):
     monkeypatch.setattr(compiled, "BOX_BAND_ROWS", 8)
