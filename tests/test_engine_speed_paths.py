@@ -314,3 +314,23 @@ def test_band_gathering_pads_exactly_as_numpy_pad_even_far_wider_than_the_signal
     expected = np.pad(x, [(0, 0)] + [(p.before, p.after) for p in plans] + [(0, 0)], mode=mode.numpy_mode, **extra)
     for lo, hi in ((0, total), (3, 9), (total - 2, total)):
         np.testing.assert_array_equal(bands.gather_band(x, lo, hi, plans, mode, value, np.float64), expected[:, lo:hi])
+
+
+@needs_opencv
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "replicate", "zeros"])
+@pytest.mark.parametrize("stride", [2, (3, 1), (2, 3)])
+@pytest.mark.parametrize("kind", ["random", "separable", "box"])
+def test_strided_opencv_in_bands_of_rows_is_the_one_call_result(mode, stride, kind, monkeypatch):
+    rng = np.random.default_rng(31)
+    x = rng.random((53, 47, 3)).astype(np.float32)
+    g = np.exp(-0.5 * (np.arange(-3, 4) / 1.2) ** 2)
+    kernel = {"random": rng.random((7, 5)), "separable": np.outer(g, g[1:-1]), "box": np.full((5, 5), 0.04)}[kind]
+    opts = dict(channel_axis=-1, stride=stride, pad_mode=mode, method="opencv")
+    monkeypatch.setattr(compiled, "SUBSAMPLE_BAND_BYTES", 1 << 40)  # one band: the whole image at once
+    whole = correlate(x, kernel, **opts)
+    monkeypatch.setattr(compiled, "SUBSAMPLE_BAND_BYTES", 1)  # one output row per band, on both threads
+    banded = correlate(x, kernel, **opts)
+    np.testing.assert_array_equal(banded, whole)
+    expected = correlate(x.astype(np.float64), kernel, channel_axis=-1, stride=stride, pad_mode=mode,
+                         method="direct")
+    np.testing.assert_allclose(banded, expected, rtol=0, atol=1e-5)
