@@ -52,6 +52,19 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def run_all(work, items, parallel: bool = True) -> None:
+    """``work(item)`` for every item, on the engine's threads; in this thread when there is one
+    thread or one item, or ``parallel`` is false (too little work to pay for the threads).
+    An exception in any item is raised here."""
+    items = list(items)
+    if not parallel or workers() == 1 or len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    for _ in _pool().map(work, items):
+        pass
+
+
 # --------------------------------------------------------------------------- layout
 @dataclass(frozen=True)
 class Layout:
@@ -303,17 +316,10 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
         band_plans += rest if pad_rest else tuple(plans[1:])
         compute(block, out[:, start:stop], band_plans)
 
-    threads = workers()
     if on_rows is not None:
-        _in_waves(one, starts, rows, threads if work >= PARALLEL_WORK else 1, p0, on_rows)
+        _in_waves(one, starts, rows, workers() if work >= PARALLEL_WORK else 1, p0, on_rows)
         return out
-    if threads == 1 or len(starts) == 1 or work < PARALLEL_WORK:
-        for s in starts:
-            one(s)
-        return out
-    # Contiguous runs of bands per thread keep each thread's rows together.
-    for _ in _pool().map(one, starts):
-        pass
+    run_all(one, starts, parallel=work >= PARALLEL_WORK)
     return out
 
 
@@ -321,11 +327,7 @@ def _in_waves(one, starts, rows: int, threads: int, p0: AxisPlan, on_rows) -> No
     """Run the bands at ``starts`` in order, ``threads`` at a time, reporting finished rows after each wave."""
     for i in range(0, len(starts), threads):
         wave = starts[i:i + threads]
-        if len(wave) == 1:
-            one(wave[0])
-        else:
-            for _ in _pool().map(one, wave):
-                pass
+        run_all(one, wave)
         done = min(wave[-1] + rows, p0.out)
         # The next band's first padded row, as a row of the input.
         needed = done * p0.stride - p0.before

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .bands import gather_band
+from .bands import gather_band, run_all, source_index, workers
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -232,8 +232,6 @@ def _subsampled_in_bands(cv2, image, target, spec, plans, border, subsample):
     40-48 ms against 58-76 ms for one full call and a strided copy, same
     values to the bit).
     """
-    from .bands import _pool, workers
-
     s0, s1 = subsample
     rows, cols = target.shape[0], target.shape[1]
     before, after = plans[0].before, plans[0].after
@@ -249,13 +247,7 @@ def _subsampled_in_bands(cv2, image, target, spec, plans, border, subsample):
                 factors=spec.factors, constant=spec.constant)
         np.copyto(target[o0:o1], scratch[r0 - lo:r1 - lo:s0, ::s1][:, :cols])
 
-    starts = range(0, rows, step)
-    if workers() == 1 or len(starts) == 1:
-        for o0 in starts:
-            band(o0)
-        return
-    for _ in _pool().map(band, starts):
-        pass
+    run_all(band, range(0, rows, step))
 
 
 # OpenCV's box filter runs on one core (filter2D and sepFilter2D use all):
@@ -266,8 +258,6 @@ BOX_BAND_ROWS = 256
 
 def _box_in_bands(cv2, image, target, spec, plans, border):
     """The box filter on every core: each band is filtered with its halo rows, which are then dropped."""
-    from .bands import _pool, workers
-
     rows = image.shape[0]
     count = workers()
     edges = [rows * i // count for i in range(count + 1)]
@@ -281,8 +271,7 @@ def _box_in_bands(cv2, image, target, spec, plans, border):
                 constant=spec.constant)
         target[r0:r1] = scratch[r0 - lo: r1 - lo]
 
-    for _ in _pool().map(band, range(count)):
-        pass
+    run_all(band, range(count))
 
 
 class _Spec:
@@ -460,8 +449,6 @@ def _z_slices(kernel, py: AxisPlan, px: AxisPlan) -> tuple[list[int], list[_Slic
 def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
     """Output planes in tasks of ``PLANE_CHUNK`` planes on every core (OpenCV and numpy release
     the GIL; OpenCV's own threads gain little on one small plane)."""
-    from .bands import _pool, source_index, workers
-
     pz, py, px = plans
     if src.shape[-1] == 1:  # one channel: 2-D planes, which OpenCV reads and writes in place
         src, dst = src[..., 0], dst[..., 0]
@@ -472,13 +459,7 @@ def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
     contiguous = src.flags.c_contiguous and dst.flags.c_contiguous and src.dtype == dst.dtype
     run = lambda start: _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border,  # noqa: E731
                                        contiguous, start, min(start + PLANE_CHUNK, pz.out))
-    starts = range(0, pz.out, PLANE_CHUNK)
-    if workers() == 1 or len(starts) == 1:
-        for start in starts:
-            run(start)
-        return
-    for _ in _pool().map(run, starts):
-        pass
+    run_all(run, range(0, pz.out, PLANE_CHUNK))
 
 
 def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, contiguous, first_plane,
@@ -535,8 +516,6 @@ def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, co
 
 def _shifted(plane, dy: int, dx: int, border):
     """``plane`` shifted by (dy, dx) with the border rule: out[y, x] = plane[y + dy, x + dx]."""
-    from .bands import source_index
-
     if dy == 0 and dx == 0:
         return plane
     ys = source_index(np.arange(plane.shape[0]) + dy, plane.shape[0], border)
@@ -567,8 +546,6 @@ def _separable_3d(cv2, src, dst, plans, border, factors, anchor, yx_border):
     overwrites.  Planes whose z window crosses the volume's ends are summed
     by numpy from the border-mapped input planes.  No scratch volume.
     """
-    from .bands import source_index
-
     pz = plans[0]
     dtype = dst.dtype
     gz, gy, gx = (np.ascontiguousarray(f, dtype=dtype) for f in factors)
@@ -632,8 +609,6 @@ def separable_3d_in_place(vol: np.ndarray, plans: tuple[AxisPlan, ...], border: 
     border (``fills_in_place`` must hold), so no second volume is made: a
     256^3 float32 gaussian costs the volume and a few MB, not twice it.
     """
-    from .bands import _pool, workers
-
     cv2 = _cv2()
     pz, py, px = plans
     dtype = vol.dtype
@@ -651,30 +626,17 @@ def separable_3d_in_place(vol: np.ndarray, plans: tuple[AxisPlan, ...], border: 
         if not np.shares_memory(result, block):  # OpenCV made an array of its own
             block[...] = result
 
-    starts = range(0, flat.shape[1], Z_IN_PLACE_COLUMNS)
-    if workers() == 1 or len(starts) == 1:
-        for c0 in starts:
-            z_pass(c0)
-    else:
-        for _ in _pool().map(z_pass, starts):
-            pass
+    run_all(z_pass, range(0, flat.shape[1], Z_IN_PLACE_COLUMNS))
     return vol
 
 
 def _each_plane(work, start: int, stop: int) -> None:
     """``work(r)`` for planes ``start..stop``, one contiguous run per core (OpenCV releases the GIL)."""
-    from .bands import _pool, workers
-
     count = workers() if stop - start >= 8 else 1
-    if count == 1:
-        for r in range(start, stop):
-            work(r)
-        return
     edges = [start + (stop - start) * i // count for i in range(count + 1)]
 
     def run(i):
         for r in range(edges[i], edges[i + 1]):
             work(r)
 
-    for _ in _pool().map(run, range(count)):
-        pass
+    run_all(run, range(count))

@@ -126,12 +126,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
             for lane in range(out.shape[0]) for t in range(out.shape[-1])]
     work = len(jobs) * group * size * np.log2(size) * 2
     with transforms.on_band_threads():
-        if len(jobs) > 1 and workers() > 1 and work >= bands.PARALLEL_WORK:
-            for _ in bands._pool().map(one, jobs):
-                pass
-        else:
-            for job in jobs:
-                one(job)
+        bands.run_all(one, jobs, parallel=work >= bands.PARALLEL_WORK)
     return out
 
 
