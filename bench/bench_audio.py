@@ -57,9 +57,9 @@ def child(argv: list[str]) -> None:
     t0 = float(os.environ["BENCH_AUDIO_T0"])  # the -c line's first statement (CLOCK_MONOTONIC, as the parent's)
     import convcli.cli as cli
     t_cli = time.perf_counter()
-    import convcli.filtering as filtering
+    import convcli.pipeline.filter as filtering
     import convcli.io as io
-    import convcli.samples as samples
+    import convcli.io.samples as samples
 
     spent = {name: 0.0 for name in ("read", "kernels", "filter", "samples", "encode")}
 

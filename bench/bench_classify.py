@@ -41,13 +41,14 @@ PHOTOS = ["examples/photo.jpg", "examples/coffee.jpg", "examples/rocket.jpg"]
 def inputs(batch: int):
     import numpy as np
 
-    from convcli.nn.preprocess import network_input, open_photo
+    from convcli.io.photo import decode_photo
+    from convcli.nn.preprocess import Photo, network_input
 
     images = []
     for i in range(batch):
         name = PHOTOS[i % len(PHOTOS)]
         with open(os.path.join(ROOT, name), "rb") as fh:
-            images.append(network_input(open_photo(fh.read(), name)))
+            images.append(network_input(Photo.of(decode_photo(fh.read(), name))))
     return np.stack(images)
 
 
@@ -169,9 +170,9 @@ def startup(repeats: int) -> dict:
         walls.append(time.perf_counter() - start)
     probe = (
         "import time; t0 = time.perf_counter(); import convcli.cli, convcli.cli.classify_cmd; t1 = time.perf_counter()\n"
-        "import numpy, PIL.Image; from convcli.nn.classify import pretrained_model, classify_photo\n"
-        "from convcli.nn.preprocess import open_photo, network_input; t2 = time.perf_counter()\n"
-        f"p = open_photo(open({photo!r}, 'rb').read(), 'p'); x = network_input(p)[None]; t3 = time.perf_counter()\n"
+        "import numpy, PIL.Image; from convcli.nn.predictions import classify_photo; from convcli.nn.weights import pretrained_model\n"
+        "from convcli.io.photo import decode_photo; from convcli.nn.preprocess import Photo, network_input; t2 = time.perf_counter()\n"
+        f"p = Photo.of(decode_photo(open({photo!r}, 'rb').read(), 'p')); x = network_input(p)[None]; t3 = time.perf_counter()\n"
         "m = pretrained_model(); t4 = time.perf_counter()\n"
         "import cv2; t5 = time.perf_counter(); m(x); t6 = time.perf_counter(); m(x); t7 = time.perf_counter()\n"
         "print(t1-t0, t2-t1, t3-t2, t4-t3, t5-t4, t6-t5, t7-t6)"

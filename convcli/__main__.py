@@ -1,3 +1,5 @@
+import sys
+
 from convcli.cli import main
 
-main()
+sys.exit(main())

@@ -44,6 +44,13 @@ class ParameterError(UsageError, ValueError):
     """
 
 
+def check_choice(value, allowed, subject: str):
+    """``value`` if it is one of ``allowed``, else a :class:`ParameterError` naming them all."""
+    if value not in allowed:
+        raise ParameterError(f"must be one of {', '.join(allowed)}, got {value!r}", subject=subject)
+    return value
+
+
 class DataError(ConvcliError):
     """An input that cannot be read or processed as data (exit 1)."""
 

@@ -12,19 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import convcli_process, leftovers
 from convcli import correlate
 
 KERNEL = "[[1,2,1],[2,4,2],[1,2,1]]"
 K = np.array(json.loads(KERNEL), float)
 
 
-def convcli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "convcli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, **kwargs)
-
-
-def leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if "convcli-tmp" in p.name]
+def run(*args, **kwargs):
+    """convcli as a real process, output as text: batches start worker processes and take signals."""
+    return convcli_process(*args, text=True, **kwargs)
 
 
 @pytest.fixture
@@ -44,7 +41,7 @@ def tree(tmp_path):
 def test_a_nested_tree_with_a_corrupt_and_a_non_media_file(tmp_path, tree):
     root, arrays = tree
     out = tmp_path / "out"
-    proc = convcli("filter", root, "-o", out, "-k", KERNEL, "-j", 2)
+    proc = run("filter", root, "-o", out, "-k", KERNEL, "-j", 2)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("convcli: error:")]
     assert len(errors) == 1 and "corrupt.npy" in errors[0]
@@ -57,7 +54,7 @@ def test_a_nested_tree_with_a_corrupt_and_a_non_media_file(tmp_path, tree):
 
 def test_json_lines_one_per_file(tmp_path, tree):
     root, arrays = tree
-    proc = convcli("filter", root, "-o", tmp_path / "out", "-k", KERNEL, "-j", 2, "--json", "-q")
+    proc = run("filter", root, "-o", tmp_path / "out", "-k", KERNEL, "-j", 2, "--json", "-q")
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted(r["status"] for r in records) == ["failed"] + ["ok"] * 4
     assert {Path(r["input"]).name for r in records} == {"a.npy", "b.npy", "c.npy", "d.npy", "corrupt.npy"}
@@ -68,10 +65,10 @@ def test_json_lines_one_per_file(tmp_path, tree):
 def test_skip_existing_resumes_an_interrupted_run(tmp_path, tree):
     root, _ = tree
     out = tmp_path / "out"
-    convcli("filter", root, "-o", out, "-k", KERNEL, "-j", 1)
+    run("filter", root, "-o", out, "-k", KERNEL, "-j", 1)
     (out / "sub" / "b.npy").unlink()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
-    proc = convcli("filter", root, "-o", out, "-k", KERNEL, "--skip-existing", "--json", "-q")
+    proc = run("filter", root, "-o", out, "-k", KERNEL, "--skip-existing", "--json", "-q")
     statuses = {Path(r["input"]).name: r["status"] for r in map(json.loads, proc.stdout.splitlines())}
     assert statuses["b.npy"] == "ok" and statuses["a.npy"] == statuses["c.npy"] == "skipped"
     assert (out / "sub" / "b.npy").exists()
@@ -80,9 +77,9 @@ def test_skip_existing_resumes_an_interrupted_run(tmp_path, tree):
 
 def test_batch_without_output_is_refused_and_suffix_writes_beside(tmp_path, tree):
     root, arrays = tree
-    proc = convcli("filter", root, "-k", KERNEL)
+    proc = run("filter", root, "-k", KERNEL)
     assert proc.returncode == 2 and "--suffix" in proc.stderr
-    proc = convcli("filter", root, "-k", KERNEL, "--suffix", "_blur", "-q")
+    proc = run("filter", root, "-k", KERNEL, "--suffix", "_blur", "-q")
     assert proc.returncode == 1  # the corrupt file
     np.testing.assert_allclose(np.load(root / "sub" / "b_blur.npy"), correlate(arrays["sub/b.npy"], K), rtol=1e-6)
     np.testing.assert_array_equal(np.load(root / "sub" / "b.npy"), arrays["sub/b.npy"])  # input untouched
@@ -92,8 +89,8 @@ def test_output_folder_inside_the_input_is_never_read_back(tmp_path, tree):
     root, _ = tree
     (root / "sub" / "corrupt.npy").unlink()
     out = root / "out"
-    assert convcli("filter", root, "-o", out, "-k", KERNEL, "-q").returncode == 0
-    proc = convcli("filter", root, "-o", out, "-k", KERNEL, "--json", "-q")
+    assert run("filter", root, "-o", out, "-k", KERNEL, "-q").returncode == 0
+    proc = run("filter", root, "-o", out, "-k", KERNEL, "--json", "-q")
     assert proc.returncode == 0
     assert not any("/out/" in json.loads(line)["input"] for line in proc.stdout.splitlines())
     assert not (out / "out").exists()
@@ -103,7 +100,7 @@ def test_two_inputs_with_the_same_output_name(tmp_path):
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
         np.save(tmp_path / folder / "same.npy", np.ones((5, 5), np.float32))
-    proc = convcli("filter", tmp_path / "x" / "same.npy", tmp_path / "y" / "same.npy", "-o", tmp_path / "out", "-k", KERNEL)
+    proc = run("filter", tmp_path / "x" / "same.npy", tmp_path / "y" / "same.npy", "-o", tmp_path / "out", "-k", KERNEL)
     assert proc.returncode == 1 and "same output name" in proc.stderr
     assert (tmp_path / "out" / "same.npy").exists()
 
@@ -113,7 +110,7 @@ def test_symlinks_leaving_the_tree_are_not_followed(tmp_path, tree):
     outside = tmp_path / "secret.npy"
     np.save(outside, np.ones((4, 4), np.float32))
     os.symlink(outside, root / "link.npy")
-    proc = convcli("filter", root, "-o", tmp_path / "out", "-k", KERNEL, "--verbose")
+    proc = run("filter", root, "-o", tmp_path / "out", "-k", KERNEL, "--verbose")
     assert not (tmp_path / "out" / "link.npy").exists()
     assert "link.npy" in proc.stderr and "leaving" in proc.stderr
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from convcli import correlate
-from convcli.engine import bands, compiled, make_plan
+from convcli import parallel
+from convcli.engine import compiled, make_plan
 from oracle import correlate_loops
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="OpenCV not installed")
@@ -51,7 +52,7 @@ def _kernels() -> dict[str, np.ndarray]:
 def small_tasks(monkeypatch):
     """Tasks of two planes on two threads even on a one-core machine, so every hand-off runs."""
     monkeypatch.setattr(compiled, "PLANE_CHUNK", 2)
-    monkeypatch.setattr(bands, "workers", lambda: 2)
+    monkeypatch.setattr(parallel, "thread_count", lambda: 2)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m[0])

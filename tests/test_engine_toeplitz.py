@@ -83,7 +83,7 @@ def test_without_a_blas_thread_limit_the_bands_run_in_turn_and_agree(monkeypatch
     def unavailable():
         yield False
 
-    monkeypatch.setattr(toeplitz, "_one_blas_thread", unavailable)
+    monkeypatch.setattr(toeplitz, "blas_limited", unavailable)
     used = []
     real = bands.run_bands
     monkeypatch.setattr(bands, "PARALLEL_WORK", 1)

@@ -7,21 +7,18 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from convcli import convolve, correlate
-from convcli.cli import app
+from conftest import convcli, convcli_process
 
-runner = CliRunner()
 
 
 def run(*args):
-    return runner.invoke(app, ["filter", *map(str, args)])
+    return convcli("filter", *map(str, args))
 
 
 def run_process(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "convcli", "filter", *map(str, args)],
-                          capture_output=True, text=True, timeout=60, **kwargs)
+    return convcli_process("filter", *args, text=True, **kwargs)
 
 
 @pytest.fixture
@@ -162,6 +159,6 @@ def test_unknown_flag_is_one_line_usage_error(tmp_path):
 
 
 def test_help_names_the_default_operation():
-    result = runner.invoke(app, ["filter", "--help"])
+    result = convcli("filter", "--help")
     assert result.exit_code == 0
     assert "cross-correlation" in result.output and "--convolve" in result.output

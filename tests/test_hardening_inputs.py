@@ -15,17 +15,15 @@ import zlib
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from convcli import io
-from convcli.cli import app
+from conftest import convcli
 from convcli.errors import DataError, KernelFileError
 
-runner = CliRunner()
 
 
 def filter_cli(*args):
-    return runner.invoke(app, ["filter", *map(str, args)])
+    return convcli("filter", *map(str, args))
 
 
 def assert_refused(result, code: int, *needles: str, output=None) -> str:

@@ -17,21 +17,10 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from convcli.cli import app
+from conftest import convcli, convcli_process, leftovers as temporaries
 
-runner = CliRunner()
 CONVCLI = [sys.executable, "-m", "convcli"]
-
-
-def convcli(*args, **kwargs):
-    kwargs.setdefault("timeout", 60)
-    return subprocess.run([*CONVCLI, *map(str, args)], capture_output=True, **kwargs)
-
-
-def temporaries(folder) -> list[str]:
-    return sorted(name for _, _, names in os.walk(folder) for name in names if "convcli-tmp" in name)
 
 
 def session_members(sid: int) -> list[int]:
@@ -91,7 +80,7 @@ def test_a_write_that_runs_out_of_space_keeps_the_previous_file(tmp_path, grey):
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    proc = convcli("filter", grey, "-k", "box:3", "-o", out, preexec_fn=small_files)
+    proc = convcli_process("filter", grey, "-k", "box:3", "-o", out, preexec_fn=small_files)
     lines = proc.stderr.decode().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"convcli: error: {out}: cannot write")
     assert out.read_bytes() == previous and temporaries(tmp_path) == []
@@ -155,7 +144,7 @@ def test_output_equal_to_the_input_through_a_symlink_or_dot(tmp_path, grey, monk
     before = grey.read_bytes()
     monkeypatch.chdir(tmp_path)
     for dest in (link, "./grey.png"):
-        result = runner.invoke(app, ["filter", str(grey), "-k", "box:3", "-o", str(dest)])
+        result = convcli("filter", str(grey), "-k", "box:3", "-o", str(dest))
         assert result.exit_code == 1 and "is the input file" in result.stderr
     assert grey.read_bytes() == before and link.is_symlink()
 
@@ -167,13 +156,13 @@ def test_fifos_never_hang(tmp_path, grey):
     os.replace(grey, tree / "grey.png")
     os.mkfifo(tree / "pipe.png")
     os.mkfifo(tmp_path / "kernel.txt")
-    proc = convcli("filter", tree, "-o", tmp_path / "out", "-k", "box:3", "--verbose", timeout=30)
+    proc = convcli_process("filter", tree, "-o", tmp_path / "out", "-k", "box:3", "--verbose", timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert b"skipped" in proc.stderr and b"pipe.png" in proc.stderr
     assert os.listdir(tmp_path / "out") == ["grey.png"]
-    proc = convcli("filter", tree / "pipe.png", "-k", "box:3", "-o", tmp_path / "x.png", timeout=30)
+    proc = convcli_process("filter", tree / "pipe.png", "-k", "box:3", "-o", tmp_path / "x.png", timeout=30)
     assert proc.returncode == 1 and b"not a regular file" in proc.stderr
-    proc = convcli("filter", tree / "grey.png", "-k", tmp_path / "kernel.txt", "-o", tmp_path / "x.png", timeout=30)
+    proc = convcli_process("filter", tree / "grey.png", "-k", tmp_path / "kernel.txt", "-o", tmp_path / "x.png", timeout=30)
     assert proc.returncode == 1 and b"not a regular file" in proc.stderr
     assert stat.S_ISFIFO(os.stat(tree / "pipe.png").st_mode)
 
@@ -184,7 +173,7 @@ def test_batch_output_folder_that_is_or_holds_an_input_folder_is_refused(tmp_pat
     os.replace(grey, tree / "raw" / "a.png")
     for args, needle in (([tree, "-o", tree], "is also the input folder"),
                          ([tree / "raw", "-o", tree], "holds the input folder")):
-        result = runner.invoke(app, ["filter", *map(str, args), "-k", "box:3"])
+        result = convcli("filter", *map(str, args), "-k", "box:3")
         assert result.exit_code == 2 and needle in result.stderr
     assert sorted(p.name for p in tree.rglob("*")) == ["a.png", "raw"]
 
@@ -196,7 +185,7 @@ def test_batch_never_writes_onto_another_input(tmp_path):
     for name in ("photo.png", "photo_x.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tree / name)
     before = (tree / "photo_x.png").read_bytes()
-    result = runner.invoke(app, ["filter", str(tree), "--suffix", "_x", "-k", "box:3", "-q"])
+    result = convcli("filter", str(tree), "--suffix", "_x", "-k", "box:3", "-q")
     assert result.exit_code == 1 and "would overwrite another input" in result.stderr
     assert (tree / "photo_x.png").read_bytes() == before
 
@@ -207,8 +196,8 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path):
     (tree / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     for i in range(6):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tree / f"b{i}.png")
-    result = runner.invoke(app, ["filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1",
-                                 "--fail-fast"])
+    result = convcli("filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1",
+                                 "--fail-fast")
     assert result.exit_code == 1
     assert "a_broken.png" in result.stderr and "stopped at the first failure (--fail-fast), 6 not done" in result.stderr
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
@@ -219,13 +208,13 @@ def test_a_broken_file_with_a_media_name_is_reported_not_skipped(tmp_path):
     tree.mkdir()
     (tree / "empty.png").write_bytes(b"")
     (tree / "notes.txt").write_text("not media\n")
-    result = runner.invoke(app, ["filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1"])
+    result = convcli("filter", str(tree), "-o", str(tmp_path / "out"), "-k", "box:3", "-j", "1")
     assert result.exit_code == 1 and "empty.png: empty file" in result.stderr and "notes.txt" not in result.stderr
 
 
 def test_a_250_character_name_still_gets_a_temporary_file(tmp_path, grey):
     out = tmp_path / ("x" * 250 + ".png")
-    result = runner.invoke(app, ["filter", str(grey), "-k", "box:3", "-o", str(out)])
+    result = convcli("filter", str(grey), "-k", "box:3", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert out.exists() and temporaries(tmp_path) == []
 
@@ -233,10 +222,10 @@ def test_a_250_character_name_still_gets_a_temporary_file(tmp_path, grey):
 # ---------------------------------------------------------------- --debug and unexpected errors
 def test_debug_shows_the_traceback_and_the_default_is_one_line(tmp_path):
     missing = tmp_path / "missing.png"
-    plain = convcli("filter", missing, "-k", "box:3", "-o", tmp_path / "o.png")
+    plain = convcli_process("filter", missing, "-k", "box:3", "-o", tmp_path / "o.png")
     assert plain.returncode == 1 and plain.stderr.decode().count("\n") == 1
     for extra, env in ((["--debug"], None), ([], dict(os.environ, CONVCLI_DEBUG="1"))):
-        proc = convcli(*extra, "filter", missing, "-k", "box:3", "-o", tmp_path / "o.png", env=env)
+        proc = convcli_process(*extra, "filter", missing, "-k", "box:3", "-o", tmp_path / "o.png", env=env)
         text = proc.stderr.decode()
         assert proc.returncode == 1 and "Traceback (most recent call last)" in text
         assert "DataError: no such file" in text and "locals" not in text.lower()
@@ -248,7 +237,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(capsys):
     def broken():
         raise RecursionError("maximum recursion depth exceeded")
 
-    assert report.run_guarded(broken) == 70
+    assert report.exit_code_of(broken) == 70
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: RecursionError" in err and "--debug" in err
 
@@ -257,22 +246,23 @@ def test_debug_in_one_run_does_not_leak_into_the_next(tmp_path):
     from convcli.errors import DataError
 
     args = ["filter", str(tmp_path / "missing.png"), "-k", "box:3", "-o", str(tmp_path / "o.png")]
-    assert isinstance(runner.invoke(app, ["--debug", *args]).exception, DataError)
-    result = runner.invoke(app, args)
+    with pytest.raises(DataError):
+        convcli("--debug", *args)  # the traceback is the exception itself
+    result = convcli(*args)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
 
 
 def test_closed_standard_descriptors(tmp_path, grey):
     """`>&-` and `2>&-`: a lost write is an error, and no file ever takes descriptor 1 or 2."""
-    proc = convcli("kernels", "list", preexec_fn=lambda: os.close(1))
+    proc = convcli_process("kernels", "list", preexec_fn=lambda: os.close(1))
     assert proc.returncode == 1 and proc.stderr.decode() == "convcli: error: <stdout>: standard output is closed\n"
-    proc = convcli("filter", grey, "-k", "box:3", "-o", "-", preexec_fn=lambda: os.close(1))
+    proc = convcli_process("filter", grey, "-k", "box:3", "-o", "-", preexec_fn=lambda: os.close(1))
     assert proc.returncode == 1 and b"standard output is closed" in proc.stderr
     import soundfile as sf
 
     wav, out = tmp_path / "loud.wav", tmp_path / "out.wav"
     sf.write(wav, np.full(800, 0.9), 8000, subtype="PCM_16")
-    proc = convcli("filter", wav, "-k", "[1,1,1]", "-o", out, preexec_fn=lambda: os.close(2))  # warns: clipped
+    proc = convcli_process("filter", wav, "-k", "[1,1,1]", "-o", out, preexec_fn=lambda: os.close(2))  # warns: clipped
     assert proc.returncode == 0
     data, rate = sf.read(out, dtype="int16")
     assert rate == 8000 and data.shape == (800,) and (data == 32767).all()
@@ -284,16 +274,16 @@ def test_an_output_that_is_a_device_or_fifo_is_written_into_never_replaced(tmp_p
         os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     else:
         device = "/dev/null"
-    proc = convcli("filter", grey, "-k", "box:3", "--format", "png", "-o", device)
+    proc = convcli_process("filter", grey, "-k", "box:3", "--format", "png", "-o", device)
     assert proc.returncode == 0, proc.stderr
     assert stat.S_ISCHR(os.stat(device).st_mode) and temporaries(tmp_path) == []
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     started = time.monotonic()
-    proc = convcli("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)  # nobody reads: refused, not hung
+    proc = convcli_process("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)  # nobody reads: refused, not hung
     assert proc.returncode == 1 and b"nobody reads" in proc.stderr and time.monotonic() - started < 10
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
     time.sleep(0.2)
-    proc = convcli("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)
+    proc = convcli_process("filter", grey, "-k", "box:3", "-o", fifo, timeout=30)
     assert proc.returncode == 0 and reader.communicate(timeout=30)[0].startswith(b"\x89PNG")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -6,7 +6,7 @@ import soundfile as sf
 from convcli import io
 from convcli.engine import correlate
 from convcli.errors import DataError, OutputError
-from convcli.samples import to_samples
+from convcli.io.samples import to_samples
 
 KERNEL = np.array([0.5, 0.3, 0.2])  # asymmetric: catches time reversal
 RNG = np.random.default_rng(11)
@@ -185,15 +185,12 @@ def test_a_full_disk_is_an_output_error_with_no_traceback_and_no_file(tmp_path, 
 
 
 def test_a_full_disk_through_the_cli_is_one_line_and_exit_1(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from convcli.cli import app
+    from conftest import convcli
     from convcli.io import audio
 
     _write(tmp_path / "in.wav", "PCM_16", frames=20000)
     monkeypatch.setattr(audio, "open_output", lambda path: _FullDisk(path, 100))
-    result = CliRunner().invoke(app, ["filter", str(tmp_path / "in.wav"), "-k", "box:3",
-                                      "-o", str(tmp_path / "out.wav")])
+    result = convcli("filter", tmp_path / "in.wav", "-k", "box:3", "-o", tmp_path / "out.wav")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         f"convcli: error: {tmp_path / 'out.wav'}: cannot write: No space left on device"]
@@ -218,8 +215,8 @@ def test_block_by_block_writing_equals_converting_the_whole_signal(tmp_path, mon
     _write(tmp_path / "in.wav", "PCM_16", frames=1000)
     sig = io.read(tmp_path / "in.wav")
     loud = io.derive(sig, sig.data.astype(np.float32) * 3.0 - 2000.0)
-    loud.meta["range"], loud.meta["subtype"] = mode, out_subtype
-    written = io.write(loud, tmp_path / "out.wav")
+    loud.meta["subtype"] = out_subtype
+    written = io.write(loud, tmp_path / "out.wav", range=mode)
     expected, clipped = _whole_conversion(loud.data, sig, out_subtype, mode)
     back = io.read(tmp_path / "out.wav").data.astype(np.int64)
     np.testing.assert_array_equal(back, expected)

@@ -11,7 +11,7 @@ from convcli import io
 from convcli.engine import correlate
 from convcli.errors import DataError, OutputError, UsageError
 from convcli.io import png16
-from convcli.samples import to_samples
+from convcli.io.samples import to_samples
 
 KERNEL = np.array([[0.0, 0.5, 0.0], [0.0, 0.0, 0.25], [0.25, 0.0, 0.0]])  # asymmetric: catches flips
 RNG = np.random.default_rng(7)

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from convcli import samples as samples_module
+from convcli.io import samples as samples_module
 from convcli.errors import DataError
 from convcli.io import png, png16
-from convcli.samples import to_samples
+from convcli.io.samples import to_samples
 
 RNG = np.random.default_rng(7)
 PIL_MODES = {(np.uint8, 1): "L", (np.uint8, 2): "LA", (np.uint8, 3): "RGB", (np.uint8, 4): "RGBA",

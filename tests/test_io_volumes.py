@@ -9,8 +9,8 @@ from PIL import Image
 from convcli import io
 from convcli.engine import correlate
 from convcli.errors import DataError, UsageError
-from convcli.io.geometry import strided_affine
-from convcli.samples import to_samples
+from convcli.io.grid import strided_affine
+from convcli.io.samples import to_samples
 
 RNG = np.random.default_rng(3)
 KERNEL = np.zeros((3, 3, 3))

@@ -9,17 +9,15 @@ import pytest
 import scipy.ndimage as ndi
 from PIL import Image
 from scipy import signal
-from typer.testing import CliRunner
 
-from convcli.cli import app
+from conftest import convcli
 from convcli.kernels import resolve
 
-runner = CliRunner()
 SHAPES = {1: (40,), 2: (11, 13), 3: (6, 7, 8)}
 
 
 def run(*args, env=None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
+    return convcli(*args, env=env)
 
 
 def filter_npy(tmp_path, x, *specs, extra=()):

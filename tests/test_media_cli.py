@@ -10,28 +10,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
-from typer.testing import CliRunner
 
 from convcli import correlate
-from convcli.cli import app
-from convcli.samples import to_samples
+from conftest import convcli, convcli_process, leftovers
+from convcli.io.samples import to_samples
 
-runner = CliRunner()
 BOX = "[[1,1,1],[1,1,1],[1,1,1]]"  # with --normalize: a 3x3 mean
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
 def run(*args):
-    return runner.invoke(app, ["filter", *map(str, args)])
+    return convcli("filter", *map(str, args))
 
 
 def run_process(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "convcli", "filter", *map(str, args)],
-                          capture_output=True, timeout=120, **kwargs)
-
-
-def leftovers(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if "convcli-tmp" in p.name)
+    return convcli_process("filter", *args, **kwargs)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from convcli.nn.cam import BLEND, DIM, heat_colours, normalise, overlay, write_cam
+from convcli.nn.cam import BLEND, DIM, heat_colours, normalise, overlay
+from convcli.pipeline.classify import write_cam
 from convcli.nn.preprocess import Photo, center_crop_box
 
 

@@ -1,4 +1,4 @@
-"""`convcli classify` as users run it: in-process with CliRunner and as real processes."""
+"""`convcli classify` as users run it: through main(argv) in-process and as real processes."""
 from __future__ import annotations
 
 import json
@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from convcli.cli import app
-from convcli.nn.classify import class_labels
+from conftest import convcli, convcli_process
+from convcli.nn.predictions import class_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO, COFFEE, ROCKET = (str(ROOT / "examples" / n) for n in ("photo.jpg", "coffee.jpg", "rocket.jpg"))
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +33,11 @@ def _env(cache_home, monkeypatch):
 
 
 def classify(*args):
-    return runner.invoke(app, ["classify", *map(str, args)])
+    return convcli("classify", *map(str, args))
 
 
 def classify_process(*args, env=None, **kwargs):
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "convcli", "classify", *map(str, args)],
-                          capture_output=True, timeout=120, env=full_env, **kwargs)
+    return convcli_process("classify", *args, env=dict(os.environ, **(env or {})), **kwargs)
 
 
 def tsv(text: str) -> list[list[str]]:

@@ -242,7 +242,7 @@ def test_threads_sharing_the_compiled_steps_change_nothing(monkeypatch):
 
 
 def test_a_failing_part_of_a_shared_step_is_raised_in_the_caller():
-    from convcli.nn.parallel import share
+    from convcli.parallel import share
 
     ran = []
 

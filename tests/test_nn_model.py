@@ -15,7 +15,8 @@ from hypothesis import given, strategies as st
 from convcli.nn import weights
 from convcli.nn.efficientnet import LITE0, Config, EfficientNetLite, StageRow, block_rows, conv_specs
 from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv, to_channels_first, to_channels_last
-from convcli.nn.preprocess import network_input, open_photo
+from convcli.io.photo import decode_photo
+from convcli.nn.preprocess import Photo, network_input
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "nn"
@@ -236,7 +237,7 @@ REFERENCE = np.load(FIXTURES / "reference_logits.npz")
 def test_logits_match_pytorch(pretrained, name):
     """Same top-5 and every logit within 1e-3 of the PyTorch reference (bench/make_nn_fixtures.py)."""
     data = (ROOT / name).read_bytes()
-    logits = pretrained(network_input(open_photo(data, name))[None])[0]
+    logits = pretrained(network_input(Photo.of(decode_photo(data, name)))[None])[0]
     expected = REFERENCE[name]
     assert logits.shape == (1000,)
     assert np.argsort(-logits)[:5].tolist() == np.argsort(-expected)[:5].tolist()
@@ -244,7 +245,7 @@ def test_logits_match_pytorch(pretrained, name):
 
 
 def test_the_sample_photos_are_what_they_show():
-    from convcli.nn.classify import class_labels
+    from convcli.nn.predictions import class_labels
 
     labels = class_labels()
     top1 = {name: labels[int(np.argmax(REFERENCE[name]))] for name in REFERENCE.files}
@@ -255,7 +256,7 @@ def test_the_sample_photos_are_what_they_show():
 
 
 def test_a_batch_gives_the_same_logits_as_single_images(pretrained):
-    images = [network_input(open_photo((ROOT / n).read_bytes(), n)) for n in ("examples/photo.jpg", "examples/rocket.jpg")]
+    images = [network_input(Photo.of(decode_photo((ROOT / n).read_bytes(), n))) for n in ("examples/photo.jpg", "examples/rocket.jpg")]
     batch = pretrained(np.stack(images))
     for i, image in enumerate(images):
         np.testing.assert_allclose(batch[i], pretrained(image[None])[0], atol=1e-5)

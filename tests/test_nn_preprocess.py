@@ -12,7 +12,8 @@ from hypothesis import given, strategies as st
 from PIL import Image
 
 from convcli.errors import DataError
-from convcli.nn.preprocess import Photo, center_crop_box, network_input, open_photo
+from convcli.io.photo import decode_photo
+from convcli.nn.preprocess import Photo, center_crop_box, network_input
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -59,12 +60,12 @@ def test_the_scale_maps_0_and_255_to_just_under_minus_one_and_one():
 # --------------------------------------------------------------------------- colour rules
 def test_rgb_passes_through():
     rgb = pattern(40, 30)
-    np.testing.assert_array_equal(open_photo(encode(Image.fromarray(rgb)), "x").rgb, rgb)
+    np.testing.assert_array_equal(decode_photo(encode(Image.fromarray(rgb)), "x"), rgb)
 
 
 def test_grey_is_expanded_to_three_equal_channels():
     grey = pattern(40, 30)[..., 0]
-    got = open_photo(encode(Image.fromarray(grey)), "x").rgb
+    got = decode_photo(encode(Image.fromarray(grey)), "x")
     assert got.shape == (30, 40, 3)
     for c in range(3):
         np.testing.assert_array_equal(got[..., c], grey)
@@ -72,7 +73,7 @@ def test_grey_is_expanded_to_three_equal_channels():
 
 def test_sixteen_bit_grey_is_scaled_not_truncated():
     values = np.array([[0, 128, 129, 385, 386, 32767, 65407, 65535]], np.uint16)
-    got = open_photo(encode(Image.fromarray(values)), "x").rgb[..., 0]
+    got = decode_photo(encode(Image.fromarray(values)), "x")[..., 0]
     np.testing.assert_array_equal(got, np.rint(values / 257.0).astype(np.uint8))
     assert got.tolist()[0] == [0, 0, 1, 1, 2, 127, 255, 255]
 
@@ -81,25 +82,25 @@ def test_sixteen_bit_grey_is_scaled_not_truncated():
 def test_alpha_is_composited_on_white(alpha):
     rgb = pattern(20, 10)
     rgba = np.dstack([rgb, np.full((10, 20), alpha, np.uint8)])
-    got = open_photo(encode(Image.fromarray(rgba)), "x").rgb.astype(np.int64)
+    got = decode_photo(encode(Image.fromarray(rgba)), "x").astype(np.int64)
     expected = np.rint((rgb.astype(np.float64) * alpha + 255.0 * (255 - alpha)) / 255.0)
     np.testing.assert_array_equal(got, expected)
 
 
 def test_grey_with_alpha_and_palette_transparency_are_composited_too():
     la = Image.fromarray(np.dstack([np.full((4, 4), 10, np.uint8), np.full((4, 4), 0, np.uint8)]), "LA")
-    assert (open_photo(encode(la), "x").rgb == 255).all()
+    assert (decode_photo(encode(la), "x") == 255).all()
     p = Image.new("P", (4, 4), 1)
     p.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
-    opaque = open_photo(encode(p), "x").rgb
+    opaque = decode_photo(encode(p), "x")
     assert opaque[0, 0].tolist() == [200, 10, 10]
     p.info["transparency"] = 1
-    assert (open_photo(encode(p, transparency=1), "x").rgb == 255).all()
+    assert (decode_photo(encode(p, transparency=1), "x") == 255).all()
 
 
 def test_cmyk_is_converted_to_rgb():
     cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # pure red ink
-    assert open_photo(encode(cmyk, "JPEG", quality=100), "x").rgb[0, 0].tolist()[0] > 240
+    assert decode_photo(encode(cmyk, "JPEG", quality=100), "x")[0, 0].tolist()[0] > 240
 
 
 # --------------------------------------------------------------------------- orientation
@@ -121,14 +122,14 @@ def test_the_exif_orientation_is_applied(orientation):
     stored = pattern(6, 4)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    got = open_photo(encode(Image.fromarray(stored), "PNG", exif=exif), "x").rgb
+    got = decode_photo(encode(Image.fromarray(stored), "PNG", exif=exif), "x")
     np.testing.assert_array_equal(got, _UPRIGHT_FROM_STORED[orientation](stored))
 
 
 # --------------------------------------------------------------------------- bad input
 def test_a_text_file_is_not_an_image():
     with pytest.raises(DataError, match="not an image") as info:
-        open_photo(b"hello, world\n", "notes.txt")
+        decode_photo(b"hello, world\n", "notes.txt")
     assert info.value.subject == "notes.txt"
 
 
@@ -136,7 +137,7 @@ def test_a_text_file_is_not_an_image():
 def test_a_truncated_image_is_corrupt(fmt):
     data = encode(Image.fromarray(pattern(64, 48)), fmt)
     with pytest.raises(DataError, match="corrupt|not an image"):
-        open_photo(data[: len(data) // 2], "cut")
+        decode_photo(data[: len(data) // 2], "cut")
 
 
 def _png_header_claiming(width: int, height: int) -> bytes:
@@ -152,21 +153,21 @@ def _png_header_claiming(width: int, height: int) -> bytes:
 def test_a_huge_header_is_refused_before_decoding(side):
     start = time.perf_counter()
     with pytest.raises(DataError, match="pixels is over the limit|decompression bomb"):
-        open_photo(_png_header_claiming(side, side), "bomb.png")
+        decode_photo(_png_header_claiming(side, side), "bomb.png")
     assert time.perf_counter() - start < 0.5
 
 
 def test_the_pixel_limit_can_be_lowered():
     data = encode(Image.fromarray(pattern(40, 30)))
     with pytest.raises(DataError, match="1,200 pixels is over the limit of 1,000"):
-        open_photo(data, "x", max_pixels=1000)
-    assert open_photo(data, "x", max_pixels=1200).rgb.shape == (30, 40, 3)
+        decode_photo(data, "x", max_pixels=1000)
+    assert decode_photo(data, "x", max_pixels=1200).shape == (30, 40, 3)
 
 
 def test_float_grey_is_read_on_the_8_bit_scale_and_nan_is_refused():
     values = np.array([[-5.0, 0.4, 0.6, 127.5, 300.0]], np.float32)
-    got = open_photo(encode(Image.fromarray(values), "TIFF"), "x").rgb[..., 0]
+    got = decode_photo(encode(Image.fromarray(values), "TIFF"), "x")[..., 0]
     assert got.tolist() == [[0, 0, 1, 128, 255]]
     values[0, 1] = np.nan
     with pytest.raises(DataError, match="1 of 5 samples are NaN or infinite"):
-        open_photo(encode(Image.fromarray(values), "TIFF"), "x")
+        decode_photo(encode(Image.fromarray(values), "TIFF"), "x")

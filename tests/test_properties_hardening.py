@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from convcli import correlate
-from convcli.samples import sample_range, to_samples
+from convcli.io.samples import sample_range, to_samples
 from oracle import axis_geometry, source_index
 
 MIRRORS = ["reflect", "symmetric", "replicate", "circular"]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from convcli.errors import DataError, ParameterError
-from convcli.samples import sample_range, to_samples
+from convcli.io.samples import sample_range, to_samples
 
 INT_TYPES = [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int8]
 

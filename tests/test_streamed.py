@@ -22,13 +22,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from convcli.cli import app
+from conftest import convcli
 from convcli.engine import bands, convolve, correlate, make_plan
 from convcli.errors import ParameterError
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "bench" / "hostile_harness.py"
 HOSTILE = REPO.parent / "shared" / "tools" / "hostile.py"
@@ -167,12 +165,12 @@ def test_cli_filters_a_volume_over_the_budget_like_the_in_memory_path(tmp_path):
     _volume(tmp_path / "big.npy")
     for method in ("direct", "auto"):
         streamed, whole = tmp_path / f"s_{method}.npy", tmp_path / f"m_{method}.npy"
-        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
-                                "--memory-budget", BUDGET, "-o", str(streamed)])
+        r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
+                                "--memory-budget", BUDGET, "-o", str(streamed))
         assert r.exit_code == 0, r.output
         assert "streamed" in r.output
-        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
-                                "-o", str(whole)])
+        r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", method,
+                                "-o", str(whole))
         assert r.exit_code == 0, r.output
         a, b = np.load(streamed), np.load(whole)
         assert a.dtype == b.dtype == np.float32 and a.shape == SHAPE
@@ -189,9 +187,9 @@ def test_explain_names_the_method_a_streamed_run_uses(tmp_path):
     _volume(tmp_path / "big.npy")
     for spec in ("box:3", "gaussian:sigma=1.5", "laplacian"):
         args = ["filter", str(tmp_path / "big.npy"), "-k", spec, "--memory-budget", BUDGET, "--json"]
-        explained = runner.invoke(app, args + ["--explain"])
+        explained = convcli(*(args + ["--explain"]))
         assert explained.exit_code == 0, explained.output
-        ran = runner.invoke(app, args + ["-o", str(tmp_path / "out.npy")])
+        ran = convcli(*(args + ["-o", str(tmp_path / "out.npy")]))
         assert ran.exit_code == 0, ran.output
         steps = json.loads(explained.stdout)
         report = json.loads(ran.stdout.strip().splitlines()[-1])
@@ -203,8 +201,8 @@ def test_explain_names_the_method_a_streamed_run_uses(tmp_path):
 def test_cli_streams_stride_and_float64(tmp_path):
     # 96 x 128 x 128 float64: 12.6 MB, counted as 24 bytes a sample in memory (38 MB).
     x = _volume(tmp_path / "big.npy", shape=(96, 128, 128), dtype=np.float64)
-    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--stride", "2",
-                            "--memory-budget", "30M", "-o", str(tmp_path / "out.npy")])
+    r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--stride", "2",
+                            "--memory-budget", "30M", "-o", str(tmp_path / "out.npy"))
     assert r.exit_code == 0, r.output
     assert "streamed" in r.output
     got = np.load(tmp_path / "out.npy")
@@ -214,8 +212,8 @@ def test_cli_streams_stride_and_float64(tmp_path):
 
 def test_cli_refuses_to_stream_a_chain_and_says_why(tmp_path):
     _volume(tmp_path / "big.npy")
-    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "-k", "box:3",
-                            "--memory-budget", BUDGET, "-o", str(tmp_path / "out.npy")])
+    r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "-k", "box:3",
+                            "--memory-budget", BUDGET, "-o", str(tmp_path / "out.npy"))
     assert r.exit_code == 1
     assert "single kernel" in r.output and "chain of 2 kernels" in r.output
     assert _leftovers(tmp_path, {"big.npy"}) == []
@@ -223,8 +221,8 @@ def test_cli_refuses_to_stream_a_chain_and_says_why(tmp_path):
 
 def test_cli_keeps_the_budget_refusal_for_outputs_not_written_in_place(tmp_path):
     _volume(tmp_path / "big.npy")
-    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
-                            "-o", str(tmp_path / "out.npz")])
+    r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(tmp_path / "out.npz"))
     assert r.exit_code == 1
     assert "memory budget" in r.output
     assert _leftovers(tmp_path, {"big.npy"}) == []
@@ -234,15 +232,13 @@ def test_cli_refuses_a_truncated_npy_over_the_budget(tmp_path):
     _volume(tmp_path / "big.npy")
     data = (tmp_path / "big.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[:-100])
-    r = runner.invoke(app, ["filter", str(tmp_path / "cut.npy"), "-k", "box:3", "--memory-budget", BUDGET,
-                            "-o", str(tmp_path / "out.npy")])
+    r = convcli("filter", str(tmp_path / "cut.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(tmp_path / "out.npy"))
     assert r.exit_code == 1 and "truncated" in r.output
     assert _leftovers(tmp_path, {"big.npy", "cut.npy"}) == []
 
 
 def test_failure_after_the_mapped_temporary_exists_leaves_nothing(tmp_path, monkeypatch):
-    import convcli.engine
-
     _volume(tmp_path / "big.npy")
     dest = tmp_path / "out.npy"
     dest.write_bytes(b"previous")
@@ -255,9 +251,9 @@ def test_failure_after_the_mapped_temporary_exists_leaves_nothing(tmp_path, monk
 
         raise DataError("simulated failure mid-volume")
 
-    monkeypatch.setattr(convcli.engine, "correlate", failing)
-    r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
-                            "-o", str(dest)])
+    monkeypatch.setattr("convcli.engine.correlate", failing)
+    r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                            "-o", str(dest))
     assert r.exit_code == 1 and "simulated failure" in r.output
     assert seen and len(seen[0]) == 1 and ".convcli-tmp" in seen[0][0]
     assert _leftovers(tmp_path, {"big.npy", "out.npy"}) == []
@@ -276,8 +272,8 @@ def test_a_full_disk_is_refused_before_the_mapped_output_is_written(tmp_path):
         previous = disk / "out.npy"
         previous.write_bytes(b"previous" * 1000)
         (disk / "filler").write_bytes(b"\0" * (8 << 20))  # 20 MB - 8 MB: no room for 16 MB more
-        r = runner.invoke(app, ["filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
-                                "-o", str(previous)])
+        r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
+                                "-o", str(previous))
         assert r.exit_code == 1
         assert "No space left" in r.output
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "out.npy"]
@@ -307,7 +303,7 @@ def test_cli_streams_a_raw_nifti_volume_like_the_in_memory_path(tmp_path, args):
     outputs = []
     for budget in (["--memory-budget", "13M"], []):
         dest = tmp_path / f"out{len(outputs)}.nii"
-        r = runner.invoke(app, ["filter", str(tmp_path / "v.nii"), "-k", str(kernel), "-o", str(dest)] + args + budget)
+        r = convcli(*(["filter", str(tmp_path / "v.nii"), "-k", str(kernel), "-o", str(dest)] + args + budget))
         assert r.exit_code == 0, r.output
         assert ("streamed" in r.output) == bool(budget)
         outputs.append(nib.load(str(dest)))
@@ -322,12 +318,12 @@ def test_cli_streams_a_raw_nifti_volume_like_the_in_memory_path(tmp_path, args):
 def test_nifti_that_cannot_be_streamed_keeps_the_clear_refusal(tmp_path):
     pytest.importorskip("nibabel")
     _nifti(tmp_path / "v.nii", dtype=np.int16)  # an integer result needs range conversion: not streamed
-    r = runner.invoke(app, ["filter", str(tmp_path / "v.nii"), "-k", "box:3", "--memory-budget", "3M",
-                            "-o", str(tmp_path / "out.nii")])
+    r = convcli("filter", str(tmp_path / "v.nii"), "-k", "box:3", "--memory-budget", "3M",
+                            "-o", str(tmp_path / "out.nii"))
     assert r.exit_code == 1 and "only an unscaled little-endian float" in r.output
     _nifti(tmp_path / "f.nii")
-    r = runner.invoke(app, ["filter", str(tmp_path / "f.nii"), "-k", "box:3", "--memory-budget", "13M",
-                            "-o", str(tmp_path / "out.npy")])  # across formats the layouts differ
+    r = convcli("filter", str(tmp_path / "f.nii"), "-k", "box:3", "--memory-budget", "13M",
+                            "-o", str(tmp_path / "out.npy"))  # across formats the layouts differ
     assert r.exit_code == 1 and "its own format" in r.output
     assert _leftovers(tmp_path, {"v.nii", "f.nii"}) == []
 
@@ -336,7 +332,9 @@ def test_nifti_that_cannot_be_streamed_keeps_the_clear_refusal(tmp_path):
 _CHILD = textwrap.dedent("""
     import sys
     import numpy as np
-    from convcli import engine, filtering, io, kernels
+    from convcli import engine, io, kernels
+    from convcli.pipeline import filter as filtering
+    from convcli.pipeline.options import FilterOptions
     from convcli.io import arrays
 
     def hwm():
@@ -346,7 +344,7 @@ _CHILD = textwrap.dedent("""
                     return int(line.split()[1]) * 1024
 
     base = hwm()
-    options = filtering.FilterOptions(kernels=("box:3",), memory_budget=sys.argv[3])
+    options = FilterOptions(kernels=("box:3",), memory_budget=io.limits.parse_size(sys.argv[3]))
     report = filtering.filter_file(sys.argv[1], sys.argv[2], options)
     print(base, hwm(), report.output_shape[0])
 """)

@@ -52,47 +52,48 @@ def _root(
     """Apply convolution kernels to audio, images and volumes; classify images with a CNN."""
 
 
-def one_blas_thread() -> None:
-    """Hold OpenBLAS to one thread in this process and its workers, unless the user chose otherwise.
-
-    Must run before numpy loads, which the commands defer until they run.
-    The engine splits its work over the cores itself and the network's 1x1
-    convolutions are small matrix products: a second BLAS thread gains about
-    5 % on an idle machine, but when another job (or another worker of a
-    batch) holds a core the threads wait on each other and a call takes
-    3-5x longer.  An idle OpenBLAS thread also spins for about 100 ms of CPU
-    after numpy loads, which a short filter run pays in wall time.
-    """
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
 # Each command lives in its own module and registers itself on `app`.
 from . import filter_cmd  # noqa: E402,F401
 from . import kernels_cmd  # noqa: E402,F401
 from . import classify_cmd  # noqa: E402,F401
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and map every failure to one line and an exit code."""
-    from .report import run_guarded
+def main(argv: list[str] | None = None) -> int:
+    """Run convcli on ``argv`` and return its exit code; every failure becomes one line and an exit code.
+
+    With ``argv`` None this is the process itself (the console script, or
+    ``python -m convcli``): the arguments come from ``sys.argv``, stdout is
+    closed at the end so a lost write is an error, and a run stopped by a
+    signal ends the process by that signal.  With ``argv`` given (a test, a
+    program embedding convcli) the code is returned and the signal handlers
+    are put back as they were.
+    """
+    import signal
 
     from . import report
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    process = argv is None
+    args = sys.argv[1:] if process else [str(a) for a in argv]
     _guard_closed_streams()
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    report.interrupted_by = None
     _terminate_like_interrupt()
-    code = run_guarded(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
-    code = report.close_stdout(code)
-    if code == EXIT_INTERRUPTED:
+    try:
+        code = report.exit_code_of(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
+        code = report.close_stdout(code, close=process)
+    finally:
+        if not process:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+    if process and code == EXIT_INTERRUPTED:
         _die_of_signal(report.interrupted_by)
-    # The interpreter's shutdown collections would walk every object the
-    # imports made (20-40 ms of a short run); nothing left is garbage worth it.
-    import gc
+    if process:
+        # The interpreter's shutdown collections would walk every object the
+        # imports made (20-40 ms of a short run); nothing left is garbage worth it.
+        import gc
 
-    gc.freeze()
-    sys.exit(code)
+        gc.freeze()
+    return code
 
 
 class _ClosedStdout:

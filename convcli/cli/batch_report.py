@@ -2,40 +2,30 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Callable
 
+from ..errors import EXIT_FAILED, EXIT_OK
 from .report import error_line
-
-
-def default_workers() -> int:
-    """The number of cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def run_batch(
     plan,
     work: Callable,
     options,
+    runs,
     *,
-    workers: int,
-    skip_existing: bool = False,
     quiet: bool = False,
     as_json: bool = False,
     verbose: bool = False,
-    fail_fast: bool = False,
     on_ok: Callable[[dict], None] | None = None,
 ) -> int:
-    """Run a planned batch and report it; return the exit code (0 all ok, 1 any failure).
+    """Run a planned batch (``runs``: its BatchOptions) and report it; return the exit code (0 all ok, 1 any failure).
 
-    With `fail_fast` the run stops at the first failure (an input refused
-    while planning counts), and the summary says so.
+    With ``runs.fail_fast`` the run stops at the first failure (an input
+    refused while planning counts), and the summary says so.
     """
-    from .. import batch
+    from ..pipeline import batch
 
     if verbose:
         for path, why in plan.ignored:
@@ -56,14 +46,13 @@ def run_batch(
 
     for record in plan.refused:
         on_record(record)
-    jobs = [] if fail_fast and plan.refused else plan.jobs
+    jobs = [] if runs.fail_fast and plan.refused else plan.jobs
     try:
-        summary = batch.run(jobs, work, options, workers=workers, skip_existing=skip_existing,
-                            fail_fast=fail_fast, on_record=on_record)
+        summary = batch.run(jobs, work, options, runs, on_record=on_record)
     finally:
         progress.close()
     summary.failed += len(plan.refused)
-    summary.stopped = summary.stopped or (fail_fast and bool(plan.refused))
+    summary.stopped = summary.stopped or (runs.fail_fast and bool(plan.refused))
     if not quiet or summary.failed:
         left = total - summary.total
         stopped = f"; stopped at the first failure (--fail-fast), {left} not done" if summary.stopped else ""
@@ -73,7 +62,7 @@ def run_batch(
         )
     if total == 0 and not quiet:
         sys.stderr.write("convcli: no media files found in the inputs\n")
-    return 1 if summary.failed else 0
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def printable(path: str) -> str:

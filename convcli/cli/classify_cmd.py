@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from . import app, one_blas_thread
-from .report import guard
+from ..errors import UsageError
+from ..parallel import cores, hold_blas_to_one_thread
+from . import app
 
 
 @app.command("classify")
-@guard
 def classify_command(
     inputs: List[str] = typer.Argument(
         ..., metavar="FILES_OR_FOLDERS", help="Photos, folders (walked for images), or - to read one from stdin."
@@ -41,48 +41,33 @@ def classify_command(
     named by $CONVCLI_WEIGHTS (read without running any code it holds); they are
     converted once to a cache in $XDG_CACHE_HOME/convcli (~/.cache/convcli).
     """
-    one_blas_thread()
-    from .. import batch
-    from ..errors import UsageError
-    from ..nn.classify import ClassifyOptions, classify_file, classify_job, pretrained_model
+    hold_blas_to_one_thread()
+    from ..pipeline import batch
+    from ..pipeline.classify import classify_file, classify_job
+    from ..pipeline.options import BatchOptions, ClassifyOptions
+    from ..pipeline.outputs import refuse_input_as_output
 
-    if not 1 <= top <= 1000:
-        raise UsageError(f"must be from 1 to 1000, got {top}", subject="--top")
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"must be at least 1, got {jobs}", subject="-j/--jobs")
+    options = ClassifyOptions(top=top)
+    runs = BatchOptions(workers=cores() if jobs is None else jobs)
     if cam == "-":
         raise UsageError("the map is a PNG file; name one (stdout carries the predictions)", subject="--cam")
     show = _printer(as_json)
-    options = ClassifyOptions(top=top)
     if batch.is_batch(inputs, cam):
-        from .batch_report import default_workers, run_batch
+        from ..nn.weights import pretrained_model
+        from .batch_report import run_batch
 
         plan = batch.plan(inputs, output=cam, extension=".png", accept=_is_image, needs_output=cam is not None)
         if plan.jobs:
             pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
-        code = run_batch(plan, classify_job, options, workers=jobs or default_workers(), quiet=quiet, on_ok=show)
-        raise typer.Exit(code)
-    if cam is not None:
-        _refuse_overwriting(inputs[0], cam)
+        raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, on_ok=show))
+    refuse_input_as_output(inputs[0], cam, advice="is the input photo; write the map to another file",
+                           error=UsageError)
     show(classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict())
 
 
-def _refuse_overwriting(source: str, cam: str) -> None:
-    import os
-
-    from ..errors import UsageError
-
-    try:
-        same = source != "-" and os.path.exists(cam) and os.path.samefile(source, cam)
-    except OSError:
-        same = False
-    if same:
-        raise UsageError("is the input photo; write the map to another file", subject=cam)
-
-
 def _is_image(path: str) -> bool:
-    from .. import batch
     from ..io.detect import FAMILY
+    from ..pipeline import batch
 
     fmt = batch.media_format(path)
     # "unreadable": let the work report the real problem for this file.

@@ -7,19 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from . import app, one_blas_thread
+from ..engine.borders import help_text
+from ..errors import UsageError
+from ..parallel import cores, hold_blas_to_one_thread
+from . import app, parse
 from .kernels_cmd import complete_kernel
-from .report import guard
-
-_MODES_HELP = (
-    "Border mode: reflect (d c b|a b c d|c b a, default), symmetric (c b a|a b c d|d c b), "
-    "replicate (a a a|a b c d|d d d), circular (b c d|a b c d|a b c), zeros, constant:V. "
-    "Aliases: mirror, nearest, edge, wrap, ... (see the README)."
-)
 
 
 @app.command("filter")
-@guard
 def filter_command(
     inputs: List[str] = typer.Argument(
         ..., metavar="INPUT",
@@ -35,7 +30,7 @@ def filter_command(
     ),
     stride: str = typer.Option("1", "--stride", metavar="S", help="Step between output samples: N or one per axis (2,1)."),
     padding: str = typer.Option("same", "--padding", metavar="P", help="same (TensorFlow rule) | valid | full | N | N,M."),
-    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", help=_MODES_HELP),
+    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", help=help_text()),
     dilation: str = typer.Option("1", "--dilation", metavar="D", help="Spacing between kernel taps: N or one per axis."),
     convolve: bool = typer.Option(
         False, "--convolve",
@@ -99,40 +94,33 @@ def filter_command(
     and CNNs; --convolve flips the kernel. Stride applies once, at the last
     kernel of a chain; padding, border mode and dilation apply to every kernel.
     """
-    one_blas_thread()
-    from .. import batch
-    from ..errors import UsageError
-    from ..filtering import FilterOptions, filter_file, filter_job, plan_chain, resolve_kernels
+    hold_blas_to_one_thread()
+    from ..pipeline import batch
+    from ..pipeline.filter import explain as plan_of, filter_file, filter_job
+    from ..pipeline.options import BatchOptions, FilterOptions, Geometry
 
+    geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
+                        dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
     options = FilterOptions(
-        kernels=tuple(kernel), stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
-        convolve=convolve, method=method, precision=precision, normalize=normalize, out_format=out_format, compress_level=compress_level,
-        kind=kind, alpha=alpha, range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=memory_budget, key=key, in_place=in_place,
+        kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
+        normalize=normalize, out_format=out_format, compress_level=compress_level, kind=kind, alpha=alpha,
+        range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
     )
-    _check_media_flags(options)
     if batch.is_batch(inputs, output):
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")
-        if jobs is not None and jobs < 1:
-            raise UsageError(f"must be at least 1, got {jobs}", subject="-j/--jobs")
-        from .batch_report import default_workers, run_batch
+        from .batch_report import run_batch
 
+        runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
         plan = batch.plan(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,
         )
-        code = run_batch(plan, filter_job, options, workers=jobs or default_workers(), skip_existing=skip_existing,
-                         quiet=quiet, as_json=as_json, verbose=verbose, fail_fast=fail_fast)
-        raise typer.Exit(code)
+        raise typer.Exit(run_batch(plan, filter_job, options, runs, quiet=quiet, as_json=as_json, verbose=verbose))
     input = inputs[0]
     if explain:
-        from .. import io
-
-        signal = io.read(input, kind=kind, key=key, auto_orient=not no_auto_orient, max_pixels=max_pixels,
-                         memory_budget=memory_budget, stream=True)  # planning reads no samples
-        steps = plan_chain(signal, resolve_kernels(options, signal), options)
-        _print_explain(steps, as_json)
+        _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
     report = filter_file(input, output, options)
@@ -154,29 +142,8 @@ def filter_command(
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
 
 
-def _check_media_flags(options) -> None:
-    from ..errors import UsageError
-    from ..filtering import ALPHA_MODES
-    from ..samples import RANGE_MODES
-
-    if options.alpha not in ALPHA_MODES:
-        raise UsageError(f"must be one of {', '.join(ALPHA_MODES)}, got {options.alpha!r}", subject="--alpha")
-    if options.range is not None and options.range not in RANGE_MODES:
-        raise UsageError(f"must be one of {', '.join(RANGE_MODES)}, got {options.range!r}", subject="--range")
-    if options.kind is not None and options.kind not in ("audio", "image", "volume", "signal"):
-        raise UsageError(f"must be audio, image, volume or signal, got {options.kind!r}", subject="--kind")
-    if options.max_pixels is not None and options.max_pixels < 1:
-        raise UsageError(f"must be a positive number of pixels, got {options.max_pixels}", subject="--max-pixels")
-    if options.memory_budget is not None:
-        from ..io.limits import parse_size
-
-        parse_size(options.memory_budget)
-
-
 def _single_output(input: str, output: str | None, in_place: bool) -> str:
     """The output of a one-file run: -o, the input itself with --in-place, or stdout when it is a pipe."""
-    from ..errors import UsageError
-
     if in_place:
         if output is not None and output != input:
             raise UsageError("takes no -o: the result replaces the input", subject="--in-place")

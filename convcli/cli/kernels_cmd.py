@@ -7,7 +7,6 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .report import guard
 
 kernels_app = typer.Typer(
     name="kernels",
@@ -28,7 +27,6 @@ def complete_kernel(incomplete: str) -> List[str]:
 
 
 @kernels_app.command("list")
-@guard
 def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
 ) -> None:
@@ -58,7 +56,6 @@ def list_command(
 
 
 @kernels_app.command("show")
-@guard
 def show_command(
     spec: str = typer.Argument(..., metavar="SPEC", autocompletion=complete_kernel,
                                help="A kernel name, file or inline matrix, as given to filter -k."),

@@ -1,12 +1,21 @@
-"""One place that turns exceptions into the one-line report and the exit code."""
+"""The one place that turns exceptions into the one-line report and the exit code.
+
+:func:`exit_code_of` runs a command and maps whatever it raises: a
+:class:`~convcli.errors.ConvcliError` to its own exit code and one line
+``convcli: error: <subject>: <reason>`` on stderr, Click's usage errors to
+exit 2, an interrupt to 130, a reader that went away (``| head``) to 0, and
+anything unexpected to 70 (a bug) or 1 (an I/O failure).
+"""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import Callable
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConvcliError
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, ConvcliError
+
+# Parameter names (as the pipeline and the engine name them) that are not spelled --name on the command line.
+FLAG_NAMES = {"x": "input", "jobs": "-j/--jobs"}
 
 
 def error_line(text: str) -> None:
@@ -48,31 +57,6 @@ def _note_interrupt(exc: BaseException) -> None:
     interrupted_by = int(signum)
 
 
-def guard(command: Callable) -> Callable:
-    """Decorate a Typer command so a ConvcliError becomes one line and its exit code."""
-    import typer
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except ConvcliError as exc:
-            code = _reported(exc)
-            if debug_enabled():
-                raise
-            raise typer.Exit(code) from None
-        except BrokenPipeError:
-            _quiet_broken_pipe()
-            raise typer.Exit(EXIT_OK) from None
-        except MemoryError:
-            if debug_enabled():
-                raise
-            error_line("out of memory: the input is too large for this machine (try a smaller input or --precision float32)")
-            raise typer.Exit(EXIT_FAILED) from None
-
-    return wrapper
-
-
 def _reported(exc: ConvcliError) -> int:
     """Note an interrupt and print the one-line error (unless --debug wants the traceback); return the exit code."""
     if exc.exit_code == EXIT_INTERRUPTED:
@@ -87,7 +71,7 @@ def _cli_subject(exc: ConvcliError) -> ConvcliError:
     from ..errors import ParameterError
 
     if isinstance(exc, ParameterError) and exc.subject and exc.subject.isidentifier():
-        exc.subject = "input" if exc.subject == "x" else "--" + exc.subject.replace("_", "-")
+        exc.subject = FLAG_NAMES.get(exc.subject) or "--" + exc.subject.replace("_", "-")
     return exc
 
 
@@ -101,8 +85,8 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
-def close_stdout(code: int) -> int:
-    """Flush and close stdout explicitly, so a lost write is never reported as success.
+def close_stdout(code: int, close: bool = True) -> int:
+    """Flush (and ``close``) stdout explicitly, so a lost write is never reported as success.
 
     Returns the exit code to use: a write that fails here (a full disk) turns
     success into failed work with one line on stderr; a reader that went away
@@ -110,7 +94,8 @@ def close_stdout(code: int) -> int:
     """
     try:
         sys.stdout.flush()
-        sys.stdout.close()
+        if close:
+            sys.stdout.close()
     except BrokenPipeError:
         _quiet_broken_pipe()
     except (OSError, ValueError) as exc:
@@ -121,7 +106,7 @@ def close_stdout(code: int) -> int:
     return code
 
 
-def run_guarded(run: Callable[[], object]) -> int:
+def exit_code_of(run: Callable[[], object]) -> int:
     """Run the Typer app in non-standalone mode and return the process exit code.
 
     Click's exceptions are recognised by their public attributes, because
@@ -144,11 +129,23 @@ def run_guarded(run: Callable[[], object]) -> int:
     except BrokenPipeError:
         _quiet_broken_pipe()
         return EXIT_OK
+    except SystemExit as exc:
+        # Click ends the process itself (exit 1) when a write to stdout finds
+        # the pipe closed: a reader that went away is not an error.
+        if isinstance(exc.__context__, BrokenPipeError):
+            _quiet_broken_pipe()
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     except ConvcliError as exc:
         code = _reported(exc)
         if debug_enabled():
             raise
         return code
+    except MemoryError:
+        if debug_enabled():
+            raise
+        error_line("out of memory: the input is too large for this machine (try a smaller input or --precision float32)")
+        return EXIT_FAILED
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             if debug_enabled():
@@ -164,8 +161,6 @@ def run_guarded(run: Callable[[], object]) -> int:
 
 def _unexpected(exc: Exception) -> int:
     """One line for an exception no code path expected: an I/O failure, or a bug."""
-    from ..errors import EXIT_SOFTWARE
-
     if isinstance(exc, OSError):
         # A write that failed outside the atomic writers (a full disk under a
         # table printed to stdout): failed work, not a bug.

@@ -16,7 +16,8 @@ _EXPORTS = {
     "make_plan": "correlation",
     "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "depthwise_same": "depthwise",
     "plan_depthwise": "depthwise", "same_patches": "depthwise", "split_phases": "depthwise",
-    "AxisPlan": "geometry", "plan_axes": "geometry",
+    "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
+    "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies", "rank1_factors": "strategies",
 }
 

@@ -18,12 +18,11 @@ transposing copy of the input or the output.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..parallel import run_all, thread_count
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -32,37 +31,6 @@ from .geometry import AxisPlan
 BAND_BYTES = 1 << 20
 # Below this many multiply-adds, a thread hand-off costs more than it saves.
 PARALLEL_WORK = 1 << 21
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def workers() -> int:
-    """How many threads band work may use: the cores this process may run on, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="convcli-band")
-    return _POOL
-
-
-def run_all(work, items, parallel: bool = True) -> None:
-    """``work(item)`` for every item, on the engine's threads; in this thread when there is one
-    thread or one item, or ``parallel`` is false (too little work to pay for the threads).
-    An exception in any item is raised here."""
-    items = list(items)
-    if not parallel or workers() == 1 or len(items) <= 1:
-        for item in items:
-            work(item)
-        return
-    for _ in _pool().map(work, items):
-        pass
 
 
 # --------------------------------------------------------------------------- layout
@@ -272,6 +240,21 @@ def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int
     return min(rows, p0.out)
 
 
+def streamed_band_bytes(plan, trail: int) -> tuple[int, int]:
+    """Bytes a streamed run of ``plan`` (see ``on_rows`` in :func:`run_bands`) holds at once, about; and its band rows.
+
+    Every thread holds a band: its padded input rows, mapped and gathered,
+    an intermediate as large for a separable pass, and its output rows,
+    computed and mapped.  ``trail`` is the number of channels after the
+    spatial axes (1 without).
+    """
+    p0 = plan.axes[0]
+    rows = band_rows(plan.axes, 1, trail, plan.dtype.itemsize, streamed=True)
+    padded_row = plan.dtype.itemsize * trail * math.prod(p.before + p.length + p.after for p in plan.axes[1:])
+    in_rows = (rows - 1) * p0.stride + p0.span
+    return thread_count() * (3 * in_rows + 2 * rows) * padded_row, rows
+
+
 def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work: float, rows_per_band=None,
               pad_rest: bool = True, on_rows=None):
     """Fill ``out`` (``(lanes, *out_spatial, trail)``) band by band.
@@ -294,10 +277,6 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     starts = list(range(0, p0.out, rows))
     rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
 
-    def one(start: int) -> None:
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # per thread, as in execute()
-            band(start)
-
     def band(start: int) -> None:
         stop = min(start + rows, p0.out)
         first = start * p0.stride
@@ -317,9 +296,9 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
         compute(block, out[:, start:stop], band_plans)
 
     if on_rows is not None:
-        _in_waves(one, starts, rows, workers() if work >= PARALLEL_WORK else 1, p0, on_rows)
+        _in_waves(band, starts, rows, thread_count() if work >= PARALLEL_WORK else 1, p0, on_rows)
         return out
-    run_all(one, starts, parallel=work >= PARALLEL_WORK)
+    run_all(band, starts, parallel=work >= PARALLEL_WORK)
     return out
 
 

@@ -1,8 +1,10 @@
 """Border modes: how a signal is extended past its ends before a kernel is laid over it.
 
-One table feeds the code, ``--help`` and the README.  Each drawing shows how
-the samples ``a b c d`` are extended by (up to) three samples on each side.
-Padding wider than the signal repeats the rule, as ``numpy.pad`` does.
+One table, :data:`BORDER_MODES`, feeds the code, the ``--pad-mode`` help
+(:func:`help_text`) and the README's table (:func:`markdown_table`; a test
+holds the README to it).  Each drawing shows how the samples ``a b c d`` are
+extended by three samples on each side.  Padding wider than the signal
+repeats the rule, as ``numpy.pad`` does.
 """
 from __future__ import annotations
 
@@ -14,39 +16,40 @@ from ..errors import ParameterError
 @dataclass(frozen=True)
 class BorderMode:
     name: str
-    numpy_mode: str
-    drawing: str
-    aliases: tuple[str, ...]
-    description: str
+    numpy_mode: str  # the numpy.pad mode that extends the same way
+    drawing: str  # how ``a b c d`` is extended by three samples on each side
+    aliases: tuple[str, ...]  # other spellings accepted by --pad-mode and pad_mode=
+    elsewhere: str  # what the same rule is called by scipy.ndimage, numpy and OpenCV
 
 
 BORDER_MODES: tuple[BorderMode, ...] = (
     BorderMode(
         "reflect", "reflect", "d c b | a b c d | c b a",
         ("mirror", "reflect101", "reflect-101", "reflect_101", "border_reflect_101"),
-        "mirror about the edge sample, which is not repeated (scipy 'mirror', OpenCV REFLECT_101); the default",
+        "scipy `mirror`, numpy `reflect`, OpenCV `BORDER_REFLECT_101`",
     ),
     BorderMode(
         "symmetric", "symmetric", "c b a | a b c d | d c b",
         ("grid-mirror", "half-symmetric", "border_reflect"),
-        "mirror about the edge itself, repeating the edge sample (scipy 'reflect', OpenCV REFLECT)",
+        "scipy `reflect`, numpy `symmetric`, OpenCV `BORDER_REFLECT`",
     ),
     BorderMode(
         "replicate", "edge", "a a a | a b c d | d d d",
         ("nearest", "edge", "clamp", "border_replicate"),
-        "repeat the edge sample (scipy 'nearest', numpy 'edge', OpenCV REPLICATE)",
+        "scipy `nearest`, numpy `edge`, OpenCV `BORDER_REPLICATE`",
     ),
     BorderMode(
         "circular", "wrap", "b c d | a b c d | a b c",
         ("wrap", "tile", "periodic", "grid-wrap", "border_wrap"),
-        "wrap around: the signal repeats periodically (scipy/numpy 'wrap', OpenCV WRAP)",
+        "scipy and numpy `wrap`, OpenCV `BORDER_WRAP`",
     ),
     BorderMode(
         "zeros", "constant", "0 0 0 | a b c d | 0 0 0",
         ("zero", "constant", "border_constant"),
-        "zeros outside the signal; 'constant:V' pads with the value V instead",
+        "scipy and numpy `constant`, OpenCV `BORDER_CONSTANT`; `constant:V` pads with the value V",
     ),
 )
+DEFAULT = "reflect"
 
 _BY_NAME = {m.name: m for m in BORDER_MODES}
 _BY_NAME.update({alias: m for m in BORDER_MODES for alias in m.aliases})
@@ -55,6 +58,28 @@ _BY_NAME.update({alias: m for m in BORDER_MODES for alias in m.aliases})
 def mode_names() -> list[str]:
     """Every accepted spelling, canonical names first."""
     return [m.name for m in BORDER_MODES] + [a for m in BORDER_MODES for a in m.aliases] + ["constant:V"]
+
+
+def help_text() -> str:
+    """The ``--pad-mode`` help: every mode and its drawing.
+
+    >>> help_text().split(";")[0]
+    'Border mode: reflect (d c b|a b c d|c b a, the default)'
+    """
+    modes = "; ".join(f"{m.name} ({m.drawing.replace(' | ', '|')}{', the default' if m.name == DEFAULT else ''})"
+                      for m in BORDER_MODES)
+    return f"Border mode: {modes}; constant:V. Aliases such as mirror, nearest, edge and wrap: see the README."
+
+
+def markdown_table() -> str:
+    """The README's table of border modes, one row per mode."""
+    rows = ["| mode | extension | also accepted as | elsewhere called |", "|---|---|---|---|"]
+    for m in BORDER_MODES:
+        name = f"`{m.name}`" + (" (default)" if m.name == DEFAULT else "")
+        drawing = m.drawing.replace("|", "\\|")
+        aliases = ", ".join(f"`{a}`" for a in m.aliases)
+        rows.append(f"| {name} | `{drawing}` | {aliases} | {m.elsewhere} |")
+    return "\n".join(rows)
 
 
 def parse_pad_mode(spec: str) -> tuple[BorderMode, float]:

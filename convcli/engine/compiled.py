@@ -27,7 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .bands import gather_band, run_all, source_index, workers
+from ..parallel import run_all, thread_count
+from .bands import gather_band, source_index
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -259,7 +260,7 @@ BOX_BAND_ROWS = 256
 def _box_in_bands(cv2, image, target, spec, plans, border):
     """The box filter on every core: each band is filtered with its halo rows, which are then dropped."""
     rows = image.shape[0]
-    count = workers()
+    count = thread_count()
     edges = [rows * i // count for i in range(count + 1)]
     before, after = plans[0].before, plans[0].after
 
@@ -464,54 +465,53 @@ def _sliced_3d(cv2, src, dst, plans, border, kernel, anchor, yx_border):
 
 def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, contiguous, first_plane,
                    stop_plane):
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # per thread, as in execute()
-        scratch = None
-        for m in range(first_plane, stop_plane):
-            target = dst[m]
-            first = True
-            for s, step in zip(sources[m], slices):
-                if s < 0:
-                    continue  # a zero plane
-                plane = src[s]
-                if step.kind == "filter":
-                    if first and contiguous:
-                        # One OpenCV call writes the output plane itself: no numpy temporary.
-                        result = cv2.filter2D(plane, -1, step.weights, dst=target, anchor=anchor,
-                                              borderType=yx_border)
-                        if result is not target:
-                            np.copyto(target, result)
-                    elif first:
-                        _filter(cv2, plane, target, step.weights, anchor=anchor, border=yx_border)
-                    else:
-                        if scratch is None:
-                            scratch = np.empty(target.shape, dtype=target.dtype)
-                        _filter(cv2, plane, scratch, step.weights, anchor=anchor, border=yx_border)
-                        np.add(target, scratch, out=target)
-                    first = False
-                    continue
-                view = plane if step.kind == "add" else _shifted(plane, step.dy, step.dx, border)
-                w = step.weight
-                if first:
-                    if w == 1.0:
-                        np.copyto(target, view)
-                    else:
-                        np.multiply(view, w, out=target)
-                elif w == 1.0:
-                    np.add(target, view, out=target)
-                elif w == -1.0:
-                    np.subtract(target, view, out=target)
-                elif contiguous and view.flags.c_contiguous:
-                    result = cv2.scaleAdd(view, w, target, dst=target)  # w * view + target, one pass in place
+    scratch = None
+    for m in range(first_plane, stop_plane):
+        target = dst[m]
+        first = True
+        for s, step in zip(sources[m], slices):
+            if s < 0:
+                continue  # a zero plane
+            plane = src[s]
+            if step.kind == "filter":
+                if first and contiguous:
+                    # One OpenCV call writes the output plane itself: no numpy temporary.
+                    result = cv2.filter2D(plane, -1, step.weights, dst=target, anchor=anchor,
+                                          borderType=yx_border)
                     if result is not target:
                         np.copyto(target, result)
+                elif first:
+                    _filter(cv2, plane, target, step.weights, anchor=anchor, border=yx_border)
                 else:
                     if scratch is None:
                         scratch = np.empty(target.shape, dtype=target.dtype)
-                    np.multiply(view, w, out=scratch)
+                    _filter(cv2, plane, scratch, step.weights, anchor=anchor, border=yx_border)
                     np.add(target, scratch, out=target)
                 first = False
+                continue
+            view = plane if step.kind == "add" else _shifted(plane, step.dy, step.dx, border)
+            w = step.weight
             if first:
-                target[...] = 0
+                if w == 1.0:
+                    np.copyto(target, view)
+                else:
+                    np.multiply(view, w, out=target)
+            elif w == 1.0:
+                np.add(target, view, out=target)
+            elif w == -1.0:
+                np.subtract(target, view, out=target)
+            elif contiguous and view.flags.c_contiguous:
+                result = cv2.scaleAdd(view, w, target, dst=target)  # w * view + target, one pass in place
+                if result is not target:
+                    np.copyto(target, result)
+            else:
+                if scratch is None:
+                    scratch = np.empty(target.shape, dtype=target.dtype)
+                np.multiply(view, w, out=scratch)
+                np.add(target, scratch, out=target)
+            first = False
+        if first:
+            target[...] = 0
 
 
 def _shifted(plane, dy: int, dx: int, border):
@@ -632,7 +632,7 @@ def separable_3d_in_place(vol: np.ndarray, plans: tuple[AxisPlan, ...], border: 
 
 def _each_plane(work, start: int, stop: int) -> None:
     """``work(r)`` for planes ``start..stop``, one contiguous run per core (OpenCV releases the GIL)."""
-    count = workers() if stop - start >= 8 else 1
+    count = thread_count() if stop - start >= 8 else 1
     edges = [start + (stop - start) * i // count for i in range(count + 1)]
 
     def run(i):

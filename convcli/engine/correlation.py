@@ -338,7 +338,7 @@ def _weights(kernel: np.ndarray, dtype, layout, lanes: int) -> np.ndarray:
     return bands.tap_weights(np.asarray(kernel, dtype=dtype), layout, lanes)
 
 
-def _per_axis(factors: list[np.ndarray], dtype, layout, lanes: int) -> list[np.ndarray]:
+def _laid_out_factors(factors: list[np.ndarray], dtype, layout, lanes: int) -> list[np.ndarray]:
     return [_weights(f, dtype, layout, lanes) for f in factors]
 
 
@@ -354,7 +354,7 @@ def _run_direct(plan, xi, kernel, out, layout, on_rows=None):
 
 
 def _run_separable(plan, xi, kernel, out, layout, on_rows=None):
-    factors = _per_axis(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])
+    factors = _laid_out_factors(strategies.channel_factors(kernel.astype(np.float64)), plan.dtype, layout, xi.shape[0])
     # Bands are padded along the first axis only; its pass runs on a view of
     # the input and the other axes are padded on the smaller result.  That
     # commutes with every border rule but a non-zero constant (which the
@@ -367,7 +367,7 @@ def _run_separable(plan, xi, kernel, out, layout, on_rows=None):
 
 
 def _run_lowrank(plan, xi, kernel, out, layout):
-    terms = [_per_axis(t, plan.dtype, layout, xi.shape[0]) for t in strategies.channel_terms(kernel.astype(np.float64))]
+    terms = [_laid_out_factors(t, plan.dtype, layout, xi.shape[0]) for t in strategies.channel_terms(kernel.astype(np.float64))]
     if not terms:
         out[...] = 0
         return
@@ -411,7 +411,7 @@ def _run_opencv(plan, xi, kernel, out, layout):
         constant = constant.reshape((constant.shape[0], 1, 1, constant.shape[1]))
     elif op == "separable":
         exact = [_mirror_exact(f) for f in strategies.channel_factors(kernel.astype(np.float64))]
-        factors = [np.moveaxis(w, 0, 1) for w in _per_axis(exact, plan.dtype, layout, xi.shape[0])]
+        factors = [np.moveaxis(w, 0, 1) for w in _laid_out_factors(exact, plan.dtype, layout, xi.shape[0])]
     if plan.spatial_ndim != 2 or not compiled.reads_integers(op, xi.dtype, kernel):
         xi = xi.astype(plan.dtype, copy=False)
     axes = plan.axes

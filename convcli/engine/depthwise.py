@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
+from ..parallel import run_parts
 from . import compiled
 from .geometry import AxisPlan, per_axis, plan_axes
 
@@ -122,7 +123,7 @@ class DepthwisePlan:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self._splits:
             x = split_phases(x, tuple(a.stride for a in self.axes))
-        _run(self._bind(x, out))
+        run_parts(self._bind(x, out))
         return out
 
     @property
@@ -330,25 +331,6 @@ def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, metho
 
 
 _SHARED_WORK = 250_000
-_POOL = None
-
-
-def _run(parts: list) -> None:
-    """Call every part, the first in this thread and the others in the pool's threads."""
-    if len(parts) == 1:
-        parts[0]()
-        return
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=max(1, len(parts) - 1), thread_name_prefix="convcli-depthwise")
-    futures = [_POOL.submit(part) for part in parts[1:]]
-    parts[0]()
-    for future in futures:
-        future.result()
-
-
 def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
     """Output rows ``lo:hi`` of a channels-last plan: one fused multiply-add per tap and block of rows.
 

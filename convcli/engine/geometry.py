@@ -43,17 +43,8 @@ class AxisPlan:
 
 
 def per_axis(value, ndim: int, name: str, *, minimum: int) -> tuple[int, ...]:
-    """Normalise an int, a sequence of ints or a comma list (``"2,1"``) into one int per axis."""
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
-        try:
-            items = [int(p) for p in parts]
-        except ValueError:
-            raise ParameterError(
-                f"must be an integer or a comma list of {ndim} integers (one per axis), got {value!r}",
-                subject=name,
-            ) from None
-    elif isinstance(value, (list, tuple)):
+    """Normalise an int or a sequence of ints into one int per axis."""
+    if isinstance(value, (list, tuple)):
         items = list(value)
     else:
         items = [value]
@@ -85,13 +76,9 @@ def parse_padding(value, ndim: int):
     """Normalise ``padding`` into a word (same/valid/full) or one int per axis."""
     if isinstance(value, str):
         word = value.strip().lower()
-        if word in PADDING_WORDS:
-            return word
-        if not word.replace(",", "").replace(" ", "").isdigit():
-            raise ParameterError(
-                f"must be same, valid, full, an integer or a comma list of integers, got {value!r}",
-                subject="padding",
-            )
+        if word not in PADDING_WORDS:
+            raise ParameterError(f"must be same, valid, full or samples per axis, got {value!r}", subject="padding")
+        return word
     return per_axis(value, ndim, "padding", minimum=0)
 
 

@@ -22,8 +22,8 @@ import threading
 
 import numpy as np
 
+from ..parallel import run_all, thread_count
 from . import bands, compiled
-from .bands import workers
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -62,7 +62,7 @@ def fft(xp: np.ndarray, weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.
     kernel = flipped_kernel(weights, plans)
     axes = tuple(range(1, 1 + nd))
     sizes = tuple(sfft.next_fast_len(p.length, real=True) for p in plans)
-    n = workers()
+    n = thread_count()
     spectrum = sfft.rfftn(xp, s=sizes, axes=axes, workers=n)
     spectrum *= sfft.rfftn(kernel, s=sizes, axes=axes, workers=n)
     full = sfft.irfftn(spectrum, s=sizes, axes=axes, workers=n, overwrite_x=True)
@@ -126,7 +126,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
             for lane in range(out.shape[0]) for t in range(out.shape[-1])]
     work = len(jobs) * group * size * np.log2(size) * 2
     with transforms.on_band_threads():
-        bands.run_all(one, jobs, parallel=work >= bands.PARALLEL_WORK)
+        run_all(one, jobs, parallel=work >= bands.PARALLEL_WORK)
     return out
 
 

@@ -17,11 +17,11 @@ the bands instead of waking BLAS threads for every small product.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import numpy as np
 
+from ..parallel import blas_limited
 from . import bands
 from .borders import BorderMode
 from .geometry import AxisPlan
@@ -97,39 +97,8 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
                 target[lane, :, t] = result.reshape(-1)[:count]
 
     work = float(out.size) * width
-    with _one_blas_thread() as limited:
-        # Without a way to hold BLAS to one thread, the bands run one after
-        # another and BLAS spreads each product over the cores itself.
+    with blas_limited() as limited:
         # Whole matrix rows per band: only the last band has a short one.
         bands.run_bands(x, out, (plan,), border, value, compute, work=work if limited else 0.0,
                         rows_per_band=band * b)
     return out
-
-
-_CONTROLLER = None
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Hold BLAS to one thread while the bands run on their own threads; yield whether it could.
-
-    BLAS threads woken for every band's small product cost more than the
-    product when the cores are busy (measured: 3 s instead of 0.06 s for a
-    101-tap FIR on 180 s of stereo on a loaded 2-core machine), and two
-    band threads each starting BLAS threads oversubscribe the cores.
-    """
-    global _CONTROLLER
-    if bands.workers() == 1:
-        yield False
-        return
-    try:
-        if _CONTROLLER is None:
-            from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()
-        limiter = _CONTROLLER.limit(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl missing, or a BLAS it cannot drive
-        yield False
-        return
-    with limiter:
-        yield True

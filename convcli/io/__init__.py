@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, check_choice
 from .signal import KINDS, Signal
 
 IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")
 
-__all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "Signal", "Written", "KINDS"]
+__all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
+           "check_compress_level", "Signal", "Written", "KINDS"]
 
 
 @dataclass
@@ -55,7 +56,7 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     stream : bool
         A ``.npy`` file (or an uncompressed float NIfTI volume) over the
         memory budget is memory-mapped read-only instead of refused, and
-        ``meta["streamed"]`` is set: for a caller that filters it band by
+        ``Signal.streamed`` is set: for a caller that filters it band by
         band into :func:`mapped_output`.
 
     Raises
@@ -68,8 +69,8 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     from .files import Source
     from .limits import Limits
 
-    if kind is not None and kind not in KINDS:
-        raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}", subject="--kind")
+    if kind is not None:
+        check_choice(kind, KINDS, "kind")
     limits = Limits(max_pixels, memory_budget)
     src = Source.open_input(source, max_bytes=limits.memory_budget)
     from .detect import detect
@@ -101,14 +102,14 @@ def _reader(fmt: str):
     return read_audio
 
 
-def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
+def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip") -> Written:
     """Write a Signal to a file (or ``-`` for stdout), atomically, in the format asked for.
 
     The format is `format`, else the destination's extension, else (for
     stdout or an unknown extension) the format the signal was read from.
     Samples are converted to the signal's recorded sample type by
-    :func:`convcli.samples.to_samples` with the range mode ``meta["range"]``
-    (default ``"clip"``); the returned :class:`Written` counts clipped samples.
+    :func:`convcli.samples.to_samples` under the range mode `range` (clip,
+    abs, offset, rescale); the returned :class:`Written` counts clipped samples.
 
     Raises
     ------
@@ -121,15 +122,36 @@ def write(sig: Signal, dest, *, format=None, compress_level=None) -> Written:
     """
     dest = str(dest)
     fmt = output_format(dest, format) or sig.meta.get("format") or "npy"
-    if compress_level is not None and not (0 <= int(compress_level) <= 9):
-        raise UsageError("must be 0..9", subject="--compress-level")
+    check_compress_level(compress_level)
     writer = _writer(fmt, dest)
     try:
-        return writer(sig, dest, fmt, compress_level=compress_level)
+        return writer(sig, dest, fmt, compress_level=compress_level, range_mode=range)
     except DataError as exc:
         if exc.subject is None:
             exc.subject = sig.meta.get("source") or dest
         raise
+
+
+def check_compress_level(level) -> None:
+    """Refuse a compression level outside zlib's 0..9 (None: each writer's default)."""
+    from ..errors import ParameterError
+
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
+        raise ParameterError(f"must be 0..9, got {level!r}", subject="compress_level")
+
+
+def memory_budget(value: int | None = None) -> int:
+    """The memory budget in bytes: `value`, or by default half the memory available now."""
+    from .limits import Limits
+
+    return Limits(memory_budget=value).memory_budget
+
+
+def human_size(nbytes: int) -> str:
+    """A byte count for people: 1.5 GiB, 300 MiB, 12 KiB."""
+    from .limits import human
+
+    return human(nbytes)
 
 
 def output_format(dest, format=None) -> str | None:
@@ -225,7 +247,7 @@ def derive(sig: Signal, data, *, stride=1, origin=None) -> Signal:
     out = Signal(data=data, kind=sig.kind, channel_axis=sig.channel_axis, sample_rate=sig.sample_rate,
                  spacing=sig.spacing, meta=meta)
     if any(s != 1 for s in strides) or origin is not None:
-        from .geometry import restride
+        from .grid import restride
 
         restride(out, strides, origin)
     return out

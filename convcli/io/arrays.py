@@ -356,7 +356,7 @@ def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, 
         arr, mapped = read_npy(source, limits, stream=stream)
         sig = signal_from_array(arr, kind, source.name)
         if mapped:
-            sig.meta["streamed"] = True
+            sig.streamed = True
     else:
         arr, key = read_npz(source, limits, key)
         sig = signal_from_array(arr, kind, source.name)
@@ -366,7 +366,7 @@ def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, 
     return sig
 
 
-def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None):
+def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
     """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type."""
     import numpy as np
 

@@ -109,7 +109,7 @@ def _read_blocks(snd, frames: int, dtype):
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
-def write_audio(sig, dest: str, fmt: str, *, compress_level=None):
+def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
     """Writer for audio: rate, channels and subtype kept (or the format's nearest), integers clipped."""
     import numpy as np
     import soundfile as sf
@@ -140,8 +140,7 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None):
         notes.append(f"sample rate {sig.sample_rate:g} Hz rounded to {rate} Hz")
     in_bits = sig.meta.get("bits") if sig.meta.get("dtype") else _bits_of(data.dtype)
     out_dtype, out_bits = _samples_of(subtype)
-    mode = sig.meta.get("range", "clip")
-    convert = _Converter(data, out_dtype, out_bits, subtype, mode, _full_scale(out_bits) / _full_scale(in_bits))
+    convert = _Converter(data, out_dtype, out_bits, subtype, range_mode, _full_scale(out_bits) / _full_scale(in_bits))
     options = {}
     if compress_level is not None and fmt == "flac":
         options["compression_level"] = int(compress_level) / 9.0
@@ -197,7 +196,7 @@ class _Converter:
     def convert(self, part):
         import numpy as np
 
-        from ..samples import to_samples
+        from .samples import to_samples
 
         values = part if self.scale == 1.0 else part.astype(np.float64) * self.scale
         samples, clipped = to_samples(values, self.out_dtype, self.mode, bits=self.out_bits)

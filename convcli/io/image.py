@@ -342,7 +342,7 @@ PNG_COMPRESS_LEVEL = 2
 PNG_DIRECT_MODES = {"L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"}
 
 
-def write_image(sig, dest: str, fmt: str, *, compress_level=None):
+def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
     """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
     import numpy as np
 
@@ -368,7 +368,7 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None):
     source_dtype = np.dtype(stored) if stored else (data.dtype if data.dtype.kind in "iu" else np.dtype(np.uint8))
     mode = _mode_for(channels, source_dtype, meta.get("mode"))
     out_mode = _fit_mode(mode, fmt, notes)
-    samples, clipped = _to_mode_samples(data, mode, out_mode, meta.get("range", "clip"))
+    samples, clipped = _to_mode_samples(data, mode, out_mode, range_mode)
     if fmt == "gif" and meta.get("first_frame_only"):
         notes.append("only the first frame of the animation was filtered and written")
     level = PNG_COMPRESS_LEVEL if compress_level is None else int(compress_level)
@@ -389,7 +389,7 @@ def _to_mode_samples(data, mode: str, out_mode: str, range_mode: str):
     """Filtered values in `mode`'s units -> samples of `out_mode` (clipping counted once)."""
     import numpy as np
 
-    from ..samples import to_samples
+    from .samples import to_samples
 
     src_dtype = np.dtype(MODE_SAMPLES[mode][0])
     dst_dtype = np.dtype(MODE_SAMPLES[out_mode][0])

@@ -160,29 +160,20 @@ def deflater():
 _DEFLATER = None
 
 
-def _workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def idat_stream(samples, level: int, threads: int | None = None):
     """The zlib stream of the Up-filtered samples, as a list of byte strings in order."""
     pixels = _row_bytes(samples)
     height, row = pixels.shape
     total = height * (row + 1)
-    threads = _workers() if threads is None else max(1, int(threads))
+    from ..parallel import map_ordered, thread_count
+
+    threads = thread_count() if threads is None else max(1, int(threads))
     bands = min(height, threads, max(1, total // BAND_BYTES))
     if bands <= 1:
         body, adler, _ = _deflate_band(pixels, 0, height, level, True)
         return [zlib_header(level) + body + struct.pack(">I", adler)]
-    from concurrent.futures import ThreadPoolExecutor
-
     edges = [height * i // bands for i in range(bands + 1)]
-    with ThreadPoolExecutor(max_workers=bands) as pool:
-        results = list(pool.map(
-            lambda i: _deflate_band(pixels, edges[i], edges[i + 1], level, i == bands - 1), range(bands)))
+    results = map_ordered(lambda i: _deflate_band(pixels, edges[i], edges[i + 1], level, i == bands - 1), range(bands))
     adler = results[0][1]
     for _, band_adler, length in results[1:]:
         adler = adler32_combine(adler, band_adler, length)
@@ -356,15 +347,18 @@ class _BandDecoder:
         self.finished = False
         self.cancelled = False
         self.ready = threading.Condition()
-        self.thread = threading.Thread(target=self._inflate, name="png-inflate", daemon=True)
+        self.thread = None
 
     def start(self) -> None:
-        self.thread.start()
+        from ..parallel import background
+
+        self.thread = background(self._inflate, "png-inflate")
 
     def stop(self) -> None:
         with self.ready:
             self.cancelled = True
-        self.thread.join()
+        if self.thread is not None:
+            self.thread.join()
 
     def _payloads(self):
         """The IDAT chunks' bodies, in order (their CRCs were checked by :func:`pixel_stream`)."""

@@ -27,6 +27,7 @@ class Signal:
     sample_rate: float | None = None  # audio: samples per second
     spacing: tuple[float, ...] | None = None  # per spatial axis, in millimetres
     meta: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False  # ``data`` maps a file over the memory budget, read-only: filter it band by band
 
     @property
     def spatial_ndim(self) -> int:

@@ -104,24 +104,24 @@ def read_tiff_stack(im, pages: int, subject: str, limits):
                   spacing=tiff_spacing(im, 3), meta=meta)
 
 
-def write_tiff(sig, dest: str, fmt: str, *, compress_level=None):
+def write_tiff(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
     """Writer for TIFF: a volume becomes a multi-page stack, an image one page."""
     if sig.spatial_ndim == 2:
         from .image import write_image
 
-        return write_image(sig, dest, fmt, compress_level=compress_level)
+        return write_image(sig, dest, fmt, compress_level=compress_level, range_mode=range_mode)
     if sig.spatial_ndim != 3:
         raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
-    return _write_tiff_stack(sig, dest, compress_level)
+    return _write_tiff_stack(sig, dest, compress_level, range_mode)
 
 
 _STACK_TYPES = ("uint8", "uint16", "int16", "int32", "float32")
 
 
-def _write_tiff_stack(sig, dest: str, compress_level):
+def _write_tiff_stack(sig, dest: str, compress_level, range_mode: str):
     import numpy as np
 
-    from ..samples import to_samples
+    from .samples import to_samples
     from . import Written
     from .files import atomic_path
 
@@ -137,7 +137,7 @@ def _write_tiff_stack(sig, dest: str, compress_level):
         target = stored if stored.name in _STACK_TYPES else np.dtype(np.float32)
         if target != stored and stored != np.float16:
             notes.append(f"TIFF stacks hold uint8, uint16, int16, int32 or float32: {stored} written as float32")
-    samples, clipped = to_samples(data, target, sig.meta.get("range", "clip"))
+    samples, clipped = to_samples(data, target, range_mode)
     from .tiffstack import write_stack
 
     options = {}
@@ -361,7 +361,7 @@ def map_nifti(source, refusal: DataError):
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot map the file ({exc})", subject=source.name) from None
     sig = _nifti_signal(raw.T, header, affine, "nifti")
-    sig.meta["streamed"] = True
+    sig.streamed = True
     return sig
 
 
@@ -407,11 +407,11 @@ def mapped_nifti(sig, dest: str, dtype):
     return opened()
 
 
-def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
+def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
     """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
     import numpy as np
 
-    from ..samples import to_samples
+    from .samples import to_samples
     from . import Written
     from .files import atomic_path
 
@@ -424,7 +424,7 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None):
         stored = np.dtype(np.float32)
     if stored.kind == "f" and data.dtype == np.float64:
         stored = np.dtype(np.float64)
-    samples, clipped = to_samples(data, stored, sig.meta.get("range", "clip"))
+    samples, clipped = to_samples(data, stored, range_mode)
     img = _nifti_image(sig, samples)
     with atomic_path(dest, suffix=".nii.gz" if fmt == "nifti-gz" else ".nii") as tmp:
         nib.save(img, tmp)

@@ -49,14 +49,3 @@ def overlay(photo: Photo, cam: np.ndarray) -> np.ndarray:
     seen = photo.rgb[top:bottom, left:right].astype(np.float64)
     out[top:bottom, left:right] = (1 - BLEND) * seen + BLEND * heat_colours(heat)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def write_cam(dest: str, photo: Photo, cam: np.ndarray) -> None:
-    """Write the overlay as a PNG at ``dest``, atomically (never a partial file)."""
-    from PIL import Image
-
-    from ..io.files import atomic_path
-
-    picture = Image.fromarray(overlay(photo, cam))
-    with atomic_path(dest) as tmp:
-        picture.save(tmp, format="PNG")

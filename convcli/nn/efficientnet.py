@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..engine import split_phases
-from .parallel import share
+from .. import parallel
 from .layers import (
     DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, global_average_pool, relu6, to_channels_first,
     to_channels_last,
@@ -251,7 +251,7 @@ class EfficientNetLite:
     layer_threads : int
         How many threads share each large layer of a single image (a helper
         thread takes the parts it gets to first, see
-        :func:`convcli.nn.parallel.share`).  One by default: on this
+        :func:`convcli.parallel.share`).  One by default: on this
         project's 2-core machine two threads of matrix products ran 1.0-1.2x
         as fast as one, and sharing made one image slower (21 -> 24 ms).
 
@@ -285,11 +285,8 @@ class EfficientNetLite:
         # Images are independent: one share of the batch per thread, one
         # hand-over per call (a split inside every layer would cost a
         # hand-over per layer, ~50 per forward pass).
-        from concurrent.futures import ThreadPoolExecutor
-
         shares = np.array_split(x, parts)
-        with ThreadPoolExecutor(parts) as pool:
-            return np.concatenate(list(pool.map(lambda i: self._features(shares[i], 1, i), range(parts))))
+        return np.concatenate(parallel.map_ordered(lambda i: self._features(shares[i], 1, i), range(parts)))
 
     def _features(self, x: np.ndarray, threads: int, slot: int) -> np.ndarray:
         """The feature maps of ``x`` by the compiled pass of its shape; ``slot`` tells concurrent shares apart."""
@@ -384,7 +381,7 @@ class _CompiledPass:
             if len(parts) == 1:
                 parts[0]()
             else:
-                share(parts)
+                parallel.share(parts)
         # A new array: the buffer is overwritten by the next call.
         return to_channels_first(self.output) if self.channels_last else self.output.copy()
 
@@ -394,18 +391,9 @@ def default_threads() -> int:
 
     Threads that each call a multi-threaded OpenBLAS fight over the cores:
     8 images on 2 cores ran at 12 images/s so, against 42 with one BLAS
-    thread.  OpenBLAS reads its thread count from the environment when it
-    loads, ``OPENBLAS_NUM_THREADS`` first, then ``OMP_NUM_THREADS``.
+    thread.
     """
-    import os
-
-    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if blas is None or blas.strip() != "1":
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return parallel.cores() if parallel.blas_single_threaded() else 1
 
 
 def _pair(params: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..engine import execute, make_plan, plan_depthwise, same_patches
-from .parallel import shared
+from ..parallel import split
 
 
 class Workspace:
@@ -116,7 +116,7 @@ class PointwiseConv:
                 self._finish(out[:, lo:hi], self.bias[lo:hi])
             length = self.weight.shape[0]
         work = out.size * self.inputs
-        shared(part, length, threads if work >= _SHARED_WORK else 1)
+        split(part, length, threads if work >= _SHARED_WORK else 1)
         return out.reshape(lead + (-1,)) if self.channels_last else out.reshape(n, -1, h, w)
 
     def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, threads: int = 1) -> list[list]:

@@ -331,3 +331,17 @@ def load_params(config: Config = LITE0, source: str | None = None, *, use_cache:
 def load_model(config: Config = LITE0, source: str | None = None, *, use_cache: bool = True) -> EfficientNetLite:
     """The pretrained EfficientNet-Lite0, ready to call."""
     return EfficientNetLite(load_params(config, source, use_cache=use_cache), config)
+
+
+_MODELS: dict[tuple, object] = {}
+
+
+def pretrained_model():
+    """The pretrained network, loaded once per process (and per weights file)."""
+    source = source_path()
+    key = tuple(fingerprint(source))
+    model = _MODELS.get(key)
+    if model is None:
+        _MODELS.clear()
+        model = _MODELS[key] = load_model(source=source)
+    return model

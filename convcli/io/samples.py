@@ -76,7 +76,7 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     """
     import numpy as np
 
-    from .errors import ParameterError
+    from ..errors import ParameterError
 
     if mode not in RANGE_MODES:
         raise ParameterError(
@@ -121,26 +121,13 @@ def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float):
     height = values.shape[0]
     per_row = max(1, values.size // max(1, height))
     rows = max(1, BLOCK // per_row)
-    spans = _thread_count(height // rows) if values.size >= PARALLEL else 1
-    if spans <= 1:
-        return out, _convert_rows(values, out, 0, height, rows, dtype, mode, work, lo, hi, top)
-    from concurrent.futures import ThreadPoolExecutor
+    from ..parallel import map_ordered, thread_count
 
+    spans = max(1, min(thread_count(), height // rows)) if values.size >= PARALLEL else 1
     edges = [height * i // spans for i in range(spans + 1)]
-    with ThreadPoolExecutor(max_workers=spans) as pool:
-        counts = [pool.submit(_convert_rows, values, out, edges[i], edges[i + 1], rows, dtype, mode, work, lo, hi,
-                              top) for i in range(spans)]
-        return out, sum(done.result() for done in counts)
-
-
-def _thread_count(limit: int) -> int:
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, limit))
+    counts = map_ordered(lambda i: _convert_rows(values, out, edges[i], edges[i + 1], rows, dtype, mode, work, lo, hi,
+                                                 top), range(spans))
+    return out, sum(counts)
 
 
 def _convert_rows(values, out, start: int, stop: int, rows: int, dtype, mode, work, lo, hi, top) -> int:
@@ -174,7 +161,7 @@ def _convert_rows(values, out, start: int, stop: int, rows: int, dtype, mode, wo
 def _refuse_non_finite(values, dtype):
     import numpy as np
 
-    from .errors import DataError
+    from ..errors import DataError
 
     v = np.asarray(values)
     bad = v.size - int(np.count_nonzero(np.isfinite(v))) if v.dtype.kind in "fc" else 0

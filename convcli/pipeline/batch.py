@@ -1,14 +1,14 @@
-"""Batch runs: walk inputs, map them to outputs, schedule one pure function per file.
+"""Batch runs: walk inputs, map them to outputs, run one pure function per file.
 
 The work for one file is a picklable module-level function
-``work(source, dest, options) -> dict``; this module only plans and schedules
-it, in-process (``workers == 1``) or in a pool of worker processes with a
-bounded number of jobs in flight, so memory stays flat whatever the number
-of files.  Nothing here prints: progress is reported through a callback.
+``work(source, dest, options) -> dict``; this module plans the jobs and runs
+them, in this process (one worker) or in worker processes
+(:func:`convcli.parallel.run_processes`, a bounded number of jobs in flight,
+so memory stays flat whatever the number of files).  Nothing here prints:
+records are reported through a callback as they finish.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import signal
 import stat
@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .errors import ConvcliError, Interrupted, Terminated, UsageError
-from .io.files import TEMP_MARKER  # part of every temporary file name the atomic writer makes
+from ..errors import ConvcliError, Interrupted, Terminated, UsageError
+from ..io.files import TEMP_MARKER  # part of every temporary file name the atomic writer makes
+from .options import BatchOptions
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _regular(path: str) -> bool:
 
 
 def _destination(path: str, relative: str, output: str | None, suffix: str | None, extension: str | None) -> str:
-    from .io.files import file_suffix
+    from ..io.files import file_suffix
 
     ext = file_suffix(path)
     stem = relative[: len(relative) - len(ext)] if ext else relative
@@ -206,7 +207,7 @@ def media_format(path: str) -> str | None:
     reports the problem instead of skipping it silently.  Only regular files
     are opened (a FIFO would block).
     """
-    from .io.detect import from_extension, sniff
+    from ..io.detect import from_extension, sniff
 
     if not _regular(path):
         return None
@@ -223,7 +224,7 @@ def media_format(path: str) -> str | None:
 
 def extension_for(fmt_name: str) -> str:
     """The file extension for a --format name (``png`` -> ``.png``, ``nii.gz`` -> ``.nii.gz``)."""
-    from .io.detect import EXTENSIONS, format_from_name
+    from ..io.detect import EXTENSIONS, format_from_name
 
     fmt = format_from_name(fmt_name)
     return next(ext for ext, f in EXTENSIONS.items() if f == fmt)
@@ -257,23 +258,32 @@ class _FailFast(Exception):
     """Raised by ``finish`` at the first failure of a --fail-fast run."""
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One job as a picklable callable for a worker process."""
+
+    work: Callable
+    options: object
+
+    def __call__(self, job: Job) -> dict:
+        return run_one(self.work, job, self.options)
+
+
 def run(
     jobs: list[Job],
     work: Callable,
     options,
+    batch: BatchOptions = BatchOptions(),
     *,
-    workers: int = 1,
-    skip_existing: bool = False,
-    fail_fast: bool = False,
     on_record: Callable[[dict], None] = lambda record: None,
 ) -> Summary:
     """Run every job, reporting each record through ``on_record`` as it finishes.
 
-    With `fail_fast`, the first failure cancels the jobs not yet started and
-    stops the workers (their temporaries removed); ``Summary.stopped`` is then
-    True.  Raises :class:`Interrupted` (with the summary so far in its
-    message, and the signal in ``signum``) on SIGINT/SIGTERM after stopping
-    the workers and removing their temporaries.
+    With ``batch.fail_fast``, the first failure cancels the jobs not yet
+    started and stops the workers (their temporaries removed);
+    ``Summary.stopped`` is then True.  Raises :class:`Interrupted` (with the
+    summary so far in its message, and the signal in ``signum``) on
+    SIGINT/SIGTERM after stopping the workers and removing their temporaries.
     """
     summary = Summary()
     start = time.perf_counter()
@@ -287,23 +297,30 @@ def run(
         else:
             summary.failed += 1
         on_record(record)
-        if fail_fast and status == "failed":
+        if batch.fail_fast and status == "failed":
             raise _FailFast
 
     with _interrupts_raised():
         try:
             pending = []
             for job in jobs:
-                if skip_existing and job.dest is not None and os.path.exists(job.dest):
+                if batch.skip_existing and job.dest is not None and os.path.exists(job.dest):
                     finish({"input": job.source, "output": job.dest, "status": "skipped", "seconds": 0.0,
                             "error": None})
                 else:
                     pending.append(job)
-            if workers <= 1 or len(pending) <= 1:
+            if batch.workers <= 1 or len(pending) <= 1:
                 for job in pending:
                     finish(run_one(work, job, options))
             else:
-                _run_pool(pending, work, options, workers, finish)
+                from ..parallel import run_processes
+
+                run_processes(
+                    _Task(work, options), pending, workers=batch.workers,
+                    on_result=lambda job, record: finish(record),
+                    on_lost=lambda job, exc: finish(
+                        _failure(job, f"{job.source}: worker failed: {type(exc).__name__}: {exc}")),
+                    on_stopped=lambda job: remove_temporaries(job.dest))
         except _FailFast:
             summary.stopped = True
         except KeyboardInterrupt as exc:
@@ -317,139 +334,15 @@ def run(
     return summary
 
 
-def _run_pool(jobs: list[Job], work: Callable, options, workers: int, finish: Callable[[dict], None]) -> None:
-    import multiprocessing
-
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    _start_quiet_resource_tracker()
-    executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
-    in_flight: dict[cf.Future, Job] = {}
-    queue = iter(jobs)
-    limit = 2 * workers  # bounded: never the whole list in the pool's queue
-    try:
-        for job in queue:
-            in_flight[executor.submit(_pool_task, work, job, options)] = job
-            if len(in_flight) >= limit:
-                break
-        while in_flight:
-            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                job = in_flight.pop(future)
-                finish(_result(future, job))
-                nxt = next(queue, None)
-                if nxt is not None:
-                    in_flight[executor.submit(_pool_task, work, nxt, options)] = nxt
-    except BaseException:
-        _stop_workers(executor, list(in_flight.values()))
-        raise
-    executor.shutdown(wait=True)
-
-
-
-def _start_quiet_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker with its stderr on /dev/null.
-
-    After workers are stopped mid-batch it may warn that a semaphore it tracks
-    was already released (a race inside multiprocessing, harmless); that is not
-    for the user's terminal.  The tracker keeps the stderr it starts with.
-    """
-    from multiprocessing import resource_tracker
-
-    try:
-        saved = os.dup(2)
-    except OSError:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        resource_tracker.ensure_running()
-    except OSError:
-        pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _result(future: cf.Future, job: Job) -> dict:
-    try:
-        return future.result()
-    except Exception as exc:  # the worker process died (killed, out of memory)
-        return _failure(job, f"{job.source}: worker failed: {type(exc).__name__}: {exc}")
-
-
-class _Stop(BaseException):
-    """Raised in a worker by SIGTERM, to unwind (and clean up) the file it is writing."""
-
-
-_working = False
-
-
-def _worker_init() -> None:
-    # Ctrl-C goes to the whole process group: the parent decides, workers ignore
-    # it.  SIGTERM from the parent unwinds the work in progress, so the atomic
-    # writer removes its temporary file, then ends the worker without noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The pool already keeps every core busy: a multi-threaded BLAS in each worker
-    # only fights the others (3-5x slower per call when the cores are taken).
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-    signal.signal(signal.SIGTERM, _stop_worker)
-    # A file object caught half-open by that unwinding is closed by the
-    # collector; under -W default it would print a ResourceWarning.
-    import warnings
-
-    warnings.simplefilter("ignore", ResourceWarning)
-
-
-def _stop_worker(signum, frame):
-    if _working:
-        raise _Stop
-    os._exit(1)
-
-
-def _pool_task(work: Callable, job: Job, options) -> dict:
-    global _working
-    _working = True
-    try:
-        return run_one(work, job, options)
-    except _Stop:
-        os._exit(1)
-    finally:
-        _working = False
-
-
 def _raise_terminated(signum, frame):
     raise Terminated
-
-
-def _stop_workers(executor: cf.ProcessPoolExecutor, unfinished: list[Job]) -> None:
-    processes = list(getattr(executor, "_processes", {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()  # SIGTERM: the worker cleans up after itself
-    deadline = time.monotonic() + 1.5
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(0.5)
-    for job in unfinished:  # belt and braces: a killed worker cannot clean up
-        remove_temporaries(job.dest)
-    # Join the pool's manager thread: it sees the dead workers and closes the
-    # queues, so their semaphores are released before the process exits.
-    try:
-        executor.shutdown(wait=True, cancel_futures=True)
-    except Exception:  # a broken pool has nothing left to shut down
-        pass
 
 
 def remove_temporaries(dest: str | None) -> None:
     """Delete temporary files the atomic writer may have left for ``dest``."""
     if not dest or dest == "-":
         return
-    from .io.files import temp_prefix
+    from ..io.files import temp_prefix
 
     folder, name = os.path.split(os.path.abspath(dest))
     prefix = temp_prefix(name)

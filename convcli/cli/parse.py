@@ -1,0 +1,41 @@
+"""Text typed on the command line into the typed values the pipeline takes, once.
+
+Only the form is checked here (a number, a comma list); what values are
+allowed is checked by the layer that owns them, against its one list.
+"""
+from __future__ import annotations
+
+from ..errors import ParameterError
+
+PADDING_WORDS = ("same", "valid", "full")
+
+
+def ints(text: str, flag: str) -> int | tuple[int, ...]:
+    """``"2"`` -> 2, ``"2,1"`` -> (2, 1): one integer for every axis, or one per axis."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ParameterError(f"must be an integer or a comma list of integers (one per axis), got {text!r}",
+                             subject=flag) from None
+    return values[0] if len(values) == 1 else values
+
+
+def padding(text: str) -> str | int | tuple[int, ...]:
+    """``same``, ``valid``, ``full``, or samples as :func:`ints`."""
+    word = str(text).strip().lower()
+    if word in PADDING_WORDS:
+        return word
+    if not word.replace(",", "").replace(" ", "").isdigit():
+        raise ParameterError(
+            f"must be same, valid, full, an integer or a comma list of integers, got {text!r}", subject="--padding")
+    return ints(word, "--padding")
+
+
+def size(text: str | None, flag: str = "--memory-budget") -> int | None:
+    """A byte count such as ``4G``, ``512M`` or ``1000000`` (None stays None: the default)."""
+    if text is None:
+        return None
+    from ..io.limits import parse_size
+
+    return parse_size(text, subject=flag)

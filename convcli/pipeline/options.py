@@ -1,0 +1,117 @@
+"""What a command asks for, as typed values.
+
+The command line turns its text into these once (``"2,1"`` into ``(2, 1)``,
+``"4G"`` into bytes); everything below takes them as they are.  Each value
+is checked against the one list of what is allowed, kept by the layer that
+owns it: border modes and methods by the engine, range modes, kinds and
+sizes by ``io``, transparency modes here.  A bad value raises a
+:class:`~convcli.errors.ParameterError` naming the parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParameterError, check_choice
+
+ALPHA_MODES = ("premultiply", "keep", "channel")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How every kernel of a chain is laid over the samples.
+
+    Per-axis values are one int for every spatial axis or a tuple of one per
+    axis; the engine checks them against the input's axes.
+    """
+
+    stride: int | tuple[int, ...] = 1  # step between outputs; applied once, by the last kernel of a chain
+    padding: str | int | tuple[int, ...] = "same"  # same | valid | full | samples per axis; every kernel
+    dilation: int | tuple[int, ...] = 1  # spacing between taps; every kernel
+    pad_mode: str = "reflect"  # a border mode, an alias or constant:V (see convcli.engine.BORDER_MODES)
+
+    def step(self, last: bool) -> dict:
+        """The engine's keyword arguments for one kernel of the chain (stride only at the ``last``)."""
+        return {"stride": self.stride if last else 1, "padding": self.padding, "pad_mode": self.pad_mode,
+                "dilation": self.dilation}
+
+    def strides(self, ndim: int) -> tuple[int, ...]:
+        """The stride of each of ``ndim`` spatial axes."""
+        from ..engine import per_axis
+
+        return per_axis(self.stride, ndim, "stride", minimum=1)
+
+    def dilations(self, ndim: int) -> tuple[int, ...]:
+        from ..engine import per_axis
+
+        return per_axis(self.dilation, ndim, "dilation", minimum=1)
+
+    def reversed_axes(self, ndim: int) -> "Geometry":
+        """The same geometry for the transpose of the input (its axes in reverse order)."""
+        from ..engine import per_axis
+
+        padding = self.padding if isinstance(self.padding, str) else per_axis(self.padding, ndim, "padding",
+                                                                                minimum=0)[::-1]
+        return Geometry(self.strides(ndim)[::-1], padding, self.dilations(ndim)[::-1], self.pad_mode)
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """What to do to every input of ``convcli filter``."""
+
+    kernels: tuple[str, ...]  # -k specs, applied in order
+    geometry: Geometry = Geometry()
+    convolve: bool = False  # flip the kernels (mathematical convolution)
+    method: str = "auto"  # a strategy of convcli.engine.METHODS
+    precision: str | None = None  # float32 | float64; None: float64 for float64 input, else float32
+    normalize: bool = False  # divide a custom kernel by its sum
+    out_format: str | None = None  # output format name; None: from the output's extension
+    compress_level: int | None = None  # zlib level 0-9 for PNG/TIFF/npz/FLAC outputs; None: the writer's default
+    kind: str | None = None  # audio | image | volume | signal; None: from the file's content
+    alpha: str = "premultiply"  # one of ALPHA_MODES
+    range: str | None = None  # clip | abs | offset | rescale; None: the last kernel's range_default
+    auto_orient: bool = True  # apply the EXIF orientation of photos
+    max_pixels: int | None = None  # None: Pillow's bomb threshold
+    memory_budget: int | None = None  # bytes; None: half the available memory
+    key: str | None = None  # the array of a .npz archive
+    in_place: bool = False  # allow the output to be the input file
+
+    def __post_init__(self) -> None:
+        from ..io import KINDS, check_compress_level
+        from ..io.limits import Limits
+        from ..io.samples import RANGE_MODES
+
+        if not self.kernels:
+            raise ParameterError("give at least one kernel", subject="kernel")
+        check_choice(self.alpha, ALPHA_MODES, "alpha")
+        if self.range is not None:
+            check_choice(self.range, RANGE_MODES, "range")
+        if self.kind is not None:
+            check_choice(self.kind, KINDS, "kind")
+        check_compress_level(self.compress_level)
+        Limits(self.max_pixels, self.memory_budget)  # refuses a size that is not positive
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """What ``convcli classify`` computes for each image."""
+
+    top: int = 5  # predictions reported per image, highest probability first
+    cam: str | None = None  # where to write the class-activation map (PNG), or None
+    max_pixels: int | None = None  # larger images are refused before decoding; None: Pillow's bomb threshold
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top, bool) or not isinstance(self.top, int) or not 1 <= self.top <= 1000:
+            raise ParameterError(f"must be a whole number from 1 to 1000, got {self.top!r}", subject="top")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch of files runs."""
+
+    workers: int = 1  # worker processes
+    skip_existing: bool = False  # skip inputs whose output exists
+    fail_fast: bool = False  # stop at the first failure
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ParameterError(f"must be at least 1, got {self.workers!r}", subject="jobs")
