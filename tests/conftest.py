@@ -7,6 +7,7 @@
 - :func:`convcli_process` runs ``python -m convcli`` as a real process: for
   pipes, signals, closed descriptors and exit-by-signal.
 - :func:`leftovers` lists the atomic writer's temporary files left in a tree.
+- :func:`peak_memory` bounds what a block allocates (instead of timing it).
 - A deterministic hypothesis profile for CI and everyday runs.
 
 Test modules import these with ``from conftest import ...`` (pytest puts this
@@ -130,3 +131,17 @@ def convcli_process(*args, text: bool = False, timeout: float = 120, **kwargs) -
 def leftovers(root) -> list[str]:
     """Names of the atomic writer's temporary files anywhere below ``root``, sorted."""
     return sorted(name for _, _, names in os.walk(root) for name in names if TEMP_MARKER in name)
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """Within the block, trace allocations (numpy's included); yields a function giving the peak bytes."""
+    import tracemalloc
+
+    tracemalloc.start()
+    peak = [0]
+    try:
+        yield lambda: peak[0]
+    finally:
+        peak[0] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()

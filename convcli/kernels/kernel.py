@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..io.samples import RANGE_MODES
 
 COMBINES = ("single", "magnitude", "max")
-RANGES = ("clip", "abs", "offset", "rescale")
 MAX_WEIGHTS = 1 << 25  # 256 MB of float64: beyond this a kernel is a mistake, not a filter
 # Weights up to this size keep every sum of squares (norms, SVDs, the cost model) finite.
 MAX_MAGNITUDE = 1e150
@@ -50,8 +50,8 @@ class Kernel:
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, not {self.combine!r}")
-        if self.range_default not in RANGES:
-            raise ValueError(f"range_default must be one of {RANGES}, not {self.range_default!r}")
+        if self.range_default not in RANGE_MODES:
+            raise ValueError(f"range_default must be one of {RANGE_MODES}, not {self.range_default!r}")
         if not self.weights:
             raise ValueError("a kernel needs at least one weight array")
         if self.combine == "single" and len(self.weights) != 1:

@@ -48,7 +48,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def heatmap(weights: list[np.ndarray], labels: list[str] | None = None, cell: int | None = None):
+def heatmap(weights: list[np.ndarray], cell: int | None = None):
     """Each weight array as a grid of coloured cells (3D: its slices side by side), values written in small ones."""
     from PIL import Image, ImageDraw
 

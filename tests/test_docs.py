@@ -1,0 +1,31 @@
+"""The README says what the code does: its tables are held to the code's own tables."""
+from __future__ import annotations
+
+import re
+
+from conftest import ROOT, convcli
+from convcli.engine import METHODS
+from convcli.engine.borders import BORDER_MODES, help_text, markdown_table
+from convcli.io.samples import RANGE_MODES
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_border_table_is_the_engines():
+    assert markdown_table() in README
+
+
+def test_pad_mode_help_names_every_mode_with_its_drawing():
+    result = convcli("filter", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert " ".join(help_text().split()) in text
+    for mode in BORDER_MODES:
+        assert mode.name in text
+
+
+def test_the_readme_names_every_method_and_range_mode():
+    methods = re.search(r"`--method ([a-z|]+)`", README).group(1).split("|")
+    assert methods == list(METHODS)
+    for mode in RANGE_MODES:
+        assert f"| `{mode}` |" in README
