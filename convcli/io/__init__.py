@@ -13,25 +13,13 @@ only by the reader or writer that needs it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..errors import DataError, UsageError, check_choice
-from .signal import KINDS, Signal
+from .signal import KINDS, Signal, Written
 
 IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")
 
 __all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
            "check_compress_level", "Signal", "Written", "KINDS"]
-
-
-@dataclass
-class Written:
-    """What :func:`write` did: where, in which format, and what it had to change."""
-
-    path: str
-    format: str
-    clipped: int = 0  # integer samples outside the output range, clipped
-    notes: list[str] = field(default_factory=list)  # conversions the format forced
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,

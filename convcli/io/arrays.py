@@ -370,8 +370,8 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
     """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type."""
     import numpy as np
 
-    from . import Written
     from .files import atomic_path
+    from .signal import Written
 
     data = np.asarray(sig.data)
     if data.dtype.kind not in "biuf":

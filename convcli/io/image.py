@@ -346,8 +346,8 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
     import numpy as np
 
-    from . import Written
     from .files import atomic_path
+    from .signal import Written
 
     data = np.asarray(sig.data)
     spatial = sig.spatial_ndim

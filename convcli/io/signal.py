@@ -1,4 +1,4 @@
-"""The in-memory form of every input: samples plus what is needed to write them back."""
+"""The in-memory form of every input (samples plus what is needed to write them back), and what a write did."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,3 +38,13 @@ class Signal:
     def spatial_shape(self) -> tuple[int, ...]:
         shape = self.data.shape
         return shape if self.channel_axis is None else shape[:-1]
+
+
+@dataclass
+class Written:
+    """What a write did: where, in which format, and what it had to change."""
+
+    path: str
+    format: str
+    clipped: int = 0  # integer samples outside the output range, clipped
+    notes: list[str] = field(default_factory=list)  # conversions the format forced

@@ -121,9 +121,9 @@ _STACK_TYPES = ("uint8", "uint16", "int16", "int32", "float32")
 def _write_tiff_stack(sig, dest: str, compress_level, range_mode: str):
     import numpy as np
 
-    from .samples import to_samples
-    from . import Written
     from .files import atomic_path
+    from .samples import to_samples
+    from .signal import Written
 
     data = np.asarray(sig.data)
     notes: list[str] = []
@@ -411,9 +411,9 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
     import numpy as np
 
-    from .samples import to_samples
-    from . import Written
     from .files import atomic_path
+    from .samples import to_samples
+    from .signal import Written
 
     nib = _nibabel()
     data = np.asarray(sig.data)
