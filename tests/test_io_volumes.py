@@ -154,7 +154,7 @@ def test_gzip_bomb_refused(tmp_path):
 
 
 def test_tiff_page_chain_loop_is_refused(tmp_path):
-    from convcli.io.tiffstack import write_stack
+    from convcli.io.tiff import write_stack
 
     with open(tmp_path / "ok.tif", "wb") as fh:
         write_stack(fh, np.zeros((3, 2, 2), np.uint8))

@@ -77,12 +77,16 @@ def _reader(fmt: str):
         from .arrays import read_array_signal
 
         return read_array_signal
+    if fmt == "tiff":
+        from .tiff import read_tiff
+
+        return read_tiff
     if fmt in IMAGE_FORMATS:
         from .image import read_image
 
         return read_image
     if fmt in ("nifti", "nifti-gz"):
-        from .volume import read_nifti
+        from .nifti import read_nifti
 
         return read_nifti
     from .audio import read_audio
@@ -173,7 +177,7 @@ def mapped_output(dest, like: Signal, dtype, *, format="npy"):
         raise UsageError(f"a streamed result can be written as {', '.join(STREAMED_FORMATS)} only, not {format}",
                          subject=str(dest))
     if format == "nifti":
-        from .volume import mapped_nifti
+        from .nifti import mapped_nifti
 
         return mapped_nifti(like, str(dest), dtype)
     from .arrays import mapped_npy
@@ -200,7 +204,7 @@ def _writer(fmt: str, dest: str):
 
         return write_array_signal
     if fmt == "tiff":
-        from .volume import write_tiff
+        from .tiff import write_tiff
 
         return write_tiff
     if fmt in IMAGE_FORMATS:
@@ -208,7 +212,7 @@ def _writer(fmt: str, dest: str):
 
         return write_image
     if fmt in ("nifti", "nifti-gz"):
-        from .volume import write_nifti
+        from .nifti import write_nifti
 
         return write_nifti
     from .audio import write_audio
