@@ -20,6 +20,7 @@ import contextlib
 import warnings
 
 from ..errors import DataError, OutputError, UsageError
+from . import formats
 
 # Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
 MODE_SAMPLES = {
@@ -29,17 +30,6 @@ MODE_SAMPLES = {
 }
 ALPHA_MODES = {"LA", "RGBA", "LA;16", "RGBA;16"}
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP", "gif": "GIF", "pnm": "PPM"}
-
-# The modes each output format stores; anything else is converted (and said so).
-FORMAT_MODES = {
-    "png": {"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"},
-    "jpeg": {"L", "RGB", "CMYK"},
-    "tiff": {"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16S", "I", "F"},
-    "bmp": {"1", "L", "RGB", "RGBA"},
-    "webp": {"RGB", "RGBA"},
-    "gif": {"L", "RGB"},
-    "pnm": {"1", "L", "RGB", "I;16"},
-}
 
 
 @contextlib.contextmanager
@@ -262,7 +252,7 @@ def _mode_for(channels: int, dtype, meta_mode: str | None) -> str:
 
 def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     """The nearest mode `fmt` can store, noting any loss."""
-    allowed = FORMAT_MODES[fmt]
+    allowed = formats.get(fmt).modes
     if mode in allowed:
         return mode
     channels = MODE_SAMPLES[mode][1]
