@@ -348,7 +348,7 @@ def signal_from_array(arr, kind: str | None, subject: str):
     raise UsageError(f"a {nd}-D array of shape {arr.shape} cannot be read as {kind}", subject="--kind")
 
 
-def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, stream=False, **_):
+def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for ``.npy``/``.npz`` sources; with ``stream`` a ``.npy`` over the budget is mapped, not read."""
     if fmt == "npy":
         if key is not None:

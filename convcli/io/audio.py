@@ -43,7 +43,7 @@ def _full_scale(bits):
     return 1.0 if bits is None else float(1 << (bits - 1))
 
 
-def read_audio(source, fmt: str, *, limits, kind=None, **_):
+def read_audio(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for every format libsndfile decodes."""
     import numpy as np
     import soundfile as sf

@@ -13,8 +13,12 @@ for every format:
 
 - ``reader(source, fmt, *, limits, kind, key, auto_orient, stream) -> Signal``:
   `source` a :class:`~convcli.io.files.Source`, `fmt` the row's name,
-  `limits` the read's :class:`~convcli.io.limits.Limits`; `stream` is true
-  only for a ``streamed`` format;
+  `limits` the read's :class:`~convcli.io.limits.Limits`, the rest the
+  options of :func:`convcli.io.read` (`stream` true only for a ``streamed``
+  format).  A reader refuses a `kind` its samples cannot take and ignores
+  an option its format has no use for (`auto_orient` outside images, `key`
+  outside ``.npz``; a ``.npy`` refuses a `key`): one set of options serves
+  every file of a batch;
 - ``writer(sig, dest, fmt, *, compress_level, range_mode) -> Written``.
 """
 from __future__ import annotations

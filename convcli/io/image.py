@@ -68,7 +68,7 @@ def pillow_errors(subject: str, limits):
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
+def read_image(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for the image formats but TIFF (:mod:`convcli.io.tiff`): the first frame, in its own mode."""
     from . import png16
 
@@ -81,13 +81,13 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
     with pillow_errors(source.name, limits):
         from PIL import Image
 
-        stream = _png_pixel_stream(source) if fmt == "png" and kind in (None, "image") else None
+        png_stream = _png_pixel_stream(source) if fmt == "png" and kind in (None, "image") else None
         with source.open() as fh, Image.open(fh) as im:
             limits.check_pixels(im.width, im.height, source.name)
             frames = getattr(im, "n_frames", 1)
             if kind == "volume":
                 raise UsageError(f"a {fmt.upper()} image cannot be read as a volume", subject="--kind")
-            return image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096), stream)
+            return image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096), png_stream)
 
 
 OPENCV_PNG_PIXELS = 1 << 22  # from about 4 megapixels the faster decode pays for importing OpenCV

@@ -119,7 +119,7 @@ def check_nifti_header(source, fmt: str, limits, *, budget: bool = True):
     return tuple(shape), itemsize
 
 
-def read_nifti(source, fmt: str, *, limits, kind=None, stream=False, **_):
+def read_nifti(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for NIfTI-1/2 volumes (``.nii``, ``.nii.gz``): samples, header and affine.
 
     With ``stream``, an uncompressed float volume over the memory budget is

@@ -37,7 +37,7 @@ MAX_PAGES = 65536
 # ---- reading -------------------------------------------------------------------------------
 
 
-def read_tiff(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
+def read_tiff(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for TIFF: one page is an image, several pages (or ``kind="volume"``) a volume."""
     if kind in ("signal", "audio"):
         raise UsageError(f"an image file cannot be read as {kind}", subject="--kind")
