@@ -162,7 +162,6 @@ def image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: b
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in info or (im.palette and im.palette.mode == "RGBA")
         im = im.convert("RGBA" if has_alpha else "RGB")
-        meta["palette_expanded"] = True
     elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         mode = "I;16"
     elif mode == "LA" or mode == "La":

@@ -171,7 +171,7 @@ def _nifti_signal(data, header, affine, fmt: str):
     slope, inter = header.get_slope_inter()
     scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
     meta = {"format": fmt, "nifti_header": header, "affine": affine, "nifti_version": 2 if header.sizeof_hdr == 540 else 1,
-            "dtype": str(np.float32 if scaled and data.dtype.kind != "f" else data.dtype), "scaled": bool(scaled)}
+            "dtype": str(np.float32 if scaled and data.dtype.kind != "f" else data.dtype)}
     zooms = [float(z) for z in header.get_zooms()[: min(data.ndim, 3)]]
     to_mm = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}.get(header.get_xyzt_units()[0], 1.0)
     spacing = tuple(z * to_mm for z in zooms)

@@ -162,8 +162,7 @@ def _read_stack(im, pages: int, subject: str, limits):
         page = np.asarray(im)
         data[index] = (page.astype(bool) * np.uint8(255)) if mode == "1" else page
     im.seek(0)
-    meta = {"format": "tiff", "mode": first_mode, "dtype": str(data.dtype), "pages": pages,
-            "alpha": first_mode in ("LA", "RGBA")}
+    meta = {"format": "tiff", "mode": first_mode, "dtype": str(data.dtype), "alpha": first_mode in ("LA", "RGBA")}
     if im.info.get("icc_profile"):
         meta["icc_profile"] = im.info["icc_profile"]
     return Signal(data=data, kind="volume", channel_axis=-1 if data.ndim == 4 else None,
