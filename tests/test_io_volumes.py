@@ -27,7 +27,7 @@ def test_tiff_stack_round_trip(tmp_path, dtype):
     sig = io.Signal(vol, kind="volume", spacing=(2.0, 0.5, 0.25), meta={"dtype": np.dtype(dtype).name})
     io.write(sig, tmp_path / "v.tif")
     back = io.read(tmp_path / "v.tif")
-    assert back.kind == "volume" and back.data.dtype == dtype and back.meta["pages"] == 5
+    assert back.kind == "volume" and back.data.dtype == dtype and back.data.shape[0] == 5
     np.testing.assert_array_equal(back.data, vol)
     assert back.spacing == pytest.approx((2.0, 0.5, 0.25))
     # every page is an ordinary TIFF page to Pillow too
@@ -154,7 +154,7 @@ def test_gzip_bomb_refused(tmp_path):
 
 
 def test_tiff_page_chain_loop_is_refused(tmp_path):
-    from convcli.io.tiffstack import write_stack
+    from convcli.io.tiff import write_stack
 
     with open(tmp_path / "ok.tif", "wb") as fh:
         write_stack(fh, np.zeros((3, 2, 2), np.uint8))

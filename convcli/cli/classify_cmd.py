@@ -66,12 +66,12 @@ def classify_command(
 
 
 def _is_image(path: str) -> bool:
-    from ..io.detect import FAMILY
+    from ..io.formats import family_of
     from ..pipeline import batch
 
     fmt = batch.media_format(path)
     # "unreadable": let the work report the real problem for this file.
-    return fmt == "unreadable" or FAMILY.get(fmt) == "image"
+    return fmt == "unreadable" or family_of(fmt) == "image"
 
 
 # --------------------------------------------------------------------------- output

@@ -165,10 +165,10 @@ def _single_output(input: str, output: str | None, in_place: bool) -> str:
 
 
 def _is_audio(path: str) -> bool:
-    from ..io.detect import FAMILY, from_extension
+    from ..io.formats import family_of, from_extension
 
     fmt = from_extension(path) if path != "-" else None
-    return fmt is not None and FAMILY.get(fmt) == "audio"
+    return family_of(fmt) == "audio"
 
 
 def _print_explain(steps: list[dict], as_json: bool) -> None:

@@ -7,31 +7,21 @@
 :func:`read` detects the format from the file's content, reads the samples in
 their stored type into a :class:`Signal` and keeps in ``meta`` what a writer
 needs to put back the same format, sample type and metadata.  :func:`write`
-converts the (usually float) samples with :func:`convcli.samples.to_samples`
-and writes atomically.  Each backend (Pillow, soundfile, nibabel) is imported
-only by the reader or writer that needs it.
+converts the (usually float) samples with :func:`convcli.io.samples.to_samples`
+and writes atomically.  Both go through the table of formats
+(:mod:`convcli.io.formats`), which imports a format's reader or writer only
+when it is needed, and with it its backend (Pillow, soundfile, nibabel).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..errors import DataError, UsageError, check_choice
-from .signal import KINDS, Signal
+from . import formats
+from .signal import KINDS, Signal, Written
 
-IMAGE_FORMATS = ("png", "jpeg", "tiff", "bmp", "webp", "gif", "pnm")
+STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
 __all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
            "check_compress_level", "Signal", "Written", "KINDS"]
-
-
-@dataclass
-class Written:
-    """What :func:`write` did: where, in which format, and what it had to change."""
-
-    path: str
-    format: str
-    clipped: int = 0  # integer samples outside the output range, clipped
-    notes: list[str] = field(default_factory=list)  # conversions the format forced
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
@@ -76,30 +66,13 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     from .detect import detect
 
     fmt = detect(src)
-    reader = _reader(fmt)
-    extra = {"stream": True} if stream and fmt in STREAMED_FORMATS else {}
-    sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient, **extra)
+    row = formats.get(fmt)
+    reader = row.read_function()
+    sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient,
+                 stream=stream and row.streamed)
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
     return sig
-
-
-def _reader(fmt: str):
-    if fmt in ("npy", "npz"):
-        from .arrays import read_array_signal
-
-        return read_array_signal
-    if fmt in IMAGE_FORMATS:
-        from .image import read_image
-
-        return read_image
-    if fmt in ("nifti", "nifti-gz"):
-        from .volume import read_nifti
-
-        return read_nifti
-    from .audio import read_audio
-
-    return read_audio
 
 
 def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip") -> Written:
@@ -123,7 +96,7 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
     dest = str(dest)
     fmt = output_format(dest, format) or sig.meta.get("format") or "npy"
     check_compress_level(compress_level)
-    writer = _writer(fmt, dest)
+    writer = formats.get(fmt).write_function()
     try:
         return writer(sig, dest, fmt, compress_level=compress_level, range_mode=range)
     except DataError as exc:
@@ -156,19 +129,15 @@ def human_size(nbytes: int) -> str:
 
 def output_format(dest, format=None) -> str | None:
     """The format a write to `dest` uses: `format`, else the extension's; None when the signal's own decides."""
-    from .detect import format_from_name, from_extension
     from .files import STDIO
 
     dest = str(dest)
     if format is not None:
-        return format_from_name(format)
-    fmt = from_extension(dest) if dest != STDIO else None
+        return formats.format_from_name(format)
+    fmt = formats.from_extension(dest) if dest != STDIO else None
     if fmt is None and dest != STDIO and _has_extension(dest):
         raise UsageError("cannot tell the output format from this extension; use a known one or --format", subject=dest)
     return fmt
-
-
-STREAMED_FORMATS = ("npy", "nifti")  # read and written in place through a memory map
 
 
 def mapped_output(dest, like: Signal, dtype, *, format="npy"):
@@ -185,7 +154,7 @@ def mapped_output(dest, like: Signal, dtype, *, format="npy"):
         raise UsageError(f"a streamed result can be written as {', '.join(STREAMED_FORMATS)} only, not {format}",
                          subject=str(dest))
     if format == "nifti":
-        from .volume import mapped_nifti
+        from .nifti import mapped_nifti
 
         return mapped_nifti(like, str(dest), dtype)
     from .arrays import mapped_npy
@@ -204,28 +173,6 @@ def _has_extension(dest: str) -> bool:
     import os
 
     return bool(os.path.splitext(os.path.basename(dest))[1])
-
-
-def _writer(fmt: str, dest: str):
-    if fmt in ("npy", "npz"):
-        from .arrays import write_array_signal
-
-        return write_array_signal
-    if fmt == "tiff":
-        from .volume import write_tiff
-
-        return write_tiff
-    if fmt in IMAGE_FORMATS:
-        from .image import write_image
-
-        return write_image
-    if fmt in ("nifti", "nifti-gz"):
-        from .volume import write_nifti
-
-        return write_nifti
-    from .audio import write_audio
-
-    return write_audio
 
 
 def derive(sig: Signal, data, *, stride=1, origin=None) -> Signal:

@@ -348,7 +348,7 @@ def signal_from_array(arr, kind: str | None, subject: str):
     raise UsageError(f"a {nd}-D array of shape {arr.shape} cannot be read as {kind}", subject="--kind")
 
 
-def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, stream=False, **_):
+def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for ``.npy``/``.npz`` sources; with ``stream`` a ``.npy`` over the budget is mapped, not read."""
     if fmt == "npy":
         if key is not None:
@@ -370,8 +370,8 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
     """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type."""
     import numpy as np
 
-    from . import Written
     from .files import atomic_path
+    from .signal import Written
 
     data = np.asarray(sig.data)
     if data.dtype.kind not in "biuf":

@@ -43,7 +43,7 @@ def _full_scale(bits):
     return 1.0 if bits is None else float(1 << (bits - 1))
 
 
-def read_audio(source, fmt: str, *, limits, kind=None, **_):
+def read_audio(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for every format libsndfile decodes."""
     import numpy as np
     import soundfile as sf
@@ -114,8 +114,8 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     import numpy as np
     import soundfile as sf
 
-    from . import Written
     from .files import atomic_path
+    from .signal import Written
 
     if sig.spatial_ndim != 1:
         raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)

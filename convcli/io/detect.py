@@ -1,53 +1,25 @@
-"""Which format a file holds, from its first bytes; and which format an output name asks for.
+"""Which format a file holds, from its first bytes, cross-checked against its name.
 
 Content decides how an input is read.  The extension is only a cross-check:
 a file whose bytes are of another family than its name says (PNG bytes in a
 ``.wav``, text in a ``.png``) is refused, while a TIFF named ``.png`` is still
-an image and is read as the TIFF it is.
+an image and is read as the TIFF it is.  Formats, their families and
+extensions are the rows of :mod:`convcli.io.formats`.
 """
 from __future__ import annotations
 
 import struct
 
 from ..errors import DataError
-
-# format -> family.  Families are what the extension cross-check compares.
-FAMILY = {
-    "npy": "array", "npz": "array",
-    "png": "image", "jpeg": "image", "tiff": "image", "bmp": "image", "webp": "image",
-    "gif": "image", "pnm": "image",
-    "wav": "audio", "flac": "audio", "ogg": "audio", "aiff": "audio", "au": "audio",
-    "caf": "audio", "w64": "audio", "mp3": "audio",
-    "nifti": "nifti", "nifti-gz": "nifti",
-}
-
-EXTENSIONS = {
-    ".npy": "npy", ".npz": "npz",
-    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".tif": "tiff", ".tiff": "tiff",
-    ".bmp": "bmp", ".webp": "webp", ".gif": "gif",
-    ".ppm": "pnm", ".pgm": "pnm", ".pbm": "pnm", ".pnm": "pnm",
-    ".wav": "wav", ".wave": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg",
-    ".aif": "aiff", ".aiff": "aiff", ".aifc": "aiff", ".au": "au", ".snd": "au", ".caf": "caf",
-    ".w64": "w64", ".mp3": "mp3",
-    ".nii": "nifti", ".nii.gz": "nifti-gz",
-}
-
-# --format names people type, mapped to formats.
-FORMAT_NAMES = {name.lstrip("."): fmt for name, fmt in EXTENSIONS.items()}
-FORMAT_NAMES.update({f: f for f in FAMILY})
-FORMAT_NAMES.update({"nii.gz": "nifti-gz", "nii": "nifti", "tif": "tiff", "jpg": "jpeg", "aif": "aiff"})
-
-DESCRIPTION = {
-    "npy": "NumPy array", "npz": "NumPy archive", "png": "PNG image", "jpeg": "JPEG image",
-    "tiff": "TIFF image", "bmp": "BMP image", "webp": "WebP image", "gif": "GIF image",
-    "pnm": "Netpbm image", "wav": "WAV audio", "flac": "FLAC audio", "ogg": "Ogg audio",
-    "aiff": "AIFF audio", "au": "Sun/NeXT audio", "caf": "CAF audio", "w64": "Wave64 audio",
-    "mp3": "MP3 audio", "nifti": "NIfTI volume", "nifti-gz": "gzipped NIfTI volume",
-}
+from .formats import from_extension, get
 
 
 def sniff(head: bytes) -> str | None:
-    """The format named by the magic bytes at the start of a file, or None."""
+    """The format named by the magic bytes at the start of a file, or None.
+
+    A gzip stream is ``"gzip"``, not yet a format: :func:`detect` decides
+    whether it is a gzipped NIfTI volume.
+    """
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
@@ -101,24 +73,6 @@ def is_nifti_header(head: bytes) -> bool:
     return False
 
 
-def from_extension(path: str) -> str | None:
-    """The format an output or input name asks for (None for an unknown extension)."""
-    from .files import file_suffix
-
-    return EXTENSIONS.get(file_suffix(path))
-
-
-def format_from_name(name: str, subject: str = "--format") -> str:
-    """Resolve a ``--format`` value such as ``png``, ``jpg`` or ``nii.gz``."""
-    from ..errors import UsageError
-
-    fmt = FORMAT_NAMES.get(str(name).lower().lstrip("."))
-    if fmt is None:
-        known = ", ".join(sorted({k for k in FORMAT_NAMES if "-" not in k}))
-        raise UsageError(f"unknown format {name!r}; known: {known}", subject=subject)
-    return fmt
-
-
 def detect(source) -> str:
     """The format of an input, from its content, cross-checked against its extension."""
     head = source.head(1024)
@@ -131,12 +85,12 @@ def detect(source) -> str:
     if fmt is None:
         if by_name is not None:
             raise DataError(
-                f"the content is not a {DESCRIPTION[by_name]} (unrecognised or corrupt bytes)", subject=source.name
+                f"the content is not a {get(by_name).description} (unrecognised or corrupt bytes)", subject=source.name
             )
         raise DataError("unrecognised file format (no known magic bytes)", subject=source.name)
-    if by_name is not None and FAMILY[by_name] != FAMILY[fmt]:
+    if by_name is not None and get(by_name).family != get(fmt).family:
         raise DataError(
-            f"the content is a {DESCRIPTION[fmt]} but the name says {DESCRIPTION[by_name]}; "
+            f"the content is a {get(fmt).description} but the name says {get(by_name).description}; "
             "rename the file to match its content",
             subject=source.name,
         )

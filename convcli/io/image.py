@@ -1,4 +1,4 @@
-"""Images through Pillow: PNG, JPEG, TIFF, BMP, WebP, GIF, PPM/PGM, in their own bit depth and mode.
+"""Images through Pillow: PNG, JPEG, BMP, WebP, GIF, PPM/PGM and TIFF pages, in their own bit depth and mode.
 
 Samples are read in their stored type: uint8 for modes 1/L/LA/RGB/RGBA/CMYK
 (mode 1 as 0/255, palettes expanded to RGB or RGBA), uint16 for 16-bit grey
@@ -10,6 +10,9 @@ back where the output format allows.
 
 Pillow's decompression-bomb guard stays on and is stricter: the pixel count is
 checked from the header, before decoding, against ``max_pixels``.
+
+TIFF files are read and written by :mod:`convcli.io.tiff`, which hands a
+single page to :func:`image_signal` and :func:`write_image`.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import contextlib
 import warnings
 
 from ..errors import DataError, OutputError, UsageError
+from . import formats
 
 # Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
 MODE_SAMPLES = {
@@ -27,20 +31,9 @@ MODE_SAMPLES = {
 ALPHA_MODES = {"LA", "RGBA", "LA;16", "RGBA;16"}
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP", "gif": "GIF", "pnm": "PPM"}
 
-# The modes each output format stores; anything else is converted (and said so).
-FORMAT_MODES = {
-    "png": {"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"},
-    "jpeg": {"L", "RGB", "CMYK"},
-    "tiff": {"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16S", "I", "F"},
-    "bmp": {"1", "L", "RGB", "RGBA"},
-    "webp": {"RGB", "RGBA"},
-    "gif": {"L", "RGB"},
-    "pnm": {"1", "L", "RGB", "I;16"},
-}
-
 
 @contextlib.contextmanager
-def _pillow_errors(subject: str, limits):
+def pillow_errors(subject: str, limits):
     """Map everything Pillow raises on a bad file to one DataError; keep its bomb guard at our limit."""
     from PIL import Image, UnidentifiedImageError
 
@@ -75,8 +68,8 @@ def _pillow_errors(subject: str, limits):
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
-    """Reader for every image format; a multi-page TIFF becomes a volume."""
+def read_image(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
+    """Reader for the image formats but TIFF (:mod:`convcli.io.tiff`): the first frame, in its own mode."""
     from . import png16
 
     if kind in ("signal", "audio"):
@@ -85,20 +78,16 @@ def read_image(source, fmt: str, *, limits, kind=None, auto_orient=True, **_):
         if kind == "volume":
             raise UsageError("a PNG image cannot be read as a volume", subject="--kind")
         return _read_png16(source, limits)
-    with _pillow_errors(source.name, limits):
+    with pillow_errors(source.name, limits):
         from PIL import Image
 
-        stream = _png_pixel_stream(source) if fmt == "png" and kind in (None, "image") else None
+        png_stream = _png_pixel_stream(source) if fmt == "png" and kind in (None, "image") else None
         with source.open() as fh, Image.open(fh) as im:
             limits.check_pixels(im.width, im.height, source.name)
-            frames = _frame_count(im, fmt, limits, source.name)
-            if fmt == "tiff" and ((frames > 1 and kind != "image") or kind == "volume"):
-                from .volume import read_tiff_stack
-
-                return read_tiff_stack(im, frames, source.name, limits)
+            frames = getattr(im, "n_frames", 1)
             if kind == "volume":
                 raise UsageError(f"a {fmt.upper()} image cannot be read as a volume", subject="--kind")
-            return _image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096), stream)
+            return image_signal(im, fmt, frames, source.name, limits, auto_orient, source.head(4096), png_stream)
 
 
 OPENCV_PNG_PIXELS = 1 << 22  # from about 4 megapixels the faster decode pays for importing OpenCV
@@ -127,37 +116,15 @@ def _png_pixel_stream(source) -> bytes | None:
         return png.pixel_stream(fh.read())
 
 
-MAX_PAGES = 65536
+def image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool, head: bytes = b"",
+                 png_stream: bytes | None = None, *, stored_mode: str | None = None, spacing_of=None):
+    """The Signal of an open Pillow image's first frame, with the metadata a writer puts back.
 
-
-def _frame_count(im, fmt: str, limits, subject: str) -> int:
-    if fmt != "tiff":
-        return getattr(im, "n_frames", 1)
-    # Count pages by seeking one at a time, checking every page's size and the
-    # running total against the limits, so a huge page count or a page that
-    # claims a huge size is refused before anything is decoded.
-    pages = 0
-    try:
-        while True:
-            im.seek(pages)
-            pages += 1
-            limits.check_pixels(im.width, im.height, subject)
-            limits.check_samples((pages, im.height, im.width), 4, subject)
-            if pages > MAX_PAGES:
-                raise DataError(f"more than {MAX_PAGES} TIFF pages", subject=subject)
-    except EOFError:
-        pass
-    if pages > 1:
-        im.seek(pages - 1)
-        if im.tag_v2.next:
-            # Pillow ends a chain that points back to a page it has seen; such a file is corrupt.
-            raise DataError("corrupt TIFF (the chain of pages loops back)", subject=subject)
-    im.seek(0)
-    return max(pages, 1)
-
-
-def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: bool, head: bytes = b"",
-                  png_stream: bytes | None = None):
+    `stored_mode` is the mode of the stored samples where Pillow's own says
+    less (a TIFF's signed 16-bit page opens as ``I``); `spacing_of(image)`
+    gives the pixel size the format states, asked of the image as finally
+    decoded (None: the format states none).
+    """
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -174,11 +141,9 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         png_stream = None
         exif = im.getexif() if hasattr(im, "getexif") else None
     orientation = exif.get(0x0112, 1) if exif else 1
-    mode = im.mode
+    mode = stored_mode or im.mode
     if fmt == "pnm" and mode == "I":
         mode = "I;16"  # Pillow opens 16-bit PGM as 32-bit I; its samples are 16-bit
-    if fmt == "tiff" and mode == "I" and is_int16_tiff(im):
-        mode = "I;16S"  # Pillow widens signed 16-bit TIFF pages to I; keep them int16
     if fmt == "webp":
         meta["lossless"] = _webp_lossless(head)
     channels = MODE_SAMPLES.get(_normal_mode(mode, im), (None, 3))[1]
@@ -188,7 +153,7 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
 
         pixels = png.decode_with_opencv(png_stream, im.width, im.height)
         if pixels is not None:
-            return _signal_of(pixels, mode, meta, info, exif, fmt, auto_orient, im)
+            return _signal_of(pixels, mode, meta, info, exif, fmt, auto_orient, im, spacing_of)
     im.load()
     if auto_orient and orientation not in (1, None):
         im = ImageOps.exif_transpose(im)  # upright pixels, Orientation tag removed
@@ -197,7 +162,6 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in info or (im.palette and im.palette.mode == "RGBA")
         im = im.convert("RGBA" if has_alpha else "RGB")
-        meta["palette_expanded"] = True
     elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         mode = "I;16"
     elif mode == "LA" or mode == "La":
@@ -213,10 +177,10 @@ def _image_signal(im, fmt: str, frames: int, subject: str, limits, auto_orient: 
         data = np.asarray(im)
         dtype = np.dtype(MODE_SAMPLES[mode][0])
         data = np.array(data, dtype=dtype, order="C", copy=True)  # native order, writable
-    return _signal_of(data, mode, meta, info, exif, fmt, auto_orient, im)
+    return _signal_of(data, mode, meta, info, exif, fmt, auto_orient, im, spacing_of)
 
 
-def _signal_of(data, mode: str, meta: dict, info: dict, exif, fmt: str, auto_orient: bool, im):
+def _signal_of(data, mode: str, meta: dict, info: dict, exif, fmt: str, auto_orient: bool, im, spacing_of=None):
     """The Signal of decoded samples, with the metadata a writer puts back."""
     from .signal import Signal
 
@@ -232,18 +196,8 @@ def _signal_of(data, mode: str, meta: dict, info: dict, exif, fmt: str, auto_ori
             exif.pop(0x0112, None)  # the pixels are upright now
         if len(exif):
             meta["exif"] = exif.tobytes()
-    spacing = None
-    if fmt == "tiff":
-        from .volume import tiff_spacing
-
-        spacing = tiff_spacing(im, 2)
+    spacing = spacing_of(im) if spacing_of is not None else None
     return Signal(data=data, kind="image", channel_axis=-1 if data.ndim == 3 else None, spacing=spacing, meta=meta)
-
-
-def is_int16_tiff(im) -> bool:
-    """True for a TIFF page of signed 16-bit samples (which Pillow opens as mode I)."""
-    tags = getattr(im, "tag_v2", {})
-    return tuple(tags.get(258, ())) == (16,) and tuple(tags.get(339, (1,))) == (2,)
 
 
 def _webp_lossless(head: bytes) -> bool:
@@ -297,7 +251,7 @@ def _mode_for(channels: int, dtype, meta_mode: str | None) -> str:
 
 def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     """The nearest mode `fmt` can store, noting any loss."""
-    allowed = FORMAT_MODES[fmt]
+    allowed = formats.get(fmt).modes
     if mode in allowed:
         return mode
     channels = MODE_SAMPLES[mode][1]
@@ -346,8 +300,8 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     """Writer for every image format: samples converted by to_samples, mode and metadata kept where possible."""
     import numpy as np
 
-    from . import Written
     from .files import atomic_path
+    from .signal import Written
 
     data = np.asarray(sig.data)
     spatial = sig.spatial_ndim

@@ -1,4 +1,54 @@
-"""The in-memory form of every input: samples plus what is needed to write them back."""
+"""The in-memory form of every input (samples plus what is needed to write them back), and what a write did.
+
+``Signal.meta`` describes the file the samples came from.  A reader fills it,
+:func:`convcli.io.read` adds ``source``, :func:`convcli.io.derive` copies it to
+the filtered result (``dpi`` and ``affine`` follow a stride), and a writer
+puts back what its format can hold.  Every key, who sets it and who reads it
+(readers and writers are those of :mod:`convcli.io.formats`):
+
+=====================  ============================  ======================================================
+key                    set by                        read by
+=====================  ============================  ======================================================
+format                 every reader;                 ``write``: the output format when neither the name nor
+                       ``pipeline.classify``         ``format=`` gives one; ``pipeline.streamed``: a
+                                                     streamed result keeps its input's format
+source                 ``read``                      ``write``: names the input in a ``DataError``
+dtype                  every reader (a scaled        image, TIFF and NIfTI writers: the type written back;
+                       NIfTI: float32);              audio writer: the nearest subtype, and whether
+                       ``pipeline.classify``         ``bits`` applies
+mode                   image and TIFF readers;       image writer: the mode written, or the nearest one
+                       ``pipeline.classify``         the format stores
+alpha                  image and TIFF readers        ``pipeline.alpha``: the last channel is alpha
+icc_profile            image and TIFF readers        image writer
+dpi                    image and TIFF readers        image writer; ``derive`` divides it by the stride
+exif                   image reader (JPEG, WebP,     image writer (JPEG, WebP, PNG)
+                       PNG)
+lossless               image reader (WebP)           image writer: a lossless WebP stays lossless
+frames                 image and TIFF readers        ``pipeline.filter``'s input notes
+first_frame_only       image and TIFF readers        ``pipeline.filter``'s input notes; image writer (a
+                                                     GIF's note)
+oriented               image and TIFF readers        ``pipeline.filter``'s input notes
+transparency_dropped   image reader (16-bit PNG)     ``pipeline.filter``'s input notes
+sf_format              audio reader                  audio writer: WAVEX and RF64 stay so
+subtype                audio reader                  audio writer: kept where the format can hold it
+endian                 audio reader                  audio writer
+bits                   audio reader                  audio writer: the significant bits of integer samples
+key                    array reader (``.npz``)       array writer: the archive member's name
+nifti_header           NIfTI reader                  NIfTI writer
+affine                 NIfTI reader                  NIfTI writer; ``derive`` strides it
+nifti_version          NIfTI reader                  NIfTI writer: NIfTI-1 or NIfTI-2 again
+spacing_invalid        NIfTI reader                  ``pipeline.filter``'s input notes
+=====================  ============================  ======================================================
+
+Values are as the file states them: ``format`` a row name of the table,
+``dtype`` a numpy type name, ``mode`` a Pillow-style mode (``"L"``,
+``"RGB;16"``, ``"I;16S"``), ``dpi`` (x, y), ``icc_profile`` and ``exif``
+bytes, ``oriented`` the EXIF orientation applied, ``frames`` how many the
+file holds, ``nifti_header`` a nibabel header, ``affine`` a 4x4 array,
+``spacing_invalid`` the voxel sizes ignored.  A key nothing reads is not
+kept.  What steers a write or a filter is an argument (``write(...,
+range=)``) or a field (``Signal.streamed``), never a key here.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +68,7 @@ class Signal:
     are filtered independently.  Samples keep the sample type they were read
     with (uint8, uint16, int16, float32, ...); ``meta`` carries what a writer
     needs to put back exactly what was read (format, subtype, ICC profile,
-    DPI, NIfTI header, ...).
+    DPI, NIfTI header, ...): its keys are listed in the module docstring.
     """
 
     data: np.ndarray
@@ -38,3 +88,13 @@ class Signal:
     def spatial_shape(self) -> tuple[int, ...]:
         shape = self.data.shape
         return shape if self.channel_axis is None else shape[:-1]
+
+
+@dataclass
+class Written:
+    """What a write did: where, in which format, and what it had to change."""
+
+    path: str
+    format: str
+    clipped: int = 0  # integer samples outside the output range, clipped
+    notes: list[str] = field(default_factory=list)  # conversions the format forced

@@ -207,7 +207,8 @@ def media_format(path: str) -> str | None:
     reports the problem instead of skipping it silently.  Only regular files
     are opened (a FIFO would block).
     """
-    from ..io.detect import from_extension, sniff
+    from ..io.detect import sniff
+    from ..io.formats import from_extension
 
     if not _regular(path):
         return None
@@ -224,10 +225,9 @@ def media_format(path: str) -> str | None:
 
 def extension_for(fmt_name: str) -> str:
     """The file extension for a --format name (``png`` -> ``.png``, ``nii.gz`` -> ``.nii.gz``)."""
-    from ..io.detect import EXTENSIONS, format_from_name
+    from ..io import formats
 
-    fmt = format_from_name(fmt_name)
-    return next(ext for ext, f in EXTENSIONS.items() if f == fmt)
+    return formats.get(formats.format_from_name(fmt_name)).extension
 
 
 # --------------------------------------------------------------------------- running

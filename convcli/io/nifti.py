@@ -1,162 +1,19 @@
-"""Volumes: multi-page TIFF stacks (Pillow) and NIfTI ``.nii``/``.nii.gz`` (nibabel, an optional extra).
+"""NIfTI-1/2 volumes, ``.nii`` and ``.nii.gz``, through nibabel (an optional extra).
 
-A TIFF stack is read page by page into (slices, rows, columns[, channels]),
-keeping 8-bit, 16-bit, 32-bit integer and float32 pages in their type; voxel
-spacing comes from the resolution tags (and an ImageJ description's
-``unit=``/``spacing=`` when present).  A NIfTI volume keeps its header and
-affine; its voxel sizes become ``spacing`` in millimetres.  Both headers are
-checked against the limits before any voxel is decoded.
+A volume keeps its header and affine; its voxel sizes become ``spacing`` in
+millimetres.  The header is checked against the limits before nibabel reads
+a voxel.  An uncompressed float volume over the memory budget can be mapped
+instead of read, and a result written in place (:func:`map_nifti`,
+:func:`mapped_nifti`).
 """
 from __future__ import annotations
 
 import contextlib
-import re
 import struct
 
 from ..errors import DataError, OutputError, UsageError
 
 NIFTI_HINT = 'NIfTI files need nibabel: pip install "convcli[nifti]"'
-UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
-           "meter": 1000.0, "micron": 1e-3, "um": 1e-3, "µm": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6, "inch": 25.4}
-
-
-# ---- TIFF ----------------------------------------------------------------------------------
-
-
-def tiff_spacing(im, ndim: int):
-    """Millimetres per sample along (rows, columns), or (slices, rows, columns), from TIFF tags.
-
-    Returns None when the file states no physical unit.  Slices are as far
-    apart as an ImageJ ``spacing=`` says, else as far as columns (isotropic).
-    """
-    tags = getattr(im, "tag_v2", None)
-    if tags is None:
-        return None
-    try:
-        xres, yres = float(tags.get(282, 0) or 0), float(tags.get(283, 0) or 0)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    description = tags.get(270, "")
-    if isinstance(description, bytes):
-        description = description.decode("latin1", "replace")
-    description = str(description)
-    unit = re.search(r"^unit=(\S+)", description, re.MULTILINE)
-    z = re.search(r"^spacing=([0-9.eE+-]+)", description, re.MULTILINE)
-    if unit and unit.group(1).lower() in UNIT_MM:
-        per_unit = UNIT_MM[unit.group(1).lower()]
-    else:
-        per_unit = {2: 25.4, 3: 10.0}.get(int(tags.get(296, 2) or 2))
-        if 296 not in tags and 282 not in tags:
-            return None
-    if per_unit is None or not (xres > 0 and yres > 0):
-        return None
-    dx, dy = per_unit / xres, per_unit / yres
-    if ndim == 2:
-        return (dy, dx)
-    dz = dx
-    if z:
-        try:
-            dz = float(z.group(1)) * per_unit
-        except ValueError:
-            pass
-    return (dz, dy, dx)
-
-
-def read_tiff_stack(im, pages: int, subject: str, limits):
-    """Read every page of an open multi-page TIFF into one volume Signal."""
-    import numpy as np
-
-    from .image import MODE_SAMPLES, is_int16_tiff
-    from .signal import Signal
-
-    width, height = im.size
-    first_mode = None
-    data = None
-    for index in range(pages):
-        im.seek(index)
-        if im.size != (width, height):
-            raise DataError(
-                f"pages differ in size ({width}x{height} and {im.width}x{im.height}) and cannot stack",
-                subject=subject,
-            )
-        mode = "I;16" if im.mode in ("I;16", "I;16B", "I;16L", "I;16N") else im.mode
-        if mode == "I" and is_int16_tiff(im):
-            mode = "I;16S"
-        if mode not in MODE_SAMPLES or mode in ("LA;16", "RGB;16", "RGBA;16"):
-            raise DataError(f"unsupported TIFF page mode {im.mode}", subject=subject)
-        if first_mode is None:
-            first_mode = mode
-            dtype, channels = MODE_SAMPLES[mode]
-            shape = (pages, height, width) + ((channels,) if channels > 1 else ())
-            limits.check_samples(shape, np.dtype(dtype).itemsize, subject)
-            data = np.empty(shape, dtype=dtype)
-        elif mode != first_mode:
-            raise DataError(f"pages differ in mode ({first_mode} and {mode}) and cannot stack", subject=subject)
-        im.load()
-        page = np.asarray(im)
-        data[index] = (page.astype(bool) * np.uint8(255)) if mode == "1" else page
-    im.seek(0)
-    meta = {"format": "tiff", "mode": first_mode, "dtype": str(data.dtype), "pages": pages,
-            "alpha": first_mode in ("LA", "RGBA")}
-    if im.info.get("icc_profile"):
-        meta["icc_profile"] = im.info["icc_profile"]
-    return Signal(data=data, kind="volume", channel_axis=-1 if data.ndim == 4 else None,
-                  spacing=tiff_spacing(im, 3), meta=meta)
-
-
-def write_tiff(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for TIFF: a volume becomes a multi-page stack, an image one page."""
-    if sig.spatial_ndim == 2:
-        from .image import write_image
-
-        return write_image(sig, dest, fmt, compress_level=compress_level, range_mode=range_mode)
-    if sig.spatial_ndim != 3:
-        raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
-    return _write_tiff_stack(sig, dest, compress_level, range_mode)
-
-
-_STACK_TYPES = ("uint8", "uint16", "int16", "int32", "float32")
-
-
-def _write_tiff_stack(sig, dest: str, compress_level, range_mode: str):
-    import numpy as np
-
-    from .samples import to_samples
-    from . import Written
-    from .files import atomic_path
-
-    data = np.asarray(sig.data)
-    notes: list[str] = []
-    if sig.channel_axis is not None:
-        if data.shape[-1] not in (3, 4):
-            raise OutputError(f"a volume with {data.shape[-1]} channels cannot be written as TIFF; use .npy",
-                              subject=dest)
-        target = np.dtype(np.uint8)
-    else:
-        stored = np.dtype(sig.meta.get("dtype") or data.dtype)
-        target = stored if stored.name in _STACK_TYPES else np.dtype(np.float32)
-        if target != stored and stored != np.float16:
-            notes.append(f"TIFF stacks hold uint8, uint16, int16, int32 or float32: {stored} written as float32")
-    samples, clipped = to_samples(data, target, range_mode)
-    from .tiffstack import write_stack
-
-    options = {}
-    if sig.spacing is not None and len(sig.spacing) == 3 and all(d > 0 for d in sig.spacing):
-        dz, dy, dx = (float(d) for d in sig.spacing)
-        # ImageJ's convention: resolution in pixels per `unit`, slice spacing in `unit`.
-        n = samples.shape[0]
-        options.update(resolution=(1.0 / dx, 1.0 / dy), resolution_unit=1,
-                       description=f"ImageJ=1.11a\nimages={n}\nslices={n}\nunit=mm\nspacing={dz!r}\nloop=false\n")
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            try:
-                write_stack(fh, samples, compress_level=compress_level, **options)
-            except ValueError as exc:
-                raise OutputError(str(exc), subject=dest) from None
-    return Written(path=dest, format="tiff", clipped=clipped, notes=notes)
-
-
-# ---- NIfTI ---------------------------------------------------------------------------------
 
 # NIfTI datatype code -> bytes per voxel (the codes nibabel reads).
 _NIFTI_ITEMSIZE = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
@@ -262,7 +119,7 @@ def check_nifti_header(source, fmt: str, limits, *, budget: bool = True):
     return tuple(shape), itemsize
 
 
-def read_nifti(source, fmt: str, *, limits, kind=None, stream=False, **_):
+def read_nifti(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True, stream=False):
     """Reader for NIfTI-1/2 volumes (``.nii``, ``.nii.gz``): samples, header and affine.
 
     With ``stream``, an uncompressed float volume over the memory budget is
@@ -314,7 +171,7 @@ def _nifti_signal(data, header, affine, fmt: str):
     slope, inter = header.get_slope_inter()
     scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
     meta = {"format": fmt, "nifti_header": header, "affine": affine, "nifti_version": 2 if header.sizeof_hdr == 540 else 1,
-            "dtype": str(np.float32 if scaled and data.dtype.kind != "f" else data.dtype), "scaled": bool(scaled)}
+            "dtype": str(np.float32 if scaled and data.dtype.kind != "f" else data.dtype)}
     zooms = [float(z) for z in header.get_zooms()[: min(data.ndim, 3)]]
     to_mm = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}.get(header.get_xyzt_units()[0], 1.0)
     spacing = tuple(z * to_mm for z in zooms)
@@ -411,9 +268,9 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
     import numpy as np
 
-    from .samples import to_samples
-    from . import Written
     from .files import atomic_path
+    from .samples import to_samples
+    from .signal import Written
 
     nib = _nibabel()
     data = np.asarray(sig.data)
