@@ -57,6 +57,7 @@ def child(argv: list[str]) -> None:
     t0 = float(os.environ["BENCH_AUDIO_T0"])  # the -c line's first statement (CLOCK_MONOTONIC, as the parent's)
     import convcli.cli as cli
     t_cli = time.perf_counter()
+    import convcli.pipeline.chain as chain
     import convcli.pipeline.filter as filtering
     import convcli.io as io
     import convcli.io.samples as samples
@@ -73,7 +74,7 @@ def child(argv: list[str]) -> None:
         return wrapped
 
     io.read = timer("read", io.read)
-    filtering.resolve_kernels = timer("kernels", filtering.resolve_kernels)
+    chain.resolve_kernels = timer("kernels", chain.resolve_kernels)
     filtering.filter_signal = timer("filter", filtering.filter_signal)
     samples.to_samples = timer("samples", samples.to_samples)
     real_write = io.write
@@ -88,11 +89,7 @@ def child(argv: list[str]) -> None:
 
     io.write = write
     start_main = time.perf_counter()  # convcli.io above has imported numpy: the "numpy" phase
-    code = 0
-    try:
-        cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
+    code = cli.main(argv)
     end = time.perf_counter()
     phases = {
         "cli": t_cli - t0,

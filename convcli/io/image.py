@@ -28,7 +28,7 @@ MODE_SAMPLES = {
     "CMYK": ("uint8", 4), "I;16": ("uint16", 1), "I;16S": ("int16", 1), "I": ("int32", 1), "F": ("float32", 1),
     "LA;16": ("uint16", 2), "RGB;16": ("uint16", 3), "RGBA;16": ("uint16", 4),
 }
-ALPHA_MODES = {"LA", "RGBA", "LA;16", "RGBA;16"}
+MODES_WITH_ALPHA = {"LA", "RGBA", "LA;16", "RGBA;16"}
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP", "gif": "GIF", "pnm": "PPM"}
 
 
@@ -186,7 +186,7 @@ def _signal_of(data, mode: str, meta: dict, info: dict, exif, fmt: str, auto_ori
 
     meta["mode"] = mode
     meta["dtype"] = str(data.dtype)
-    meta["alpha"] = mode in ALPHA_MODES
+    meta["alpha"] = mode in MODES_WITH_ALPHA
     if info.get("icc_profile"):
         meta["icc_profile"] = info["icc_profile"]
     if info.get("dpi"):
@@ -222,7 +222,7 @@ def _read_png16(source, limits):
     data, info = png16.decode(raw, source.name, limits)
     channels = data.shape[2]
     mode = png16.MODES[channels]
-    meta = {"format": "png", "mode": mode, "dtype": "uint16", "alpha": mode in ALPHA_MODES}
+    meta = {"format": "png", "mode": mode, "dtype": "uint16", "alpha": mode in MODES_WITH_ALPHA}
     if info.get("icc_profile"):
         meta["icc_profile"] = info["icc_profile"]
     if info.get("dpi"):
@@ -256,7 +256,7 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
         return mode
     channels = MODE_SAMPLES[mode][1]
     wide = mode.endswith(";16") or mode in ("I", "F", "I;16", "I;16S")
-    alpha = mode in ALPHA_MODES
+    alpha = mode in MODES_WITH_ALPHA
     candidates = []
     if channels == 1:
         candidates = ["I;16", "L"] if wide else ["L"]
@@ -271,7 +271,7 @@ def _fit_mode(mode: str, fmt: str, notes: list[str]) -> str:
     for candidate in candidates + ["RGB", "L"]:
         if candidate in allowed:
             what = []
-            if alpha and candidate not in ALPHA_MODES:
+            if alpha and candidate not in MODES_WITH_ALPHA:
                 what.append("alpha dropped")
             if wide and MODE_SAMPLES[candidate][0] == "uint8":
                 what.append("reduced to 8 bits")

@@ -8,11 +8,20 @@ the bands go, so the resident memory stays a few bands whatever the size.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 from ..errors import DataError
-from .filter import FilterReport, chain_origin, input_notes, plan_chain, resolve_kernels, streamed_why
+from .chain import chain_origin, plan_chain, resolve_kernels, streamed_why
 from .options import FilterOptions
+
+
+@dataclass
+class Streamed:
+    """What a streamed run did: the plan of its kernel, the output's shape, and a note for the user."""
+
+    steps: list[dict]
+    output_shape: tuple[int, ...]
+    note: str
 
 
 def may_stream(dest: str, options: FilterOptions) -> bool:
@@ -32,7 +41,7 @@ def may_stream(dest: str, options: FilterOptions) -> bool:
     return fmt is None or fmt in io.STREAMED_FORMATS
 
 
-def filter_streamed(signal, source: str, dest: str, options: FilterOptions, start: float) -> FilterReport:
+def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> Streamed:
     """Filter a memory-mapped input (``signal.streamed``) band by band into a memory-mapped output.
 
     A NIfTI volume (x fastest on disk) is filtered as its (z, y, x)
@@ -87,9 +96,5 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions, star
             drop_output(output_rows)
 
         run(x, weights, out=out, on_rows=on_rows, **args)
-    return FilterReport(
-        input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
-        output_shape=tuple(out_shape), kernels=steps, seconds=time.perf_counter() - start,
-        notes=input_notes(signal) + [
-            f"streamed in bands: the input is over the memory budget of {io.human_size(budget)}"],
-    )
+    return Streamed(steps, tuple(out_shape),
+                    f"streamed in bands: the input is over the memory budget of {io.human_size(budget)}")
