@@ -85,6 +85,7 @@ def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
 @pytest.mark.parametrize("activation", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_pointwise_conv_is_a_1x1_convolution(channels_last, outputs, activation, threads, monkeypatch):
+    """Pass after pass (the first with the weights as a transposed view, later ones with a copy)."""
     from convcli.nn import layers
 
     monkeypatch.setattr(layers, "_SHARED_WORK", 0)  # threads share even this small layer
