@@ -225,8 +225,8 @@ def test_a_layer_shares_its_tiles_between_batch_sizes():
     layer = DepthwiseConv(rng.standard_normal((5, 3, 3)).astype(np.float32), np.zeros(5, np.float32),
                           channels_last=True)
     three = rng.standard_normal((3, 6, 7, 5)).astype(np.float32)
-    (many,) = run_bound(lambda workspace, x, out: layer.bind(x, out), [three], three.shape)
-    (one,) = run_bound(lambda workspace, x, out: layer.bind(x, out), [three[:1]], (1, 6, 7, 5))
+    (many,) = run_bound(lambda workspace, x, out: layer.bind(x, out, workspace), [three], three.shape)
+    (one,) = run_bound(lambda workspace, x, out: layer.bind(x, out, workspace), [three[:1]], (1, 6, 7, 5))
     np.testing.assert_allclose(many[:1], one, rtol=1e-6, atol=1e-6)
     (a, b) = layer._plans.values()
     assert a.tiles is b.tiles

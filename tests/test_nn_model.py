@@ -52,7 +52,7 @@ def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, cha
         given_input = split_phases(images, stride) if layer.phased else images
         plan = layer.plan(shape)
         assert plan.method == ("opencv" if opencv and compiled.available() else "shiftadd")
-        (got,) = run_bound(lambda workspace, a, out: layer.bind(a, out, shape=shape), [given_input],
+        (got,) = run_bound(lambda workspace, a, out: layer.bind(a, out, workspace, shape=shape), [given_input],
                            plan.out_shape)
     got = got.transpose(0, 3, 1, 2) if channels_last else got
     for n in range(2):

@@ -208,7 +208,7 @@ class MBConv:
             hidden = x
         filtered = workspace.take("filtered", self.depthwise.plan(shape if self.phased else hidden.shape,
                                                                   threads).out_shape)
-        steps += self.depthwise.bind(hidden, filtered, threads, shape)
+        steps += self.depthwise.bind(hidden, filtered, workspace, threads, shape)
         steps += self.project.bind(filtered, out, workspace, threads)
         if row.residual:
             residual = x[..., :row.inputs] if row.channels_last else x[:, :row.inputs]

@@ -18,6 +18,7 @@ measure and :func:`run_steps` runs the steps.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -41,12 +42,17 @@ class Workspace:
         self.sizes: dict[str, int] = {}
         self.flat: dict[str, np.ndarray] | None = None
 
+    @property
+    def dry(self) -> bool:
+        """Whether bindings now only size the buffers: their steps are never run."""
+        return self.flat is None
+
     def take(self, role: str, shape: tuple[int, ...]) -> np.ndarray:
         """A C-contiguous float32 view of ``shape`` in the buffer of ``role``."""
-        size = int(np.prod(shape))
-        if self.flat is None:
+        size = math.prod(shape)
+        if self.dry:
             self.sizes[role] = max(self.sizes.get(role, 0), size)
-            return np.empty(shape, dtype=np.float32)  # dry: allocated, never touched
+            return np.empty(shape, dtype=np.float32)  # allocated, never touched
         return self.flat[role][:size].reshape(shape)
 
     def allocate(self) -> None:
@@ -212,14 +218,18 @@ class DepthwiseConv:
             raise ValueError("phased input is laid out channels last")
         self._plans: dict[tuple, object] = {}
 
-    def bind(self, x: np.ndarray, out: np.ndarray, threads: int = 1,
+    def bind(self, x: np.ndarray, out: np.ndarray, workspace: Workspace, threads: int = 1,
              shape: tuple[int, ...] | None = None) -> list[list]:
         """Steps computing this layer from the buffer ``x`` into ``out`` (see :meth:`PointwiseConv.bind`).
 
         ``shape`` is the logical input shape of a ``phased`` layer, whose
-        ``x`` holds the phases.  The layer takes no workspace buffer.
+        ``x`` holds the phases.  The layer takes no workspace buffer, so a
+        dry binding (which only sizes the workspace) leaves its plan
+        unbound: the plan's views and call arguments are most of the
+        binding's time.
         """
-        steps = [self.plan(tuple(shape) if self.phased else x.shape, threads).bind(x, out)]
+        plan = self.plan(tuple(shape) if self.phased else x.shape, threads)
+        steps = [] if workspace.dry else [plan.bind(x, out)]
         if self.relu6:
             steps.append([lambda: np.clip(out, 0.0, 6.0, out=out)])
         return steps
