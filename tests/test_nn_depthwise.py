@@ -14,7 +14,8 @@ from convcli.engine.depthwise import plan_depthwise, same_patches, split_phases
 from convcli.errors import ParameterError
 from convcli.nn import weights
 from convcli.nn.efficientnet import Config, EfficientNetLite, StageRow
-from convcli.nn.layers import PointwiseConv, Workspace
+from convcli.nn.layers import DepthwiseConv, PointwiseConv, bind_sized
+from nn_fixtures import literal_network, lt, run_bound
 
 METHODS = ["shiftadd"] + (["opencv"] if compiled.available() else [])
 TINY = Config(
@@ -142,53 +143,62 @@ def test_patches_can_be_gathered_into_a_buffer():
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("outputs", [4, 9])  # narrowing; widening (bias as a weight column)
 @pytest.mark.parametrize("with_ones", [False, True])
-def test_a_bound_1x1_layer_is_its_call(channels_last, outputs, with_ones):
+def test_a_bound_1x1_layer_takes_a_channel_of_ones_from_its_caller(channels_last, outputs, with_ones):
+    """A widening layer copies its input beside a channel of ones, unless the input brings one."""
     rng = np.random.default_rng(5)
-    layer = PointwiseConv(rng.standard_normal((outputs, 6)).astype(np.float32),
-                          rng.standard_normal(outputs).astype(np.float32), channels_last=channels_last, relu6=True)
+    w = rng.standard_normal((outputs, 6)).astype(np.float32)
+    b = rng.standard_normal(outputs).astype(np.float32)
+    layer = PointwiseConv(w, b, channels_last=channels_last, relu6=True)
     x = 3 * rng.standard_normal((2, 5, 7, 6) if channels_last else (2, 6, 5, 7)).astype(np.float32)
-    expected = layer(x)
+    # A 1x1 convolution by its definition: every pixel's channel vector times the weights, plus the bias.
+    if channels_last:
+        expected = np.einsum("oc,nyxc->nyxo", w.astype(np.float64), x) + b
+    else:
+        expected = np.einsum("oc,ncyx->noyx", w.astype(np.float64), x) + b[:, None, None]
+    expected = np.clip(expected, 0, 6)
     if with_ones and layer.augmented:  # the caller keeps a last channel of ones: no copy
-        ones = np.ones(x.shape[:-1] + (1,) if channels_last else (2, 1) + x.shape[2:], np.float32)
-        x = np.concatenate([x, ones], axis=-1 if channels_last else 1)
+        axis = -1 if channels_last else 1
+        x = np.concatenate([x, np.ones_like(x[..., :1] if channels_last else x[:, :1])], axis=axis)
     out = np.empty(expected.shape, np.float32)
-    workspace = Workspace()
-    layer.bind(x, out, workspace)
-    workspace.allocate()
-    steps = layer.bind(x, out, workspace)
+    steps = bind_sized(lambda workspace: layer.bind(x, out, workspace))
     assert len(steps) == (2 if layer.augmented and not with_ones else 1)
     for parts in steps:
         for part in parts:
             part()
-    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the compiled forward pass
 @pytest.mark.parametrize("switch, strided", [(10**9, False), (10**9, True), (4, True), (1, False)])
-def test_the_compiled_pass_is_the_layer_by_layer_pass(switch, strided):
+def test_the_compiled_pass_is_the_network_by_its_definition(switch, strided):
+    """Every pass, the first one included, of one image and of a batch, with new pixels each time."""
     config = replace(TINY, channels_last_stride=switch, strided_channels_last=strided)
-    model = EfficientNetLite(weights.fold_batch_norm(_state(config, 31), config), config, threads=1)
+    state = _state(config, 31)
+    model = EfficientNetLite(weights.fold_batch_norm(state, config), config, threads=1)
     rng = np.random.default_rng(32)
-    for n, size, passes in [(1, (19, 17), 0), (1, (19, 17), 1), (1, (19, 17), 1), (2, (16, 16), 2), (2, (16, 16), 2)]:
-        # One image's shape runs layer by layer the first time, compiled from the second on (a batch at
-        # once), with new pixels each time.
+    for n, size in [(1, (19, 17)), (1, (19, 17)), (2, (16, 16)), (2, (16, 16))]:
         x = rng.standard_normal((n, 3) + size).astype(np.float32)
         first = model.features(x)
-        assert len(model._passes) == passes
-        np.testing.assert_allclose(first, model._layer_by_layer(x, 1), rtol=1e-6, atol=1e-6)
+        logits = model.classifier(first)
+        for i in range(n):
+            np.testing.assert_allclose(logits[i], literal_network(state, config, x[i].astype(np.float64)),
+                                       rtol=1e-4, atol=1e-4)
         kept = first.copy()
         model.features(-x)
         np.testing.assert_array_equal(first, kept)  # a result is the caller's, not a buffer reused later
-    model.threads = 2  # a share of the batch per thread, each with its own compiled pass
+    assert {key: len(idle) for key, idle in model._passes.items()} == {  # bound once per shape, then kept
+        ((1, 3, 19, 17), 1): 1, ((2, 3, 16, 16), 1): 1}
+    alone = model.features(x)
+    model.threads = 2  # a share of the batch per thread, each with a compiled pass of its own
     for _ in range(2):
-        np.testing.assert_allclose(model.features(x), model._layer_by_layer(x, 1), rtol=1e-6, atol=1e-6)
-    assert len(model._passes) == 4  # two shares of one image: the first pass layer by layer, then compiled
+        np.testing.assert_allclose(model.features(x), alone, rtol=1e-6, atol=1e-6)
+    assert 1 <= len(model._passes[((1, 3, 16, 16), 1)]) <= 2
 
 
 def test_the_same_shape_in_two_threads_at_once_gets_its_own_arrays():
     model = EfficientNetLite(weights.fold_batch_norm(_state(TINY, 33), TINY), TINY, threads=1)
     images = [np.random.default_rng(i).standard_normal((1, 3, 19, 19)).astype(np.float32) for i in range(2)]
-    expected = [model._layer_by_layer(x, 1) for x in images]
+    expected = [model.features(x) for x in images]
     results, start = [None, None], threading.Barrier(2)
 
     def run(i):
@@ -202,26 +212,24 @@ def test_the_same_shape_in_two_threads_at_once_gets_its_own_arrays():
     for t in threads:
         t.join()
     assert all(r is not None for r in results)
+    assert len(model._passes[((1, 3, 19, 19), 1)]) <= 2  # a pass of its own for a thread finding one busy, kept
 
 
 def _state(config, seed):
-    from nn_fixtures import lt
-
     return lt.random_state(config, seed=seed)
 
 
 @pytest.mark.skipif(not compiled.available(), reason="OpenCV is not installed")
 def test_a_layer_shares_its_tiles_between_batch_sizes():
-    from convcli.nn.layers import DepthwiseConv
-
     rng = np.random.default_rng(9)
     layer = DepthwiseConv(rng.standard_normal((5, 3, 3)).astype(np.float32), np.zeros(5, np.float32),
                           channels_last=True)
-    one, three = (rng.standard_normal((n, 6, 7, 5)).astype(np.float32) for n in (1, 3))
-    np.testing.assert_allclose(layer(three)[:1], layer(three[:1]), rtol=1e-6, atol=1e-6)
+    three = rng.standard_normal((3, 6, 7, 5)).astype(np.float32)
+    (many,) = run_bound(lambda workspace, x, out: layer.bind(x, out, workspace), [three], three.shape)
+    (one,) = run_bound(lambda workspace, x, out: layer.bind(x, out, workspace), [three[:1]], (1, 6, 7, 5))
+    np.testing.assert_allclose(many[:1], one, rtol=1e-6, atol=1e-6)
     (a, b) = layer._plans.values()
     assert a.tiles is b.tiles
-    assert layer(one).shape == (1, 6, 7, 5)
 
 
 def test_threads_sharing_the_compiled_steps_change_nothing(monkeypatch):
@@ -233,12 +241,12 @@ def test_threads_sharing_the_compiled_steps_change_nothing(monkeypatch):
         config = replace(TINY, channels_last_stride=switch)
         model = EfficientNetLite(weights.fold_batch_norm(_state(config, 35), config), config, threads=1)
         x = np.random.default_rng(36).standard_normal((1, 3, 19, 19)).astype(np.float32)
-        alone = model._layer_by_layer(x, 1)
+        alone = model.features(x)
         model.layer_threads = 2
-        for _ in range(3):  # layer by layer, then compiled with shared steps
+        for _ in range(3):
             np.testing.assert_allclose(model.features(x), alone, rtol=1e-6, atol=1e-6)
-        (compiled,) = model._passes.values()
-        assert max(len(parts) for parts in compiled.steps) == 2
+        (shared,) = model._passes[(x.shape, 2)]
+        assert max(len(parts) for parts in shared.steps) == 2
 
 
 def test_a_failing_part_of_a_shared_step_is_raised_in_the_caller():

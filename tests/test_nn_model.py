@@ -1,126 +1,60 @@
 """The network: layers against literal definitions, the block table, and PyTorch reference logits."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from convcli.engine import compiled, split_phases
 from convcli.nn import weights
 from convcli.nn.efficientnet import LITE0, Config, EfficientNetLite, StageRow, block_rows, conv_specs
-from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv, to_channels_first, to_channels_last
+from convcli.nn.layers import DenseConv, DepthwiseConv, PointwiseConv
 from convcli.io.photo import decode_photo
 from convcli.nn.preprocess import Photo, network_input
+from nn_fixtures import literal_conv, literal_network, lt, run_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "nn"
-
-
-def _helper():
-    path = FIXTURES / "legacy_torch.py"
-    spec = importlib.util.spec_from_file_location("nn_legacy_torch", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-random_state = _helper().random_state
+random_state = lt.random_state
 TINY = Config(
     stages=(StageRow(1, 3, 1, 1, 8, 8), StageRow(2, 5, 2, 3, 8, 12), StageRow(1, 3, 2, 2, 12, 16)),
     stem_channels=8, head_channels=24, classes=10, image_size=19,
 )
 
 
-# --------------------------------------------------------------------------- literal definitions
-def same_padding(n: int, k: int, s: int) -> tuple[int, int, int]:
-    """TensorFlow's SAME rule, from its documentation: output, pad before, pad after."""
-    out = -(-n // s)
-    total = max((out - 1) * s + k - n, 0)
-    return out, total // 2, total - total // 2
-
-
-def literal_conv(x: np.ndarray, w: np.ndarray, stride: int, groups: int = 1) -> np.ndarray:
-    """Grouped 2-D cross-correlation of one image ``(C, H, W)`` by its definition, in float64."""
-    c, h, wd = x.shape
-    o, per_group, k, _ = w.shape
-    oh, top, bottom = same_padding(h, k, stride)
-    ow, left, right = same_padding(wd, k, stride)
-    xp = np.zeros((c, h + top + bottom, wd + left + right))
-    xp[:, top:top + h, left:left + wd] = x
-    out = np.zeros((o, oh, ow))
-    outs_per_group = o // groups
-    for oc in range(o):
-        g = oc // outs_per_group
-        for i in range(oh):
-            for j in range(ow):
-                patch = xp[g * per_group:(g + 1) * per_group, i * stride:i * stride + k, j * stride:j * stride + k]
-                out[oc, i, j] = np.sum(patch * w[oc])
-    return out
-
-
-def literal_network(state: dict, config: Config, x: np.ndarray) -> np.ndarray:
-    """The reference forward pass of one image: unfolded batch norm, literal convolutions, float64."""
-    s = {k: v.astype(np.float64) for k, v in state.items()}
-
-    def bn(h, name):
-        g, b, m, v = (s[f"{name}.{p}"][:, None, None] for p in ("weight", "bias", "running_mean", "running_var"))
-        return (h - m) / np.sqrt(v + config.bn_epsilon) * g + b
-
-    def relu6(h):
-        return np.minimum(np.maximum(h, 0), 6)
-
-    h = relu6(bn(literal_conv(x, s["_conv_stem.weight"], 2), "_bn0"))
-    for row in block_rows(config):
-        p = f"_blocks.{row.index}"
-        inp = h
-        if row.expand != 1:
-            h = relu6(bn(literal_conv(h, s[f"{p}._expand_conv.weight"], 1), f"{p}._bn0"))
-        h = relu6(bn(literal_conv(h, s[f"{p}._depthwise_conv.weight"], row.stride, groups=row.hidden), f"{p}._bn1"))
-        h = bn(literal_conv(h, s[f"{p}._project_conv.weight"], 1), f"{p}._bn2")
-        if row.stride == 1 and row.inputs == row.outputs:
-            h = h + inp
-    h = relu6(bn(literal_conv(h, s["_conv_head.weight"], 1), "_bn1"))
-    return s["_fc.weight"] @ h.mean(axis=(1, 2)) + s["_fc.bias"]
-
-
 # --------------------------------------------------------------------------- layers
-def _engine_has(method: str) -> bool:
-    from convcli.engine import make_plan
-    from convcli.errors import ParameterError
-
-    try:
-        make_plan((1, 2, 5, 5), np.ones((2, 3, 3)), channel_axis=1, spatial_ndim=2, method=method)
-        return True
-    except ParameterError:
-        return False
-
-
-DEPTHWISE_METHODS = [None, "direct"] + (["opencv"] if _engine_has("opencv") else [])
-
-
 @given(
     size=st.tuples(st.integers(3, 13), st.integers(3, 13)),
     k=st.sampled_from([1, 3, 5]),
     stride=st.integers(1, 2),
     channels=st.integers(1, 5),
     channels_last=st.booleans(),
-    method=st.sampled_from(DEPTHWISE_METHODS),
+    opencv=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, channels_last, method, seed):
-    """Every engine strategy the layer may use, in both layouts (None: the layer's own choice)."""
+def test_depthwise_conv_is_the_grouped_definition(size, k, stride, channels, channels_last, opencv, seed):
+    """Every engine strategy the layer may use: both layouts, a strided channels-last layer on the stride's
+    phases (as a network binds it), with OpenCV and as on a machine without it."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, channels) + size).astype(np.float32)
     w = rng.standard_normal((channels, k, k)).astype(np.float32)
     b = rng.standard_normal(channels).astype(np.float32)
-    layer = DepthwiseConv(w, b, stride, channels_last=channels_last, method=method)
-    got = to_channels_first(layer(to_channels_last(x))) if channels_last else layer(x)
+    with mock.patch.object(compiled, "available", return_value=opencv and compiled.available()):
+        layer = DepthwiseConv(w, b, stride, channels_last=channels_last, phased=channels_last and stride > 1)
+        shape = (2,) + size + (channels,) if channels_last else x.shape
+        images = x.transpose(0, 2, 3, 1) if channels_last else x
+        given_input = split_phases(images, stride) if layer.phased else images
+        plan = layer.plan(shape)
+        assert plan.method == ("opencv" if opencv and compiled.available() else "shiftadd")
+        (got,) = run_bound(lambda workspace, a, out: layer.bind(a, out, workspace, shape=shape), [given_input],
+                           plan.out_shape)
+    got = got.transpose(0, 3, 1, 2) if channels_last else got
     for n in range(2):
         expected = literal_conv(x[n].astype(np.float64), w[:, None].astype(np.float64), stride, groups=channels)
         np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
@@ -139,7 +73,8 @@ def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
     x = rng.standard_normal((2, cin) + size).astype(np.float32)
     w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
-    got = DenseConv(w, b, stride)(x)
+    layer = DenseConv(w, b, stride)
+    (got,) = run_bound(lambda workspace, a, out: layer.bind(a, out, workspace), [x], layer.output_shape(x.shape))
     for n in range(2):
         expected = literal_conv(x[n].astype(np.float64), w.astype(np.float64), stride)
         np.testing.assert_allclose(got[n], expected + b[:, None, None], rtol=1e-5, atol=1e-5)
@@ -150,20 +85,26 @@ def test_dense_conv_is_the_definition(size, k, stride, cin, cout, seed):
 @pytest.mark.parametrize("activation", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_pointwise_conv_is_a_1x1_convolution(channels_last, outputs, activation, threads, monkeypatch):
+    """Pass after pass (the first with the weights as a transposed view, later ones with a copy)."""
     from convcli.nn import layers
 
     monkeypatch.setattr(layers, "_SHARED_WORK", 0)  # threads share even this small layer
     rng = np.random.default_rng(4)
-    x = 3 * rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
+    images = [3 * rng.standard_normal((3, 6, 5, 7)).astype(np.float32) for _ in range(3)]
     w = rng.standard_normal((outputs, 6)).astype(np.float32)
     b = rng.standard_normal(outputs).astype(np.float32)
     layer = PointwiseConv(w, b, channels_last=channels_last, relu6=activation)
-    got = to_channels_first(layer(to_channels_last(x), threads)) if channels_last else layer(x, threads)
-    for n in range(3):
-        expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1) + b[:, None, None]
-        if activation:
-            expected = np.clip(expected, 0, 6)
-        np.testing.assert_allclose(got[n], expected, rtol=1e-5, atol=1e-5)
+    inputs = [x.transpose(0, 2, 3, 1) for x in images] if channels_last else images
+    shape = (3, 5, 7, outputs) if channels_last else (3, outputs, 5, 7)
+    results = run_bound(lambda workspace, a, out: layer.bind(a, out, workspace, threads), inputs, shape)
+    for x, got in zip(images, results):
+        got = got.transpose(0, 3, 1, 2) if channels_last else got
+        for n in range(3):
+            expected = literal_conv(x[n].astype(np.float64), w[:, :, None, None].astype(np.float64), 1)
+            expected += b[:, None, None]
+            if activation:
+                expected = np.clip(expected, 0, 6)
+            np.testing.assert_allclose(got[n], expected, rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the table

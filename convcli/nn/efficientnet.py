@@ -16,8 +16,8 @@ import numpy as np
 from ..engine import split_phases
 from .. import parallel
 from .layers import (
-    DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, global_average_pool, relu6, to_channels_first,
-    to_channels_last,
+    DenseConv, DepthwiseConv, Linear, PointwiseConv, Workspace, bind_sized, global_average_pool, run_steps,
+    to_channels_first,
 )
 
 
@@ -161,24 +161,10 @@ class MBConv:
             w, b = _pair(params, f"{prefix}._expand_conv")
             self.expand = PointwiseConv(w[:, :, 0, 0], b, channels_last=last, relu6=True)
         w, b = _pair(params, f"{prefix}._depthwise_conv")
-        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last, phased=self.phased)
+        self.depthwise = DepthwiseConv(w[:, 0], b, stride=row.stride, channels_last=last, phased=self.phased,
+                                       relu6=True)
         w, b = _pair(params, f"{prefix}._project_conv")
         self.project = PointwiseConv(w[:, :, 0, 0], b, channels_last=last)
-
-    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
-        """The block on ``x`` (laid out as ``input_channels_last`` says); ``threads`` share each layer's work."""
-        shape = None
-        if self.phased:
-            shape = self._images(x.shape) + (self.row.hidden,)
-            x = split_phases(x, self.row.stride, channels_last=self.input_channels_last)
-        elif self.row.channels_last != self.input_channels_last:
-            x = to_channels_last(x) if self.row.channels_last else to_channels_first(x)
-        h = self.expand(x, threads) if self.expand is not None else x
-        h = relu6(self.depthwise(h, threads, shape))
-        h = self.project(h, threads)  # linear bottleneck: no activation
-        if self.row.residual:
-            h += x
-        return h
 
     def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The block's output shape, in its own layout, for an input of ``x_shape`` (in its input's layout)."""
@@ -222,7 +208,7 @@ class MBConv:
             hidden = x
         filtered = workspace.take("filtered", self.depthwise.plan(shape if self.phased else hidden.shape,
                                                                   threads).out_shape)
-        steps += self.depthwise.bind(hidden, filtered, threads, shape, relu6=True)
+        steps += self.depthwise.bind(hidden, filtered, workspace, threads, shape)
         steps += self.project.bind(filtered, out, workspace, threads)
         if row.residual:
             residual = x[..., :row.inputs] if row.channels_last else x[:, :row.inputs]
@@ -255,8 +241,8 @@ class EfficientNetLite:
         project's 2-core machine two threads of matrix products ran 1.0-1.2x
         as fast as one, and sharing made one image slower (21 -> 24 ms).
 
-    A shape's first pass runs layer by layer; from the second on, the pass
-    is compiled (:class:`_CompiledPass`): bound once to preallocated buffers.
+    Every pass runs compiled (:class:`_CompiledPass`): the network bound
+    once per input shape to preallocated buffers, the first pass included.
     """
 
     def __init__(self, params: dict[str, np.ndarray], config: Config = LITE0, threads: int | None = None,
@@ -265,7 +251,7 @@ class EfficientNetLite:
         self.threads = threads if threads is not None else default_threads()
         self.layer_threads = layer_threads
         w, b = _pair(params, "_conv_stem")
-        self.stem = DenseConv(w, b, stride=2)
+        self.stem = DenseConv(w, b, stride=2, relu6=True)
         self.blocks, last = [], False
         for row in block_rows(config):
             self.blocks.append(MBConv(row, params, input_channels_last=last))
@@ -273,54 +259,44 @@ class EfficientNetLite:
         w, b = _pair(params, "_conv_head")
         self.head = PointwiseConv(w[:, :, 0, 0], b, channels_last=self.blocks[-1].row.channels_last, relu6=True)
         self.fc = Linear(*_pair(params, "_fc"))
-        self._passes: dict[tuple, _CompiledPass] = {}
-        self._seen: set[tuple] = set()  # shapes run once, layer by layer
+        # (input shape, threads) -> the compiled passes of that key not running now.
+        self._passes: dict[tuple, list[_CompiledPass]] = {}
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The last feature maps, ``(N, 1280, 7, 7)`` for a 224x224 input: what the classifier pools."""
         x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {x.shape}")
         parts = min(self.threads, len(x))
         if parts <= 1:
-            return self._features(x, self.layer_threads, 0)
+            return self._compiled(x, self.layer_threads)
         # Images are independent: one share of the batch per thread, one
         # hand-over per call (a split inside every layer would cost a
         # hand-over per layer, ~50 per forward pass).
         shares = np.array_split(x, parts)
-        return np.concatenate(parallel.map_ordered(lambda i: self._features(shares[i], 1, i), range(parts)))
+        return np.concatenate(parallel.map_ordered(lambda share: self._compiled(share, 1), shares))
 
-    def _features(self, x: np.ndarray, threads: int, slot: int) -> np.ndarray:
-        """The feature maps of ``x`` by the compiled pass of its shape; ``slot`` tells concurrent shares apart."""
-        if x.ndim != 4:
-            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {x.shape}")
-        key = (x.shape, threads, slot)
-        compiled = self._passes.get(key)
-        if compiled is None:
-            if key not in self._seen and len(x) == 1:
-                # Binding costs ~10 ms more than it saves on one image's pass: a
-                # process classifying one photo never needs it.  Compile at the
-                # second.  A batch is compiled at once (fewer bytes held, too: the
-                # arrays of a pass layer by layer stay with the allocator).
-                if len(self._seen) >= 64:
-                    self._seen.clear()
-                self._seen.add(key)
-                return self._layer_by_layer(x, threads)
+    def _compiled(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """The feature maps of ``x`` by an idle compiled pass of its shape, or a new one.
+
+        A pass runs in one thread at a time: a caller finding every pass of
+        its shape busy (shares of one batch, or callers in several threads)
+        compiles one more, kept for later calls.
+        """
+        key = (x.shape, threads)
+        idle = self._passes.get(key)
+        if idle is None:
             if len(self._passes) >= 4:  # a few input shapes at a time: each pass holds its buffers
                 self._passes.clear()
-            compiled = self._passes[key] = _CompiledPass(self, x.shape, threads)
-        if not compiled.lock.acquire(blocking=False):
-            return self._layer_by_layer(x, threads)  # the same shape in another thread: its own arrays
+            idle = self._passes.setdefault(key, [])
+        try:
+            compiled = idle.pop()
+        except IndexError:
+            compiled = _CompiledPass(self, x.shape, threads)
         try:
             return compiled(x)
         finally:
-            compiled.lock.release()
-
-    def _layer_by_layer(self, x: np.ndarray, threads: int) -> np.ndarray:
-        """The feature maps of ``x`` layer after layer, each into new arrays (what a compiled pass runs in place)."""
-        x = relu6(self.stem(x))
-        for block in self.blocks:
-            x = block(x, threads)
-        x = self.head(x, threads)
-        return to_channels_first(x) if self.blocks[-1].row.channels_last else x
+            idle.append(compiled)
 
     def classifier(self, features: np.ndarray) -> np.ndarray:
         """Logits from feature maps: global average pooling, then the fully connected layer."""
@@ -350,21 +326,15 @@ class _CompiledPass:
     """
 
     def __init__(self, model: EfficientNetLite, shape: tuple[int, ...], threads: int) -> None:
-        import threading
-
-        workspace = Workspace()
-        self._bind(model, shape, threads, workspace)  # dry: sizes the buffers
-        workspace.allocate()
-        self.input, self.output, self.steps = self._bind(model, shape, threads, workspace)
+        self.input, self.output, self.steps = bind_sized(lambda workspace: self._bind(model, shape, threads, workspace))
         self.channels_last = model.blocks[-1].row.channels_last
-        self.lock = threading.Lock()
 
     @staticmethod
     def _bind(model: EfficientNetLite, shape, threads: int, workspace: Workspace):
         # The stem's input and patches are dead before any block writes its hidden layers: they share their buffers.
         image = workspace.take("filtered", tuple(shape))
         x = workspace.take("a", model.stem.output_shape(image.shape))
-        steps = model.stem.bind(image, x, workspace, relu6=True, role="hidden")
+        steps = model.stem.bind(image, x, workspace, role="hidden")
         for i, block in enumerate(model.blocks):
             out = workspace.take("ab"[(i + 1) % 2], block.output_shape(x.shape))
             steps += block.bind(x, out, workspace, threads)
@@ -377,11 +347,7 @@ class _CompiledPass:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         np.copyto(self.input, x)
-        for parts in self.steps:
-            if len(parts) == 1:
-                parts[0]()
-            else:
-                parallel.share(parts)
+        run_steps(self.steps)
         # A new array: the buffer is overwritten by the next call.
         return to_channels_first(self.output) if self.channels_last else self.output.copy()
 
