@@ -16,10 +16,9 @@ to each other and to a literal loop definition by the tests:
 - ``opencv``: OpenCV's compiled filters for images, and volumes plane by
   plane (:mod:`.compiled`).
 
-:func:`choose_method` is the pure cost model behind ``auto``.  The
-functions ``direct``, ``separable`` and ``fft`` below are the plain,
-unbanded forms on a fully padded ``(batch, channels, *spatial)`` array,
-kept as a second reference for the tests.
+:func:`choose_method` is the pure cost model behind ``auto``; the kernel
+factorisations it weighs (rank 1, low rank) are here too, for the strategies
+that use them.
 """
 from __future__ import annotations
 
@@ -89,40 +88,7 @@ PLANE_NS_PER_TAP = 0.025
 PLANE_NS_PER_CALL = 1500.0
 
 
-# --------------------------------------------------------------------------- direct
-def direct(xp: np.ndarray, kernel: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """Shift-and-add: one strided view of ``xp`` per non-zero tap.
-
-    Only the output samples the stride keeps are ever computed.
-    """
-    batch, channels = xp.shape[:2]
-    out_shape = (batch, channels) + tuple(p.out for p in plans)
-    per_channel = kernel.shape[0] > 1
-    out = None
-    scratch = None
-    for tap in np.ndindex(*kernel.shape[1:]):
-        weights = kernel[(slice(None),) + tap]
-        if not weights.any():
-            continue  # skipping zero taps keeps a NaN inside its receptive field
-        window = tuple(
-            slice(t * p.dilation, t * p.dilation + (p.out - 1) * p.stride + 1, p.stride)
-            for t, p in zip(tap, plans)
-        )
-        view = xp[(slice(None), slice(None)) + window]
-        w = weights.reshape((1, channels) + (1,) * len(plans)) if per_channel else weights[0]
-        if out is None:
-            out = np.multiply(view, w, dtype=xp.dtype)
-            continue
-        if scratch is None:
-            scratch = np.empty(out_shape, dtype=xp.dtype)
-        np.multiply(view, w, out=scratch)
-        out += scratch
-    if out is None:  # an all-zero kernel
-        out = np.zeros(out_shape, dtype=xp.dtype)
-    return out
-
-
-# --------------------------------------------------------------------------- separable
+# --------------------------------------------------------------------------- rank 1
 def rank1_factors(kernel: np.ndarray, rtol: float = SEPARABLE_RTOL) -> list[np.ndarray] | None:
     """Factor an N-D kernel into one 1-D vector per axis, or ``None`` if it is not rank 1.
 
@@ -167,50 +133,6 @@ def channel_factors(kernel: np.ndarray) -> list[np.ndarray] | None:
     if any(f is None for f in per_channel):
         return None
     return [np.stack([f[axis] for f in per_channel]) for axis in range(kernel.ndim - 1)]
-
-
-def separable(xp: np.ndarray, factors: list[np.ndarray], plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """One 1-D direct pass per axis, each already applying that axis's stride."""
-    current = xp
-    ndim = len(plans)
-    for axis in _pass_order(plans):
-        shape = current.shape[2:]
-        pass_plans = tuple(
-            plans[a] if a == axis else AxisPlan(shape[a], 1, 1, 1, 0, 0, shape[a]) for a in range(ndim)
-        )
-        taps = factors[axis]
-        kernel = taps.reshape((taps.shape[0],) + tuple(taps.shape[1] if a == axis else 1 for a in range(ndim)))
-        current = direct(current, kernel.astype(xp.dtype), pass_plans)
-    return current
-
-
-def _pass_order(plans: tuple[AxisPlan, ...]) -> list[int]:
-    # Shrink first: the axis with the largest stride reduces the work of every later pass.
-    return sorted(range(len(plans)), key=lambda a: -plans[a].stride)
-
-
-# --------------------------------------------------------------------------- fft
-def fft(xp: np.ndarray, kernel: np.ndarray, plans: tuple[AxisPlan, ...], workers: int | None = None) -> np.ndarray:
-    """FFT convolution with the dilated, flipped kernel; then the stride is applied."""
-    from scipy import signal
-
-    ndim = len(plans)
-    dilated = dilate(kernel, tuple(p.dilation for p in plans))
-    flipped = dilated[(slice(None),) + (slice(None, None, -1),) * ndim][None]
-    axes = tuple(range(2, 2 + ndim))
-    full = signal.fftconvolve(xp, flipped.astype(xp.dtype), mode="valid", axes=axes)
-    keep = tuple(slice(0, (p.out - 1) * p.stride + 1, p.stride) for p in plans)
-    return np.ascontiguousarray(full[(slice(None), slice(None)) + keep], dtype=xp.dtype)
-
-
-def dilate(kernel: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
-    """Insert ``d - 1`` zeros between the taps of each spatial axis of a ``(channels, *taps)`` kernel."""
-    if all(d == 1 for d in dilation):
-        return kernel
-    shape = (kernel.shape[0],) + tuple(d * (k - 1) + 1 for k, d in zip(kernel.shape[1:], dilation))
-    out = np.zeros(shape, dtype=kernel.dtype)
-    out[(slice(None),) + tuple(slice(None, None, d) for d in dilation)] = kernel
-    return out
 
 
 # --------------------------------------------------------------------------- low rank
@@ -383,3 +305,8 @@ def _separable_work(plans: tuple[AxisPlan, ...]) -> int:
         shape[axis] = plans[axis].out
         work += plans[axis].taps * math.prod(shape)
     return work
+
+
+def _pass_order(plans: tuple[AxisPlan, ...]) -> list[int]:
+    # Shrink first: the axis with the largest stride reduces the work of every later pass.
+    return sorted(range(len(plans)), key=lambda a: -plans[a].stride)
