@@ -81,7 +81,7 @@ def operation(kernel: np.ndarray, plans: tuple[AxisPlan, ...], separable: bool) 
     return "dft" if span >= DFT_TAPS else "filter"
 
 
-def keeps_non_finite_local(kernel: np.ndarray, op: str, factors=None) -> bool:
+def keeps_non_finite_local(op: str, factors=None) -> bool:
     """Whether a NaN or infinity stays inside the kernel's footprint, as with the direct method.
 
     filter2D's direct path skips zero weights; sepFilter2D multiplies every
@@ -325,7 +325,7 @@ def _phased(cv2, image, target, spec: _Spec, plans):
     if any(p.dilation > 1 and p.stride > 1 for p in plans):
         kernel = _dilate(kernel, plans)
     started = set()  # output phases already written once
-    for (in0, k0, out0, acc0), (in1, k1, out1, acc1) in itertools.product(*[_axis_jobs(p) for p in plans]):
+    for (in0, k0, out0), (in1, k1, out1) in itertools.product(*[_axis_jobs(p) for p in plans]):
         sub = kernel[k0, k1]
         rows = len(range(*out0.indices(target.shape[0])))
         cols = len(range(*out1.indices(target.shape[1])))
@@ -350,15 +350,16 @@ def _phased(cv2, image, target, spec: _Spec, plans):
 
 
 def _axis_jobs(p: AxisPlan):
-    """Per axis: ``(input slice, kernel slice, output slice, accumulates)`` for each phase."""
+    """Per axis: ``(input slice, kernel slice, output slice)`` for each phase."""
     if p.stride == 1 and p.dilation == 1:
-        return [(slice(None), slice(None), slice(None), False)]
+        return [(slice(None), slice(None), slice(None))]
     if p.stride == 1:  # dilation: output phase r reads input phase r, with every tap
-        return [(slice(r, None, p.dilation), slice(None), slice(r, None, p.dilation), False)
+        return [(slice(r, None, p.dilation), slice(None), slice(r, None, p.dilation))
                 for r in range(min(p.dilation, p.out))]
-    # stride (on the dilated kernel when both): input phase q meets taps q, q+s, ...
+    # stride (on the dilated kernel when both): input phase q meets taps q, q+s, ..., and the
+    # phases add up into the whole output
     span = p.span if p.dilation > 1 else p.taps
-    return [(slice(q, None, p.stride), slice(q, None, p.stride), slice(None), True) for q in range(min(p.stride, span))]
+    return [(slice(q, None, p.stride), slice(q, None, p.stride), slice(None)) for q in range(min(p.stride, span))]
 
 
 def _dilate(kernel, plans):
@@ -391,7 +392,7 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     shared by every lane and channel.
     """
     cv2 = _cv2()
-    pz, py, px = plans
+    py, px = plans[1:]
     anchor = (px.before, py.before)
     yx_border = native_border(border, value, plans[1:])
     lanes, trail = x.shape[0], x.shape[-1]

@@ -342,14 +342,14 @@ def _laid_out_factors(factors: list[np.ndarray], dtype, layout, lanes: int) -> l
     return [_weights(f, dtype, layout, lanes) for f in factors]
 
 
-def _work(plan: Plan, out: np.ndarray, taps: int) -> float:
+def _work(out: np.ndarray, taps: int) -> float:
     return float(out.size) * max(taps, 1)
 
 
 def _run_direct(plan, xi, kernel, out, layout, on_rows=None):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
     compute = lambda block, target, plans: shiftadd.direct(block, target, plans, weights)  # noqa: E731
-    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, kernel[0].size),
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(out, kernel[0].size),
                     on_rows=on_rows)
 
 
@@ -363,7 +363,7 @@ def _run_separable(plan, xi, kernel, out, layout, on_rows=None):
     compute = lambda block, target, plans: shiftadd.separable(  # noqa: E731
         block, target, plans, factors, border=plan.border if late else None, value=plan.border_value)
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, sum(kernel.shape[1:])), pad_rest=not late, on_rows=on_rows)
+                    work=_work(out, sum(kernel.shape[1:])), pad_rest=not late, on_rows=on_rows)
 
 
 def _run_lowrank(plan, xi, kernel, out, layout):
@@ -373,7 +373,7 @@ def _run_lowrank(plan, xi, kernel, out, layout):
         return
     compute = lambda block, target, plans: shiftadd.lowrank(block, target, plans, terms)  # noqa: E731
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, len(terms) * sum(kernel.shape[1:])))
+                    work=_work(out, len(terms) * sum(kernel.shape[1:])))
 
 
 def _run_box(plan, xi, kernel, out, layout):
@@ -381,7 +381,7 @@ def _run_box(plan, xi, kernel, out, layout):
     weights = _weights(constants.reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
     scale = bands.broadcast_weight(weights, plan.spatial_ndim)
     compute = lambda block, target, plans: running.box(block, target, plans, scale)  # noqa: E731
-    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, 8))
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(out, 8))
 
 
 def _run_toeplitz(plan, xi, kernel, out, layout):

@@ -233,10 +233,10 @@ def choose_method(
         op = compiled.operation(kernel, plans, factors is not None)
         if nd == 3 and op in ("box", "dft"):
             op = "filter" if nd == 3 and factors is None else "separable"
-        if compiled.keeps_non_finite_local(kernel, op, factors):
+        if compiled.keeps_non_finite_local(op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
-            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero)
+            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero)
     best = min(costs, key=costs.get)
     spreads = best in SPREADS_NON_FINITE and best not in local
     return Choice(best, costs, factors is not None, spreads)
@@ -252,7 +252,7 @@ def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
     return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
 
 
-def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) -> float:
+def _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero) -> float:
     taps = kernel.shape[1:]
     if len(plans) == 3:  # plane by plane: a column filter and a separable call, or a call per z slice
         planes = lanes * plans[0].out
