@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..parallel import run_all, thread_count
-from .bands import gather_band, source_index
+from .bands import padded_whole, source_index
 from .borders import BorderMode
 from .geometry import AxisPlan
 
@@ -155,9 +155,8 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
         if native is not None:
             subsample, plans = tuple(p.stride for p in plans), full
     if native is None:
-        src = gather_band(x, 0, plans[0].before + plans[0].length + plans[0].after, plans, border, value, out.dtype)
-        geometry = tuple(AxisPlan(p.before + p.length + p.after, p.taps, p.stride, p.dilation, 0, 0, p.out)
-                         for p in plans)
+        src = padded_whole(x, plans, border, value, out.dtype)
+        geometry = tuple(p.valid() for p in plans)
     else:
         src, geometry = x, plans
     lanes, trail = x.shape[0], x.shape[-1]

@@ -398,7 +398,7 @@ def _run_fft(plan, xi, kernel, out, layout):
         return
     internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
     padded = bands.padded_whole(xi, plan.axes, plan.border, plan.border_value, plan.dtype)
-    out[...] = spectral.fft(padded, internal, bands.valid_plans(plan.axes))
+    out[...] = spectral.fft(padded, internal, tuple(p.valid() for p in plan.axes))
 
 
 def _run_opencv(plan, xi, kernel, out, layout):
@@ -423,7 +423,7 @@ def _run_opencv(plan, xi, kernel, out, layout):
     if plan.spatial_ndim == 1:  # a 1-D signal is an image one sample wide
         xi, out = xi[:, :, None], out[:, :, None]
         internal = internal[:, :, None]
-        axes = axes + (AxisPlan(1, 1, 1, 1, 0, 0, 1),)
+        axes = axes + (AxisPlan.whole(1),)
         factors = None if factors is None else factors + [np.ones((internal.shape[0], 1, internal.shape[-1]))]
     compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, factors=factors,
                           constant=constant)

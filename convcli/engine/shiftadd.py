@@ -7,8 +7,6 @@ Only the output samples the stride keeps are computed.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .bands import broadcast_weight, gather_band
@@ -65,9 +63,7 @@ def direct(block: np.ndarray, out: np.ndarray, plans: tuple[AxisPlan, ...], weig
 def one_axis(block, out, axis: int, plan: AxisPlan, weights: np.ndarray) -> np.ndarray:
     """A 1-D correlation along spatial ``axis`` (``weights``: ``(taps, wl, wt)``); other axes untouched."""
     nd = block.ndim - 2
-    plans = tuple(
-        plan if a == axis else AxisPlan(block.shape[1 + a], 1, 1, 1, 0, 0, block.shape[1 + a]) for a in range(nd)
-    )
+    plans = tuple(plan if a == axis else AxisPlan.whole(block.shape[1 + a]) for a in range(nd))
     k = weights.shape[0]
     if k > 2 and np.array_equal(weights, weights[::-1]) and weights.all():
         return _symmetric(block, out, plans, axis, weights)
@@ -125,14 +121,13 @@ def separable(block, out, plans: tuple[AxisPlan, ...], factors: list[np.ndarray]
     for c0 in range(0, block.shape[2], step):
         cols = (slice(None), slice(None), slice(c0, c0 + step))
         one_axis(block[cols], first[cols], 0, plans[0], factors[0])
-    rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
+    rest = tuple(p.valid() for p in plans[1:])
     order = sorted(range(1, nd), key=lambda a: rest[a - 1].out / (rest[a - 1].length or 1))
-    per_row = first.itemsize * first.shape[0] * first.shape[-1] * int(np.prod([p.before + p.length + p.after
-                                                                               for p in plans[1:]]))
+    per_row = first.itemsize * first.shape[0] * first.shape[-1] * int(np.prod([p.padded for p in plans[1:]]))
     rows = max(1, CHUNK_BYTES // max(per_row, 1))
     for r0 in range(0, plans[0].out, rows):
         r1 = min(r0 + rows, plans[0].out)
-        axis0 = AxisPlan(r1 - r0, 1, 1, 1, 0, 0, r1 - r0)
+        axis0 = AxisPlan.whole(r1 - r0)
         padded = gather_band(first[:, r0:r1], 0, r1 - r0, (axis0,) + tuple(plans[1:]), border, value, out.dtype)
         _passes(padded, out[:, r0:r1], (axis0,) + rest, factors, order)
     return out

@@ -89,7 +89,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
     """
     transforms = _transforms()
     span, stride = plan.span, plan.stride
-    padded = plan.before + plan.length + plan.after
+    padded = plan.padded
     size = block_size(span)
     if padded < MIN_BLOCKS * size:
         size = transforms.fast_length(padded)  # one transform of the whole signal
@@ -133,7 +133,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
 def _gather(x: np.ndarray, lane: int, t: int, target: np.ndarray, lo: int, plan: AxisPlan, border: BorderMode,
             value: float) -> None:
     """Padded samples ``lo .. lo + len(target)`` of one channel into ``target``; zeros past the padded end."""
-    hi = min(lo + target.shape[0], plan.before + plan.length + plan.after)
+    hi = min(lo + target.shape[0], plan.padded)
     if hi < lo + target.shape[0]:
         target[max(0, hi - lo):] = 0
     if hi <= lo:

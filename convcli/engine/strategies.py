@@ -204,7 +204,7 @@ def choose_method(
     taps = kernel.shape[1:]
     nd = len(plans)
     outputs = lanes * math.prod(p.out for p in plans)
-    padded = lanes * math.prod(p.before + p.length + p.after for p in plans)
+    padded = lanes * math.prod(p.padded for p in plans)
     support = np.any(kernel != 0, axis=0)
     nonzero = max(int(np.count_nonzero(support)), 1)
     bands = max(1, padded * 4 // (1 << 20))
@@ -243,7 +243,7 @@ def choose_method(
 
 
 def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
-    size = math.prod(p.before + p.length + p.after for p in plans)
+    size = math.prod(p.padded for p in plans)
     if len(plans) == 1:
         from .spectral import block_size
 
@@ -269,7 +269,7 @@ def _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero) -> float:
     native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
     if compiled.full_then_subsample(plans, nonzero):
         # one native call at full resolution, then every stride-th sample
-        full = padded / max(1, math.prod(p.before + p.length + p.after for p in plans)) * math.prod(
+        full = padded / max(1, math.prod(p.padded for p in plans)) * math.prod(
             p.length for p in plans)
         return OPENCV_FIXED_NS + full * (nonzero * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT) + outputs + (
             lanes * OPENCV_NS_PER_CALL)
@@ -299,7 +299,7 @@ def _is_one_tap(taps) -> bool:
 
 
 def _separable_work(plans: tuple[AxisPlan, ...]) -> int:
-    shape = [p.before + p.length + p.after for p in plans]
+    shape = [p.padded for p in plans]
     work = 0
     for axis in _pass_order(plans):
         shape[axis] = plans[axis].out
