@@ -31,6 +31,7 @@ from ..parallel import run_all, thread_count
 from .bands import padded_whole, source_index
 from .borders import BorderMode
 from .geometry import AxisPlan
+from .shiftadd import add_scaled
 
 # OpenCV's filter2D switches to a DFT for float kernels of this many taps or
 # more; a DFT spreads a NaN over the whole image, like our own FFT.
@@ -491,24 +492,12 @@ def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, co
                 continue
             view = plane if step.kind == "add" else _shifted(plane, step.dy, step.dx, border)
             w = step.weight
-            if first:
-                if w == 1.0:
-                    np.copyto(target, view)
-                else:
-                    np.multiply(view, w, out=target)
-            elif w == 1.0:
-                np.add(target, view, out=target)
-            elif w == -1.0:
-                np.subtract(target, view, out=target)
-            elif contiguous and view.flags.c_contiguous:
+            if not first and w not in (1.0, -1.0) and contiguous and view.flags.c_contiguous:
                 result = cv2.scaleAdd(view, w, target, dst=target)  # w * view + target, one pass in place
                 if result is not target:
                     np.copyto(target, result)
             else:
-                if scratch is None:
-                    scratch = np.empty(target.shape, dtype=target.dtype)
-                np.multiply(view, w, out=scratch)
-                np.add(target, scratch, out=target)
+                scratch = add_scaled(target, view, w, scratch, first=first)
             first = False
         if first:
             target[...] = 0
@@ -576,9 +565,10 @@ def _separable_3d(cv2, src, dst, plans, border, factors, anchor, yx_border):
             target = dst[m]
             target[...] = 0
             sources = source_index(m * pz.stride + np.arange(pz.taps) * pz.dilation - pz.before, pz.length, border)
-            for w, s in zip(gz, sources):
+            scratch = None
+            for w, s in zip(gz.tolist(), sources):
                 if s >= 0 and w != 0:
-                    target += w * src[s]
+                    scratch = add_scaled(target, src[s], w, scratch)
         _each_plane(lambda r: _filter(cv2, dst[r], dst[r], None, anchor=anchor, border=yx_border,
                                       factors=(gy, gx)), m, m1)
         m = m1

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..parallel import run_parts
-from . import compiled
+from . import compiled, shiftadd
 from .geometry import AxisPlan, per_axis, plan_axes
 
 DEPTHWISE_METHODS = ("auto", "opencv", "shiftadd")
@@ -155,7 +155,7 @@ class DepthwisePlan:
             if self.channels_last:
                 images = self._phase_views(x)
                 return [lambda: _taps_numpy(images, self.weight, self.bias, self.taps, out)]
-            return [lambda: _shiftadd(x, self.weight, self.bias, self.axes, out)]
+            return [lambda: _planes_numpy(x, self.weight, self.bias, self.axes, out)]
         cuts = np.linspace(0, self.out_shape[1], self.threads + 1).round().astype(int)
         parts = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
         if self.channels_last:
@@ -396,16 +396,18 @@ def _taps_numpy(images, weight, bias, taps, out) -> np.ndarray:
     np.copyto(out, bias)
     for b, phases in enumerate(images):
         for t in taps:
-            region = out[b, t.y0:t.y1, t.x0:t.x1]
-            product = scratch[:t.y1 - t.y0, :t.x1 - t.x0]
-            np.multiply(phases[t.phase][t.y0 + t.dy:t.y1 + t.dy, t.x0 + t.dx:t.x1 + t.dx], per_tap[t.i, t.j],
-                        out=product)
-            np.add(region, product, out=region)
+            source = phases[t.phase][t.y0 + t.dy:t.y1 + t.dy, t.x0 + t.dx:t.x1 + t.dx]
+            shiftadd.add_scaled(out[b, t.y0:t.y1, t.x0:t.x1], source, per_tap[t.i, t.j],
+                                scratch[:t.y1 - t.y0, :t.x1 - t.x0])
     return out
 
 
-def _shiftadd(x, weight, bias, axes, out) -> np.ndarray:
-    """A channels-first plan by numpy: one strided view of the zero-padded input per tap, scaled and added."""
+def _planes_numpy(x, weight, bias, axes, out) -> np.ndarray:
+    """A channels-first plan by numpy: the bias, then the engine's shift-and-add of the zero-padded input.
+
+    Every (image, channel) plane is a lane of :func:`.shiftadd.direct`: one
+    strided view of the padded input per tap, scaled by each lane's weight.
+    """
     ry, rx = axes
     kh, kw = weight.shape[1:]
     # Padded just far enough for the samples the stride keeps.
@@ -413,14 +415,13 @@ def _shiftadd(x, weight, bias, axes, out) -> np.ndarray:
     h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
     padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
     padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
-    taps = weight.transpose(1, 2, 0)[..., None, None]  # (kh, kw, C, 1, 1)
+    images, channels = x.shape[:2]
+    lanes = images * channels
+    per_tap = weight.transpose(1, 2, 0)  # (kh, kw, C)
+    weights = (np.tile(per_tap, images) if images > 1 else per_tap)[..., None]  # (kh, kw, lanes, 1)
     np.copyto(out, bias[:, None, None])
-    scratch = np.empty_like(out)
-    for i in range(kh):
-        for j in range(kw):
-            np.multiply(padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride], taps[i, j],
-                        out=scratch)
-            np.add(out, scratch, out=out)
+    shiftadd.direct(padded.reshape(lanes, rows, cols, 1), out.reshape(lanes, ry.out, rx.out, 1), axes, weights,
+                    onto=True)
     return out
 
 
