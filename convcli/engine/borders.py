@@ -55,11 +55,6 @@ _BY_NAME = {m.name: m for m in BORDER_MODES}
 _BY_NAME.update({alias: m for m in BORDER_MODES for alias in m.aliases})
 
 
-def mode_names() -> list[str]:
-    """Every accepted spelling, canonical names first."""
-    return [m.name for m in BORDER_MODES] + [a for m in BORDER_MODES for a in m.aliases] + ["constant:V"]
-
-
 def help_text() -> str:
     """The ``--pad-mode`` help: every mode and its drawing.
 

@@ -6,9 +6,9 @@ a CNN runs hundreds of times per image, zero border and TensorFlow's "same"
 rule, on a whole ``(N, C, H, W)`` or ``(N, H, W, C)`` batch, with the bias added
 and the result written into a caller's buffer.  :func:`plan_depthwise` does
 the per-shape work once (geometry, strategy, laid-out weights) and the
-:class:`DepthwisePlan` it returns runs it; :func:`depthwise_same` is the
-one-call form.  The strategy is picked by layout (measured on
-EfficientNet-Lite0's layers, 2 cores, batch 1):
+:class:`DepthwisePlan` it returns runs it, as often as the layer runs.  The
+strategy is picked by layout (measured on EfficientNet-Lite0's layers, 2
+cores, batch 1):
 
 - ``opencv`` (channels-first): one ``filter2D`` call per channel plane, its
   zero border and anchor standing in for the padding and the bias passed as
@@ -23,9 +23,11 @@ EfficientNet-Lite0's layers, 2 cores, batch 1):
   against 1.8 ms of shift-and-add.
 - ``shiftadd``: each tap's shifted rectangle scaled by every channel's
   weight at once and added (channels-first: one strided view of the
-  zero-padded input per tap).  Channels-last keeps the channel axis
-  innermost, so every multiply-add runs over contiguous channels.  It serves
-  every case and is the reference the OpenCV paths are tested against.
+  zero-padded input per tap, the engine's own shift-and-add).  Channels-last
+  keeps the channel axis innermost, so every multiply-add runs over
+  contiguous channels.  It serves every case, and machines without OpenCV.
+
+The tests hold every method and layout to :func:`correlate` itself.
 
 Strided channels-last layers run on the input's stride phases
 (:func:`split_phases`: ``x[:, a::s, b::s]`` one after another): a tap of a
@@ -64,6 +66,8 @@ DEPTHWISE_METHODS = ("auto", "opencv", "shiftadd")
 # 6.6 MB of tiles, 8K 21.1 ms and 12 MB, 32K 22.6 ms and 35 MB (and 8 ms
 # more to build them).
 _CHUNK = 8192
+# Multiply-adds below which a layer runs on one thread: handing work over costs ~30 us.
+_SHARED_WORK = 250_000
 
 
 @dataclass(frozen=True)
@@ -317,20 +321,6 @@ def _phase_taps(axes: tuple[AxisPlan, AxisPlan]):
     return tuple(phases), tuple(taps)
 
 
-def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, method="auto", out=None) -> np.ndarray:
-    """Correlate every channel of an image batch with its own kernel, zero border, "same" output size.
-
-    Takes the parameters of :func:`plan_depthwise`, with the input ``x``
-    itself for its shape, and ``out``: a C-contiguous float32 array of the
-    output's shape to write into.  Returns ``out``, or a new float32 array,
-    laid out like ``x``.  A layer run many times keeps the plan instead.
-    """
-    x = np.asarray(x)
-    plan = plan_depthwise(x.shape, weight, stride=stride, bias=bias, channels_last=channels_last, method=method)
-    return plan(x, out=out)
-
-
-_SHARED_WORK = 250_000
 def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
     """Output rows ``lo:hi`` of a channels-last plan: one fused multiply-add per tap and block of rows.
 
