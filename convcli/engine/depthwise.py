@@ -398,21 +398,25 @@ def _planes_numpy(x, weight, bias, axes, out) -> np.ndarray:
     Every (image, channel) plane is a lane of :func:`.shiftadd.direct`: one
     strided view of the padded input per tap, scaled by each lane's weight.
     """
-    ry, rx = axes
-    kh, kw = weight.shape[1:]
-    # Padded just far enough for the samples the stride keeps.
-    rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
-    h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
-    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
-    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
-    images, channels = x.shape[:2]
+    padded = _zero_padded(x, axes)
+    images, channels, rows, cols = padded.shape
     lanes = images * channels
     per_tap = weight.transpose(1, 2, 0)  # (kh, kw, C)
     weights = (np.tile(per_tap, images) if images > 1 else per_tap)[..., None]  # (kh, kw, lanes, 1)
     np.copyto(out, bias[:, None, None])
-    shiftadd.direct(padded.reshape(lanes, rows, cols, 1), out.reshape(lanes, ry.out, rx.out, 1), axes, weights,
-                    onto=True)
+    shiftadd.direct(padded.reshape(lanes, rows, cols, 1), out.reshape((lanes,) + out.shape[2:] + (1,)), axes,
+                    weights, onto=True)
     return out
+
+
+def _zero_padded(x, axes) -> np.ndarray:
+    """``(N, C, H, W)`` images in zeros, padded just far enough for the samples the stride keeps."""
+    ry, rx = axes
+    rows, cols = (ry.out - 1) * ry.stride + ry.span, (rx.out - 1) * rx.stride + rx.span
+    h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
+    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
+    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
+    return padded
 
 
 def same_patches(x, kernel_shape, *, stride=1, out=None) -> np.ndarray:
@@ -436,10 +440,8 @@ def same_patches(x, kernel_shape, *, stride=1, out=None) -> np.ndarray:
         raise ParameterError(f"must be a batch of images with 4 axes, got shape {x.shape}", subject="x")
     kh, kw = (int(k) for k in kernel_shape)
     ry, rx = plan_axes(x.shape[2:], (kh, kw), stride=stride, padding="same")
-    rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
-    h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
-    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
-    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
+    padded = _zero_padded(x, (ry, rx))
+    rows, cols = padded.shape[2:]
     shape = (x.shape[0], kh * kw * x.shape[1], ry.out, rx.out)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
