@@ -37,6 +37,7 @@ class Plan:
         return tuple(shape)
 
     def padding(self) -> tuple[tuple[int, int], ...]:
+        """Samples of padding (before, after) on each spatial axis."""
         return tuple((p.before, p.after) for p in self.axes)
 
 
@@ -115,6 +116,8 @@ def correlate(
     Examples
     --------
     >>> correlate(np.array([0.0, 1, 2, 3]), np.array([1.0, -1.0]), padding="valid")
+    array([-1., -1., -1.])
+    >>> correlate(np.arange(4), np.array([1.0, -1.0]), padding="valid")  # not float64: float32
     array([-1., -1., -1.], dtype=float32)
     """
     return _run(x, kernel, False, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
