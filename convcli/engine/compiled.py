@@ -384,12 +384,13 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     input plane ``m s + i d`` (mapped through the border rule) with the
     kernel's slice ``i``: the first OpenCV call writes the output plane
     itself, a slice with a single centred weight (the z neighbours of a
-    laplacian) is added in place, by numpy or OpenCV's ``scaleAdd``, with
-    no temporary; a single off-centre weight is a shifted copy.  A
-    separable kernel runs its z pass first, as one column filter over each
-    band of planes seen as a (planes, y*x) image, then one separable call
-    per plane.  ``kernel`` is ``(kz, ky, kx)``,
-    shared by every lane and channel.
+    laplacian) is added in place (+-1 by numpy's add or subtract, another
+    weight by OpenCV's ``scaleAdd``, through a scratch plane only where the
+    planes are not contiguous); a single off-centre weight is a shifted
+    copy.  A separable kernel runs its z pass first, as one column filter
+    over each band of planes seen as a (planes, y*x) image, then one
+    separable call per plane.  ``kernel`` is ``(kz, ky, kx)``, shared by
+    every lane and channel.
     """
     cv2 = _cv2()
     py, px = plans[1:]

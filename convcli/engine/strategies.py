@@ -184,6 +184,7 @@ class Choice:
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
 
     def reason(self) -> str:
+        """The method and why: forced, or the estimated milliseconds of every candidate, cheapest first."""
         if not self.costs:
             return f"{self.method} (forced)"
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
