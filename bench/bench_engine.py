@@ -1,6 +1,6 @@
 """Race convcli's engine against scipy.ndimage, OpenCV and FFT/numpy peers in one run.
 
-    python bench/bench_engine.py [--repeats 5] [--quick] [--only NAME] [--no-process]
+    python bench/bench_engine.py [--repeats 5] [--quick] [--only NAME] [--method NAME] [--no-process]
 
 Every workload is timed for each contender in the same process; contenders
 take turns round by round (a shared 2-core machine slows whole stretches of
@@ -19,6 +19,10 @@ benchmark: ``pip install opencv-python-headless`` to race it.
 Also printed: peak resident memory of the 3-D gaussian (in a fresh process,
 as a multiple of the volume's size) and the whole-process time of
 ``convcli filter small.npy -k box:3 -o out.npy`` on a 256x256 image.
+
+``--method`` times one strategy instead of ``auto``'s pick (``direct`` or
+``separable`` for the numpy shift-and-add, which ``auto`` leaves to OpenCV
+where it is installed); rows the strategy cannot compute are skipped.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from scipy import ndimage
 
 from convcli import correlate
 from convcli.engine import make_plan
+from convcli.errors import ParameterError
 from convcli.kernels import resolve
 
 
@@ -214,6 +219,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     parser.add_argument("--only", default="", help="run only workloads whose name contains this")
+    parser.add_argument("--method", default="auto", help="convcli's strategy (default auto); rows it cannot run "
+                        "are skipped")
     parser.add_argument("--no-process", action="store_true", help="skip the memory and whole-process rows")
     args = parser.parse_args()
     try:
@@ -228,8 +235,14 @@ def main() -> None:
         if args.only not in name:
             continue
         channel_axis = -1 if x.ndim > kernel.ndim else None
-        ours = lambda: correlate(x, kernel, channel_axis=channel_axis, pad_mode="reflect", **opts)  # noqa: E731
-        method = make_plan(x.shape, kernel, channel_axis=channel_axis, x_dtype=x.dtype, **opts).method
+        ours = lambda: correlate(x, kernel, channel_axis=channel_axis, pad_mode="reflect",  # noqa: E731
+                                 method=args.method, **opts)
+        try:
+            method = make_plan(x.shape, kernel, channel_axis=channel_axis, x_dtype=x.dtype, method=args.method,
+                               **opts).method
+        except ParameterError as exc:
+            print(f"{name:36s} skipped: {exc}", flush=True)
+            continue
         peers = {
             "scipy": scipy_peer(x, kernel, opts, kind),
             "opencv": opencv_peer(cv2, x, kernel, opts, kind),

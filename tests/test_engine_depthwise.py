@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from convcli.engine import compiled, correlate, depthwise_same, same_patches
+from convcli.engine import compiled, correlate, plan_depthwise, same_patches
 from convcli.errors import ParameterError
 
 METHODS = ["auto", "shiftadd"] + (["opencv"] if compiled.available() else [])
+
+
+def depthwise_same(x, weight, out=None, **options):
+    """The layer planned for ``x``'s shape and run on ``x``, as a network runs it."""
+    return plan_depthwise(np.shape(x), weight, **options)(x, out=out)
 
 
 def reference(x, weight, stride, bias):
@@ -108,7 +113,7 @@ def test_patches_times_weights_is_a_dense_correlation(size, k, stride, channels,
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_threads_share_a_layer_without_changing_it(monkeypatch, channels_last, stride):
-    from convcli.engine import depthwise, plan_depthwise
+    from convcli.engine import depthwise
 
     monkeypatch.setattr(depthwise, "_SHARED_WORK", 0)  # share even this small layer
     rng = np.random.default_rng(3)

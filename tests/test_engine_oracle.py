@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from convcli import convolve, correlate
-from convcli.engine import make_plan
+from convcli.engine import AxisPlan, make_plan, plan_axes
 from oracle import axis_geometry, correlate_loops
 
 SHAPES = {1: (11,), 2: (7, 6), 3: (5, 4, 6)}
@@ -141,6 +141,15 @@ def test_same_padding_splits_odd_totals_with_the_extra_sample_after():
     assert plan.padding() == ((1, 2),)
     plan = make_plan((7,), np.ones(3), padding="same", stride=2)  # out 4, total max(6+3-7,0)=2
     assert plan.padding() == ((1, 1),) and plan.output_shape == (4,)
+
+
+def test_an_axis_plan_knows_its_padded_length_its_valid_form_and_the_whole_axis():
+    p = make_plan((10,), np.ones(4), stride=2, dilation=2, padding="same").axes[0]
+    assert p.padded == p.before + 10 + p.after
+    # the valid correlation of the padded axis, with the same taps, stride, dilation and outputs
+    assert p.valid() == plan_axes((p.padded,), (4,), stride=2, dilation=2, padding="valid")[0]
+    assert p.valid().out == p.out and p.valid().padded == p.padded
+    assert AxisPlan.whole(7) == plan_axes((7,), (1,), padding="valid")[0] == AxisPlan(7, 1, 1, 1, 0, 0, 7)
 
 
 def test_integer_input_never_wraps_and_float64_is_kept():

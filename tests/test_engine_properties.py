@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from convcli import convolve, correlate
-from convcli.engine import choose_method, make_plan, rank1_factors
+from convcli.engine import choose_method, make_plan
+from convcli.engine.strategies import rank1_factors
 from oracle import axis_geometry
 
 finite = st.floats(-100, 100, allow_nan=False, width=64)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..engine.borders import help_text
+from ..engine import help_text
 from ..errors import UsageError
 from ..parallel import cores, hold_blas_to_one_thread
 from . import app, parse

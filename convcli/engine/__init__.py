@@ -4,21 +4,28 @@ The engine knows nothing of files or terminals; it takes arrays and returns
 arrays.  ``correlate`` is the default operation (the kernel laid over the
 samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
 
+Its public names are those in ``_EXPORTS`` below: the two operations, the
+plans behind them (:func:`make_plan`, :func:`execute`, the per-axis
+geometry), the depthwise layer a network runs, and the tables the other
+layers check values against or show (border modes and their help, methods).
+The other layers import these from here, never from the modules, which are
+internals.
+
 Names are imported from their modules on first use, so a caller pays only
 for the parts it touches (the filter command never loads the CNN's
-depthwise entry point, nor the CNN the cost model's 1-D strategies).
+depthwise layer).
 """
 from importlib import import_module
 
 _EXPORTS = {
-    "BORDER_MODES": "borders", "mode_names": "borders", "parse_pad_mode": "borders",
+    "BORDER_MODES": "borders", "help_text": "borders",
     "Plan": "correlation", "convolve": "correlation", "correlate": "correlation", "execute": "correlation",
     "make_plan": "correlation",
-    "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "depthwise_same": "depthwise",
-    "plan_depthwise": "depthwise", "same_patches": "depthwise", "split_phases": "depthwise",
+    "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "plan_depthwise": "depthwise",
+    "same_patches": "depthwise", "split_phases": "depthwise",
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
     "streamed_band_bytes": "bands",
-    "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies", "rank1_factors": "strategies",
+    "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,7 @@ transposing copy of the input or the output.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -195,7 +195,7 @@ def gather_band(x: np.ndarray, lo: int, hi: int, plans, mode: BorderMode, value:
     spatial axes are padded in full.
     """
     p0 = plans[0]
-    rest = tuple(p.before + p.length + p.after for p in plans[1:])
+    rest = tuple(p.padded for p in plans[1:])
     shape = (x.shape[0], hi - lo) + rest + (x.shape[-1],)
     block = np.empty(shape, dtype=dtype)
     inner = tuple(slice(p.before, p.before + p.length) for p in plans[1:])
@@ -208,7 +208,7 @@ def gather_band(x: np.ndarray, lo: int, hi: int, plans, mode: BorderMode, value:
     for axis in range(1, len(plans)):
         p = plans[axis]
         ax = axis + 1
-        for lo_, hi_ in ((0, p.before), (p.before + p.length, p.before + p.length + p.after)):
+        for lo_, hi_ in ((0, p.before), (p.before + p.length, p.padded)):
             for a, b, src, step in axis_runs(p.length, p.before, lo_, hi_, mode):
                 target = [slice(None)] * block.ndim
                 target[ax] = slice(lo_ + a, lo_ + b)
@@ -230,7 +230,7 @@ def band_rows(plans: tuple[AxisPlan, ...], lanes: int, trail: int, itemsize: int
     over speed: they accept re-reading as many halo rows as the band has.
     """
     p0 = plans[0]
-    row_bytes = lanes * trail * itemsize * math.prod(p.before + p.length + p.after for p in plans[1:])
+    row_bytes = lanes * trail * itemsize * math.prod(p.padded for p in plans[1:])
     row_bytes = max(1, int(row_bytes * per_row_factor))
     input_rows = max(1, BAND_BYTES // row_bytes)
     rows = max(1, (input_rows - p0.span) // p0.stride + 1)
@@ -250,7 +250,7 @@ def streamed_band_bytes(plan, trail: int) -> tuple[int, int]:
     """
     p0 = plan.axes[0]
     rows = band_rows(plan.axes, 1, trail, plan.dtype.itemsize, streamed=True)
-    padded_row = plan.dtype.itemsize * trail * math.prod(p.before + p.length + p.after for p in plan.axes[1:])
+    padded_row = plan.dtype.itemsize * trail * math.prod(p.padded for p in plan.axes[1:])
     in_rows = (rows - 1) * p0.stride + p0.span
     return thread_count() * (3 * in_rows + 2 * rows) * padded_row, rows
 
@@ -275,7 +275,7 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
     p0 = plans[0]
     rows = rows_per_band or band_rows(plans, x.shape[0], x.shape[-1], out.dtype.itemsize, streamed=on_rows is not None)
     starts = list(range(0, p0.out, rows))
-    rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
+    rest = tuple(p.valid() for p in plans[1:])
 
     def band(start: int) -> None:
         stop = min(start + rows, p0.out)
@@ -288,9 +288,8 @@ def run_bands(x, out, plans, border: BorderMode, value: float, compute, *, work:
             if len(pieces) == 1 and pieces[0][3] == 1 and x.dtype == out.dtype:
                 block = x[:, pieces[0][2]:pieces[0][2] + last - first]
             else:
-                axis0 = (AxisPlan(p0.length, p0.taps, p0.stride, p0.dilation, p0.before, p0.after, p0.out),)
-                flat = tuple(AxisPlan(p.length, 1, 1, 1, 0, 0, p.length) for p in plans[1:])
-                block = gather_band(x, first, last, axis0 + flat, border, value, out.dtype)
+                flat = tuple(AxisPlan.whole(p.length) for p in plans[1:])
+                block = gather_band(x, first, last, (p0,) + flat, border, value, out.dtype)
         band_plans = (AxisPlan(last - first, p0.taps, p0.stride, p0.dilation, 0, 0, stop - start),)
         band_plans += rest if pad_rest else tuple(plans[1:])
         compute(block, out[:, start:stop], band_plans)
@@ -315,10 +314,4 @@ def _in_waves(one, starts, rows: int, threads: int, p0: AxisPlan, on_rows) -> No
 
 def padded_whole(x, plans, border: BorderMode, value: float, dtype) -> np.ndarray:
     """The whole input padded on every spatial axis, in the internal layout."""
-    p0 = plans[0]
-    return gather_band(x, 0, p0.before + p0.length + p0.after, plans, border, value, dtype)
-
-
-def valid_plans(plans: tuple[AxisPlan, ...]) -> tuple[AxisPlan, ...]:
-    """The plans of a valid correlation of the already padded input."""
-    return tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans)
+    return gather_band(x, 0, plans[0].padded, plans, border, value, dtype)

@@ -55,11 +55,6 @@ _BY_NAME = {m.name: m for m in BORDER_MODES}
 _BY_NAME.update({alias: m for m in BORDER_MODES for alias in m.aliases})
 
 
-def mode_names() -> list[str]:
-    """Every accepted spelling, canonical names first."""
-    return [m.name for m in BORDER_MODES] + [a for m in BORDER_MODES for a in m.aliases] + ["constant:V"]
-
-
 def help_text() -> str:
     """The ``--pad-mode`` help: every mode and its drawing.
 
@@ -104,16 +99,3 @@ def parse_pad_mode(spec: str) -> tuple[BorderMode, float]:
         allowed = ", ".join(m.name for m in BORDER_MODES)
         raise ParameterError(f"unknown border mode {spec!r}; use one of {allowed} or constant:V", subject="pad_mode")
     return mode, value
-
-
-def pad(x, pads, mode: BorderMode, value: float = 0.0):
-    """Extend the trailing ``len(pads)`` axes of ``x`` by ``(before, after)`` samples each."""
-    import numpy as np
-
-    if not any(lo or hi for lo, hi in pads):
-        return x
-    width = [(0, 0)] * (x.ndim - len(pads)) + [tuple(p) for p in pads]
-    if mode.numpy_mode == "constant":
-        return np.pad(x, width, mode="constant", constant_values=value)
-    return np.pad(x, width, mode=mode.numpy_mode)
-

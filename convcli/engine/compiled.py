@@ -28,9 +28,10 @@ from functools import lru_cache
 import numpy as np
 
 from ..parallel import run_all, thread_count
-from .bands import gather_band, source_index
+from .bands import padded_whole, source_index
 from .borders import BorderMode
 from .geometry import AxisPlan
+from .shiftadd import add_scaled
 
 # OpenCV's filter2D switches to a DFT for float kernels of this many taps or
 # more; a DFT spreads a NaN over the whole image, like our own FFT.
@@ -81,7 +82,7 @@ def operation(kernel: np.ndarray, plans: tuple[AxisPlan, ...], separable: bool) 
     return "dft" if span >= DFT_TAPS else "filter"
 
 
-def keeps_non_finite_local(kernel: np.ndarray, op: str, factors=None) -> bool:
+def keeps_non_finite_local(op: str, factors=None) -> bool:
     """Whether a NaN or infinity stays inside the kernel's footprint, as with the direct method.
 
     filter2D's direct path skips zero weights; sepFilter2D multiplies every
@@ -155,9 +156,8 @@ def correlate_2d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
         if native is not None:
             subsample, plans = tuple(p.stride for p in plans), full
     if native is None:
-        src = gather_band(x, 0, plans[0].before + plans[0].length + plans[0].after, plans, border, value, out.dtype)
-        geometry = tuple(AxisPlan(p.before + p.length + p.after, p.taps, p.stride, p.dilation, 0, 0, p.out)
-                         for p in plans)
+        src = padded_whole(x, plans, border, value, out.dtype)
+        geometry = tuple(p.valid() for p in plans)
     else:
         src, geometry = x, plans
     lanes, trail = x.shape[0], x.shape[-1]
@@ -325,7 +325,7 @@ def _phased(cv2, image, target, spec: _Spec, plans):
     if any(p.dilation > 1 and p.stride > 1 for p in plans):
         kernel = _dilate(kernel, plans)
     started = set()  # output phases already written once
-    for (in0, k0, out0, acc0), (in1, k1, out1, acc1) in itertools.product(*[_axis_jobs(p) for p in plans]):
+    for (in0, k0, out0), (in1, k1, out1) in itertools.product(*[_axis_jobs(p) for p in plans]):
         sub = kernel[k0, k1]
         rows = len(range(*out0.indices(target.shape[0])))
         cols = len(range(*out1.indices(target.shape[1])))
@@ -350,15 +350,16 @@ def _phased(cv2, image, target, spec: _Spec, plans):
 
 
 def _axis_jobs(p: AxisPlan):
-    """Per axis: ``(input slice, kernel slice, output slice, accumulates)`` for each phase."""
+    """Per axis: ``(input slice, kernel slice, output slice)`` for each phase."""
     if p.stride == 1 and p.dilation == 1:
-        return [(slice(None), slice(None), slice(None), False)]
+        return [(slice(None), slice(None), slice(None))]
     if p.stride == 1:  # dilation: output phase r reads input phase r, with every tap
-        return [(slice(r, None, p.dilation), slice(None), slice(r, None, p.dilation), False)
+        return [(slice(r, None, p.dilation), slice(None), slice(r, None, p.dilation))
                 for r in range(min(p.dilation, p.out))]
-    # stride (on the dilated kernel when both): input phase q meets taps q, q+s, ...
+    # stride (on the dilated kernel when both): input phase q meets taps q, q+s, ..., and the
+    # phases add up into the whole output
     span = p.span if p.dilation > 1 else p.taps
-    return [(slice(q, None, p.stride), slice(q, None, p.stride), slice(None), True) for q in range(min(p.stride, span))]
+    return [(slice(q, None, p.stride), slice(q, None, p.stride), slice(None)) for q in range(min(p.stride, span))]
 
 
 def _dilate(kernel, plans):
@@ -383,15 +384,16 @@ def correlate_3d(x, out, plans, border: BorderMode, value: float, kernel: np.nda
     input plane ``m s + i d`` (mapped through the border rule) with the
     kernel's slice ``i``: the first OpenCV call writes the output plane
     itself, a slice with a single centred weight (the z neighbours of a
-    laplacian) is added in place, by numpy or OpenCV's ``scaleAdd``, with
-    no temporary; a single off-centre weight is a shifted copy.  A
-    separable kernel runs its z pass first, as one column filter over each
-    band of planes seen as a (planes, y*x) image, then one separable call
-    per plane.  ``kernel`` is ``(kz, ky, kx)``,
-    shared by every lane and channel.
+    laplacian) is added in place (+-1 by numpy's add or subtract, another
+    weight by OpenCV's ``scaleAdd``, through a scratch plane only where the
+    planes are not contiguous); a single off-centre weight is a shifted
+    copy.  A separable kernel runs its z pass first, as one column filter
+    over each band of planes seen as a (planes, y*x) image, then one
+    separable call per plane.  ``kernel`` is ``(kz, ky, kx)``, shared by
+    every lane and channel.
     """
     cv2 = _cv2()
-    pz, py, px = plans
+    py, px = plans[1:]
     anchor = (px.before, py.before)
     yx_border = native_border(border, value, plans[1:])
     lanes, trail = x.shape[0], x.shape[-1]
@@ -491,24 +493,12 @@ def _sliced_planes(cv2, src, dst, slices, sources, anchor, yx_border, border, co
                 continue
             view = plane if step.kind == "add" else _shifted(plane, step.dy, step.dx, border)
             w = step.weight
-            if first:
-                if w == 1.0:
-                    np.copyto(target, view)
-                else:
-                    np.multiply(view, w, out=target)
-            elif w == 1.0:
-                np.add(target, view, out=target)
-            elif w == -1.0:
-                np.subtract(target, view, out=target)
-            elif contiguous and view.flags.c_contiguous:
+            if not first and w not in (1.0, -1.0) and contiguous and view.flags.c_contiguous:
                 result = cv2.scaleAdd(view, w, target, dst=target)  # w * view + target, one pass in place
                 if result is not target:
                     np.copyto(target, result)
             else:
-                if scratch is None:
-                    scratch = np.empty(target.shape, dtype=target.dtype)
-                np.multiply(view, w, out=scratch)
-                np.add(target, scratch, out=target)
+                scratch = add_scaled(target, view, w, scratch, first=first)
             first = False
         if first:
             target[...] = 0
@@ -576,9 +566,10 @@ def _separable_3d(cv2, src, dst, plans, border, factors, anchor, yx_border):
             target = dst[m]
             target[...] = 0
             sources = source_index(m * pz.stride + np.arange(pz.taps) * pz.dilation - pz.before, pz.length, border)
-            for w, s in zip(gz, sources):
+            scratch = None
+            for w, s in zip(gz.tolist(), sources):
                 if s >= 0 and w != 0:
-                    target += w * src[s]
+                    scratch = add_scaled(target, src[s], w, scratch)
         _each_plane(lambda r: _filter(cv2, dst[r], dst[r], None, anchor=anchor, border=yx_border,
                                       factors=(gy, gx)), m, m1)
         m = m1

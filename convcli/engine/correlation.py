@@ -37,6 +37,7 @@ class Plan:
         return tuple(shape)
 
     def padding(self) -> tuple[tuple[int, int], ...]:
+        """Samples of padding (before, after) on each spatial axis."""
         return tuple((p.before, p.after) for p in self.axes)
 
 
@@ -115,6 +116,8 @@ def correlate(
     Examples
     --------
     >>> correlate(np.array([0.0, 1, 2, 3]), np.array([1.0, -1.0]), padding="valid")
+    array([-1., -1., -1.])
+    >>> correlate(np.arange(4), np.array([1.0, -1.0]), padding="valid")  # not float64: float32
     array([-1., -1., -1.], dtype=float32)
     """
     return _run(x, kernel, False, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
@@ -342,14 +345,14 @@ def _laid_out_factors(factors: list[np.ndarray], dtype, layout, lanes: int) -> l
     return [_weights(f, dtype, layout, lanes) for f in factors]
 
 
-def _work(plan: Plan, out: np.ndarray, taps: int) -> float:
+def _work(out: np.ndarray, taps: int) -> float:
     return float(out.size) * max(taps, 1)
 
 
 def _run_direct(plan, xi, kernel, out, layout, on_rows=None):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
     compute = lambda block, target, plans: shiftadd.direct(block, target, plans, weights)  # noqa: E731
-    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, kernel[0].size),
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(out, kernel[0].size),
                     on_rows=on_rows)
 
 
@@ -363,7 +366,7 @@ def _run_separable(plan, xi, kernel, out, layout, on_rows=None):
     compute = lambda block, target, plans: shiftadd.separable(  # noqa: E731
         block, target, plans, factors, border=plan.border if late else None, value=plan.border_value)
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, sum(kernel.shape[1:])), pad_rest=not late, on_rows=on_rows)
+                    work=_work(out, sum(kernel.shape[1:])), pad_rest=not late, on_rows=on_rows)
 
 
 def _run_lowrank(plan, xi, kernel, out, layout):
@@ -373,7 +376,7 @@ def _run_lowrank(plan, xi, kernel, out, layout):
         return
     compute = lambda block, target, plans: shiftadd.lowrank(block, target, plans, terms)  # noqa: E731
     bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute,
-                    work=_work(plan, out, len(terms) * sum(kernel.shape[1:])))
+                    work=_work(out, len(terms) * sum(kernel.shape[1:])))
 
 
 def _run_box(plan, xi, kernel, out, layout):
@@ -381,7 +384,7 @@ def _run_box(plan, xi, kernel, out, layout):
     weights = _weights(constants.reshape(-1, 1), np.float64, layout, xi.shape[0])[0]
     scale = bands.broadcast_weight(weights, plan.spatial_ndim)
     compute = lambda block, target, plans: running.box(block, target, plans, scale)  # noqa: E731
-    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(plan, out, 8))
+    bands.run_bands(xi, out, plan.axes, plan.border, plan.border_value, compute, work=_work(out, 8))
 
 
 def _run_toeplitz(plan, xi, kernel, out, layout):
@@ -398,7 +401,7 @@ def _run_fft(plan, xi, kernel, out, layout):
         return
     internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
     padded = bands.padded_whole(xi, plan.axes, plan.border, plan.border_value, plan.dtype)
-    out[...] = spectral.fft(padded, internal, bands.valid_plans(plan.axes))
+    out[...] = spectral.fft(padded, internal, tuple(p.valid() for p in plan.axes))
 
 
 def _run_opencv(plan, xi, kernel, out, layout):
@@ -423,7 +426,7 @@ def _run_opencv(plan, xi, kernel, out, layout):
     if plan.spatial_ndim == 1:  # a 1-D signal is an image one sample wide
         xi, out = xi[:, :, None], out[:, :, None]
         internal = internal[:, :, None]
-        axes = axes + (AxisPlan(1, 1, 1, 1, 0, 0, 1),)
+        axes = axes + (AxisPlan.whole(1),)
         factors = None if factors is None else factors + [np.ones((internal.shape[0], 1, internal.shape[-1]))]
     compiled.correlate_2d(xi, out, axes, plan.border, plan.border_value, internal, factors=factors,
                           constant=constant)

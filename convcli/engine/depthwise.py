@@ -6,9 +6,9 @@ a CNN runs hundreds of times per image, zero border and TensorFlow's "same"
 rule, on a whole ``(N, C, H, W)`` or ``(N, H, W, C)`` batch, with the bias added
 and the result written into a caller's buffer.  :func:`plan_depthwise` does
 the per-shape work once (geometry, strategy, laid-out weights) and the
-:class:`DepthwisePlan` it returns runs it; :func:`depthwise_same` is the
-one-call form.  The strategy is picked by layout (measured on
-EfficientNet-Lite0's layers, 2 cores, batch 1):
+:class:`DepthwisePlan` it returns runs it, as often as the layer runs.  The
+strategy is picked by layout (measured on EfficientNet-Lite0's layers, 2
+cores, batch 1):
 
 - ``opencv`` (channels-first): one ``filter2D`` call per channel plane, its
   zero border and anchor standing in for the padding and the bias passed as
@@ -23,9 +23,11 @@ EfficientNet-Lite0's layers, 2 cores, batch 1):
   against 1.8 ms of shift-and-add.
 - ``shiftadd``: each tap's shifted rectangle scaled by every channel's
   weight at once and added (channels-first: one strided view of the
-  zero-padded input per tap).  Channels-last keeps the channel axis
-  innermost, so every multiply-add runs over contiguous channels.  It serves
-  every case and is the reference the OpenCV paths are tested against.
+  zero-padded input per tap, the engine's own shift-and-add).  Channels-last
+  keeps the channel axis innermost, so every multiply-add runs over
+  contiguous channels.  It serves every case, and machines without OpenCV.
+
+The tests hold every method and layout to :func:`correlate` itself.
 
 Strided channels-last layers run on the input's stride phases
 (:func:`split_phases`: ``x[:, a::s, b::s]`` one after another): a tap of a
@@ -52,7 +54,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..parallel import run_parts
-from . import compiled
+from . import compiled, shiftadd
 from .geometry import AxisPlan, per_axis, plan_axes
 
 DEPTHWISE_METHODS = ("auto", "opencv", "shiftadd")
@@ -64,6 +66,8 @@ DEPTHWISE_METHODS = ("auto", "opencv", "shiftadd")
 # 6.6 MB of tiles, 8K 21.1 ms and 12 MB, 32K 22.6 ms and 35 MB (and 8 ms
 # more to build them).
 _CHUNK = 8192
+# Multiply-adds below which a layer runs on one thread: handing work over costs ~30 us.
+_SHARED_WORK = 250_000
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ class DepthwisePlan:
             if self.channels_last:
                 images = self._phase_views(x)
                 return [lambda: _taps_numpy(images, self.weight, self.bias, self.taps, out)]
-            return [lambda: _shiftadd(x, self.weight, self.bias, self.axes, out)]
+            return [lambda: _planes_numpy(x, self.weight, self.bias, self.axes, out)]
         cuts = np.linspace(0, self.out_shape[1], self.threads + 1).round().astype(int)
         parts = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
         if self.channels_last:
@@ -317,20 +321,6 @@ def _phase_taps(axes: tuple[AxisPlan, AxisPlan]):
     return tuple(phases), tuple(taps)
 
 
-def depthwise_same(x, weight, *, stride=1, bias=None, channels_last=False, method="auto", out=None) -> np.ndarray:
-    """Correlate every channel of an image batch with its own kernel, zero border, "same" output size.
-
-    Takes the parameters of :func:`plan_depthwise`, with the input ``x``
-    itself for its shape, and ``out``: a C-contiguous float32 array of the
-    output's shape to write into.  Returns ``out``, or a new float32 array,
-    laid out like ``x``.  A layer run many times keeps the plan instead.
-    """
-    x = np.asarray(x)
-    plan = plan_depthwise(x.shape, weight, stride=stride, bias=bias, channels_last=channels_last, method=method)
-    return plan(x, out=out)
-
-
-_SHARED_WORK = 250_000
 def _bound_taps(images, tiles, bias, taps, out, lo: int, hi: int):
     """Output rows ``lo:hi`` of a channels-last plan: one fused multiply-add per tap and block of rows.
 
@@ -396,32 +386,37 @@ def _taps_numpy(images, weight, bias, taps, out) -> np.ndarray:
     np.copyto(out, bias)
     for b, phases in enumerate(images):
         for t in taps:
-            region = out[b, t.y0:t.y1, t.x0:t.x1]
-            product = scratch[:t.y1 - t.y0, :t.x1 - t.x0]
-            np.multiply(phases[t.phase][t.y0 + t.dy:t.y1 + t.dy, t.x0 + t.dx:t.x1 + t.dx], per_tap[t.i, t.j],
-                        out=product)
-            np.add(region, product, out=region)
+            source = phases[t.phase][t.y0 + t.dy:t.y1 + t.dy, t.x0 + t.dx:t.x1 + t.dx]
+            shiftadd.add_scaled(out[b, t.y0:t.y1, t.x0:t.x1], source, per_tap[t.i, t.j],
+                                scratch[:t.y1 - t.y0, :t.x1 - t.x0])
     return out
 
 
-def _shiftadd(x, weight, bias, axes, out) -> np.ndarray:
-    """A channels-first plan by numpy: one strided view of the zero-padded input per tap, scaled and added."""
+def _planes_numpy(x, weight, bias, axes, out) -> np.ndarray:
+    """A channels-first plan by numpy: the bias, then the engine's shift-and-add of the zero-padded input.
+
+    Every (image, channel) plane is a lane of :func:`.shiftadd.direct`: one
+    strided view of the padded input per tap, scaled by each lane's weight.
+    """
+    padded = _zero_padded(x, axes)
+    images, channels, rows, cols = padded.shape
+    lanes = images * channels
+    per_tap = weight.transpose(1, 2, 0)  # (kh, kw, C)
+    weights = (np.tile(per_tap, images) if images > 1 else per_tap)[..., None]  # (kh, kw, lanes, 1)
+    np.copyto(out, bias[:, None, None])
+    shiftadd.direct(padded.reshape(lanes, rows, cols, 1), out.reshape((lanes,) + out.shape[2:] + (1,)), axes,
+                    weights, onto=True)
+    return out
+
+
+def _zero_padded(x, axes) -> np.ndarray:
+    """``(N, C, H, W)`` images in zeros, padded just far enough for the samples the stride keeps."""
     ry, rx = axes
-    kh, kw = weight.shape[1:]
-    # Padded just far enough for the samples the stride keeps.
-    rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
+    rows, cols = (ry.out - 1) * ry.stride + ry.span, (rx.out - 1) * rx.stride + rx.span
     h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
     padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
     padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
-    taps = weight.transpose(1, 2, 0)[..., None, None]  # (kh, kw, C, 1, 1)
-    np.copyto(out, bias[:, None, None])
-    scratch = np.empty_like(out)
-    for i in range(kh):
-        for j in range(kw):
-            np.multiply(padded[:, :, i:i + rows - kh + 1:ry.stride, j:j + cols - kw + 1:rx.stride], taps[i, j],
-                        out=scratch)
-            np.add(out, scratch, out=out)
-    return out
+    return padded
 
 
 def same_patches(x, kernel_shape, *, stride=1, out=None) -> np.ndarray:
@@ -445,10 +440,8 @@ def same_patches(x, kernel_shape, *, stride=1, out=None) -> np.ndarray:
         raise ParameterError(f"must be a batch of images with 4 axes, got shape {x.shape}", subject="x")
     kh, kw = (int(k) for k in kernel_shape)
     ry, rx = plan_axes(x.shape[2:], (kh, kw), stride=stride, padding="same")
-    rows, cols = (ry.out - 1) * ry.stride + kh, (rx.out - 1) * rx.stride + kw
-    h, w = min(ry.length, rows - ry.before), min(rx.length, cols - rx.before)
-    padded = np.zeros(x.shape[:2] + (rows, cols), dtype=np.float32)
-    padded[:, :, ry.before:ry.before + h, rx.before:rx.before + w] = x[:, :, :h, :w]
+    padded = _zero_padded(x, (ry, rx))
+    rows, cols = padded.shape[2:]
     shape = (x.shape[0], kh * kw * x.shape[1], ry.out, rx.out)
     if out is None:
         out = np.empty(shape, dtype=np.float32)

@@ -17,7 +17,7 @@ Output length per axis (n input, k kernel, s stride, d dilation):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ParameterError
 
@@ -40,6 +40,23 @@ class AxisPlan:
     def span(self) -> int:
         """Samples one output covers: d(k-1) + 1."""
         return self.dilation * (self.taps - 1) + 1
+
+    @property
+    def padded(self) -> int:
+        """Samples of the padded axis: before + length + after."""
+        return self.before + self.length + self.after
+
+    @classmethod
+    def whole(cls, n: int) -> AxisPlan:
+        """An axis of ``n`` samples taken as it is: one tap, no padding, ``n`` outputs.
+
+        The other axes of a pass along one axis, or of an image one sample wide.
+        """
+        return cls(n, 1, 1, 1, 0, 0, n)
+
+    def valid(self) -> AxisPlan:
+        """This plan as a valid correlation of the padded axis: the padding is already in the samples."""
+        return replace(self, length=self.padded, before=0, after=0)
 
 
 def per_axis(value, ndim: int, name: str, *, minimum: int) -> tuple[int, ...]:

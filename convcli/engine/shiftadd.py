@@ -4,10 +4,16 @@ Each function computes the *valid* correlation of a padded block laid out
 ``(lanes, *spatial, trail)`` and writes it into ``out``; the band runner
 (:mod:`convcli.engine.bands`) supplies blocks small enough to stay in cache.
 Only the output samples the stride keeps are computed.
+
+:func:`add_scaled`, one tap's view scaled and added, is the step of every
+numpy shift-and-add in the engine: these strategies, the depthwise layers'
+numpy path (:mod:`.depthwise`) and the volume planes' single-tap slices
+(:mod:`.compiled`).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import itertools
+import math
 
 import numpy as np
 
@@ -21,41 +27,60 @@ def _window(tap, plans) -> tuple:
     ) + (slice(None),)
 
 
-def _accumulate(out, view, w, scratch, first: bool):
-    """``out = view * w`` (first) or ``out += view * w``, with +-1 weights costing one pass."""
+def add_scaled(out: np.ndarray, view, w, scratch: np.ndarray | None = None, *, first: bool = False):
+    """``out += view * w``, or ``out = view * w`` when ``first``; a weight of +-1 costs one pass, not two.
+
+    ``w`` is a Python float or an array that broadcasts over ``view``.  The
+    product goes through ``scratch`` (``out``'s shape), made here when it is
+    needed and not given; the scratch is returned for the next call.
+    """
+    one = isinstance(w, float) and w == 1.0
     if first:
-        if isinstance(w, float) and w == 1.0:
+        if one:
             np.copyto(out, view)
         else:
             np.multiply(view, w, out=out)
-        return
-    if isinstance(w, float) and w == 1.0:
+    elif one:
         np.add(out, view, out=out)
     elif isinstance(w, float) and w == -1.0:
         np.subtract(out, view, out=out)
     else:
+        if scratch is None:
+            scratch = np.empty(out.shape, dtype=out.dtype)
         np.multiply(view, w, out=scratch)
         np.add(out, scratch, out=out)
+    return scratch
 
 
-def direct(block: np.ndarray, out: np.ndarray, plans: tuple[AxisPlan, ...], weights: np.ndarray) -> np.ndarray:
+def direct(block: np.ndarray, out: np.ndarray, plans: tuple[AxisPlan, ...], weights: np.ndarray, *,
+           onto: bool = False) -> np.ndarray:
     """One strided view of ``block`` per non-zero tap, scaled and summed into ``out``.
 
     ``weights`` has shape ``taps + (wl, wt)`` (see :func:`bands.tap_weights`).
     Zero taps are skipped, which keeps a NaN inside its receptive field.
+    With ``onto`` the taps are added to what ``out`` holds (a layer's bias).
     """
     nd = len(plans)
+    taps, (wl, wt) = weights.shape[:nd], weights.shape[nd:]
+    # Slices and weights are made up front, so a tap costs its two ufunc calls and ~1 us
+    # of Python (3 us made tap by tap): a CNN's small layers run hundreds of taps of a few
+    # thousand samples each.
+    count = math.prod(taps)
+    live = weights.reshape(count, -1).any(axis=1).tolist()
+    if wl * wt == 1:
+        scales = weights.reshape(-1).tolist()  # Python floats: +-1 takes the one-pass path
+    else:
+        scales = weights.reshape((count, wl) + (1,) * nd + (wt,))  # each broadcasts over (L, *spatial, T)
+    steps = [[slice(t * p.dilation, t * p.dilation + (p.out - 1) * p.stride + 1, p.stride) for t in range(k)]
+             for k, p in zip(taps, plans)]
+    every = slice(None)
     scratch = None
-    first = True
-    for tap in np.ndindex(*weights.shape[:nd]):
-        w = weights[tap]
-        if not w.any():
+    first = not onto
+    for i, tap in enumerate(itertools.product(*map(range, taps))):
+        if not live[i]:
             continue
-        bw = broadcast_weight(w, nd)
-        bw = float(bw) if np.ndim(bw) == 0 else bw
-        if scratch is None and not first:
-            scratch = np.empty(out.shape, dtype=out.dtype)
-        _accumulate(out, block[_window(tap, plans)], bw, scratch, first)
+        view = block[(every,) + tuple(axis[t] for axis, t in zip(steps, tap)) + (every,)]
+        scratch = add_scaled(out, view, scales[i], scratch, first=first)
         first = False
     if first:  # an all-zero kernel
         out[...] = 0
@@ -65,9 +90,7 @@ def direct(block: np.ndarray, out: np.ndarray, plans: tuple[AxisPlan, ...], weig
 def one_axis(block, out, axis: int, plan: AxisPlan, weights: np.ndarray) -> np.ndarray:
     """A 1-D correlation along spatial ``axis`` (``weights``: ``(taps, wl, wt)``); other axes untouched."""
     nd = block.ndim - 2
-    plans = tuple(
-        plan if a == axis else AxisPlan(block.shape[1 + a], 1, 1, 1, 0, 0, block.shape[1 + a]) for a in range(nd)
-    )
+    plans = tuple(plan if a == axis else AxisPlan.whole(block.shape[1 + a]) for a in range(nd))
     k = weights.shape[0]
     if k > 2 and np.array_equal(weights, weights[::-1]) and weights.all():
         return _symmetric(block, out, plans, axis, weights)
@@ -94,8 +117,7 @@ def _symmetric(block, out, plans, axis: int, weights: np.ndarray) -> np.ndarray:
         if j:
             np.add(out, scratch, out=out)
     if k % 2:
-        np.multiply(view(k // 2), broadcast_weight(weights[k // 2], nd), out=scratch)
-        np.add(out, scratch, out=out)
+        add_scaled(out, view(k // 2), broadcast_weight(weights[k // 2], nd), scratch)
     return out
 
 
@@ -125,14 +147,13 @@ def separable(block, out, plans: tuple[AxisPlan, ...], factors: list[np.ndarray]
     for c0 in range(0, block.shape[2], step):
         cols = (slice(None), slice(None), slice(c0, c0 + step))
         one_axis(block[cols], first[cols], 0, plans[0], factors[0])
-    rest = tuple(replace(p, length=p.before + p.length + p.after, before=0, after=0) for p in plans[1:])
+    rest = tuple(p.valid() for p in plans[1:])
     order = sorted(range(1, nd), key=lambda a: rest[a - 1].out / (rest[a - 1].length or 1))
-    per_row = first.itemsize * first.shape[0] * first.shape[-1] * int(np.prod([p.before + p.length + p.after
-                                                                               for p in plans[1:]]))
+    per_row = first.itemsize * first.shape[0] * first.shape[-1] * int(np.prod([p.padded for p in plans[1:]]))
     rows = max(1, CHUNK_BYTES // max(per_row, 1))
     for r0 in range(0, plans[0].out, rows):
         r1 = min(r0 + rows, plans[0].out)
-        axis0 = AxisPlan(r1 - r0, 1, 1, 1, 0, 0, r1 - r0)
+        axis0 = AxisPlan.whole(r1 - r0)
         padded = gather_band(first[:, r0:r1], 0, r1 - r0, (axis0,) + tuple(plans[1:]), border, value, out.dtype)
         _passes(padded, out[:, r0:r1], (axis0,) + rest, factors, order)
     return out

@@ -89,7 +89,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
     """
     transforms = _transforms()
     span, stride = plan.span, plan.stride
-    padded = plan.before + plan.length + plan.after
+    padded = plan.padded
     size = block_size(span)
     if padded < MIN_BLOCKS * size:
         size = transforms.fast_length(padded)  # one transform of the whole signal
@@ -112,7 +112,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
             lo = (start + r) * step
             _gather(x, lane, t, blocks[r], lo, plan, border, value)
         key = (min(lane, kernel.shape[0] - 1), min(t, kernel.shape[-1] - 1))
-        result = transforms.correlate(blocks, responses[key], own)
+        result = transforms.circular(blocks, responses[key], own)
         for r in range(rows):
             # Stride-1 outputs p0..p1 of this block; keep every stride-th of the plan's.
             p0 = (start + r) * step
@@ -133,7 +133,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
 def _gather(x: np.ndarray, lane: int, t: int, target: np.ndarray, lo: int, plan: AxisPlan, border: BorderMode,
             value: float) -> None:
     """Padded samples ``lo .. lo + len(target)`` of one channel into ``target``; zeros past the padded end."""
-    hi = min(lo + target.shape[0], plan.before + plan.length + plan.after)
+    hi = min(lo + target.shape[0], plan.padded)
     if hi < lo + target.shape[0]:
         target[max(0, hi - lo):] = 0
     if hi <= lo:
@@ -183,7 +183,7 @@ class _OpenCV:
         # mulSpectrums wants both operands of one shape: the response repeated for a group's rows.
         return np.repeat(self.cv2.dft(padded, flags=self.cv2.DFT_ROWS), rows, axis=0)
 
-    def correlate(self, blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
+    def circular(self, blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
         """Circular correlation of every row of ``blocks`` with the (flipped) response, in ``store``'s scratch."""
         cv2 = self.cv2
         rows = len(blocks)
@@ -218,7 +218,7 @@ class _NumPy:
         return np.fft.rfft(taps, n=size)
 
     @staticmethod
-    def correlate(blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
+    def circular(blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
         spectrum = np.fft.rfft(blocks, axis=1)
         spectrum *= response
         return np.fft.irfft(spectrum, n=blocks.shape[1], axis=1).astype(blocks.dtype, copy=False)

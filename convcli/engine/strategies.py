@@ -16,10 +16,9 @@ to each other and to a literal loop definition by the tests:
 - ``opencv``: OpenCV's compiled filters for images, and volumes plane by
   plane (:mod:`.compiled`).
 
-:func:`choose_method` is the pure cost model behind ``auto``.  The
-functions ``direct``, ``separable`` and ``fft`` below are the plain,
-unbanded forms on a fully padded ``(batch, channels, *spatial)`` array,
-kept as a second reference for the tests.
+:func:`choose_method` is the pure cost model behind ``auto``; the kernel
+factorisations it weighs (rank 1, low rank) are here too, for the strategies
+that use them.
 """
 from __future__ import annotations
 
@@ -89,40 +88,7 @@ PLANE_NS_PER_TAP = 0.025
 PLANE_NS_PER_CALL = 1500.0
 
 
-# --------------------------------------------------------------------------- direct
-def direct(xp: np.ndarray, kernel: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """Shift-and-add: one strided view of ``xp`` per non-zero tap.
-
-    Only the output samples the stride keeps are ever computed.
-    """
-    batch, channels = xp.shape[:2]
-    out_shape = (batch, channels) + tuple(p.out for p in plans)
-    per_channel = kernel.shape[0] > 1
-    out = None
-    scratch = None
-    for tap in np.ndindex(*kernel.shape[1:]):
-        weights = kernel[(slice(None),) + tap]
-        if not weights.any():
-            continue  # skipping zero taps keeps a NaN inside its receptive field
-        window = tuple(
-            slice(t * p.dilation, t * p.dilation + (p.out - 1) * p.stride + 1, p.stride)
-            for t, p in zip(tap, plans)
-        )
-        view = xp[(slice(None), slice(None)) + window]
-        w = weights.reshape((1, channels) + (1,) * len(plans)) if per_channel else weights[0]
-        if out is None:
-            out = np.multiply(view, w, dtype=xp.dtype)
-            continue
-        if scratch is None:
-            scratch = np.empty(out_shape, dtype=xp.dtype)
-        np.multiply(view, w, out=scratch)
-        out += scratch
-    if out is None:  # an all-zero kernel
-        out = np.zeros(out_shape, dtype=xp.dtype)
-    return out
-
-
-# --------------------------------------------------------------------------- separable
+# --------------------------------------------------------------------------- rank 1
 def rank1_factors(kernel: np.ndarray, rtol: float = SEPARABLE_RTOL) -> list[np.ndarray] | None:
     """Factor an N-D kernel into one 1-D vector per axis, or ``None`` if it is not rank 1.
 
@@ -167,50 +133,6 @@ def channel_factors(kernel: np.ndarray) -> list[np.ndarray] | None:
     if any(f is None for f in per_channel):
         return None
     return [np.stack([f[axis] for f in per_channel]) for axis in range(kernel.ndim - 1)]
-
-
-def separable(xp: np.ndarray, factors: list[np.ndarray], plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """One 1-D direct pass per axis, each already applying that axis's stride."""
-    current = xp
-    ndim = len(plans)
-    for axis in _pass_order(plans):
-        shape = current.shape[2:]
-        pass_plans = tuple(
-            plans[a] if a == axis else AxisPlan(shape[a], 1, 1, 1, 0, 0, shape[a]) for a in range(ndim)
-        )
-        taps = factors[axis]
-        kernel = taps.reshape((taps.shape[0],) + tuple(taps.shape[1] if a == axis else 1 for a in range(ndim)))
-        current = direct(current, kernel.astype(xp.dtype), pass_plans)
-    return current
-
-
-def _pass_order(plans: tuple[AxisPlan, ...]) -> list[int]:
-    # Shrink first: the axis with the largest stride reduces the work of every later pass.
-    return sorted(range(len(plans)), key=lambda a: -plans[a].stride)
-
-
-# --------------------------------------------------------------------------- fft
-def fft(xp: np.ndarray, kernel: np.ndarray, plans: tuple[AxisPlan, ...], workers: int | None = None) -> np.ndarray:
-    """FFT convolution with the dilated, flipped kernel; then the stride is applied."""
-    from scipy import signal
-
-    ndim = len(plans)
-    dilated = dilate(kernel, tuple(p.dilation for p in plans))
-    flipped = dilated[(slice(None),) + (slice(None, None, -1),) * ndim][None]
-    axes = tuple(range(2, 2 + ndim))
-    full = signal.fftconvolve(xp, flipped.astype(xp.dtype), mode="valid", axes=axes)
-    keep = tuple(slice(0, (p.out - 1) * p.stride + 1, p.stride) for p in plans)
-    return np.ascontiguousarray(full[(slice(None), slice(None)) + keep], dtype=xp.dtype)
-
-
-def dilate(kernel: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
-    """Insert ``d - 1`` zeros between the taps of each spatial axis of a ``(channels, *taps)`` kernel."""
-    if all(d == 1 for d in dilation):
-        return kernel
-    shape = (kernel.shape[0],) + tuple(d * (k - 1) + 1 for k, d in zip(kernel.shape[1:], dilation))
-    out = np.zeros(shape, dtype=kernel.dtype)
-    out[(slice(None),) + tuple(slice(None, None, d) for d in dilation)] = kernel
-    return out
 
 
 # --------------------------------------------------------------------------- low rank
@@ -262,6 +184,7 @@ class Choice:
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
 
     def reason(self) -> str:
+        """The method and why: forced, or the estimated milliseconds of every candidate, cheapest first."""
         if not self.costs:
             return f"{self.method} (forced)"
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
@@ -282,7 +205,7 @@ def choose_method(
     taps = kernel.shape[1:]
     nd = len(plans)
     outputs = lanes * math.prod(p.out for p in plans)
-    padded = lanes * math.prod(p.before + p.length + p.after for p in plans)
+    padded = lanes * math.prod(p.padded for p in plans)
     support = np.any(kernel != 0, axis=0)
     nonzero = max(int(np.count_nonzero(support)), 1)
     bands = max(1, padded * 4 // (1 << 20))
@@ -311,17 +234,17 @@ def choose_method(
         op = compiled.operation(kernel, plans, factors is not None)
         if nd == 3 and op in ("box", "dft"):
             op = "filter" if nd == 3 and factors is None else "separable"
-        if compiled.keeps_non_finite_local(kernel, op, factors):
+        if compiled.keeps_non_finite_local(op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
-            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero)
+            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero)
     best = min(costs, key=costs.get)
     spreads = best in SPREADS_NON_FINITE and best not in local
     return Choice(best, costs, factors is not None, spreads)
 
 
 def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
-    size = math.prod(p.before + p.length + p.after for p in plans)
+    size = math.prod(p.padded for p in plans)
     if len(plans) == 1:
         from .spectral import block_size
 
@@ -330,7 +253,7 @@ def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
     return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
 
 
-def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) -> float:
+def _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero) -> float:
     taps = kernel.shape[1:]
     if len(plans) == 3:  # plane by plane: a column filter and a separable call, or a call per z slice
         planes = lanes * plans[0].out
@@ -347,7 +270,7 @@ def _opencv_cost(lanes, outputs, padded, kernel, plans, factors, op, nonzero) ->
     native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
     if compiled.full_then_subsample(plans, nonzero):
         # one native call at full resolution, then every stride-th sample
-        full = padded / max(1, math.prod(p.before + p.length + p.after for p in plans)) * math.prod(
+        full = padded / max(1, math.prod(p.padded for p in plans)) * math.prod(
             p.length for p in plans)
         return OPENCV_FIXED_NS + full * (nonzero * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT) + outputs + (
             lanes * OPENCV_NS_PER_CALL)
@@ -377,9 +300,14 @@ def _is_one_tap(taps) -> bool:
 
 
 def _separable_work(plans: tuple[AxisPlan, ...]) -> int:
-    shape = [p.before + p.length + p.after for p in plans]
+    shape = [p.padded for p in plans]
     work = 0
     for axis in _pass_order(plans):
         shape[axis] = plans[axis].out
         work += plans[axis].taps * math.prod(shape)
     return work
+
+
+def _pass_order(plans: tuple[AxisPlan, ...]) -> list[int]:
+    # Shrink first: the axis with the largest stride reduces the work of every later pass.
+    return sorted(range(len(plans)), key=lambda a: -plans[a].stride)
