@@ -191,7 +191,7 @@ def derive(sig: Signal, data, *, stride=1, origin=None) -> Signal:
     if len(strides) != nd:
         raise ValueError(f"stride needs {nd} entries, got {strides}")
     meta = copy.deepcopy(sig.meta)
-    out = Signal(data=data, kind=sig.kind, channel_axis=sig.channel_axis, sample_rate=sig.sample_rate,
+    out = Signal(data=data, kind=sig.kind, channel_axis=sig.channel_axis, sample_rate=sig.sample_rate, frames=sig.frames,
                  spacing=sig.spacing, meta=meta)
     if any(s != 1 for s in strides) or origin is not None:
         from .grid import restride

@@ -64,8 +64,9 @@ class Signal:
     """Samples of one input and the metadata that travels with them.
 
     ``data`` holds the spatial axes first (time; rows, columns; slices, rows,
-    columns) and, when ``channel_axis`` is -1, one last axis of channels that
-    are filtered independently.  Samples keep the sample type they were read
+    columns), after a leading axis of frames when ``frames`` is set, and,
+    when ``channel_axis`` is -1, one last axis of channels that are filtered
+    independently.  Samples keep the sample type they were read
     with (uint8, uint16, int16, float32, ...); ``meta`` carries what a writer
     needs to put back exactly what was read (format, subtype, ICC profile,
     DPI, NIfTI header, ...): its keys are listed in the module docstring.
@@ -78,15 +79,17 @@ class Signal:
     spacing: tuple[float, ...] | None = None  # per spatial axis, in millimetres
     meta: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False  # ``data`` maps a file over the memory budget, read-only: filter it band by band
+    frames: bool = False  # ``data``'s first axis is frames (an animation, a video, time points), not spatial
 
     @property
     def spatial_ndim(self) -> int:
-        """How many axes are spatial (1 audio/signal, 2 image, 3 volume)."""
-        return self.data.ndim - (0 if self.channel_axis is None else 1)
+        """How many axes are spatial (1 audio/signal, 2 image, 3 volume); frames and channels are not."""
+        return self.data.ndim - (0 if self.channel_axis is None else 1) - int(self.frames)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        shape = self.data.shape
+        """The lengths of the spatial axes."""
+        shape = self.data.shape[int(self.frames):]
         return shape if self.channel_axis is None else shape[:-1]
 
 
