@@ -331,7 +331,14 @@ def test_identity_gives_back_other_lossless_containers_exactly(tmp_path, fmt, su
     assert (sf.info(tmp_path / f"out.{ext}").format, sf.info(tmp_path / f"out.{ext}").subtype) == (fmt, subtype)
 
 
+def _encodes(fmt, subtype) -> bool:
+    """Whether this libsndfile writes the codec (MP3 needs 1.1 or later; soundfile's wheels bring 1.2)."""
+    return fmt in sf.available_formats() and sf.check_format(fmt, subtype)
+
+
 def _lossy(path, fmt, subtype, frames=22050):
+    if not _encodes(fmt, subtype):
+        pytest.skip(f"this libsndfile does not write {subtype}")
     t = np.arange(frames) / 44100
     x = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t)
     sf.write(path, np.stack([x, -x], axis=1), 44100 if subtype != "OPUS" else 48000, format=fmt, subtype=subtype)
@@ -347,8 +354,6 @@ def test_lossy_audio_becomes_16_bit_pcm_in_a_lossless_container_and_says_so(tmp_
     """MP3/Vorbis/Opus decode to floats; a PCM container gets them as 16-bit samples, as FFmpeg and SoX decode them."""
     from conftest import convcli
 
-    if fmt not in sf.available_formats():
-        pytest.skip(f"this libsndfile does not write {fmt}")
     _lossy(tmp_path / name, fmt, subtype)
     out = tmp_path / f"out.{ext}"
     result = convcli("filter", tmp_path / name, "-k", "identity", "-o", out)
@@ -386,12 +391,14 @@ def test_lossy_audio_stays_in_its_own_codec(tmp_path, name, fmt, subtype):
 INPUT_KINDS = [("WAV", "PCM_U8", "wav"), ("WAV", "PCM_24", "wav"), ("WAVEX", "PCM_32", "wav"), ("RF64", "FLOAT", "wav"),
                ("AIFF", "PCM_S8", "aiff"), ("FLAC", "PCM_24", "flac"), ("CAF", "ALAW", "caf"), ("AU", "ULAW", "au"),
                ("W64", "DOUBLE", "w64"), ("OGG", "VORBIS", "ogg"), ("MP3", "MPEG_LAYER_III", "mp3")]
-OUTPUTS = ["wav", "flac", "ogg", "aiff", "au", "caf", "w64", "mp3"]
+OUTPUTS = ["wav", "flac", "ogg", "aiff", "au", "caf", "w64"] + (["mp3"] if _encodes("MP3", "MPEG_LAYER_III") else [])
 
 
 @pytest.mark.parametrize("fmt,subtype,ext", INPUT_KINDS, ids=[f"{f}-{s}" for f, s, _ in INPUT_KINDS])
 def test_every_input_kind_writes_to_every_output_container(tmp_path, fmt, subtype, ext):
     """The subtype is kept where the container can hold it, else the nearest one libsndfile really writes, said once."""
+    if not _encodes(fmt, subtype):
+        pytest.skip(f"this libsndfile does not write {subtype}")
     _write(tmp_path / f"in.{ext}", subtype, fmt, rate=44100, frames=2000)
     sig = io.read(tmp_path / f"in.{ext}")
     for out_ext in OUTPUTS:
@@ -484,6 +491,8 @@ def test_no_cut_short_warning_for_whole_files_and_streamed_headers(tmp_path, how
                                              ("FLAC", "PCM_16", "flac"), ("OGG", "VORBIS", "ogg"),
                                              ("MP3", "MPEG_LAYER_III", "mp3")])
 def test_whole_files_of_every_container_are_not_reported_short(tmp_path, fmt, subtype, ext):
+    if not _encodes(fmt, subtype):
+        pytest.skip(f"this libsndfile does not write {subtype}")
     _write(tmp_path / f"a.{ext}", subtype, fmt, rate=44100, frames=30000)
     assert "short_read" not in io.read(tmp_path / f"a.{ext}").meta
 
@@ -520,6 +529,8 @@ def test_integer_arrays_keep_their_scale_as_audio(tmp_path):
 def test_an_opus_file_holds_opus_whatever_the_input_codec(tmp_path):
     from conftest import convcli
 
+    if not _encodes("OGG", "OPUS"):
+        pytest.skip("this libsndfile does not write Opus")
     x = 0.3 * np.sin(np.arange(9600) / 7.0)
     sf.write(tmp_path / "v48.ogg", x, 48000, format="OGG", subtype="VORBIS")
     result = convcli("filter", tmp_path / "v48.ogg", "-k", "identity", "-o", tmp_path / "o.opus")
