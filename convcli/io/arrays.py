@@ -46,7 +46,7 @@ def parse_header(read, subject: str):
     if len(text) < hlen:
         raise DataError("truncated .npy header", subject=subject)
     try:
-        header = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin1"))
+        header = _literal(text.decode("utf-8" if major == 3 else "latin1"), python2=major in (1, 2))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError):
         raise DataError("malformed .npy header", subject=subject) from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
@@ -62,11 +62,45 @@ def parse_header(read, subject: str):
         raise DataError(f"sample type {dtype} is not supported (integers, floats or bools only)", subject=subject)
     if not isinstance(fortran, bool):
         raise DataError("malformed .npy header (fortran_order is not a bool)", subject=subject)
-    if not isinstance(shape, tuple) or not all(type(n) is int for n in shape):
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
         raise DataError("malformed .npy header (shape is not a tuple of ints)", subject=subject)
     if any(n < 0 or n >= 2**63 for n in shape):
         raise DataError(f"impossible shape {shape}", subject=subject)
     return dtype, shape, fortran, prefix + hlen
+
+
+def _literal(text: str, *, python2: bool):
+    """The header's dict, read by ``ast.literal_eval`` (literals only: no name is looked up, no code runs).
+
+    Files written by numpy under Python 2 give shapes as longs, ``(2L, 3L)``,
+    which Python 3 cannot read; as ``numpy.load`` does for format versions
+    1 and 2, such a header is read again with the ``L`` after each number
+    dropped.
+    """
+    try:
+        return ast.literal_eval(text)
+    except SyntaxError:
+        if not python2:
+            raise
+    return ast.literal_eval(_without_long_suffixes(text))
+
+
+def _without_long_suffixes(text: str) -> str:
+    """`text` with every ``L``/``l`` that directly follows a number removed, token by token (strings untouched)."""
+    import io
+    import tokenize
+
+    kept, after_number = [], False
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if after_number and token.type == tokenize.NAME and token.string in ("L", "l"):
+                after_number = False
+                continue
+            kept.append((token.type, token.string))
+            after_number = token.type == tokenize.NUMBER
+    except (tokenize.TokenError, IndentationError) as exc:
+        raise SyntaxError(str(exc)) from None
+    return tokenize.untokenize(kept)
 
 
 def check_shape(shape, subject: str) -> None:

@@ -92,6 +92,7 @@ FORMATS = (
     Format("wav", "audio", "WAV audio", (".wav", ".wave"), **_AUDIO),
     Format("flac", "audio", "FLAC audio", (".flac",), **_AUDIO),
     Format("ogg", "audio", "Ogg audio", (".ogg", ".oga"), **_AUDIO),
+    Format("opus", "audio", "Opus audio", (".opus",), **_AUDIO),
     Format("aiff", "audio", "AIFF audio", (".aif", ".aiff", ".aifc"), **_AUDIO),
     Format("au", "audio", "Sun/NeXT audio", (".au", ".snd"), **_AUDIO),
     Format("caf", "audio", "CAF audio", (".caf",), **_AUDIO),

@@ -33,10 +33,12 @@ sf_format              audio reader                  audio writer: WAVEX and RF6
 subtype                audio reader                  audio writer: kept where the format can hold it
 endian                 audio reader                  audio writer
 bits                   audio reader                  audio writer: the significant bits of integer samples
+short_read             audio reader (a file cut      ``pipeline.filter``'s input notes
+                       short)
 key                    array reader (``.npz``)       array writer: the archive member's name
-nifti_header           NIfTI reader                  NIfTI writer
-affine                 NIfTI reader                  NIfTI writer; ``derive`` strides it
-nifti_version          NIfTI reader                  NIfTI writer: NIfTI-1 or NIfTI-2 again
+nifti_header           NIfTI reader                  NIfTI writer: every field kept, scaling included
+affine                 NIfTI reader                  NIfTI writer: the stride applied to qform and sform;
+                                                     ``derive`` strides it
 spacing_invalid        NIfTI reader                  ``pipeline.filter``'s input notes
 =====================  ============================  ======================================================
 
@@ -45,7 +47,8 @@ Values are as the file states them: ``format`` a row name of the table,
 ``"RGB;16"``, ``"I;16S"``), ``dpi`` (x, y), ``icc_profile`` and ``exif``
 bytes, ``oriented`` the EXIF orientation applied, ``frames`` how many the
 file holds, ``nifti_header`` a nibabel header, ``affine`` a 4x4 array,
-``spacing_invalid`` the voxel sizes ignored.  A key nothing reads is not
+``spacing_invalid`` the voxel sizes ignored, ``short_read`` (frames read,
+frames the header declares).  A key nothing reads is not
 kept.  What steers a write or a filter is an argument (``write(...,
 range=)``) or a field (``Signal.streamed``), never a key here.
 """

@@ -89,6 +89,10 @@ def input_notes(signal) -> list[str]:
         notes.append(f"EXIF orientation {meta['oriented']} applied (the output is upright)")
     if meta.get("transparency_dropped"):
         notes.append("the PNG's transparent colour key (tRNS) was dropped")
+    if meta.get("short_read"):
+        present, declared = meta["short_read"]
+        notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
+                     "those were filtered")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes
