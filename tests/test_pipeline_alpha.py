@@ -195,3 +195,18 @@ def test_explain_says_what_happens_to_alpha(tmp_path):
     assert "alpha: auto: fill" in run(path, "-k", "sobel", "--explain").stdout
     assert "alpha: keep" in run(path, "-k", "sobel", "--alpha", "keep", "--explain").stdout
     assert "alpha:" not in run(png(tmp_path / "rgb.png", rgba[..., :3]), "-k", "sobel", "--explain").stdout
+
+
+def test_transparent_pixels_take_the_mean_of_their_coloured_neighbours_as_far_as_the_kernel_reaches():
+    from convcli.io import Signal
+    from convcli.pipeline.alpha import fill_hidden
+    from convcli.pipeline.chain import prepare, resolve_kernels
+    from convcli.pipeline.options import FilterOptions
+
+    row = np.array([[[10, 200], [99, 0], [30, 200], [99, 0], [99, 0], [99, 0]]], np.uint8)  # grey + alpha
+    signal = Signal(row, kind="image", channel_axis=-1, meta={"alpha": True, "dtype": "uint8"})
+    for kernel, expected in (("[[-1,0,1]]", [10, 20, 30, 30, 0, 0]), ("[[-1,0,0,0,1]]", [10, 20, 30, 30, 30, 0])):
+        options = FilterOptions(kernels=(kernel,))
+        chain = prepare(signal, resolve_kernels(options, signal), options).chain
+        filled = fill_hidden(row[..., :1], row[..., 1:] == 0, chain)
+        np.testing.assert_array_equal(filled[0, :, 0], expected, err_msg=kernel)

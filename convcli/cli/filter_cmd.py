@@ -73,9 +73,9 @@ def filter_command(
     alpha: str = typer.Option(
         "auto", "--alpha", metavar="MODE",
         help="Transparency: auto (default: premultiply for smoothing kernels; for any other, alpha kept and "
-        "colour filtered with transparent pixels taking the nearest visible colour), premultiply (colour "
-        "times alpha filtered, then divided by the filtered alpha: edges soften), keep (alpha unchanged, "
-        "colour filtered as stored), channel (alpha filtered like a colour).",
+        "colour filtered with transparent pixels taking the colour of the visible ones around them), "
+        "premultiply (colour times alpha filtered, then divided by the filtered alpha: edges soften), "
+        "keep (alpha unchanged, colour filtered as stored), channel (alpha filtered like a colour).",
     ),
     colorspace: str = typer.Option(
         "stored", "--colorspace", metavar="SPACE",

@@ -8,9 +8,9 @@
   soften.  A smoothing chain whose weights sum to ``s`` gives the alpha-weighted
   mean times ``s`` and the mean alpha, so it brightens as it does without alpha;
 - fill (``auto`` with a kernel that does not smooth) keeps alpha as it was and
-  filters the colour with every fully transparent pixel taking the colour of
-  the nearest visible one, so hidden colour never bleeds and transparency
-  adds no false edge of its own;
+  filters the colour with the visible colour spread under the fully
+  transparent pixels around it (:func:`fill_hidden`), so hidden colour never
+  bleeds and transparency adds no false edge of its own;
 - ``keep`` filters the colour as stored and moves alpha onto the output grid
   unchanged;
 - ``channel`` filters alpha like a colour (the chain runs on all channels, so
@@ -82,7 +82,7 @@ def filter_with_alpha(x: np.ndarray, mode: str, chain, full: float) -> np.ndarra
         colour_out, alpha_out = _premultiplied(colour, alpha, chain, full)
         touched = chain.footprint(alpha < full)
     else:
-        colour_out = chain.run(fill_hidden(colour, alpha <= 0, chain.axes))
+        colour_out = chain.run(fill_hidden(colour, alpha <= 0, chain))
         alpha_out = chain.grid(alpha)
         touched = chain.footprint(alpha <= 0)
     # Where the window held only opaque (visible) pixels, the no-alpha result itself: equal to the last bit.
@@ -129,27 +129,67 @@ def _stack(colour, alpha, work) -> np.ndarray:
     return np.concatenate([colour.astype(work, copy=False), alpha.astype(work, copy=False)], axis=-1)
 
 
-def fill_hidden(colour: np.ndarray, hidden: np.ndarray, axes) -> np.ndarray:
-    """``colour`` with every ``hidden`` pixel (a trailing axis of one) given its nearest visible pixel's colour.
+def fill_hidden(colour: np.ndarray, hidden: np.ndarray, chain) -> np.ndarray:
+    """``colour`` (in the compute type) with the colour under ``hidden`` pixels replaced by their visible neighbours'.
 
-    Nearest in Euclidean distance over the axes the kernels run along, in
-    each image of a batch (a frame, a slice) on its own; an image with no
-    visible pixel becomes black.
+    ``hidden`` has a trailing axis of one.  The visible colour spreads
+    outward one ring of pixels per step, each hidden pixel of the ring taking
+    the mean of its already coloured neighbours (along the axes the kernels
+    run on; each image of a batch on its own), for as many steps as the chain
+    reaches: every window around a visible pixel then holds colour from
+    visible pixels only.  Farther hidden pixels are black (no visible output
+    sees them), and the colour hidden under transparency is never read.
     """
-    from scipy import ndimage
+    axes = chain.axes
+    moved = axes.to_engine(colour)
+    visible = ~axes.to_engine(hidden)
+    shape = moved.shape[moved.ndim - 1 - axes.ndim:-1]
+    # The hidden colour is never read: zeroed in the samples' own type (one cheap pass), then converted.
+    filled = np.ascontiguousarray(moved * visible, dtype=chain.work).reshape((-1,) + shape + moved.shape[-1:])
+    known = np.ascontiguousarray(visible[..., 0]).reshape((-1,) + shape)
+    if known.any() and not known.all():
+        _spread(filled, known, chain.reach())
+    return axes.from_engine(filled.reshape(moved.shape))
 
-    if not hidden.any():
-        return colour
-    moved = np.array(axes.to_engine(colour), order="C")  # a copy: the caller's colour is needed as it was
-    mask = axes.to_engine(hidden)[..., 0]
-    k = axes.ndim
-    shape = moved.shape[len(moved.shape) - 1 - k:-1]
-    images = moved.reshape((-1,) + shape + moved.shape[-1:])
-    masks = mask.reshape((-1,) + shape)
-    for image, marks in zip(images, masks):
-        if marks.all():
-            image[...] = 0
-        elif marks.any():
-            nearest = ndimage.distance_transform_edt(marks, return_distances=False, return_indices=True)
-            image[...] = image[tuple(nearest)]
-    return axes.from_engine(images.reshape(moved.shape))
+
+def _spread(filled: np.ndarray, known: np.ndarray, steps: int) -> None:
+    """Colour rings of unknown pixels around the known ones, ``steps`` times, in place.
+
+    ``known`` is (images, *axes), ``filled`` the same with colour last.  Only
+    the ring's pixels are visited, so the cost follows the edge of the
+    transparent region, not the image.
+    """
+    import itertools
+
+    shape = np.array(known.shape)
+    offsets = [np.array((0,) + o) for o in itertools.product((-1, 0, 1), repeat=known.ndim - 1) if any(o)]
+    grown = known.copy()
+    for offset in offsets:  # every pixel next to a known one
+        grown[_shifted(offset, known.shape)] |= known[_shifted(-offset, known.shape)]
+    ring = np.argwhere(grown & ~known)
+    for _ in range(steps):
+        if not len(ring):
+            return
+        sums = np.zeros((len(ring), filled.shape[-1]), dtype=filled.dtype)
+        counts = np.zeros(len(ring), dtype=filled.dtype)
+        beyond = []
+        for offset in offsets:
+            near = ring + offset
+            inside = np.flatnonzero(np.all((near >= 0) & (near < shape), axis=1))
+            at = tuple(near[inside].T)
+            have = known[at]
+            sums[inside[have]] += filled[at][have]
+            counts[inside[have]] += 1
+            beyond.append(near[inside[~have]])
+        where = tuple(ring.T)
+        filled[where] = sums / counts[:, None]
+        known[where] = True
+        after = np.concatenate(beyond)
+        flat = np.unique(np.ravel_multi_index(tuple(after.T), known.shape)) if len(after) else np.zeros(0, np.intp)
+        ring = np.column_stack(np.unravel_index(flat, known.shape)) if len(flat) else np.zeros((0, known.ndim), int)
+        ring = ring[~known[tuple(ring.T)]]
+
+
+def _shifted(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The part of an array of ``shape`` that a shift by ``offset`` lands on."""
+    return tuple(slice(max(o, 0), n + min(o, 0)) for o, n in zip(offset, shape))

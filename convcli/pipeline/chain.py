@@ -156,6 +156,11 @@ class Chain:
             x = run(x, reach, **self.args(i == len(self.kernels) - 1, pad_mode))
         return self.axes.from_engine(x)
 
+    def reach(self) -> int:
+        """How far, in samples along any axis, an output's chain of windows reaches from its centre."""
+        dilation = self.options.geometry.dilations(self.axes.ndim)
+        return max(sum(d * (k.shape[axis] // 2) for k in self.kernels) for axis, d in enumerate(dilation))
+
     def plan(self, streamed: bool = False) -> list[dict]:
         """Plan every kernel without computing: padding, output shape, method, axes and precision.
 
@@ -288,7 +293,7 @@ class Run:
         if space.name == "luma":
             colour = data[..., :space.colour]
             if mode not in (None, CHANNEL, KEEP):
-                colour = fill_hidden(colour, data[..., -1:] <= 0, chain.axes)  # the chroma under transparency
+                colour = fill_hidden(colour, data[..., -1:] <= 0, chain)  # the chroma under transparency
             base = chain.grid(colour)
         if mode in (None, CHANNEL):
             out = chain.run(work, owned=work is not data)
