@@ -29,3 +29,13 @@ def test_the_readme_names_every_method_and_range_mode():
     assert methods == list(METHODS)
     for mode in RANGE_MODES:
         assert f"| `{mode}` |" in README
+
+
+def test_the_readme_and_help_name_every_alpha_mode_colour_space_and_axis():
+    from convcli.pipeline.options import ALPHA_MODES, AXIS_NAMES, COLORSPACES
+
+    text = " ".join(convcli("filter", "--help").stdout.split())
+    for name in ALPHA_MODES + COLORSPACES:
+        assert f"`{name}`" in README and name in text, name
+    for name in AXIS_NAMES:
+        assert f"`{name}`" in README, name

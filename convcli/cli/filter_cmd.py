@@ -64,14 +64,30 @@ def filter_command(
     fail_fast: bool = typer.Option(
         False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
     ),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="No warnings (notes on what was changed or left out), no progress bar, "
+        "and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
         None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
     ),
     alpha: str = typer.Option(
-        "premultiply", "--alpha", metavar="MODE",
-        help="Transparency: premultiply (default: no colour bleeds from transparent pixels, edges soften), "
-        "keep (alpha unchanged), channel (alpha filtered like a colour).",
+        "auto", "--alpha", metavar="MODE",
+        help="Transparency: auto (default: premultiply for smoothing kernels; for any other, alpha kept and "
+        "colour filtered with transparent pixels taking the colour of the visible ones around them), "
+        "premultiply (colour times alpha filtered, then divided by the filtered alpha: edges soften), "
+        "keep (alpha unchanged, colour filtered as stored), channel (alpha filtered like a colour).",
+    ),
+    colorspace: str = typer.Option(
+        "stored", "--colorspace", metavar="SPACE",
+        help="Images: the values filtered. stored (default: the samples as stored), linear (linear light: "
+        "the sRGB or ICC tone curve undone, then redone; blurs do not darken), luma (only the BT.709 luma, "
+        "colour differences kept: sharpening without colour fringes).",
+    ),
+    axes: Optional[str] = typer.Option(
+        None, "--axes", metavar="AXES",
+        help="Run the kernel along these axes only: x, y, z (last, second-to-last, third-to-last spatial "
+        "axis), t (frames), e.g. '--axes x' (a 1D kernel along rows) or '--axes y,x' on a volume (a 2D "
+        "kernel on every slice). The kernel has one axis per name, in that order.",
     ),
     range_mode: Optional[str] = typer.Option(
         None, "--range", metavar="MODE",
@@ -104,7 +120,7 @@ def filter_command(
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
         normalize=normalize, out_format=out_format, compress_level=compress_level, kind=kind, alpha=alpha,
-        range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
+        colorspace=colorspace, axes=parse.names(axes), range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
     )
     if batch.is_batch(inputs, output):
@@ -117,17 +133,19 @@ def filter_command(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,
         )
-        raise typer.Exit(run_batch(plan, filter_job, options, runs, quiet=quiet, as_json=as_json, verbose=verbose))
+        on_ok = None if quiet else (lambda record: warn_notes(record.get("input"), record.get("notes") or ()))
+        raise typer.Exit(run_batch(plan, filter_job, options, runs, quiet=quiet, as_json=as_json, verbose=verbose,
+                                   on_ok=on_ok))
     input = inputs[0]
     if explain:
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
     report = filter_file(input, output, options)
-    for note in report.notes:
-        sys.stderr.write(f"convcli: warning: {report.input}: {note}\n")
-    if report.clipped and (verbose or _is_audio(report.output)):
-        # Clipped audio is audible distortion, so it is always reported.
+    if not quiet:
+        warn_notes(report.input, report.notes)
+    if report.clipped and not quiet and (verbose or _is_audio(report.output)):
+        # Clipped audio is audible distortion, so it is reported unless asked not to.
         sys.stderr.write(f"convcli: warning: {report.output}: {report.clipped} samples clipped to the output range\n")
     if as_json:
         # With the data on stdout, the report goes to stderr so the two never mix.
@@ -140,6 +158,14 @@ def filter_command(
                 f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
+
+
+def warn_notes(input: str, notes) -> None:
+    """Each note the reader, the filter or the writer made, as one warning line on stderr."""
+    from .batch_report import printable
+
+    for note in notes:
+        sys.stderr.write(f"convcli: warning: {printable(input)}: {' '.join(str(note).split())}\n")
 
 
 def _single_output(input: str, output: str | None, in_place: bool) -> str:
@@ -175,14 +201,21 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(steps))
         return
+    if steps:
+        first = steps[0]
+        print(f"colour space: {first.get('colorspace', 'stored')}")
+        if first.get("alpha"):
+            print(f"alpha: {first['alpha']}")
     for i, step in enumerate(steps, 1):
         k = step["kernel"]
         print(f"kernel {i}: {k.get('spec', '?')}")
         for key in ("shape", "sum", "separable", "rank"):
             if key in k:
                 print(f"  {key}: {k[key]}")
-        for axis, (before, after) in enumerate(step["padding"]):
+        print(f"  axes: {', '.join(step['axes'])}")
+        for axis, (before, after) in zip(step["axes"], step["padding"]):
             print(f"  padding axis {axis}: {before} before, {after} after")
         print(f"  input shape: {tuple(step['input_shape'])}")
         print(f"  output shape: {tuple(step['output_shape'])}")
+        print(f"  precision: {step['precision']}")
         print(f"  method (auto): {step['why']}")

@@ -39,3 +39,10 @@ def size(text: str | None, flag: str = "--memory-budget") -> int | None:
     from ..io.limits import parse_size
 
     return parse_size(text, subject=flag)
+
+
+def names(text: str | None) -> tuple[str, ...] | None:
+    """``"y,x"`` -> ("y", "x"): a comma list of names, lower-cased (None stays None)."""
+    if text is None:
+        return None
+    return tuple(p.strip().lower() for p in str(text).split(","))

@@ -355,16 +355,17 @@ def _to_mode_samples(data, mode: str, out_mode: str, range_mode: str):
     values = data
     if MODE_SAMPLES[out_mode][1] < MODE_SAMPLES[mode][1]:
         values = values[..., : MODE_SAMPLES[out_mode][1]] if MODE_SAMPLES[out_mode][1] > 1 else values[..., 0]
+    alpha = mode in MODES_WITH_ALPHA and out_mode in MODES_WITH_ALPHA  # opacity is never offset or stretched
     if src_dtype == dst_dtype or dst_dtype.kind == "f" or {src_dtype.name, dst_dtype.name} != {"uint8", "uint16"}:
         # Same units (int32 or int16 into uint16 is a clip, not a rescale).
-        return to_samples(values, dst_dtype, range_mode)
+        return to_samples(values, dst_dtype, range_mode, alpha=alpha)
     if src_dtype.kind == "f":
         # Float samples into an integer format: the values are taken in the
         # output's own units (use --range rescale to map any range onto it).
-        return to_samples(values, dst_dtype, range_mode)
+        return to_samples(values, dst_dtype, range_mode, alpha=alpha)
     # Integer to a narrower or wider integer format: convert in the input's
     # units first (so clipping means what it says), then scale full range to full range.
-    samples, clipped = to_samples(values, src_dtype, range_mode)
+    samples, clipped = to_samples(values, src_dtype, range_mode, alpha=alpha)
     src_max = float(np.iinfo(src_dtype).max)
     dst_max = float(np.iinfo(dst_dtype).max)
     scaled = np.rint(np.clip(samples.astype(np.float64), 0, None) * (dst_max / src_max))

@@ -11,6 +11,9 @@ offset    add the middle of the range (128, 32768; 0 for signed types) so
 rescale   map the result's min..max linearly onto the type's full range
 ========  ==================================================================
 
+An image's alpha channel is opacity, already in sample units: with
+``alpha=True`` it is only rounded and clipped, whatever the mode (an offset
+or a stretch of opacity would make transparent pixels half visible).
 Integer samples never wrap: every value outside the range is clipped and
 counted.  NaN and infinity never reach an integer output; they are refused
 with their count.  Float output types keep the raw values whatever the mode.
@@ -36,7 +39,7 @@ def sample_range(dtype, bits: int | None = None) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
+def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, alpha: bool = False):
     """Convert float results to samples of `dtype` under a range mode; return (samples, n_clipped).
 
     Parameters
@@ -51,6 +54,9 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     bits : int, optional
         Significant bits when fewer than the type holds (e.g. 24 for 24-bit PCM
         kept in int32); the range is then that of a `bits`-bit integer.
+    alpha : bool
+        The last channel (last axis) is alpha: converted as ``clip``, the mode
+        applying to the other channels only.
 
     Returns
     -------
@@ -73,6 +79,8 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     (array([  0,   0,   2, 255], dtype=uint8), 2)
     >>> to_samples(np.array([-3.0, 3.0]), np.uint8, "offset")[0]
     array([125, 131], dtype=uint8)
+    >>> to_samples(np.array([[-3.0, 0.0]]), np.uint8, "offset", alpha=True)[0]  # colour -3, transparent
+    array([[125,   0]], dtype=uint8)
     """
     import numpy as np
 
@@ -84,6 +92,10 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
         )
     dtype = np.dtype(dtype)
     values = np.asarray(values)
+    if alpha and mode != "clip" and dtype.kind != "f" and values.ndim >= 1 and values.shape[-1] >= 2:
+        colour, clipped = to_samples(values[..., :-1], dtype, mode, bits=bits)
+        opacity, more = to_samples(values[..., -1:], dtype, "clip", bits=bits)
+        return np.concatenate([colour, opacity], axis=-1), clipped + more
     if dtype.kind == "f":
         # Raw values are kept; one too large for a narrower float type becomes
         # infinity, as IEEE says, without numpy's overflow warning.

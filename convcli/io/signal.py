@@ -15,11 +15,12 @@ format                 every reader;                 ``write``: the output forma
 source                 ``read``                      ``write``: names the input in a ``DataError``
 dtype                  every reader (a scaled        image, TIFF and NIfTI writers: the type written back;
                        NIfTI: float32);              audio writer: the nearest subtype, and whether
-                       ``pipeline.classify``         ``bits`` applies
+                       ``pipeline.classify``         ``bits`` applies; ``pipeline.chain``: the precision;
+                                                     ``pipeline.colour``: the value of full scale
 mode                   image and TIFF readers;       image writer: the mode written, or the nearest one
-                       ``pipeline.classify``         the format stores
+                       ``pipeline.classify``         the format stores; ``pipeline.colour`` (CMYK)
 alpha                  image and TIFF readers        ``pipeline.alpha``: the last channel is alpha
-icc_profile            image and TIFF readers        image writer
+icc_profile            image and TIFF readers        image writer; ``pipeline.colour``: tone curves
 dpi                    image and TIFF readers        image writer; ``derive`` divides it by the stride
 exif                   image reader (JPEG, WebP,     image writer (JPEG, WebP, PNG)
                        PNG)
@@ -32,7 +33,8 @@ transparency_dropped   image reader (16-bit PNG)     ``pipeline.filter``'s input
 sf_format              audio reader                  audio writer: WAVEX and RF64 stay so
 subtype                audio reader                  audio writer: kept where the format can hold it
 endian                 audio reader                  audio writer
-bits                   audio reader                  audio writer: the significant bits of integer samples
+bits                   audio reader                  audio writer: the significant bits of integer samples;
+                                                     ``pipeline.chain``: the precision
 short_read             audio reader (a file cut      ``pipeline.filter``'s input notes
                        short)
 key                    array reader (``.npz``)       array writer: the archive member's name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .chain import filter_signal, plan_chain, resolve_kernels
+from .chain import filter_signal, prepare, resolve_kernels
 from .options import FilterOptions
 
 
@@ -24,10 +24,10 @@ class FilterReport:
     status: str = "ok"
     input_shape: tuple[int, ...] = ()
     output_shape: tuple[int, ...] = ()
-    kernels: list[dict] = field(default_factory=list)  # one step of plan_chain per kernel
+    kernels: list[dict] = field(default_factory=list)  # one step of Chain.plan per kernel
     clipped: int = 0  # integer samples outside the output range, clipped
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)  # what the reader or writer changed or left out
+    notes: list[str] = field(default_factory=list)  # what the reader, the filter or the writer changed or left out
     error: str | None = None
 
     def as_dict(self) -> dict:
@@ -67,17 +67,22 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(filtered.signal.data.shape), kernels=filtered.steps, seconds=time.perf_counter() - start,
-        clipped=written.clipped, notes=input_notes(signal) + written.notes,
+        clipped=written.clipped, notes=input_notes(signal) + filtered.notes + written.notes,
     )
 
 
 def explain(source: str, options: FilterOptions) -> list[dict]:
-    """The plan of every kernel for ``source``: nothing is filtered or written (a large .npy is only mapped)."""
+    """The plan of every kernel for ``source``: nothing is filtered or written (a large .npy is only mapped).
+
+    Each step also says the colour space filtered and what is done with alpha
+    (None for an input without alpha).
+    """
     from .. import io
 
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
-    return plan_chain(signal, resolve_kernels(options, signal), options)
+    run = prepare(signal, resolve_kernels(options, signal), options)
+    return [dict(step, **run.describe()) for step in run.steps]
 
 
 def input_notes(signal) -> list[str]:
