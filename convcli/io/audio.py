@@ -109,8 +109,13 @@ def _read_blocks(snd, frames: int, dtype):
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
-def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for audio: rate, channels and subtype kept (or the format's nearest), integers clipped."""
+def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                quality=None):
+    """Writer for audio: rate, channels and subtype kept (or the format's nearest), integers clipped.
+
+    `depth` asks for another subtype (``--depth 24``: PCM_24); values keep
+    their loudness, brought from the input's full scale to the output's.
+    """
     import numpy as np
     import soundfile as sf
 
@@ -130,6 +135,8 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     if sig.meta.get("sf_format") in ("WAVEX", "RF64") and fmt == "wav":
         sf_format = sig.meta["sf_format"]
     subtype = sig.meta.get("subtype")
+    if depth is not None:
+        subtype = _depth_subtype(depth, fmt, notes)
     if subtype is None or not sf.check_format(sf_format, subtype):
         wanted = subtype
         subtype = _nearest_subtype(sf_format, np.dtype(sig.meta.get("dtype") or data.dtype), sig.meta.get("bits"))
@@ -274,6 +281,17 @@ def _bits_of(dtype):
     if dtype.kind in "iu":
         return np.iinfo(dtype).bits
     return None
+
+
+# --depth -> the subtype asked for (8 bits: unsigned in WAV, as WAV stores 8-bit PCM).
+DEPTH_SUBTYPES = {"8": "PCM_S8", "16": "PCM_16", "24": "PCM_24", "32": "PCM_32", "32f": "FLOAT", "64f": "DOUBLE"}
+
+
+def _depth_subtype(depth: str, fmt: str, notes: list[str]) -> str:
+    if depth == "1":
+        notes.append("--depth 1 (bilevel) is for images: audio written as PCM_16")
+        return "PCM_16"
+    return "PCM_U8" if depth == "8" and fmt == "wav" else DEPTH_SUBTYPES[depth]
 
 
 def _nearest_subtype(sf_format: str, dtype, bits) -> str:

@@ -264,7 +264,8 @@ def mapped_nifti(sig, dest: str, dtype):
     return opened()
 
 
-def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
+def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                quality=None):
     """Writer for NIfTI: the input's header and (strided) affine kept, samples in the header's type."""
     import numpy as np
 
@@ -281,7 +282,10 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
         stored = np.dtype(np.float32)
     if stored.kind == "f" and data.dtype == np.float64:
         stored = np.dtype(np.float64)
-    samples, clipped = to_samples(data, stored, range_mode)
+    if depth is not None:
+        samples, clipped = _to_depth(data, stored, depth, range_mode)
+    else:
+        samples, clipped = to_samples(data, stored, range_mode)
     img = _nifti_image(sig, samples)
     with atomic_path(dest, suffix=".nii.gz" if fmt == "nifti-gz" else ".nii") as tmp:
         nib.save(img, tmp)
@@ -317,3 +321,10 @@ def _nifti_image(sig, samples):
     img.set_sform(np.asarray(affine), code=int(header["sform_code"]) if header is not None and header["sform_code"] else 1)
     img.set_qform(np.asarray(affine), code=int(header["qform_code"]) if header is not None and header["qform_code"] else 1)
     return img
+
+
+def _to_depth(data, stored, depth: str, range_mode: str):
+    """Samples of ``--depth`` for NIfTI, which stores no bilevel type: depth 1 is kept as 0/255 uint8."""
+    from .samples import to_depth
+
+    return to_depth(data, stored, depth, range_mode)
