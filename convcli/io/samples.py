@@ -214,11 +214,16 @@ BLOCK = 1 << 18
 PARALLEL = 1 << 22
 
 
-def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float):
+def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float, out=None):
     """clip / abs / offset, a block of rows at a time into the output array."""
     import numpy as np
 
-    out = np.empty(values.shape, dtype=dtype)
+    if out is None:
+        out = np.empty(values.shape, dtype=dtype)
+    if values.ndim >= 3 and values[0].size > BLOCK:
+        # A few large pages or frames first: their rows are the blocks, so the scratch stays small.
+        counts = [_in_blocks(values[i], dtype, mode, work, lo, hi, top, out[i])[1] for i in range(values.shape[0])]
+        return out, sum(counts)
     height = values.shape[0]
     per_row = max(1, values.size // max(1, height))
     rows = max(1, BLOCK // per_row)

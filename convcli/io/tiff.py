@@ -169,6 +169,10 @@ class PageSpec:
 
     def __init__(self, page, shape, dtype, axes: str, convert):
         self.page, self.shape, self.dtype, self.axes, self.convert = page, shape, dtype, axes, convert
+        # Samples convcli takes as tifffile decodes them are decoded straight into the volume's memory.
+        photometric = int(page.photometric)
+        self.as_decoded = (axes != "SYX" and dtype == page.dtype and photometric != PALETTE
+                           and not (photometric == MINISWHITE and dtype.kind == "u"))
 
     @classmethod
     def of(cls, page, subject: str) -> "PageSpec":
@@ -249,7 +253,10 @@ def _decode(pages, spec: PageSpec, shape, file_size: int, subject: str):
         if not any(page.databytecounts):
             raise DataError(f"page {index + 1} of the TIFF holds no samples", subject=subject)
         with _logged_errors(subject):
-            data[index] = spec.convert(page.asarray(maxworkers=thread_count()))
+            if spec.as_decoded:
+                page.asarray(out=data[index], maxworkers=thread_count())
+            else:
+                data[index] = spec.convert(page.asarray(maxworkers=thread_count()))
     return data
 
 
