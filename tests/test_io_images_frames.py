@@ -109,3 +109,14 @@ def test_frames_of_an_animation_count_against_the_memory_budget(tmp_path):
     result = convcli("filter", str(tmp_path / "a.gif"), "-k", "box:3", "--memory-budget", "200K",
                      "-o", str(tmp_path / "o.gif"))
     assert result.exit_code == 1 and "40x64x64x4" in result.stderr
+
+
+def test_16_bit_frames_into_an_animated_png_are_8_bit_and_say_so(tmp_path):
+    import tifffile
+
+    pages = RNG.integers(0, 65536, (3, 10, 12, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "p.tif", pages, photometric="rgb", metadata=None)
+    result = convcli("filter", str(tmp_path / "p.tif"), "--kind", "image", "-k", "identity", "-o",
+                     str(tmp_path / "p.png"))
+    assert result.exit_code == 0 and "PNG frames cannot store mode RGB;16: written as RGB" in result.stderr
+    np.testing.assert_array_equal(io.read(tmp_path / "p.png").data, np.floor(pages / 257 + 0.5).astype(np.uint8))

@@ -177,6 +177,26 @@ def test_stride_scales_the_resolution_as_stated(tmp_path):
         assert Fraction(*page.tags["XResolution"].value) == 100 and Fraction(*page.tags["YResolution"].value) == 75
 
 
+def test_a_tifffile_shape_description_follows_a_stride(tmp_path):
+    tifffile.imwrite(tmp_path / "s.tif", samples("uint16", (4, 12, 16)), photometric="minisblack")  # shaped
+    out = tmp_path / "o.tif"
+    assert convcli("filter", str(tmp_path / "s.tif"), "-k", "box:3", "--stride", "2", "-o", str(out)).exit_code == 0
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_shaped and tif.shaped_metadata[0]["shape"] == [2, 6, 8]
+        assert tif.series[0].shape == (2, 6, 8)
+
+
+def test_12_bit_samples_stay_12_bit(tmp_path):
+    data = RNG.integers(0, 4096, (20, 30)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "b.tif", data, bitspersample=12, metadata=None)
+    out, result = identity(tmp_path, tmp_path / "b.tif")
+    assert result.stderr == ""
+    assert_same_tiff(tmp_path / "b.tif", out)
+    # A result past 12 bits is clipped to 4095, not written as a larger 16-bit value.
+    result = convcli("filter", str(tmp_path / "b.tif"), "-k", "[[2]]", "-o", str(tmp_path / "x.tif"))
+    assert result.exit_code == 0 and tifffile.imread(tmp_path / "x.tif").max() == 4095
+
+
 def test_kind_image_reads_pages_as_frames_filtered_one_by_one(tmp_path):
     pages = samples("uint16", (3, 12, 14))
     tifffile.imwrite(tmp_path / "p.tif", pages, photometric="minisblack", metadata=None)

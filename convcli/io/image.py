@@ -366,9 +366,13 @@ def mode_for(channels: int, dtype, meta_mode: str | None = None) -> str:
     return {2: "LA", 3: "RGB", 4: "RGBA"}[channels] + (";16" if wide else "")
 
 
-def _fit_mode(mode: str, fmt: str, notes: list[str], alpha: bool) -> str:
-    """The nearest mode `fmt` can store, noting any loss."""
-    allowed = formats.get(fmt).modes
+# Pillow has no 16-bit colour modes, so the frames it writes (animated PNG) hold 8 bits per channel.
+WIDE_COLOUR = frozenset({"LA;16", "RGB;16", "RGBA;16"})
+
+
+def _fit_mode(mode: str, fmt: str, notes: list[str], alpha: bool, frames: bool = False) -> str:
+    """The nearest mode `fmt` can store (in frames, if `frames`), noting any loss."""
+    allowed = formats.get(fmt).modes - (WIDE_COLOUR if frames else frozenset())
     if mode in allowed:
         return mode
     channels = MODE_SAMPLES[mode][1]
@@ -396,7 +400,8 @@ def _fit_mode(mode: str, fmt: str, notes: list[str], alpha: bool) -> str:
                 what.append("CMYK converted to RGB")
             if channels <= 2 and MODE_SAMPLES[candidate][1] >= 3 and mode != "CMYK":
                 what.append("grey stored as RGB")
-            notes.append(f"{fmt.upper()} cannot store mode {mode}: written as {candidate}"
+            where = f"{fmt.upper()} frames" if frames and mode in formats.get(fmt).modes else fmt.upper()
+            notes.append(f"{where} cannot store mode {mode}: written as {candidate}"
                          + (f" ({', '.join(what)})" if what else ""))
             return candidate
     raise AssertionError(f"no mode for {fmt}")  # every format allows L or RGB
@@ -442,7 +447,7 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     meta = sig.meta
     notes: list[str] = []
     alpha = bool(meta.get("alpha")) and channels in (2, 4)
-    samples, out_mode, clipped = convert(data, channels, meta, fmt, range_mode, depth, notes, alpha)
+    samples, out_mode, clipped = convert(data, channels, meta, fmt, range_mode, depth, notes, alpha, frames)
     level = PNG_COMPRESS_LEVEL if compress_level is None else int(compress_level)
     with atomic_path(dest) as tmp:
         if frames:
@@ -454,7 +459,8 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     return Written(path=dest, format=fmt, clipped=clipped, notes=notes)
 
 
-def convert(data, channels: int, meta: dict, fmt: str, range_mode: str, depth, notes: list[str], alpha: bool):
+def convert(data, channels: int, meta: dict, fmt: str, range_mode: str, depth, notes: list[str], alpha: bool,
+            frames: bool = False):
     """Filtered values -> (samples, mode written, clipped count), in the input's depth or `depth`, as `fmt` holds them."""
     import numpy as np
 
@@ -482,7 +488,7 @@ def convert(data, channels: int, meta: dict, fmt: str, range_mode: str, depth, n
                 bilevel_asked = False
     wanted = np.dtype(MODE_SAMPLES[mode][0]) if depth is not None else source_dtype
     noted = len(notes)
-    out_mode = _fit_mode(mode, fmt, notes, alpha)
+    out_mode = _fit_mode(mode, fmt, notes, alpha, frames)
     written = np.dtype(MODE_SAMPLES[out_mode][0])
     if len(notes) == noted and written != wanted and not (wanted.kind == "b" or written.kind == wanted.kind == "f"):
         how = " (values taken as they are; --range rescale maps them onto the range)" if wanted.kind == "f" else ""
@@ -490,7 +496,7 @@ def convert(data, channels: int, meta: dict, fmt: str, range_mode: str, depth, n
     samples, clipped = _to_mode_samples(data, mode, out_mode, range_mode)
     if out_mode == "1" and not bilevel_asked and not np.all((samples == 0) | (samples == 255)):
         notes.append("the result is not black and white: written as 8-bit grey (--depth 1 thresholds it)")
-        out_mode = _fit_mode("L", fmt, notes, alpha)
+        out_mode = _fit_mode("L", fmt, notes, alpha, frames)
     elif out_mode == "1":
         samples = np.where(samples >= 128, np.uint8(255), np.uint8(0))
     if fmt == "gif" and alpha and out_mode in MODES_WITH_ALPHA and np.any((samples[..., -1] > 0)

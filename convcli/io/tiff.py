@@ -26,6 +26,7 @@ sub-directories) it names in ``Written.notes``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import struct
 
@@ -424,48 +425,39 @@ def tiff_errors(subject: str):
     except MemoryError:
         raise DataError("the image is too large to decode in memory", subject=subject) from None
     except Exception as exc:  # tifffile's and imagecodecs' errors have no common base
-        if type(exc).__name__ in ("KeyboardInterrupt", "SystemExit"):
-            raise
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot decode the TIFF: {text[:200]}", subject=subject) from None
 
 
-class _Records:
-    """tifffile's log records of one call, kept instead of printed."""
+class _Kept(logging.Handler):
+    """Keeps tifffile's log records instead of printing them."""
 
     def __init__(self):
-        import logging
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
 
-        self.handler = logging.Handler()
-        self.handler.emit = self.records_append
-        self.records = []
-
-    def records_append(self, record) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
 
 @contextlib.contextmanager
 def _quiet_log():
     """tifffile logs what it finds wrong instead of raising; nothing below the CLI prints, so keep it."""
-    import logging
-
     logger = logging.getLogger("tifffile")
-    records = _Records()
+    kept = _Kept()
     saved = logger.propagate
-    logger.addHandler(records.handler)
+    logger.addHandler(kept)
     logger.propagate = False
     try:
-        yield records
+        yield kept
     finally:
-        logger.removeHandler(records.handler)
+        logger.removeHandler(kept)
         logger.propagate = saved
 
 
 @contextlib.contextmanager
 def _logged_errors(subject: str):
     """Decode a page; an error tifffile only logs (a strip it could not decode, filled with zeros) is raised."""
-    import logging
-
     with _quiet_log() as log:
         yield
     errors = [r for r in log.records if r.levelno >= logging.ERROR]
@@ -623,40 +615,58 @@ def _with_descriptions(layouts: list[dict], sig, shape) -> list[dict]:
 
 def _describe_shape(text: str, old_shape, new_shape, sig) -> str:
     """An ImageJ or tifffile ("shaped") description made true of the output's shape and slice spacing."""
-    import json
-
     if text.startswith("ImageJ="):
-        lines = text.split("\n")
-        count = new_shape[0]
-        changed = {}
-        if count != old_shape[0]:
-            changed = {"images": count, "slices": count}
-            lines = [ln for ln in lines if not ln.startswith(("channels=", "frames="))]
-        spacing = sig.spacing
-        if spacing is not None and len(spacing) == 3:
-            unit = re.search(r"^unit=(\S+)", text, re.MULTILINE)
-            per_unit = UNIT_MM.get(unit.group(1).lower()) if unit else None
-            old = re.search(r"^spacing=([0-9.eE+-]+)", text, re.MULTILINE)
-            if per_unit and old:
-                with contextlib.suppress(ValueError):
-                    value = float(spacing[0]) / per_unit
-                    if abs(value - float(old.group(1))) > 1e-9 * max(abs(value), 1.0):
-                        changed["spacing"] = repr(value)
-        out = []
-        for line in lines:
-            key = line.split("=", 1)[0]
-            out.append(f"{key}={changed[key]}" if key in changed else line)
-        return "\n".join(out)
+        return _imagej_description(text, old_shape[0], new_shape[0], sig.spacing)
     if text.startswith("{") and old_shape != new_shape:
+        import json
+
         try:
             described = json.loads(text)
         except ValueError:
             return text
-        if isinstance(described, dict) and "shape" in described:
-            described["shape"] = list(new_shape if new_shape[0] > 1 or len(old_shape) > len(described["shape"])
-                                      else new_shape[1:])
+        if isinstance(described, dict) and isinstance(described.get("shape"), list):
+            described["shape"] = _reshaped(described["shape"], old_shape[:3], new_shape[:3])
             return json.dumps(described)
     return text
+
+
+def _imagej_description(text: str, old_count: int, count: int, spacing) -> str:
+    """ImageJ's ``key=value`` lines with the image count and slice spacing of the output."""
+    lines = text.split("\n")
+    changed = {}
+    if count != old_count:
+        changed = {"images": count, "slices": count}
+        lines = [ln for ln in lines if not ln.startswith(("channels=", "frames="))]
+    unit = re.search(r"^unit=(\S+)", text, re.MULTILINE)
+    old = re.search(r"^spacing=([0-9.eE+-]+)", text, re.MULTILINE)
+    per_unit = UNIT_MM.get(unit.group(1).lower()) if unit else None
+    if spacing is not None and len(spacing) == 3 and per_unit and old:
+        with contextlib.suppress(ValueError):
+            value = float(spacing[0]) / per_unit
+            if abs(value - float(old.group(1))) > 1e-9 * max(abs(value), 1.0):
+                changed["spacing"] = repr(value)
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0]
+        out.append(f"{key}={changed[key]}" if key in changed else line)
+    return "\n".join(out)
+
+
+def _reshaped(described: list, old, new) -> list:
+    """tifffile's described shape with the (rows, columns) pair and a leading page count of `old` made `new`'s.
+
+    The described shape is in tifffile's axes (planes of samples may come
+    before the rows), so the rows and columns are found as the last adjacent
+    pair equal to the old ones; a description it cannot match is kept.
+    """
+    dims = list(described)
+    for i in range(len(dims) - 1, 0, -1):
+        if (dims[i - 1], dims[i]) == (old[1], old[2]):
+            dims[i - 1], dims[i] = new[1], new[2]
+            if old[0] != new[0] and i >= 2 and dims[0] == old[0]:
+                dims[0] = new[0]
+            return dims
+    return dims
 
 
 def _page_arguments(samples, layout: dict, sig, stored, bits, bilevel: bool, compress_level, quality, notes):
