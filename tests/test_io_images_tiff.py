@@ -281,15 +281,17 @@ def many_pages(count: int) -> bytes:
     return bytes(out)
 
 
-def test_a_70000_page_tiff_is_refused_from_its_directories_in_well_under_a_second(tmp_path):
+def test_a_70000_page_tiff_is_refused_from_its_directories_before_any_page_is_parsed(tmp_path, monkeypatch):
     (tmp_path / "bomb.tif").write_bytes(many_pages(70_000))
     out = tmp_path / "o.tif"
+    # The refusal comes from walking the directory chain: tifffile (about 0.1 ms a page) never opens the file.
+    monkeypatch.setattr(tifffile, "TiffFile", None)
     start = time.perf_counter()
     result = convcli("filter", str(tmp_path / "bomb.tif"), "-k", "box:3", "-o", str(out))
     elapsed = time.perf_counter() - start
     assert result.exit_code == 1 and "more than 65536 TIFF pages" in result.stderr
     assert len(result.stderr.splitlines()) == 1 and not out.exists() and not leftovers(tmp_path)
-    assert elapsed < 0.8, elapsed
+    assert elapsed < 3, elapsed  # the walk takes about 0.05 s (bench/hostile_harness.py times the whole process)
 
 
 def test_a_truncated_strip_is_a_data_error_not_zeros(tmp_path):

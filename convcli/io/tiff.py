@@ -488,6 +488,9 @@ def write_tiff(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str
     meta = sig.meta
     stored, bits = _stored_type(sig, data)
     bilevel = meta.get("mode") == "1"
+    if depth == "1" and pages.shape[-1] > 1:
+        notes.append("--depth 1 (bilevel) needs one grey channel: written as 8-bit")
+        depth = "8"
     if depth is not None:
         target, target_bits = depth_type(depth, stored)
         pages = rescale(pages, stored, target, src_bits=bits, dst_bits=target_bits)
