@@ -326,3 +326,19 @@ def test_a_page_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
     (tmp_path / "huge.tif").write_bytes(bytes(raw))
     with pytest.raises(DataError, match="over the limit"):
         io.read(tmp_path / "huge.tif")
+
+
+@pytest.mark.parametrize("fault", ["zero denominator", "unknown unit"])
+def test_a_broken_resolution_is_no_resolution_not_a_crash(tmp_path, fault):
+    tifffile.imwrite(tmp_path / "r.tif", samples("uint8", (8, 8)), resolution=(300, 300), resolutionunit="inch",
+                     metadata=None)
+    raw = bytearray((tmp_path / "r.tif").read_bytes())
+    with tifffile.TiffFile(tmp_path / "r.tif") as tif:
+        tags = tif.pages[0].tags
+        where = tags[282].valueoffset + 4 if fault == "zero denominator" else tags[296].valueoffset
+    struct.pack_into("<I" if fault == "zero denominator" else "<H", raw, where, 0 if fault == "zero denominator"
+                     else 77)
+    (tmp_path / "bad.tif").write_bytes(bytes(raw))
+    assert "resolution" not in io.read(tmp_path / "bad.tif").meta
+    result = convcli("filter", str(tmp_path / "bad.tif"), "-k", "box:3", "--stride", "2", "-o", str(tmp_path / "o.tif"))
+    assert result.exit_code == 0, result.output

@@ -330,8 +330,8 @@ def _resolution(page):
         unit = int(tags[296].value) if 296 in tags else 2
     except (TypeError, ValueError):
         return None
-    if len(x) != 2 or len(y) != 2:
-        return None
+    if len(x) != 2 or len(y) != 2 or not (x[1] and y[1]) or unit not in (1, 2, 3):
+        return None  # a zero denominator or an unknown unit states no resolution
     return (x, y, unit)
 
 
@@ -345,7 +345,9 @@ def _layout(page, fh) -> dict:
         elif code in RANGE_TAGS:
             dropped.append(RANGE_TAGS[code])
         elif code not in LAYOUT_TAGS and int(tag.dtype) not in OFFSET_TYPES and int(tag.dtype) in TYPE_SIZES:
-            tags.append((code, int(tag.dtype), tag.count, _raw_value(fh, tag)))
+            value = _raw_value(fh, tag)
+            if len(value) == tag.count * TYPE_SIZES[int(tag.dtype)]:  # else it runs past the end of the file
+                tags.append((code, int(tag.dtype), tag.count, value))
     tile = (page.tilelength, page.tilewidth) if page.is_tiled else None
     return {
         "photometric": int(page.photometric), "planarconfig": int(page.planarconfig),
@@ -517,7 +519,8 @@ def _write_pages(path: str, writes, byteorder: str, bigtiff: bool, dest: str) ->
         with _quiet_log(), tifffile.TiffWriter(path, bigtiff=bigtiff, byteorder=byteorder) as tw:
             for page, arguments in writes:
                 tw.write(page, **arguments)
-    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+    except (ValueError, TypeError, KeyError, NotImplementedError, ZeroDivisionError, OverflowError,
+            struct.error) as exc:
         raise OutputError(f"cannot write this TIFF: {exc}", subject=dest) from None
 
 
@@ -712,7 +715,7 @@ def _page_arguments(samples, layout: dict, sig, stored, bits, bilevel: bool, com
         arguments["rowsperstrip"] = layout["rowsperstrip"]
     resolution = meta.get("resolution")
     if resolution is not None and layout["has_resolution"]:
-        arguments["resolution"] = (tuple(resolution[0]), tuple(resolution[1]))
+        arguments["resolution"] = (_rational32(*resolution[0]), _rational32(*resolution[1]))
         arguments["resolutionunit"] = resolution[2]
     elif meta.get("dpi") and layout["has_resolution"]:
         arguments["resolution"] = tuple(float(v) for v in meta["dpi"])
@@ -727,6 +730,19 @@ def _page_arguments(samples, layout: dict, sig, stored, bits, bilevel: bool, com
     if layout["tags"]:
         arguments["extratags"] = [(code, dtype, count, value, False) for code, dtype, count, value in layout["tags"]]
     return page, arguments
+
+
+def _rational32(numerator: int, denominator: int) -> tuple[int, int]:
+    """A rational as TIFF stores it (two 32-bit unsigned integers): itself, or the nearest that fits."""
+    from fractions import Fraction
+
+    top = 0xFFFFFFFF
+    if 0 <= numerator <= top and 0 < denominator <= top:
+        return numerator, denominator
+    value = Fraction(numerator, denominator).limit_denominator(top)
+    while value.numerator > top:
+        value = Fraction(value.numerator >> 1, max(value.denominator >> 1, 1))
+    return value.numerator, value.denominator
 
 
 def _compression(arguments: dict, layout: dict, page, sig, bits, compress_level, quality, notes) -> None:
