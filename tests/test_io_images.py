@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import convcli
 from convcli import io
 from convcli.engine import correlate
 from convcli.errors import DataError, OutputError, UsageError
@@ -307,3 +308,11 @@ def test_nan_never_reaches_an_8_bit_file(tmp_path):
         io.write(sig, tmp_path / "o.png")
     assert (tmp_path / "o.png").read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
+
+
+def test_an_image_larger_than_webp_holds_is_refused_in_one_line(tmp_path):
+    Image.fromarray(np.zeros((1, 16384), np.uint8)).save(tmp_path / "wide.png")
+    result = convcli("filter", str(tmp_path / "wide.png"), "-k", "identity", "-o", str(tmp_path / "wide.webp"))
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        f"convcli: error: {tmp_path / 'wide.webp'}: 16384x1 is larger than WEBP holds (16383 pixels a side)"]
+    assert not (tmp_path / "wide.webp").exists()

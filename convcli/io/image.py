@@ -37,6 +37,7 @@ MODE_SAMPLES = {
 MODES_WITH_ALPHA = {"LA", "RGBA", "LA;16", "RGBA;16"}
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "webp": "WEBP", "gif": "GIF", "pnm": "PPM"}
 DEFAULT_QUALITY = 90  # JPEG/WebP output when neither --quality nor a JPEG input says otherwise
+MAX_SIDE = {"webp": 16383, "jpeg": 65535, "gif": 65535}  # the formats' own limits on a side
 
 
 @contextlib.contextmanager
@@ -444,6 +445,10 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     if sig.frames and data.shape[0] == 1:
         data = data[0]
     frames = sig.frames and data.ndim == 3 + int(channels > 1)
+    height, width = data.shape[int(frames):int(frames) + 2]
+    if fmt in MAX_SIDE and max(height, width) > MAX_SIDE[fmt]:
+        raise OutputError(f"{width}x{height} is larger than {fmt.upper()} holds ({MAX_SIDE[fmt]} pixels a side)",
+                          subject=dest)
     meta = sig.meta
     notes: list[str] = []
     alpha = bool(meta.get("alpha")) and channels in (2, 4)
@@ -641,7 +646,7 @@ def _save_pillow(samples, mode: str, fmt: str, path: str, meta: dict, level: int
     options = _save_options(fmt, meta, level, quality, notes)
     try:
         im.save(path, format=PIL_FORMAT[fmt], **options)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise OutputError(f"cannot write this image as {fmt.upper()}: {exc}", subject=dest) from None
@@ -676,7 +681,7 @@ def _save_frames(samples, mode: str, fmt: str, path: str, meta: dict, level: int
         options["background"] = tuple(animation["background"])
     try:
         images[0].save(path, format=PIL_FORMAT[fmt], save_all=True, append_images=images[1:], **options)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise OutputError(f"cannot write these frames as {fmt.upper()}: {exc}", subject=dest) from None

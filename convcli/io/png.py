@@ -221,6 +221,11 @@ def write(fh, samples, *, compress_level: int = 6, icc_profile=None, dpi=None, e
     fh.write(chunk(b"IEND", b""))
 
 
+def _intact(kind: bytes, body: bytes, crc: bytes) -> bool:
+    """A chunk's type is four ASCII letters and its CRC matches: else it is damage, not copied."""
+    return kind.isalpha() and zlib.crc32(body, zlib.crc32(kind)) == struct.unpack(">I", crc)[0]
+
+
 # Chunks convcli writes from the samples and ``meta`` (or, for an animation, Pillow does).
 OWN_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"iCCP", b"pHYs", b"eXIf", b"acTL", b"fcTL", b"fdAT"}
 # Colour-space chunks: what the samples mean, which filtering does not change (the spec calls them
@@ -235,7 +240,8 @@ def other_chunks(fh):
     XMP, ...: the fourth letter is lower case) and the colour-space chunks,
     as (type, body, after_pixels); dropped are the names of the others
     (tIME, bKGD, sBIT, hIST, sPLT: they describe the original samples).  Only
-    chunk headers are read on the way: the pixels are skipped.
+    chunk headers are read on the way: the pixels are skipped.  A damaged
+    chunk is left out.
     """
     head = fh.read(8)
     if head != SIGNATURE:
@@ -256,12 +262,12 @@ def other_chunks(fh):
         if kind == b"IEND":
             break
         body = fh.read(length)
-        fh.seek(4, 1)
-        if len(body) < length:
+        crc = fh.read(4)
+        if len(body) < length or len(crc) < 4:
             break
         if kind == b"acTL":
             animated = True
-        elif kind in OWN_CHUNKS:
+        elif kind in OWN_CHUNKS or not _intact(kind, body, crc):
             continue
         elif kind in COLOUR_CHUNKS or kind[3:4].islower():
             kept.append((kind, body, after))
