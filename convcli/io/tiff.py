@@ -677,9 +677,27 @@ def _reshaped(described: list, old, new) -> list:
 
 def _page_arguments(samples, layout: dict, sig, stored, bits, bilevel: bool, compress_level, quality, notes):
     """One page's samples as tifffile takes them, and the arguments of TiffWriter.write that lay it out."""
+    page, photometric = _photometric(samples, layout, sig, bits, bilevel)
+    arguments = {"photometric": photometric, "metadata": None, "software": False, "description": None,
+                 "datetime": None, "subfiletype": layout["subfiletype"] or None}
+    page = _planes(page, samples.shape[-1], layout, arguments)
+    _compression(arguments, layout, page, sig, bits, compress_level, quality, notes)
+    if layout["tile"] is not None:
+        arguments["tile"] = layout["tile"]
+    elif layout["rowsperstrip"] and layout["rowsperstrip"] < samples.shape[0]:
+        arguments["rowsperstrip"] = layout["rowsperstrip"]
+    arguments.update(_resolution_arguments(sig, layout))
+    if sig.meta.get("icc_profile"):
+        arguments["iccprofile"] = bytes(sig.meta["icc_profile"])
+    if layout["tags"]:
+        arguments["extratags"] = [(code, dtype, count, value, False) for code, dtype, count, value in layout["tags"]]
+    return page, arguments
+
+
+def _photometric(samples, layout: dict, sig, bits, bilevel: bool):
+    """The page's samples (one channel as a plane) and photometric, min-is-white ones inverted back."""
     import numpy as np
 
-    meta = sig.meta
     photometric = layout["photometric"]
     channels = samples.shape[-1]
     page = samples[..., 0] if channels == 1 else samples
@@ -688,48 +706,47 @@ def _page_arguments(samples, layout: dict, sig, stored, bits, bilevel: bool, com
     if photometric in (RGB, SEPARATED) and channels < {RGB: 3, SEPARATED: 4}[photometric]:
         photometric = MINISBLACK
     if bilevel:
-        page = ~page if photometric == MINISWHITE else page
-        photometric = photometric if photometric == MINISWHITE else MINISBLACK
-    elif photometric == MINISWHITE:
+        return (~page if photometric == MINISWHITE else page), (MINISWHITE if photometric == MINISWHITE
+                                                                else MINISBLACK)
+    if photometric == MINISWHITE:
         # Unsigned min-is-white samples were inverted on reading; others were read as stored.
         if page.dtype.kind == "u":
             top = (1 << bits) - 1 if bits else np.iinfo(page.dtype).max
-            page = (top - page).astype(page.dtype)
-        elif np.dtype(sig.meta.get("dtype") or page.dtype).kind == "u":
-            photometric = MINISBLACK
-    arguments = {"photometric": photometric, "metadata": None, "software": False, "description": None,
-                 "datetime": None, "subfiletype": layout["subfiletype"] or None}
-    if channels > 1:
-        separate = layout["planarconfig"] == 2
-        arguments["planarconfig"] = 2 if separate else 1
-        if separate:
-            page = np.moveaxis(page, -1, 0)
-        base = {RGB: 3, SEPARATED: 4}.get(photometric, 1)
-        if channels > base:
-            extra = tuple(layout["extrasamples"])
-            arguments["extrasamples"] = extra if len(extra) == channels - base else (0,) * (channels - base)
-    _compression(arguments, layout, page, sig, bits, compress_level, quality, notes)
-    if layout["tile"] is not None:
-        arguments["tile"] = layout["tile"]
-    elif layout["rowsperstrip"] and layout["rowsperstrip"] < samples.shape[0]:
-        arguments["rowsperstrip"] = layout["rowsperstrip"]
+            return (top - page).astype(page.dtype), photometric
+        if np.dtype(sig.meta.get("dtype") or page.dtype).kind == "u":
+            return page, MINISBLACK
+    return page, photometric
+
+
+def _planes(page, channels: int, layout: dict, arguments: dict):
+    """Planar configuration and extra samples of a page of several channels (planes first if separate)."""
+    import numpy as np
+
+    if channels == 1:
+        return page
+    separate = layout["planarconfig"] == 2
+    arguments["planarconfig"] = 2 if separate else 1
+    base = {RGB: 3, SEPARATED: 4}.get(arguments["photometric"], 1)
+    if channels > base:
+        extra = tuple(layout["extrasamples"])
+        arguments["extrasamples"] = extra if len(extra) == channels - base else (0,) * (channels - base)
+    return np.moveaxis(page, -1, 0) if separate else page
+
+
+def _resolution_arguments(sig, layout: dict) -> dict:
+    """Resolution and unit: the input TIFF's (strided), else the DPI, else a volume's spacing the ImageJ way."""
+    meta = sig.meta
     resolution = meta.get("resolution")
     if resolution is not None and layout["has_resolution"]:
-        arguments["resolution"] = (_rational32(*resolution[0]), _rational32(*resolution[1]))
-        arguments["resolutionunit"] = resolution[2]
-    elif meta.get("dpi") and layout["has_resolution"]:
-        arguments["resolution"] = tuple(float(v) for v in meta["dpi"])
-        arguments["resolutionunit"] = 2
-    elif layout.get("baseline") and sig.kind == "volume" and sig.spacing is not None and len(sig.spacing) == 3:
-        dz, dy, dx = (float(d) for d in sig.spacing)
+        return {"resolution": (_rational32(*resolution[0]), _rational32(*resolution[1])),
+                "resolutionunit": resolution[2]}
+    if meta.get("dpi") and layout["has_resolution"]:
+        return {"resolution": tuple(float(v) for v in meta["dpi"]), "resolutionunit": 2}
+    if layout.get("baseline") and sig.kind == "volume" and sig.spacing is not None and len(sig.spacing) == 3:
+        _, dy, dx = (float(d) for d in sig.spacing)
         if dx > 0 and dy > 0:
-            arguments["resolution"] = (1.0 / dx, 1.0 / dy)
-            arguments["resolutionunit"] = 1
-    if meta.get("icc_profile"):
-        arguments["iccprofile"] = bytes(meta["icc_profile"])
-    if layout["tags"]:
-        arguments["extratags"] = [(code, dtype, count, value, False) for code, dtype, count, value in layout["tags"]]
-    return page, arguments
+            return {"resolution": (1.0 / dx, 1.0 / dy), "resolutionunit": 1}
+    return {}
 
 
 def _rational32(numerator: int, denominator: int) -> tuple[int, int]:
@@ -747,40 +764,9 @@ def _rational32(numerator: int, denominator: int) -> tuple[int, int]:
 
 def _compression(arguments: dict, layout: dict, page, sig, bits, compress_level, quality, notes) -> None:
     """Compression, predictor and bits per sample: the input's where the samples allow, else the nearest."""
-    import numpy as np
-
-    import tifffile
-
-    compression, predictor = layout["compression"], layout["predictor"]
-    if layout.get("baseline") and compress_level:
-        compression = ADOBE_DEFLATE
-    elif compress_level is not None and not layout.get("baseline"):
-        if compress_level == 0:
-            compression = NONE
-        elif compression not in (ADOBE_DEFLATE, DEFLATE):
-            compression = ADOBE_DEFLATE
-    if compression == 6:  # old-style JPEG, which no one writes any more
-        compression = JPEG
-        notes.append("old-style JPEG compression written as JPEG")
-    kind = page.dtype.kind
-    if compression in LOSSY and not (page.dtype == np.uint8 and arguments.get("photometric") in (MINISBLACK, RGB)):
-        notes.append(f"TIFF {_compression_name(compression)} compression cannot hold these samples: "
-                     "written with Deflate")
-        compression = ADOBE_DEFLATE
-    try:
-        tifffile.TIFF.COMPRESSORS[compression]
-    except (KeyError, Exception):  # no encoder for it (tifffile raises KeyError, or imagecodecs' import error)
-        notes.append(f"TIFF {_compression_name(compression)} compression cannot be written: written with Deflate")
-        compression = ADOBE_DEFLATE
-    if compression == NONE:
-        predictor = 1
-    elif predictor == 2 and kind == "f":
-        predictor = 3
-    elif predictor == 3 and kind != "f":
-        predictor = 2
-    if page.dtype == bool:
-        predictor = 1
+    compression = _compression_code(layout, page, arguments["photometric"], compress_level, notes)
     arguments["compression"] = compression if compression != NONE else None
+    predictor = _predictor(layout["predictor"], compression, page.dtype)
     if predictor != 1:
         arguments["predictor"] = predictor
     level = None
@@ -789,17 +775,56 @@ def _compression(arguments: dict, layout: dict, page, sig, bits, compress_level,
         if compression == JPEG and layout["subsampling"] and arguments["photometric"] == RGB:
             arguments["subsampling"] = tuple(layout["subsampling"])
     elif quality is not None:
-        notes.append("--quality applies to JPEG- or WebP-compressed TIFF only; ignored")
+        notes.append("--quality applies to a TIFF of lossy compression (JPEG, WebP, ...) only; ignored")
     if compression in (ADOBE_DEFLATE, DEFLATE) and compress_level:
         level = compress_level
     if level is not None:
         arguments["compressionargs"] = {"level": int(level)}
-    if bits and kind in "iu" and bits < page.dtype.itemsize * 8:
+    if bits and page.dtype.kind in "iu" and bits < page.dtype.itemsize * 8:
         if compression == NONE:
             arguments["bitspersample"] = bits
         else:
             notes.append(f"{bits}-bit samples written in {page.dtype.itemsize * 8} bits (tifffile packs "
                          "uncompressed samples only)")
+
+
+def _compression_code(layout: dict, page, photometric: int, compress_level, notes: list[str]) -> int:
+    """The input page's compression, or Deflate where --compress-level asks or the samples do not fit it."""
+    import numpy as np
+
+    import tifffile
+
+    compression = layout["compression"]
+    if layout.get("baseline"):
+        compression = ADOBE_DEFLATE if compress_level else NONE
+    elif compress_level == 0:
+        compression = NONE
+    elif compress_level is not None and compression not in (ADOBE_DEFLATE, DEFLATE):
+        compression = ADOBE_DEFLATE
+    if compression == 6:  # old-style JPEG, which no one writes any more
+        notes.append("old-style JPEG compression written as JPEG")
+        compression = JPEG
+    if compression in LOSSY and not (page.dtype == np.uint8 and photometric in (MINISBLACK, RGB)):
+        notes.append(f"TIFF {_compression_name(compression)} compression cannot hold these samples: "
+                     "written with Deflate")
+        compression = ADOBE_DEFLATE
+    try:
+        tifffile.TIFF.COMPRESSORS[compression]
+    except Exception:  # no encoder for it: tifffile's KeyError, or imagecodecs' own import error
+        notes.append(f"TIFF {_compression_name(compression)} compression cannot be written: written with Deflate")
+        compression = ADOBE_DEFLATE
+    return compression
+
+
+def _predictor(predictor: int, compression: int, dtype) -> int:
+    """The input's predictor, made the one that fits the samples (horizontal for integers, floating point)."""
+    if compression == NONE or dtype == bool:
+        return 1
+    if predictor == 2 and dtype.kind == "f":
+        return 3
+    if predictor == 3 and dtype.kind != "f":
+        return 2
+    return predictor
 
 
 def _compression_name(code: int) -> str:
