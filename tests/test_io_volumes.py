@@ -154,10 +154,7 @@ def test_gzip_bomb_refused(tmp_path):
 
 
 def test_tiff_page_chain_loop_is_refused(tmp_path):
-    from convcli.io.tiff import write_stack
-
-    with open(tmp_path / "ok.tif", "wb") as fh:
-        write_stack(fh, np.zeros((3, 2, 2), np.uint8))
+    io.write(io.Signal(np.zeros((3, 2, 2), np.uint8), kind="volume", meta={"dtype": "uint8"}), tmp_path / "ok.tif")
     raw = bytearray((tmp_path / "ok.tif").read_bytes())
     # Walk to the last IFD and point its "next" back at the first one.
     offset = struct.unpack_from("<I", raw, 4)[0]

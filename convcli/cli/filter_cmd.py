@@ -60,6 +60,14 @@ def filter_command(
         None, "--compress-level", metavar="N",
         help="Compression 0-9 for PNG (default 2: fast; 6-9: smaller, several times slower), TIFF, FLAC, .npz.",
     ),
+    depth: Optional[str] = typer.Option(
+        None, "--depth", metavar="BITS",
+        help="Output sample type: 1 (black and white), 8, 16, 24, 32 (integers; 8 -> 16 multiplies by 257) or "
+        "32f, 64f (floats, in the input's units). Default: the input's.",
+    ),
+    quality: Optional[int] = typer.Option(
+        None, "--quality", metavar="Q", help="JPEG/WebP quality 1-100 (default: a JPEG input's own, else 90)."
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
         False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
@@ -119,8 +127,9 @@ def filter_command(
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
-        normalize=normalize, out_format=out_format, compress_level=compress_level, kind=kind, alpha=alpha,
-        colorspace=colorspace, axes=parse.names(axes), range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
+        normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
+        kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
+        auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
     )
     if batch.is_batch(inputs, output):

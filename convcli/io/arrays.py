@@ -400,8 +400,9 @@ def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, 
     return sig
 
 
-def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type."""
+def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                       quality=None):
+    """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type; or `depth`'s type."""
     import numpy as np
 
     from .files import atomic_path
@@ -411,6 +412,12 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
     if data.dtype.kind not in "biuf":
         raise OutputError(f"cannot write samples of type {data.dtype}", subject=dest)
     out = data.astype(npy_output_dtype(data), copy=False)
+    clipped = 0
+    if depth is not None:
+        from .samples import to_depth
+
+        stored = np.dtype(sig.meta.get("dtype") or data.dtype)
+        out, clipped = to_depth(data, stored if stored.kind in "iuf" else data.dtype, depth, range_mode)
     with atomic_path(dest) as tmp:
         if fmt == "npy":
             write_npy(tmp, out)
@@ -419,4 +426,4 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
             saver = np.savez if compress_level == 0 else np.savez_compressed
             with open(tmp, "wb") as fh:
                 saver(fh, **{key: np.ascontiguousarray(out)})
-    return Written(path=dest, format=fmt)
+    return Written(path=dest, format=fmt, clipped=clipped)

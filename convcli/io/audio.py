@@ -232,8 +232,13 @@ def _libsndfile_words(exc) -> str:
     return _MISLEADING.get(text, text) or type(exc).__name__
 
 
-def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for audio: rate, channels and subtype kept (or the format's nearest), integers clipped."""
+def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                quality=None):
+    """Writer for audio: rate, channels and subtype kept (or the format's nearest), integers clipped.
+
+    `depth` asks for another subtype (``--depth 24``: PCM_24); values keep
+    their loudness, brought from the input's full scale to the output's.
+    """
     import numpy as np
     import soundfile as sf
 
@@ -248,9 +253,12 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     data = np.asarray(sig.data)
     if data.ndim == 2 and data.shape[1] > MAX_CHANNELS:
         raise OutputError(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
+    notes: list[str] = []
     dtype = np.dtype(sig.meta.get("dtype") or data.dtype)
     in_bits = sig.meta["bits"] if "bits" in sig.meta else _bits_of(dtype)
-    sf_format, subtype, endian, notes = _output_kind(sig.meta, fmt, dtype, in_bits)
+    wanted = _depth_subtype(depth, fmt, notes) if depth is not None else None
+    sf_format, subtype, endian, kind_notes = _output_kind(sig.meta, fmt, dtype, in_bits, wanted)
+    notes += kind_notes
     rate = int(round(sig.sample_rate))
     if rate != sig.sample_rate:
         notes.append(f"sample rate {sig.sample_rate:g} Hz rounded to {rate} Hz")
@@ -388,17 +396,29 @@ def _bits_of(dtype):
     return None
 
 
-def _output_kind(meta: dict, fmt: str, dtype, bits):
+# --depth -> the subtype asked for (8 bits: unsigned in WAV, as WAV stores 8-bit PCM).
+DEPTH_SUBTYPES = {"8": "PCM_S8", "16": "PCM_16", "24": "PCM_24", "32": "PCM_32", "32f": "FLOAT", "64f": "DOUBLE"}
+
+
+def _depth_subtype(depth: str, fmt: str, notes: list[str]) -> str:
+    if depth == "1":
+        notes.append("--depth 1 (bilevel) is for images: audio written as PCM_16")
+        return "PCM_16"
+    return "PCM_U8" if depth == "8" and fmt == "wav" else DEPTH_SUBTYPES[depth]
+
+
+def _output_kind(meta: dict, fmt: str, dtype, bits, wanted: str | None = None):
     """The container, subtype and byte order to write, and notes on what had to change.
 
     The input's own where the output can hold them: a WAVEX or RF64 stays
     so, a big-endian file stays big-endian (in its own container only) and
-    the subtype is kept; otherwise the nearest that libsndfile really writes.
+    the subtype is kept (or ``wanted``, the one ``--depth`` asks for);
+    otherwise the nearest that libsndfile really writes.
     """
     same = meta.get("format") == fmt
     sf_format = meta["sf_format"] if same and meta.get("sf_format") in ("WAVEX", "RF64") else SF_FORMAT[fmt]
     endian = meta["endian"] if same and meta.get("endian") in ("LITTLE", "BIG") else "FILE"
-    subtype = meta.get("subtype")
+    subtype = wanted or meta.get("subtype")
     if fmt in CODEC_OF:
         codec = CODEC_OF[fmt]
         return sf_format, codec, "FILE", [] if subtype in (None, codec) else [

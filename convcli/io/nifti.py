@@ -342,7 +342,8 @@ def mapped_nifti(sig, dest: str, dtype):
     return opened()
 
 
-def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
+def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                quality=None):
     """Writer for NIfTI: the input's header kept field for field, its sample type and scaling too.
 
     Only what the result changes is updated: the shape, and under a stride
@@ -350,6 +351,8 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     scaled input are stored as it stored them, ``(value - inter) / slope``
     in its integer type.  A signal with channels (stereo audio, an RGB
     image) keeps them along the fourth dimension, as the reader takes it.
+    ``depth`` (``--depth``) stores the values themselves in that type
+    instead, unscaled.
     """
     import numpy as np
 
@@ -363,18 +366,29 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     if sig.spatial_ndim not in (1, 2, 3):
         raise OutputError(f"a {sig.spatial_ndim}-D signal cannot be written as NIfTI", subject=dest)
     data = np.asarray(sig.data)
+    notes: list[str] = []
     stored, slope, inter = stored_type(sig, data)
-    header = output_header(sig, _nifti_shape(sig, data.shape), stored, dest)
-    if slope is not None:
-        data = (data.astype(np.float64) - inter) / slope
-    samples, clipped = to_samples(data, stored.newbyteorder("="), range_mode)
+    if depth is not None:
+        from .samples import depth_type, to_depth
+
+        target = depth_type(depth, stored)[0]
+        if slope is not None:
+            notes.append(f"--depth {depth}: the values are stored as {target}, without the input's scl_slope/scl_inter")
+        header = output_header(sig, _nifti_shape(sig, data.shape), target, dest)
+        header.set_slope_inter(1.0, 0.0)
+        samples, clipped = to_depth(data, target if slope is not None else stored, depth, range_mode)
+    else:
+        header = output_header(sig, _nifti_shape(sig, data.shape), stored, dest)
+        if slope is not None:
+            data = (data.astype(np.float64) - inter) / slope
+        samples, clipped = to_samples(data, stored.newbyteorder("="), range_mode)
     samples = samples.reshape(_nifti_shape(sig, data.shape))
     gz = fmt == "nifti-gz"
     with atomic_path(dest, suffix=".nii.gz" if gz else ".nii") as tmp:
         with _output_file(tmp, gz, compress_level) as fh:
             offset = _write_header(fh, header)
             _write_voxels(fh, samples, header.get_data_dtype())
-    return Written(path=dest, format=fmt, clipped=clipped)
+    return Written(path=dest, format=fmt, clipped=clipped, notes=notes)
 
 
 def stored_type(sig, data):

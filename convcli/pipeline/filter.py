@@ -63,7 +63,7 @@ def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
             notes=input_notes(signal) + [streamed.note])
     filtered = filter_signal(signal, options, consume=True)
     written = io.write(filtered.signal, dest, format=options.out_format, compress_level=options.compress_level,
-                       range=filtered.range)
+                       range=filtered.range, depth=options.depth, quality=options.quality)
     return FilterReport(
         input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(filtered.signal.data.shape), kernels=filtered.steps, seconds=time.perf_counter() - start,
@@ -88,10 +88,10 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
 def input_notes(signal) -> list[str]:
     """What the reader changed or left out that a user should hear about."""
     meta, notes = signal.meta, []
-    if meta.get("first_frame_only"):
-        notes.append(f"only the first of {meta.get('frames')} frames was read")
     if meta.get("oriented"):
         notes.append(f"EXIF orientation {meta['oriented']} applied (the output is upright)")
+    if meta.get("thumbnails_dropped"):
+        notes.append(f"{meta['thumbnails_dropped']} reduced-resolution TIFF page(s) (thumbnails) were not read")
     if meta.get("transparency_dropped"):
         notes.append("the PNG's transparent colour key (tRNS) was dropped")
     if meta.get("short_read"):

@@ -68,6 +68,8 @@ class FilterOptions:
     normalize: bool = False  # divide a custom kernel by its sum
     out_format: str | None = None  # output format name; None: from the output's extension
     compress_level: int | None = None  # zlib level 0-9 for PNG/TIFF/npz/FLAC outputs; None: the writer's default
+    depth: str | None = None  # output sample type, one of convcli.io.samples.DEPTHS; None: the input's
+    quality: int | None = None  # 1-100 for JPEG/WebP outputs; None: a JPEG input's own, else 90
     kind: str | None = None  # audio | image | volume | signal; None: from the file's content
     alpha: str = "auto"  # one of ALPHA_MODES; auto: premultiply a smoothing chain, else keep alpha
     colorspace: str = "stored"  # one of COLORSPACES: the values filtered (stored, linear light, luma only)
@@ -80,9 +82,9 @@ class FilterOptions:
     in_place: bool = False  # allow the output to be the input file
 
     def __post_init__(self) -> None:
-        from ..io import KINDS, check_compress_level
+        from ..io import KINDS, check_compress_level, check_quality
         from ..io.limits import Limits
-        from ..io.samples import RANGE_MODES
+        from ..io.samples import RANGE_MODES, check_depth
 
         if not self.kernels:
             raise ParameterError("give at least one kernel", subject="kernel")
@@ -95,6 +97,8 @@ class FilterOptions:
         if self.kind is not None:
             check_choice(self.kind, KINDS, "kind")
         check_compress_level(self.compress_level)
+        check_quality(self.quality)
+        object.__setattr__(self, "depth", check_depth(self.depth))
         Limits(self.max_pixels, self.memory_budget)  # refuses a size that is not positive
 
 

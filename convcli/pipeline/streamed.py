@@ -33,6 +33,8 @@ def may_stream(dest: str, options: FilterOptions) -> bool:
     from .. import io
     from ..errors import ConvcliError
 
+    if options.depth is not None:
+        return False  # the streamed result is written in the engine's float type
     try:
         fmt = io.output_format(dest, options.out_format)
     except ConvcliError:
