@@ -3,6 +3,8 @@
 The engine knows nothing of files or terminals; it takes arrays and returns
 arrays.  ``correlate`` is the default operation (the kernel laid over the
 samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
+Over the same window geometry, ``rank_filter`` takes order statistics
+(median, minimum, maximum, any rank).
 
 Its public names are those in ``_EXPORTS`` below: the two operations, the
 plans behind them (:func:`make_plan`, :func:`execute`, the per-axis
@@ -26,6 +28,7 @@ _EXPORTS = {
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
     "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
+    "RankPlan": "rank", "execute_rank": "rank", "plan_rank": "rank", "rank_filter": "rank",
 }
 
 __all__ = sorted(_EXPORTS)
