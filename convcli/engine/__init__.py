@@ -4,7 +4,8 @@ The engine knows nothing of files or terminals; it takes arrays and returns
 arrays.  ``correlate`` is the default operation (the kernel laid over the
 samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
 Over the same window geometry, ``rank_filter`` takes order statistics
-(median, minimum, maximum, any rank).
+(median, minimum, maximum, any rank), and ``morphology_filter`` builds
+erosion, dilation, opening, closing and their differences on it.
 
 Its public names are those in ``_EXPORTS`` below: the two operations, the
 plans behind them (:func:`make_plan`, :func:`execute`, the per-axis
@@ -29,6 +30,8 @@ _EXPORTS = {
     "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
     "RankPlan": "rank", "execute_rank": "rank", "plan_rank": "rank", "rank_filter": "rank",
+    "MorphologyPlan": "morphology", "OPERATIONS": "morphology", "execute_morphology": "morphology",
+    "morphology_filter": "morphology", "plan_morphology": "morphology",
 }
 
 __all__ = sorted(_EXPORTS)
