@@ -51,15 +51,22 @@ def plan_chain(signal, kernels, options: FilterOptions) -> list[dict]:
     steps = []
     for i, kernel in enumerate(kernels):
         args = engine_args(options, signal, last=i == len(kernels) - 1)
-        plans = [make_plan(shape, w, x_dtype=dtype, streamed=streamed, **args) for w in kernel.weights]
-        plan = plans[0]
+        if kernel.operator is not None:  # rank, morphology, pooling: the operator plans itself
+            plan = kernel.plan(shape, dtype, convolve=options.convolve, **args)
+            methods, why = [plan.method], plan.reason()
+        else:
+            plans = [make_plan(shape, w, x_dtype=dtype, streamed=streamed, **args) for w in kernel.weights]
+            plan = plans[0]
+            methods = [p.method for p in plans]
+            why = streamed_why(plan.method) if streamed else plan.choice.reason()
         steps.append({
             "kernel": kernel.describe(),
             "padding": [list(p) for p in plan.padding()],
+            "stride": [p.stride for p in plan.axes],
             "input_shape": list(shape),
             "output_shape": list(plan.output_shape),
-            "methods": [p.method for p in plans],
-            "why": streamed_why(plan.method) if streamed else plan.choice.reason(),
+            "methods": methods,
+            "why": why,
         })
         shape, dtype = plan.output_shape, plan.dtype
     return steps
@@ -93,7 +100,7 @@ def filter_signal(signal, options: FilterOptions, kernels=None, *, consume: bool
         else:
             data = _run_chain(signal.data, signal, kernels, options, owned=consume)
     nd = signal.spatial_ndim
-    result = io.derive(signal, data, stride=options.geometry.strides(nd),
+    result = io.derive(signal, data, stride=chain_strides(steps, nd),
                        origin=chain_origin(steps, kernels, options, nd))
     return Filtered(result, steps, options.range or kernels[-1].range_default)
 
@@ -115,7 +122,7 @@ def _alpha_on_output_grid(alpha, signal, kernels, options: FilterOptions):
 
     data = alpha
     for i, kernel in enumerate(kernels):
-        args = engine_args(options, signal, last=i == len(kernels) - 1)
+        args = kernel.window_args(engine_args(options, signal, last=i == len(kernels) - 1), data.shape[:-1])
         plans = plan_axes(data.shape[:-1], kernel.shape, stride=args["stride"], padding=args["padding"],
                           dilation=args["dilation"])
         if all(p.stride == 1 and p.out == p.length for p in plans):
@@ -126,12 +133,22 @@ def _alpha_on_output_grid(alpha, signal, kernels, options: FilterOptions):
     return data
 
 
+def chain_strides(steps, ndim: int) -> tuple[int, ...]:
+    """Per spatial axis, input samples between output samples: the strides of every step (a pool's own) multiplied."""
+    total = [1] * ndim
+    for step in steps:
+        total = [t * s for t, s in zip(total, step["stride"])]
+    return tuple(total)
+
+
 def chain_origin(steps, kernels, options: FilterOptions, ndim: int) -> tuple[float, ...]:
     """Per spatial axis, the input position of output sample 0 (the centre of its first window)."""
     dilation = options.geometry.dilations(ndim)
-    origin = [0.0] * ndim
+    origin, scale = [0.0] * ndim, [1] * ndim
     for step, kernel in zip(steps, kernels):
         for axis in range(ndim):
             before = step["padding"][axis][0]
-            origin[axis] += -before + dilation[axis] * (kernel.shape[axis] - 1) / 2
+            # After a stride (a pool's, within the chain) the next step's samples are that far apart.
+            origin[axis] += scale[axis] * (-before + dilation[axis] * (kernel.shape[axis] - 1) / 2)
+            scale[axis] *= step["stride"][axis]
     return tuple(origin)

@@ -56,6 +56,10 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     budget = io.memory_budget(options.memory_budget)
     dims = "x".join(str(n) for n in signal.data.shape)
     over = f"{dims} samples are over the memory budget of {io.human_size(budget)}"
+    operator = next((k for k in kernels if k.operator is not None), None)
+    if operator is not None:
+        raise DataError(f"{over}; only weighted kernels are filtered in streamed bands, not {operator.spec} "
+                        "(raise --memory-budget)", subject=str(source))
     if len(kernels) != 1 or len(kernels[0].weights) != 1:
         count = f"a chain of {len(kernels)} kernels" if len(kernels) != 1 else "a kernel of several weight arrays"
         raise DataError(
