@@ -112,7 +112,7 @@ def _write_plot(kernel, dest: str, rate: Optional[float], spec: str) -> None:
         if candidate and dest != "-" and os.path.exists(candidate) and os.path.exists(dest) \
                 and os.path.samefile(candidate, dest):
             raise UsageError("--plot would overwrite the kernel file itself", subject=dest)
-    if kernel.ndim == 1 and len(kernel.weights) == 1:
+    if kernel.ndim == 1 and len(kernel.weights) == 1 and kernel.operator is None:  # a median has no frequency response
         freqs, db = plot.frequency_response(kernel.weights[0], rate)
         image = plot.response_plot(freqs, db, rate=rate)
     else:

@@ -79,15 +79,14 @@ def plan_morphology(x_shape, operation: str, footprint, *, stride=1, padding="sa
     shared = dict(pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis, method=method,
                   spatial_ndim=spatial_ndim, x_dtype=x_dtype)
 
-    def step(kind: str, stride, padding) -> RankPlan:
-        erosion = plan_rank(x_shape, footprint, 0, stride=stride, padding=padding, **shared)
-        return erosion if kind == "erode" else reflection(erosion, x_shape, shared)
-
     first = {"open": "erode", "tophat": "erode", "close": "dilate", "blackhat": "dilate"}.get(operation)
-    last = "erode" if operation in ("erode", "close", "blackhat") else "dilate"
-    inner = None if first is None else step(first, 1, "same")
-    grid = step("erode", stride, padding)
-    outer = grid if last == "erode" else reflection(grid, x_shape, shared)
+    inner = None
+    if first is not None:  # over the whole input: the second step's windows read it everywhere
+        whole = plan_rank(x_shape, footprint, 0, stride=1, padding="same", **shared)
+        inner = whole if first == "erode" else reflection(whole, x_shape, shared)
+    grid = plan_rank(x_shape, footprint, 0, stride=stride, padding=padding, **shared)
+    last_erodes = operation in ("erode", "close", "blackhat")
+    outer = grid if last_erodes else reflection(grid, x_shape, shared)
     if operation in ("tophat", "blackhat", "gradient"):
         dtype = difference_dtype(outer.work_dtype, precision)
     else:
@@ -111,16 +110,21 @@ def reflection(erosion: RankPlan, x_shape, shared: dict) -> RankPlan:
 
 
 def difference_dtype(work: np.dtype, precision) -> np.dtype:
-    """The type of a difference of two rank filters: bool for bool, else a float (the engine's compute type)."""
+    """The type of a difference of two rank filters: bool for bool, else a float that holds it exactly.
+
+    float32, the engine's compute type, holds every difference of 8- and
+    16-bit samples; wider integers take float64.
+    """
     if precision is not None:
         return result_dtype(work, precision)
     if work == bool:
         return work
-    return np.dtype(np.float64 if work == np.float64 else np.float32)
+    wide = work == np.float64 or (work.kind in "iu" and work.itemsize >= 4)
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 def morphology_filter(x, operation: str, footprint, *, stride=1, padding="same", pad_mode="reflect", dilation=1,
-               channel_axis=None, method="auto", precision=None, spatial_ndim=None) -> np.ndarray:
+                      channel_axis=None, method="auto", precision=None, spatial_ndim=None) -> np.ndarray:
     """Erode, dilate, open, close, tophat, blackhat or gradient ``x`` with a flat ``footprint``.
 
     Takes the keywords of :func:`convcli.engine.rank_filter`.
