@@ -176,12 +176,13 @@ def execute_pool(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
         if plan.kind == "max":
             compute = lambda block, target, plans: selection.box_extreme(block, plans, np.maximum, target)  # noqa: E731
         else:
-            compute = _window_sums(work)
+            constant, varying = _counts(plan)
+            compute = _window_sums(np.dtype(work), constant)
         # Without padding a band is a view of the input (no copy): the other axes' plans stay as they are.
         bands.run_bands(xi, out, plan.axes, _CONSTANT, fill, compute, work=float(xi.size),
                         pad_rest=not unpadded or xi.dtype != work)
         if plan.kind == "avg":
-            _divide(out, plan)
+            _divide(out, varying)
     result = np.ascontiguousarray(bands.from_internal(out, layout, plan.batch_shape, plan.channels))
     return result if result.dtype == plan.dtype else result.astype(plan.dtype)
 
@@ -196,40 +197,47 @@ def _lowest(dtype):
     return np.iinfo(dtype).min
 
 
-def _window_sums(work):
-    """The band computation of a mean's numerator: the window's sum, one axis at a time."""
+def _window_sums(work, count: float):
+    """The band computation of a mean: the window's sum, one axis at a time, divided by ``count``."""
 
     def compute(block, target, band_plans):
         current = block
         for axis, p in enumerate(band_plans):
             current = _window_sum(current, axis + 1, p, work)
-        np.copyto(target, current, casting="unsafe")
+        np.divide(current, work.type(count), out=target, casting="unsafe")
 
     return compute
 
 
-def _divide(out: np.ndarray, plan: PoolPlan) -> None:
-    """Divide window sums (``(lanes, *spatial, trail)``) by their windows' sample counts, axis by axis.
-
-    The count is a product over the axes, so each axis divides by its own
-    counts; an axis whose windows all count alike divides once, by a number.
-    """
-    constant = 1.0
+def _counts(plan: PoolPlan) -> tuple[float, list]:
+    """How many samples each mean divides by: one number for the axes where every window counts alike,
+    and ``(axis, counts)`` for the others (the count is a product over the axes)."""
+    constant, varying = 1.0, []
     for axis, p in enumerate(plan.axes):
         counts = divisors(p, plan.padding_each[axis], plan.count_include_pad)
         if np.all(counts == counts[0]):
             constant *= counts[0]
-            continue
+        else:
+            varying.append((axis, counts))
+    return constant, varying
+
+
+def _divide(out: np.ndarray, varying: list) -> None:
+    """Divide the means along the axes whose windows count differently (``(lanes, *spatial, trail)``)."""
+    for axis, counts in varying:
         shape = [1] * out.ndim
-        shape[axis + 1] = p.out
+        shape[axis + 1] = counts.size
         np.divide(out, counts.astype(out.dtype).reshape(shape), out=out)
-    if constant != 1.0:
-        np.divide(out, out.dtype.type(constant), out=out)
 
 
 def _window_sum(x: np.ndarray, axis: int, p: AxisPlan, work) -> np.ndarray:
-    total = selection.take(x, axis, 0, p.out, p.stride).astype(work)
-    for j in range(1, p.taps):
+    first = selection.take(x, axis, 0, p.out, p.stride)
+    if x.dtype == work and p.taps > 1:  # the first two taps straight into the sum, no copy of the first
+        total = selection.pairwise(np.add, first, selection.take(x, axis, p.dilation, p.out, p.stride))
+        start = 2
+    else:  # integers and booleans are summed as floats (numpy adds booleans as a logical or)
+        total, start = first.astype(work), 1
+    for j in range(start, p.taps):
         selection.pairwise(np.add, total, selection.take(x, axis, j * p.dilation, p.out, p.stride), out=total)
     return total
 

@@ -159,9 +159,9 @@ def take(x: np.ndarray, axis: int, start: int, count: int, step: int = 1) -> np.
     return x[tuple(index)]
 
 
-def running(x: np.ndarray, axis: int, taps: int, spacing: int, stride: int, count: int, op) -> np.ndarray:
+def running(x: np.ndarray, axis: int, taps: int, spacing: int, stride: int, count: int, op, out=None) -> np.ndarray:
     """The extreme (``op``: np.minimum or np.maximum) of ``taps`` samples ``spacing`` apart along ``axis``,
-    at ``count`` positions ``stride`` apart.
+    at ``count`` positions ``stride`` apart (into ``out`` when given).
 
     ``x`` holds at least ``(count - 1) * stride + (taps - 1) * spacing + 1``
     samples along ``axis``.  Doubling costs about log2(taps) operations on
@@ -169,10 +169,11 @@ def running(x: np.ndarray, axis: int, taps: int, spacing: int, stride: int, coun
     only: the cheaper is taken.
     """
     if taps == 1:
-        return take(x, axis, 0, count, stride)
+        result = take(x, axis, 0, count, stride)
+        return result if out is None else _copied(out, result)
     doubling = (taps - 1).bit_length() * ((count - 1) * stride + 1)
     if (taps - 1) * count <= doubling:
-        result = pairwise(op, take(x, axis, 0, count, stride), take(x, axis, spacing, count, stride))
+        result = pairwise(op, take(x, axis, 0, count, stride), take(x, axis, spacing, count, stride), out=out)
         for j in range(2, taps):
             pairwise(op, result, take(x, axis, j * spacing, count, stride), out=result)
         return result
@@ -184,7 +185,13 @@ def running(x: np.ndarray, axis: int, taps: int, spacing: int, stride: int, coun
         length = need + (taps - have - reach) * spacing
         current = pairwise(op, take(current, axis, 0, length), take(current, axis, reach * spacing, length))
         have += reach
-    return take(current, axis, 0, count, stride)
+    result = take(current, axis, 0, count, stride)
+    return result if out is None else _copied(out, result)
+
+
+def _copied(out: np.ndarray, values: np.ndarray) -> np.ndarray:
+    np.copyto(out, values, casting="unsafe")
+    return out
 
 
 def box_extreme(block: np.ndarray, plans: tuple[AxisPlan, ...], op, out: np.ndarray) -> None:
@@ -193,9 +200,12 @@ def box_extreme(block: np.ndarray, plans: tuple[AxisPlan, ...], op, out: np.ndar
     ``block`` is ``(lanes, *padded, trail)`` and ``plans`` are valid plans of it.
     """
     current = block
+    last = len(plans) - 1
     for axis, p in enumerate(plans):
-        current = running(current, axis + 1, p.taps, p.dilation, p.stride, p.out, op)
-    np.copyto(out, current, casting="unsafe")
+        into = out if axis == last and out.dtype == block.dtype else None
+        current = running(current, axis + 1, p.taps, p.dilation, p.stride, p.out, op, out=into)
+    if current is not out:
+        np.copyto(out, current, casting="unsafe")
 
 
 def row_runs(footprint: np.ndarray) -> list[tuple[tuple[int, ...], int, int]]:
