@@ -128,7 +128,7 @@ def engine_rows(args) -> None:
 TORCH_POOL = """
 import sys, time, statistics, numpy as np, torch
 torch.set_num_threads(2)
-x = torch.from_numpy(np.load(sys.argv[1])).permute(2, 0, 1)[None]  # HWC -> NCHW, a view
+x = torch.from_numpy(np.load(sys.argv[1])).permute(2, 0, 1)[None].contiguous()  # NCHW, PyTorch's own layout
 times = []
 for _ in range(int(sys.argv[3]) + 1):
     start = time.perf_counter()

@@ -21,7 +21,6 @@ from .kernel import MAX_WEIGHTS
 
 # Methods of the linear kernels mean nothing to these operators: they run as auto.
 OPERATOR_METHODS = ("auto", "direct", "opencv")
-SHAPES = ("disk", "cross", "diamond", "ball", "line", "footprint")
 
 
 def _method(method: str) -> str:
