@@ -218,7 +218,7 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
     for i, step in enumerate(steps, 1):
         k = step["kernel"]
         print(f"kernel {i}: {k.get('spec', '?')}")
-        for key in ("shape", "sum", "separable", "rank"):
+        for key in ("shape", "operator", "sum", "separable", "rank"):
             if key in k:
                 print(f"  {key}: {k[key]}")
         print(f"  axes: {', '.join(step['axes'])}")

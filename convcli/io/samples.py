@@ -206,6 +206,8 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, al
         dtype = np.dtype(np.uint8)
     if dtype.kind not in "iu":
         raise ParameterError(f"cannot write samples of type {dtype}", subject="dtype")
+    if mode == "clip" and bits is None and values.dtype == dtype:
+        return values, 0  # already samples of the type (a median picks input samples): nothing to round or clip
 
     lo, hi = sample_range(dtype, bits)
     # float32 holds every integer only up to 2**24; wider types need float64 so

@@ -186,8 +186,9 @@ def read_npy(data: bytes, *, subject: str) -> np.ndarray:
         shape, _, dtype = readers[version](fh)
     except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
         raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
-        raise UsageError(f"a kernel must hold real numbers, this .npy holds {dtype}", subject=subject)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+        raise UsageError(f"a kernel must hold real numbers (or booleans: a footprint), this .npy holds {dtype}",
+                         subject=subject)
     count = 1
     for n in shape:
         count *= int(n)

@@ -61,7 +61,7 @@ def resolve(
         raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
 
     kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
-    if normalize:
+    if normalize and kernel.operator is None:  # a rank filter or a pool has no sum to divide by
         subject = _file_subject(spec) or spec
         kernel = Kernel(
             spec=kernel.spec,
@@ -90,6 +90,74 @@ def resolve_all(
     return [
         resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize) for s in specs
     ]
+
+
+def apply(
+    x,
+    spec,
+    *,
+    stride=1,
+    padding="same",
+    pad_mode="reflect",
+    dilation=1,
+    channel_axis=None,
+    method="auto",
+    precision=None,
+    spatial_ndim=None,
+    convolve: bool = False,
+    sample_rate: float | None = None,
+    spacing: tuple[float, ...] | None = None,
+    normalize: bool = False,
+):
+    """Apply a kernel spec (a weighted kernel, a rank filter, morphology or a pool) to an array.
+
+    ``convcli filter`` without the files: ``spec`` is what ``-k`` takes
+    (``"gaussian:sigma=2"``, ``"median:5"``, ``"erode:disk=2"``,
+    ``"maxpool:2"``, a kernel file, a matrix), or a list of them applied in
+    order with the stride at the last, as ``-k`` repeated.  The keywords are
+    :func:`convcli.correlate`'s.
+
+    Parameters
+    ----------
+    x : array_like
+        The samples.  The spatial axes are the last ``spatial_ndim`` axes
+        that are not ``channel_axis``; by default every other axis, at most 3.
+    spec : str or sequence of str
+        The kernel, or kernels in order.
+    sample_rate, spacing :
+        Samples per second (for ``5ms``, frequencies) and the spacing of
+        the spatial axes in mm (for ``1.5mm``).
+    method : str
+        A weighted kernel's strategy (see ``correlate``); a rank,
+        morphology or pooling kernel takes ``direct`` (numpy) or ``opencv``
+        and runs any other as ``auto``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A weighted kernel's result is float32 (float64 for float64 input); a
+        rank filter, erosion, dilation, opening, closing or max pool keeps
+        the input's type; differences (tophat, gradient) and the average
+        pool are float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([0, 9, 0, 1, 2, 3, 2, 1], dtype=np.uint8)
+    >>> apply(x, "median:3", pad_mode="replicate")
+    array([0, 0, 1, 1, 2, 2, 2, 1], dtype=uint8)
+    >>> apply(x, "maxpool:2")
+    array([9, 1, 3, 2], dtype=uint8)
+    """
+    x = np.asarray(x)
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    nd = spatial_ndim if spatial_ndim is not None else min(3, x.ndim - (channel_axis is not None))
+    kernels = resolve_all(specs, ndim=nd, sample_rate=sample_rate, spacing=spacing, normalize=normalize)
+    for i, kernel in enumerate(kernels):
+        x = kernel.apply(x, convolve=convolve, stride=stride if i == len(kernels) - 1 else 1, padding=padding,
+                         pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis, method=method,
+                         precision=precision, spatial_ndim=nd)
+    return x
 
 
 def _file_subject(spec: str) -> str | None:

@@ -1,8 +1,11 @@
 """Transparency: how a chain of kernels treats an image's alpha channel (``--alpha``).
 
 - ``auto`` (the default) premultiplies when every kernel of the chain
-  smooths (all weights >= 0: box, gaussian, binomial, ...) and fills
-  otherwise (edges, gradient magnitudes, emboss, signed kernels of your own);
+  smooths (all weights >= 0: box, gaussian, binomial, ..., an average pool),
+  filters alpha like a colour when the kernels select samples (rank filters,
+  erosion, dilation, opening, closing, a max pool), and fills otherwise
+  (edges, gradient magnitudes, emboss, signed kernels of your own, the
+  morphological top-hats and gradient);
 - ``premultiply`` multiplies colour by alpha, filters both, then divides by
   the filtered alpha: transparent pixels never bleed their colour and edges
   soften.  A smoothing chain whose weights sum to ``s`` gives the alpha-weighted
@@ -43,14 +46,40 @@ def full_scale(dtype) -> float:
 
 
 def smoothing(kernels) -> bool:
-    """Whether every kernel is one array of weights >= 0 with a positive sum (a blur, however scaled)."""
-    return all(k.combine == "single" and float(k.weights[0].min()) >= 0 and float(k.weights[0].sum()) > 0
-               for k in kernels)
+    """Whether every kernel is a blur: one array of weights >= 0 with a positive sum (however scaled), or an average pool."""
+    return all(_smooths(k) for k in kernels)
+
+
+def _smooths(kernel) -> bool:
+    if kernel.operator is not None:  # its weights are only its footprint
+        return getattr(kernel.operator, "pool", None) == "avg"
+    return kernel.combine == "single" and float(kernel.weights[0].min()) >= 0 and float(kernel.weights[0].sum()) > 0
+
+
+# Morphology that subtracts one result from another: an edge detector, under which alpha stays as it was.
+DIFFERENCES = ("tophat", "blackhat", "gradient")
+
+
+def selects(kernels) -> bool:
+    """Whether a kernel picks samples instead of weighing them (rank filters, erosion and its kin, a max pool)."""
+    return any(k.operator is not None and not _smooths(k) and not _differs(k) for k in kernels)
+
+
+def _differs(kernel) -> bool:
+    return getattr(kernel.operator, "operation", None) in DIFFERENCES
+
+
+def smoothing_or_selecting(kernels) -> bool:
+    return all(_smooths(k) or (k.operator is not None and not _differs(k)) for k in kernels)
 
 
 def resolve_mode(mode: str, kernels) -> str:
     """What ``--alpha mode`` does with this chain: premultiply, fill, keep or channel."""
     if mode == "auto":
+        if selects(kernels) and smoothing_or_selecting(kernels):
+            # A median, an erosion or a max pool picks samples: alpha goes with them (a dilated
+            # logo grows its opacity), and opaque pixels still equal the image without alpha.
+            return CHANNEL
         return SMOOTH if smoothing(kernels) else FILL
     if mode == "premultiply":
         return SMOOTH if smoothing(kernels) else LITERAL

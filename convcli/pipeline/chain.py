@@ -85,7 +85,8 @@ class Chain:
         if self.constant is not None and pad_value is not None:
             self.constant = pad_value(self.constant)
             self.pad_mode = f"constant:{self.constant!r}"
-        self.gain = float(np.prod([k.weights[0].sum() for k in kernels]))
+        # A rank, morphology or pooling operator has unit gain (its weights are only its footprint).
+        self.gain = float(np.prod([1.0 if k.operator is not None else k.weights[0].sum() for k in kernels]))
         self.non_negative = all(float(w.min()) >= 0 for k in kernels for w in k.weights)
 
     def args(self, last: bool, pad_mode: str | None = None) -> dict:
@@ -126,9 +127,9 @@ class Chain:
         x = self.axes.to_engine(data)
         channels = self.signal.channel_axis is not None
         for i, kernel in enumerate(self.kernels):
-            args = self.args(i == len(self.kernels) - 1, self.pad_mode)
             k = self.axes.ndim
             spatial = x.shape[x.ndim - k - channels:x.ndim - channels]
+            args = kernel.window_args(self.args(i == len(self.kernels) - 1, self.pad_mode), spatial)
             plans = plan_axes(spatial, kernel.shape, stride=args["stride"], padding=args["padding"],
                               dilation=args["dilation"])
             if all(p.stride == 1 and p.out == p.length for p in plans):
@@ -151,9 +152,12 @@ class Chain:
         run = convolve if self.options.convolve else correlate
         pad_mode = "zeros" if self.constant is not None else self.pad_mode
         x = self.axes.to_engine(np.asarray(marks, dtype=self.work))
+        channels = self.signal.channel_axis is not None
         for i, kernel in enumerate(self.kernels):
             reach = np.any([w != 0 for w in kernel.weights], axis=0).astype(np.float64)
-            x = run(x, reach, **self.args(i == len(self.kernels) - 1, pad_mode))
+            spatial = x.shape[x.ndim - self.axes.ndim - channels:x.ndim - channels]
+            args = kernel.window_args(self.args(i == len(self.kernels) - 1, pad_mode), spatial)
+            x = run(x, reach, **args)
         return self.axes.from_engine(x)
 
     def reach(self) -> int:
@@ -173,17 +177,24 @@ class Chain:
         steps = []
         for i, kernel in enumerate(self.kernels):
             args = self.args(i == len(self.kernels) - 1, self.pad_mode)
-            plans = [make_plan(shape, w, x_dtype=dtype, streamed=streamed, **args) for w in kernel.weights]
-            plan = plans[0]
+            if kernel.operator is not None:  # rank, morphology, pooling: the operator plans itself
+                plan = kernel.plan(shape, dtype, convolve=self.options.convolve, **args)
+                methods, why = [plan.method], plan.reason()
+            else:
+                plans = [make_plan(shape, w, x_dtype=dtype, streamed=streamed, **args) for w in kernel.weights]
+                plan = plans[0]
+                methods = [p.method for p in plans]
+                why = streamed_why(plan.method) if streamed else plan.choice.reason()
             steps.append({
                 "kernel": kernel.describe(),
                 "axes": list(self.axes.names),
                 "padding": [list(p) for p in plan.padding()],
+                "stride": [p.stride for p in plan.axes],
                 "input_shape": list(self.axes.signal_shape(shape)),
                 "output_shape": list(self.axes.signal_shape(plan.output_shape)),
-                "methods": [p.method for p in plans],
+                "methods": methods,
                 "precision": self.precision,
-                "why": streamed_why(plan.method) if streamed else plan.choice.reason(),
+                "why": why,
             })
             shape, dtype = plan.output_shape, plan.dtype
         return steps
@@ -191,16 +202,21 @@ class Chain:
     def origin(self, steps) -> tuple[float, ...]:
         """Per spatial axis of the signal, the input position of output sample 0 (the centre of its first window)."""
         dilation = self.options.geometry.dilations(self.axes.ndim)
-        origin = [0.0] * self.axes.ndim
+        origin, scale = [0.0] * self.axes.ndim, [1] * self.axes.ndim
         for step, kernel in zip(steps, self.kernels):
             for axis in range(self.axes.ndim):
                 before = step["padding"][axis][0]
-                origin[axis] += -before + dilation[axis] * (kernel.shape[axis] - 1) / 2
+                # After a stride (a pool's, within the chain) the next step's samples are that far apart.
+                origin[axis] += scale[axis] * (-before + dilation[axis] * (kernel.shape[axis] - 1) / 2)
+                scale[axis] *= step["stride"][axis]
         return self.axes.per_spatial_axis(origin, 0.0)
 
-    def strides(self) -> tuple[int, ...]:
-        """The stride of every spatial axis of the signal (1 on those not filtered)."""
-        return self.axes.per_spatial_axis(self.options.geometry.strides(self.axes.ndim), 1)
+    def strides(self, steps) -> tuple[int, ...]:
+        """Input samples between output samples on every spatial axis: each step's stride (a pool's own) multiplied."""
+        total = [1] * self.axes.ndim
+        for step in steps:
+            total = [t * s for t, s in zip(total, step["stride"])]
+        return self.axes.per_spatial_axis(tuple(total), 1)
 
 
 def border_constant(pad_mode: str) -> float | None:
@@ -264,7 +280,7 @@ def filter_signal(signal, options: FilterOptions, kernels=None, *, consume: bool
     run = prepare(signal, kernels, options, axes)
     with floats_as_data():
         data = run.filter(signal.data, consume)
-    result = io.derive(signal, data, stride=run.chain.strides(), origin=run.chain.origin(run.steps))
+    result = io.derive(signal, data, stride=run.chain.strides(run.steps), origin=run.chain.origin(run.steps))
     notes = [n for n in (run.space.note, run.alpha_note(signal.data) if has_alpha(signal) else None) if n]
     return Filtered(result, run.steps, options.range or kernels[-1].range_default, notes)
 

@@ -59,6 +59,10 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     budget = io.memory_budget(options.memory_budget)
     dims = "x".join(str(n) for n in signal.data.shape)
     over = f"{dims} samples are over the memory budget of {io.human_size(budget)}"
+    operator = next((k for k in kernels if k.operator is not None), None)
+    if operator is not None:
+        raise DataError(f"{over}; only weighted kernels are filtered in streamed bands, not {operator.spec} "
+                        "(raise --memory-budget)", subject=str(source))
     if len(kernels) != 1 or len(kernels[0].weights) != 1:
         count = f"a chain of {len(kernels)} kernels" if len(kernels) != 1 else "a kernel of several weight arrays"
         raise DataError(
@@ -90,7 +94,7 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     steps[0]["why"] = streamed_why(plan.method)
     out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
     like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),
-                     stride=run.chain.strides(), origin=run.chain.origin(steps))
+                     stride=run.chain.strides(steps), origin=run.chain.origin(steps))
     run = engine.convolve if options.convolve else engine.correlate
     drop_input = io.release_rows(x)
     with io.mapped_output(dest, like, plan.dtype, format=fmt) as mapped:
