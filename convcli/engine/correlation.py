@@ -212,6 +212,28 @@ def make_plan(
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
 
 
+def rows_independent(plan: Plan, kernel, x_dtype) -> bool:
+    """Whether every output row of ``plan`` is computed from its own window of input rows alone, the same way
+    whatever rows surround it: then a band of rows with its halo gives those rows of the whole result bit for bit.
+
+    True of the sums over each window (direct, separable, lowrank, OpenCV's
+    filters) and of running sums where they are exact (box sums of
+    integers); not of transforms and matrix products over whole rows or
+    columns (fft, toeplitz, OpenCV's DFT), nor of running sums of floats,
+    whose rounding depends on where the sum started.
+    """
+    method = plan.method
+    if method in ("direct", "separable", "lowrank"):
+        return True
+    integers = np.dtype(x_dtype).kind in "biu"
+    if method == "box":
+        return integers
+    if method != "opencv" or plan.spatial_ndim != 2:
+        return False
+    op = compiled.operation(_canonical_kernel(_as_kernel(kernel), plan.per_channel), plan.axes, plan.choice.separable)
+    return op in ("filter", "separable") or (op == "box" and integers)
+
+
 _NEEDS_NO_COST_MODEL = ("direct", "fft", "opencv", "toeplitz", "box")
 # Band by band with O(band) scratch, NaN kept local: what a file-backed input may use.
 STREAMED_METHODS = ("direct", "separable")
