@@ -6,7 +6,8 @@ Everything in convcli that uses more than one core goes through here:
 - one pool of threads, made on first use and kept, runs the engine's bands,
   the network's shares, the PNG encoder's bands and the sample conversion
   (numpy, OpenCV and zlib release the interpreter while they compute).
-  :func:`run_all` and :func:`map_ordered` hand it items; :func:`split`
+  :func:`run_all` and :func:`map_ordered` hand it items, :func:`submit`
+  one stage of a pipeline; :func:`split`
   cuts a range between the caller and the pool; :func:`share` lets the
   caller and one pool thread claim parts as they get free.  Work that a
   pool thread asks to run in parallel runs in that thread: nested work
@@ -162,6 +163,26 @@ def share(parts: list) -> None:
     done.wait()
     if errors:
         raise errors[0]
+
+
+def submit(work):
+    """Start ``work()`` on the shared threads and return its future (``result()`` waits, and raises what it raised).
+
+    For a stage that overlaps the caller's next step (a JPEG stripe encoded
+    while the next band is filtered).  With one thread, or from a pool
+    thread, it runs at once in the caller's.
+    """
+    from concurrent.futures import Future
+
+    run = _as_data(work)
+    if _inline(2, True):
+        future = Future()
+        try:
+            future.set_result(run())
+        except BaseException as exc:  # handed over by result()
+            future.set_exception(exc)
+        return future
+    return _pool().submit(run)
 
 
 def background(target, name: str):
