@@ -127,6 +127,44 @@ def _unit_rank1_factors(kernel: np.ndarray, rtol: float) -> list[np.ndarray] | N
     return factors
 
 
+# A kernel's factorisations are asked for again and again: by the cost model and then the strategy, by
+# every band of a photo, by every call of a loop over frames or files.  The last few are kept, keyed by
+# the weights themselves (larger kernels are factored afresh: their bytes would make a costly key).
+FACTOR_CACHE_SIZE = 64
+FACTOR_CACHE_WEIGHTS = 1 << 16
+_FACTOR_CACHE: dict = {}
+
+
+def _cached(factor):
+    """``factor(kernel)`` remembered for the last FACTOR_CACHE_SIZE kernels (results read-only)."""
+    import functools
+
+    @functools.wraps(factor)
+    def lookup(kernel):
+        kernel = np.asarray(kernel, dtype=np.float64)
+        if kernel.size > FACTOR_CACHE_WEIGHTS:
+            return factor(kernel)
+        key = (factor.__name__, kernel.shape, kernel.tobytes())
+        found = _FACTOR_CACHE.get(key, _FACTOR_CACHE)
+        if found is _FACTOR_CACHE:
+            found = _read_only(factor(kernel))
+            if len(_FACTOR_CACHE) >= FACTOR_CACHE_SIZE:
+                _FACTOR_CACHE.pop(next(iter(_FACTOR_CACHE)), None)  # the oldest
+            _FACTOR_CACHE[key] = found
+        return None if found is None else list(found)
+    return lookup
+
+
+def _read_only(found):
+    if isinstance(found, np.ndarray):
+        found.setflags(write=False)
+    elif isinstance(found, list):
+        for item in found:
+            _read_only(item)
+    return found
+
+
+@_cached
 def channel_factors(kernel: np.ndarray) -> list[np.ndarray] | None:
     """Rank-1 factors of a ``(channels, *taps)`` kernel: one ``(channels, taps_a)`` array per axis."""
     per_channel = [rank1_factors(k) for k in kernel]
@@ -155,6 +193,7 @@ def lowrank_terms(kernel: np.ndarray, rtol: float = LOWRANK_RTOL) -> list[list[n
     return terms
 
 
+@_cached
 def channel_terms(kernel: np.ndarray) -> list[list[np.ndarray]]:
     """Low-rank terms of a ``(channels, *taps)`` kernel: each term one ``(channels, taps_a)`` array per axis.
 
