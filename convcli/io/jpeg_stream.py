@@ -121,8 +121,7 @@ class JpegRows:
                 self._changed.wait()
             if self._ready < hi:
                 self._raise()
-        band = self._pixels[lo:hi, :, :self.channels]
-        return np.ascontiguousarray(band if self.channels > 1 else band[..., 0])
+        return _without_fourth_byte(self._pixels[lo:hi], self.channels)
 
     def release(self, below: int) -> None:
         """The caller reads no row before `below` again: their memory goes back to the system."""
@@ -215,6 +214,23 @@ class JpegRows:
         with self._changed:
             while self._ready - self._released > self._ahead and not self._stop:
                 self._changed.wait()
+
+
+def _without_fourth_byte(pixels, channels: int):
+    """RGBX rows as a new RGB (or, for grey, first-channel) array.
+
+    numpy copies three bytes of four at 0.5 GB/s; OpenCV's vector loops are
+    15x faster, so they do it once the filter has loaded OpenCV.
+    """
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None:
+        band = pixels[..., :channels]
+        return np.ascontiguousarray(band if channels > 1 else band[..., 0])
+    if channels == 1:
+        return cv2.extractChannel(pixels, 0)
+    return cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
 
 
 # --------------------------------------------------------------------------- writing

@@ -143,7 +143,9 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
                 o1 = min(height, o0 + rows)
                 lo, hi = bands.inputs(o0, o1, reader.height)
                 with floats_as_data():
-                    out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods)
+                    # No clamp at zero: the integer samples made of the result clip there, and round-off
+                    # (|v| << 0.5) below zero rounds to 0 without counting as clipped.
+                    out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods, clamp=False)
                 sink.write(out[o0 - lo:o1 - lo])
                 reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
             reader.finish()
