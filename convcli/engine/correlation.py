@@ -470,13 +470,32 @@ _STRATEGIES = {
 }
 
 
+# From this many samples the finiteness scan is shared by the cores.
+PARALLEL_SCAN = 1 << 22
+
+
 def _all_finite(x: np.ndarray) -> bool:
-    """Whether ``x`` holds no NaN or infinity; one summing pass, exact check only if the sum overflows."""
+    """Whether ``x`` holds no NaN or infinity: its largest and smallest samples are finite.
+
+    NaN makes the maximum NaN, +inf and -inf show as the maximum and the
+    minimum.  numpy's vectorised extrema read 4K RGB float32 in 3 ms each
+    where a sum took 8-14 ms: ``auto`` pays this scan on every call that
+    picks a method spreading non-finite values, so it counts in its regret.
+    """
+    from ..parallel import map_ordered, thread_count
+
     if x.dtype.kind != "f":
         return True
-    if np.isfinite(x.sum()):
-        return True
-    return bool(np.isfinite(x).all())
+
+    def finite(part) -> bool:
+        return bool(np.isfinite(part.max()) and np.isfinite(part.min()))
+
+    parts = thread_count()
+    if x.size < PARALLEL_SCAN or parts == 1 or not x.flags.c_contiguous:
+        return finite(x)
+    flat = x.reshape(-1)
+    cuts = [flat.size * i // parts for i in range(parts + 1)]
+    return all(map_ordered(lambda i: finite(flat[cuts[i]:cuts[i + 1]]), range(parts)))
 
 
 # --------------------------------------------------------------------------- validation
