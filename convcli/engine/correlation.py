@@ -169,6 +169,12 @@ def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, met
     return execute(plan, x, kernel, flip=flip, out=out, on_rows=on_rows, overwrite_x=overwrite_x)
 
 
+# Plans made lately, by everything they depend on: a loop over frames, files or bands of one size with one
+# kernel (a batch, a photo's bands, a network's layers, a benchmark) plans once.  Plans are frozen.
+PLAN_CACHE_SIZE = 256
+_PLANS: dict = {}
+
+
 def make_plan(
     x_shape, kernel, *, stride=1, padding="same", pad_mode="reflect", dilation=1, channel_axis=None,
     method="auto", precision=None, spatial_ndim=None, x_dtype=np.float32, finite=None, streamed=False,
@@ -178,6 +184,25 @@ def make_plan(
     With ``streamed`` only the strategies that work band by band and keep a
     NaN within its footprint (``STREAMED_METHODS``) are considered or allowed.
     """
+    weights = np.asarray(kernel)
+    if weights.size > strategies.FACTOR_CACHE_WEIGHTS or weights.dtype.kind not in "biuf":
+        return _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axis, method, precision,
+                          spatial_ndim, x_dtype, finite, streamed)
+    key = (tuple(int(n) for n in x_shape), weights.shape, weights.dtype.str, weights.tobytes(),
+           repr((stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)),
+           np.dtype(x_dtype).str, finite, streamed)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _make_plan(x_shape, weights, stride, padding, pad_mode, dilation, channel_axis, method, precision,
+                          spatial_ndim, x_dtype, finite, streamed)
+        if len(_PLANS) >= PLAN_CACHE_SIZE:
+            _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
+        _PLANS[key] = plan
+    return plan
+
+
+def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
+               x_dtype, finite, streamed) -> Plan:
     kernel = _as_kernel(kernel)
     x_shape = tuple(int(n) for n in x_shape)
     axis = _normalise_axis(channel_axis, len(x_shape))
