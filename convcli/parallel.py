@@ -206,6 +206,27 @@ def floats_as_data():
         yield
 
 
+@contextlib.contextmanager
+def opencv_threads(count: int):
+    """OpenCV's own threads held to `count` inside the block (OpenCV is imported here), then put back.
+
+    For work that runs its own stages side by side (a photo decoded,
+    filtered and encoded at once): many small OpenCV calls each waking its
+    threads fight those stages for the cores.
+    """
+    try:
+        import cv2
+    except ImportError:
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 # --------------------------------------------------------------------------- BLAS
 def hold_blas_to_one_thread() -> None:
     """Ask BLAS for one thread in this process and the processes it starts, unless the user chose otherwise.

@@ -127,28 +127,25 @@ def band_rows(width: int, channels: int) -> int:
 
 
 def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
+    import contextlib
+
     from .. import io
-    from ..parallel import floats_as_data
+    from ..parallel import opencv_threads
     from .filter import FilterReport, input_notes
 
-    height = bands.height
-    width = bands.like.spatial_shape[1]
-    rows = band_rows(width, reader.channels)
+    rows = band_rows(bands.like.spatial_shape[1], reader.channels)
     reader.start(ahead=BANDS_AHEAD * rows + bands.extent)
-    chain = bands.run.chain
+    # OpenCV on one thread: the decoder, the filter and the encoder already share the cores, and a band's
+    # small calls waking OpenCV's threads would fight them (OpenCV loads while the first rows decode).
+    uses_opencv = any("opencv" in methods for methods in bands.methods)
     try:
-        with io.row_output(dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
-                           quality=options.quality, compress_level=options.compress_level) as sink:
-            for o0 in range(0, height, rows):
-                o1 = min(height, o0 + rows)
-                lo, hi = bands.inputs(o0, o1, reader.height)
-                with floats_as_data():
-                    # No clamp at zero: the integer samples made of the result clip there, and round-off
-                    # (|v| << 0.5) below zero rounds to 0 without counting as clipped.
-                    out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods, clamp=False)
-                sink.write(out[o0 - lo:o1 - lo])
-                reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
-            reader.finish()
+        with contextlib.ExitStack() as stack:
+            if uses_opencv:
+                stack.enter_context(opencv_threads(1))
+            sink = stack.enter_context(io.row_output(
+                dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
+                quality=options.quality, compress_level=options.compress_level))
+            _filter_bands(reader, bands, sink, rows)
     finally:
         reader.close()
     signal = reader.signal
@@ -156,3 +153,20 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
         input=src.name, output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(bands.like.data.shape), kernels=bands.run.steps, clipped=sink.written.clipped,
         notes=input_notes(signal) + sink.written.notes)
+
+
+def _filter_bands(reader, bands: _Bands, sink, rows: int) -> None:
+    """Every band of output rows, in order: its input rows as they decode, filtered, handed to the sink."""
+    from ..parallel import floats_as_data
+
+    chain = bands.run.chain
+    for o0 in range(0, bands.height, rows):
+        o1 = min(bands.height, o0 + rows)
+        lo, hi = bands.inputs(o0, o1, reader.height)
+        with floats_as_data():
+            # No clamp at zero: the integer samples made of the result clip there, and round-off
+            # (|v| << 0.5) below zero rounds to 0 without counting as clipped.
+            out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods, clamp=False)
+        sink.write(out[o0 - lo:o1 - lo])
+        reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
+    reader.finish()
