@@ -190,7 +190,7 @@ def make_plan(
                           spatial_ndim, x_dtype, finite, streamed)
     key = (tuple(int(n) for n in x_shape), weights.shape, weights.dtype.str, weights.tobytes(),
            repr((stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)),
-           np.dtype(x_dtype).str, finite, streamed)
+           np.dtype(x_dtype).str, finite, streamed, _imported())
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(x_shape, weights, stride, padding, pad_mode, dilation, channel_axis, method, precision,
@@ -199,6 +199,13 @@ def make_plan(
             _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
         _PLANS[key] = plan
     return plan
+
+
+def _imported() -> frozenset:
+    """The libraries a strategy would import that are loaded already (their import no longer costs)."""
+    import sys
+
+    return frozenset(name for name in ("cv2", "scipy.fft") if name in sys.modules)
 
 
 def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
@@ -227,7 +234,11 @@ def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axi
         separable = method == "opencv" and nd > 1 and strategies.channel_factors(canonical) is not None
         choice = strategies.Choice(method, {}, separable=separable)
     else:
-        choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv)
+        trail = channels if axis is not None and axis > len(batch_shape) else 1
+        choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv,
+                                          trail=trail, x_dtype=x_dtype, itemsize=dtype.itemsize,
+                                          border_native=compiled.pads_itself(border, value),
+                                          imported=_imported())
     if streamed:
         choice = _streamed_choice(choice, method)
     chosen = choice.method if method == "auto" else method
