@@ -26,6 +26,7 @@ _EXPORTS = {
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
     "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
+    "SVD_MAX_WORK": "strategies", "svd_work": "strategies", "rank1_factors": "strategies",
 }
 
 __all__ = sorted(_EXPORTS)
