@@ -27,7 +27,7 @@ def resolve_kernels(options: FilterOptions, signal) -> list:
 
     return [
         resolve(spec, ndim=signal.spatial_ndim, sample_rate=signal.sample_rate, spacing=signal.spacing,
-                normalize=options.normalize)
+                normalize=options.normalize, memory_budget=options.memory_budget)
         for spec in options.kernels
     ]
 
