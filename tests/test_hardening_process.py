@@ -214,6 +214,39 @@ def test_a_read_only_output_folder_is_the_users_problem_not_a_bug(tmp_path):
     assert "internal error" not in proc.stderr and os.listdir(out) == []
 
 
+# convcli run as a process, with a finaliser that runs mid-run and takes a SIGTERM: the handler's exception is
+# raised inside it, where Python can only print "Exception ignored" and go on.
+SWALLOWING = """
+import os, signal, sys
+import convcli.pipeline.chain as chain
+from convcli.cli import main
+
+class Finaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10000):  # the handler runs here, inside the finaliser
+            pass
+
+plan = chain.plan_chain
+def planned(*args, **kwargs):
+    Finaliser()  # dropped at once
+    return plan(*args, **kwargs)
+chain.plan_chain = planned
+sys.exit(main())
+"""
+
+
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(tmp_path):
+    """Swallowed there, it used to be lost: the run went on, wrote its output and exited 0."""
+    src, out = tmp_path / "x.npy", tmp_path / "out.npy"
+    np.save(src, np.ones((64, 64), np.float32))
+    proc = subprocess.run([sys.executable, "-c", SWALLOWING, "filter", src, "-k", "box:3", "-o", out],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and temporaries(tmp_path) == []
+
+
 def test_sigterm_during_a_single_file_write_leaves_no_temporary(tmp_path):
     src = tmp_path / "vol.npy"
     np.save(src, np.ones((160, 160, 160), np.float32))

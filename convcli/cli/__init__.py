@@ -76,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if process else [str(a) for a in argv]
     _guard_closed_streams()
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_hook = sys.unraisablehook
     report.interrupted_by = None
     _terminate_like_interrupt()
+    sys.unraisablehook = _redeliver_swallowed_signals(saved_hook)
     try:
         code = report.exit_code_of(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
         code = report.close_stdout(code, close=process)
     finally:
+        sys.unraisablehook = saved_hook
         if not process:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
@@ -165,6 +168,31 @@ def _terminate_like_interrupt() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if the shell made us ignore it
         signal.signal(signal.SIGINT, _raise_interrupt)
+
+
+def _redeliver_swallowed_signals(previous):
+    """An unraisable-exception hook that sends a signal again when its exception landed in a finaliser.
+
+    The handlers raise where the interpreter happens to be; inside a
+    ``__del__`` or a weakref callback the exception cannot propagate, so
+    Python would print "Exception ignored ... KeyboardInterrupt" and the run
+    would go on as if no signal had come.  Sent again a moment later (from
+    another thread, so not into this hook), the signal is raised where the
+    main thread is then, past the finaliser, and unwinds the run.
+    """
+    def hook(unraisable) -> None:
+        from . import report
+
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and report.interrupted_by is not None:
+            import os
+            import threading
+
+            again = threading.Timer(0.01, os.kill, (os.getpid(), report.interrupted_by))
+            again.daemon = True
+            again.start()
+            return
+        previous(unraisable)
+    return hook
 
 
 def _die_of_signal(signum: int | None) -> None:
