@@ -350,10 +350,11 @@ class _Worker:
         task_read, task_write = os.pipe()
         result_read, result_write = os.pipe()
         try:
-            # stdout stays the parent's data alone: whatever a library in a worker prints goes to stderr.
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(task_read), str(result_write), str(os.getpid())],
-                pass_fds=(task_read, result_write), stdin=subprocess.DEVNULL, stdout=2)
+            with _interrupts_held():
+                # stdout stays the parent's data alone: whatever a library in a worker prints goes to stderr.
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, str(task_read), str(result_write), str(os.getpid())],
+                    pass_fds=(task_read, result_write), stdin=subprocess.DEVNULL, stdout=2)
         except BaseException:
             for fd in (task_write, result_read):
                 os.close(fd)
@@ -422,6 +423,22 @@ class _Worker:
             return self.process.wait()
 
 
+@contextlib.contextmanager
+def _interrupts_held():
+    """Block SIGINT in this thread while a worker starts: the worker inherits the block, so a Ctrl-C
+    during its start-up waits (here, for the parent) instead of printing a traceback from the worker."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _serve(tasks, results, parent: int) -> None:
     """A worker's loop: run the function on each item until the pipe ends; reply (ok, result or error)."""
     import signal
@@ -431,6 +448,8 @@ def _serve(tasks, results, parent: int) -> None:
     # its default and ends the worker at once; the parent, which outlives its
     # workers, removes whatever a stopped worker was writing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while it started
     # The processes already keep every core busy: BLAS threads in each would only fight.
     hold_blas_to_one_thread()
     try:
