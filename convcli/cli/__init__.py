@@ -198,7 +198,6 @@ def _redeliver_swallowed_signals(previous):
 def _die_of_signal(signum: int | None) -> None:
     # Exit "by the signal", after cleaning up, so a shell loop around convcli
     # stops too (the shell shows 130 for SIGINT, 143 for SIGTERM).
-    import gc
     import os
     import signal
 
@@ -207,15 +206,6 @@ def _die_of_signal(signum: int | None) -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
-    # Dying by a signal skips interpreter shutdown, so run what it would have
-    # run for a stopped worker pool: the queues' finalizers release their
-    # semaphores (otherwise multiprocessing's resource tracker warns of leaks).
-    gc.collect()
-    if "multiprocessing.util" in sys.modules:
-        try:
-            sys.modules["multiprocessing.util"]._exit_function()
-        except Exception:
             pass
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
