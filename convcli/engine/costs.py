@@ -106,7 +106,9 @@ def _w(name: str, work: Work) -> str:
 def _direct(work: Work) -> dict[str, float]:
     t = _threads(work, math.prod(work.taps))
     macs = work.outputs * work.nonzero / t
-    return {"direct.call": 1, "direct.tap": _bands(work) * work.nonzero / t, _w("direct.mac", work): macs,
+    # every weight, zero or not, is looked at in Python once a band (a huge kernel of zeros costs seconds)
+    return {"direct.call": 1, "direct.tap": _bands(work) * work.nonzero / t,
+            "direct.weight": _bands(work) * math.prod(work.taps), _w("direct.mac", work): macs,
             "direct.strided_mac": macs if work.strided else 0.0, _w("direct.gather", work): work.padded / t}
 
 

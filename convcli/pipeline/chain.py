@@ -61,7 +61,7 @@ def resolve_kernels(options: FilterOptions, signal, axes: Axes | None = None) ->
     axes = axes_of(signal, options.axes) if axes is None else axes
     return [
         resolve(spec, ndim=axes.ndim, sample_rate=axes.sample_rate(signal), spacing=axes.spacing(signal),
-                normalize=options.normalize)
+                normalize=options.normalize, memory_budget=options.memory_budget)
         for spec in options.kernels
     ]
 
