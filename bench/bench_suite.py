@@ -18,7 +18,7 @@ numpy; PyTorch's max_pool2d through ``--peer-python``), bench_whole_process.py (
 ImageMagick), bench_photo.py (24 MP camera JPEG, whole process, vs vips: wall and
 peak memory), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
 and bench_batch.py (batch mode vs ImageMagick mogrify); the closing line is
-auto's regret on 30 cases of bench_regret.py's grid.  Only the SoX rows
+auto's regret on 15 cases of bench_regret.py's grid (each dimension and size once).  Only the SoX rows
 (whole-process audio FIR) are defined here: ``sox in.wav out.wav fir
 coefs.txt`` against ``convcli filter in.wav -k coefs.txt --convolve -o
 out.wav`` on a 16-bit stereo 44.1 kHz WAV, once with a 101-tap FIR and once
@@ -231,7 +231,7 @@ def photo_rows(args, tmp: Path) -> None:
 
 def regret_line(args) -> str:
     """auto against the fastest forced method on a few cases of bench_regret's grid: median and worst regret."""
-    cases = bench_regret.grid(6 if args.quick else 30, 0, args.quick)
+    cases = bench_regret.grid(6 if args.quick else 15, 0, args.quick)  # 15: every dimension and size once
     rows = [bench_regret.measure(case, max(3, args.repeats), i) for i, case in enumerate(cases)]
     regrets = [r["regret"] for r in rows]
     return (f"auto / fastest forced method, {len(rows)} cases of bench_regret.py's grid (best of "
