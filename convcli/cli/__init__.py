@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import report
 
     process = argv is None
-    args = sys.argv[1:] if process else [str(a) for a in argv]
+    args = _debug_first(sys.argv[1:] if process else [str(a) for a in argv])
     _guard_closed_streams()
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     saved_hook = sys.unraisablehook
@@ -97,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
 
         gc.freeze()
     return code
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` anywhere on the line (before a ``--``) moved in front of the command, where Click reads it.
+
+    The error line says "run with --debug": appending it to the command just
+    run must work, not be refused as an unknown option of the subcommand.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
 
 
 class _ClosedStdout:

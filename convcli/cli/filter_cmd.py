@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..engine import help_text
-from ..errors import UsageError
+from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
 from . import app, parse
 from .kernels_cmd import complete_kernel
@@ -150,7 +150,15 @@ def filter_command(
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
-    report = filter_file(input, output, options)
+    try:
+        report = filter_file(input, output, options)
+    except ConvcliError as exc:
+        if as_json:  # one JSON object per input, failures too; the error line and exit code as always
+            from .batch_report import failure_line
+
+            record = {"input": input, "output": output, "status": "failed", "error": failure_line(exc, input)}
+            (sys.stderr if output == "-" else sys.stdout).write(json.dumps(record) + "\n")
+        raise
     if not quiet:
         warn_notes(report.input, report.notes)
     if report.clipped and not quiet and (verbose or _is_audio(report.output)):
@@ -164,7 +172,7 @@ def filter_command(
         for step in report.kernels:
             sys.stderr.write(
                 f"convcli: {step['kernel'].get('spec', '?')}: {' '.join(map(str, step['input_shape']))} -> "
-                f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
+                f"{' '.join(map(str, step['output_shape']))}, method: {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
 
@@ -215,6 +223,8 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"colour space: {first.get('colorspace', 'stored')}")
         if first.get("alpha"):
             print(f"alpha: {first['alpha']}")
+        print(f"border mode: {first.get('pad_mode')}")
+        print(f"range (integer outputs): {first.get('range')}")
     for i, step in enumerate(steps, 1):
         k = step["kernel"]
         print(f"kernel {i}: {k.get('spec', '?')}")
@@ -227,4 +237,4 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"  input shape: {tuple(step['input_shape'])}")
         print(f"  output shape: {tuple(step['output_shape'])}")
         print(f"  precision: {step['precision']}")
-        print(f"  method (auto): {step['why']}")
+        print(f"  method: {step['why']}")

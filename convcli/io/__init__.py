@@ -14,7 +14,7 @@ when it is needed, and with it its backend (Pillow, soundfile, nibabel).
 """
 from __future__ import annotations
 
-from ..errors import DataError, OutputError, UsageError, check_choice
+from ..errors import DataError, FormatMismatch, OutputError, UsageError, check_choice
 from . import formats
 from .signal import KINDS, Signal, Written
 
@@ -116,7 +116,7 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
     row = formats.get(fmt)
     if sig.frames and not row.frames and sig.data.shape[0] > 1:
         many = ", ".join(r.name.upper() for r in formats.FORMATS if r.frames and r.family == "image")
-        raise OutputError(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
+        raise FormatMismatch(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
                           "(or .npy)", subject=dest)
     writer = row.write_function()
     try:

@@ -94,6 +94,8 @@ class FilterOptions:
             check_axes(self.axes)
         if self.range is not None:
             check_choice(self.range, RANGE_MODES, "range")
+        if self.precision is not None:
+            check_choice(self.precision, ("float32", "float64"), "precision")
         if self.kind is not None:
             check_choice(self.kind, KINDS, "kind")
         check_compress_level(self.compress_level)
