@@ -149,5 +149,5 @@ def format_from_name(name: str, subject: str = "--format") -> str:
         # "nifti-gz" is accepted but not offered: people type nii.gz.
         known = ", ".join(sorted({k for k in _BY_FORMAT_NAME if "-" not in k}))
         hint = did_you_mean(name, sorted(_BY_FORMAT_NAME))
-        raise UsageError(f"unknown format {name!r}{hint}; known: {known}", subject=subject)
+        raise UsageError(f"unknown format {name!r}; known: {known}{hint}", subject=subject)
     return fmt
