@@ -289,3 +289,14 @@ def test_messages_show_numbers_not_python_reprs(tmp_path):
     run = convcli("filter", _image(tmp_path / "p.png"), "-k", tmp_path / "k.npy", "-o", tmp_path / "o.png")
     line = _one_error_line(run)
     assert run.exit_code == 1 and "holds nan at index [0, 1]" in line and "np." not in line
+
+
+def test_kernels_list_in_a_pipe_is_one_tab_separated_line_per_kernel():
+    run = convcli_process("kernels", "list", text=True)
+    assert run.returncode == 0
+    rows = [line.split("\t") for line in run.stdout.splitlines()]
+    assert all(len(row) == 4 for row in rows), run.stdout
+    names = [row[0].split(" ")[0] for row in rows]
+    assert {"sobel", "gaussian", "laplacian-8", "ir"} <= set(names) and len(names) == len(set(names))
+    ir = rows[names.index("ir")]
+    assert ir[1] == "1D" and "impulse response" in ir[3].lower()

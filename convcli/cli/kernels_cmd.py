@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import List, Optional
 
 import typer
@@ -33,9 +34,14 @@ def list_command(
     """List every named kernel: dimensions, parameters with defaults, description."""
     from ..kernels.catalog import catalog
 
-    rows = catalog()
+    rows = catalog() + [IMPULSE_RESPONSE]
     if as_json:
         print(json.dumps(rows, indent=2))
+        return
+    cells = [_list_cells(row) for row in rows]
+    if not sys.stdout.isatty():
+        # For grep, cut and awk: one line per kernel, tab-separated, nothing wrapped.
+        sys.stdout.write("".join("\t".join(" ".join(c.split()) for c in row) + "\n" for row in cells))
         return
     from rich.console import Console
     from rich.table import Table
@@ -43,16 +49,31 @@ def list_command(
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("name", "dims", "parameters", "description"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-        dims = ",".join(f"{d}D" for d in row["dimensions"])
-        params = ", ".join(f"{k}={'?' if v is None else v}" for k, v in row["parameters"].items())
-        table.add_row(name, dims, params, row["description"])
+    for row in cells:
+        table.add_row(*row)
     console = Console(soft_wrap=False)
     console.print(table)
     console.print("Use NAME, NAME:VALUE or NAME:key=value,...; ? marks a required parameter. "
                   "Lengths: samples, 5ms (audio) or 1.5mm (voxels); frequencies: 2000, 2k, 2khz.",
                   highlight=False)
+
+
+# Not a name but a spec form that kernels list must show: an audio file's impulse response.
+IMPULSE_RESPONSE = {
+    "name": "ir", "kind": "file", "dimensions": [1], "parameters": {"FILE": None}, "signature": "ir:FILE",
+    "aliases": [], "description": "Impulse response read from an audio file (ir:room.wav): causal convolution; "
+    "its sample rate must be the input's", "range_default": "clip", "combine": "single",
+}
+
+
+def _list_cells(row: dict) -> tuple[str, str, str, str]:
+    name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+    dims = ",".join(f"{d}D" for d in row["dimensions"])
+    if row["name"] == "ir":
+        params = "FILE"
+    else:
+        params = ", ".join(f"{k}={'?' if v is None else v}" for k, v in row["parameters"].items())
+    return name, dims, params, row["description"]
 
 
 @kernels_app.command("show")
