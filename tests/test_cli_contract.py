@@ -300,3 +300,22 @@ def test_kernels_list_in_a_pipe_is_one_tab_separated_line_per_kernel():
     assert {"sobel", "gaussian", "laplacian-8", "ir"} <= set(names) and len(names) == len(set(names))
     ir = rows[names.index("ir")]
     assert ir[1] == "1D" and "impulse response" in ir[3].lower()
+
+
+@pytest.mark.parametrize("args, marker", [(("--show-completion", "zsh"), "#compdef convcli"),
+                                          (("--show-completion=fish",), "complete --command convcli"),
+                                          (("--show-completion", "bash"), "complete -o default -F")])
+def test_show_completion_honours_its_shell(args, marker):
+    run = convcli(*args)
+    assert run.exit_code == 0 and marker in run.stdout, run.output
+
+
+@pytest.mark.parametrize("flag, typed, expected", [
+    ("--method", "se", ["separable"]), ("--range", "", ["clip", "abs", "offset", "rescale"]),
+    ("--alpha", "p", ["premultiply"]), ("--pad-mode", "re", ["reflect", "replicate"]), ("--format", "ti", ["tif", "tiff"]),
+])
+def test_completion_offers_the_values_of_options_with_a_fixed_set(flag, typed, expected):
+    env = dict(os.environ, _CONVCLI_COMPLETE="complete_bash", COMP_WORDS=f"convcli filter x.png {flag} {typed}",
+               COMP_CWORD="4")
+    run = convcli_process(env=env, text=True)
+    assert run.returncode == 0 and run.stdout.split() == expected, run

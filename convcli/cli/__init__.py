@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     _terminate_like_interrupt()
     sys.unraisablehook = _redeliver_swallowed_signals(saved_hook)
     try:
-        code = report.exit_code_of(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
+        code = report.exit_code_of(lambda: _run(args))
         code = report.close_stdout(code, close=process)
     finally:
         sys.unraisablehook = saved_hook
@@ -97,6 +97,17 @@ def main(argv: list[str] | None = None) -> int:
 
         gc.freeze()
     return code
+
+
+def _run(args: list[str]):
+    from .completion import shown_completion
+
+    script = shown_completion(args[:1] + args[1:2]) if args[:1] == ["--show-completion"] or (
+        args and args[0].startswith("--show-completion=")) else None
+    if script is not None:
+        sys.stdout.write(script + "\n")
+        return 0
+    return app(args=args or ["--help"], prog_name="convcli", standalone_mode=False)
 
 
 def _debug_first(args: list[str]) -> list[str]:

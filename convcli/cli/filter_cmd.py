@@ -10,7 +10,7 @@ import typer
 from ..engine import help_text
 from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app, parse
+from . import app, completion, parse
 from .kernels_cmd import complete_kernel
 
 
@@ -30,14 +30,14 @@ def filter_command(
     ),
     stride: str = typer.Option("1", "--stride", metavar="S", help="Step between output samples: N or one per axis (2,1)."),
     padding: str = typer.Option("same", "--padding", metavar="P", help="same (TensorFlow rule) | valid | full | N | N,M."),
-    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", help=help_text()),
+    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", autocompletion=completion.complete_pad_mode, help=help_text()),
     dilation: str = typer.Option("1", "--dilation", metavar="D", help="Spacing between kernel taps: N or one per axis."),
     convolve: bool = typer.Option(
         False, "--convolve",
         help="Flip the kernel (mathematical convolution). Without it convcli computes "
         "cross-correlation: the kernel is laid over the samples as written, as in PyTorch.",
     ),
-    method: str = typer.Option("auto", "--method", metavar="METHOD", help="auto | direct | separable | lowrank | box | toeplitz | fft | opencv; all agree, auto picks the fastest."),
+    method: str = typer.Option("auto", "--method", metavar="METHOD", autocompletion=completion.complete_method, help="auto | direct | separable | lowrank | box | toeplitz | fft | opencv; all agree, auto picks the fastest."),
     precision: Optional[str] = typer.Option(
         None, "--precision", metavar="TYPE", help="float32 | float64 (default: float64 for float64 input, else float32)."
     ),
@@ -54,7 +54,7 @@ def filter_command(
         None, "--suffix", metavar="TEXT", help="Batch: write each output next to its input with this suffix (photo_edges.png)."
     ),
     out_format: Optional[str] = typer.Option(
-        None, "--format", metavar="FMT", help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
+        None, "--format", metavar="FMT", autocompletion=completion.complete_format, help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
     ),
     compress_level: Optional[int] = typer.Option(
         None, "--compress-level", metavar="N",
@@ -76,17 +76,17 @@ def filter_command(
         False, "-q", "--quiet", help="No warnings (notes on what was changed or left out), no progress bar, "
         "and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
-        None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
+        None, "--kind", metavar="KIND", autocompletion=completion.complete_kind, help="Read the input as audio | image | volume | signal (default: from its content)."
     ),
     alpha: str = typer.Option(
-        "auto", "--alpha", metavar="MODE",
+        "auto", "--alpha", metavar="MODE", autocompletion=completion.complete_alpha,
         help="Transparency: auto (default: premultiply for smoothing kernels; for any other, alpha kept and "
         "colour filtered with transparent pixels taking the colour of the visible ones around them), "
         "premultiply (colour times alpha filtered, then divided by the filtered alpha: edges soften), "
         "keep (alpha unchanged, colour filtered as stored), channel (alpha filtered like a colour).",
     ),
     colorspace: str = typer.Option(
-        "stored", "--colorspace", metavar="SPACE",
+        "stored", "--colorspace", metavar="SPACE", autocompletion=completion.complete_colorspace,
         help="Images: the values filtered. stored (default: the samples as stored), linear (linear light: "
         "the sRGB or ICC tone curve undone, then redone; blurs do not darken), luma (only the BT.709 luma, "
         "colour differences kept: sharpening without colour fringes).",
@@ -98,7 +98,7 @@ def filter_command(
         "kernel on every slice). The kernel has one axis per name, in that order.",
     ),
     range_mode: Optional[str] = typer.Option(
-        None, "--range", metavar="MODE",
+        None, "--range", metavar="MODE", autocompletion=completion.complete_range,
         help="How results become integer samples: clip | abs | offset (signed results around mid-grey) | "
         "rescale (min..max to the full range). Default: the kernel's choice (offset for edge kernels), else clip.",
     ),
