@@ -59,12 +59,16 @@ def _interrupted(tmp_path) -> tuple[int, int]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen([sys.executable, "-m", "convcli", "filter", "-", "-k", "box:3", "-o",
                                  str(tmp_path / "x.npy")], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(1.5)  # started and reading stdin
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "pipe" not in Path(f"/proc/{proc.pid}/wchan").read_text():
+            time.sleep(0.02)  # until it waits on stdin
         proc.send_signal(signum)
         proc.wait(timeout=60)
         proc.stdin.close()
-        codes.append(128 - proc.returncode if proc.returncode < 0 else proc.returncode)
+        assert proc.returncode == -signum, proc.stderr.read()
+        proc.stderr.close()
+        codes.append(128 - proc.returncode)
     return tuple(codes)
 
 

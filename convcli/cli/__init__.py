@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+import typer.core
 
 from ..errors import EXIT_INTERRUPTED
 
@@ -22,6 +23,14 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose usage line reads as users type it: ``INPUT...``, not Typer's ``{INPUT}``."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
 
 def _set_debug(value: bool) -> None:

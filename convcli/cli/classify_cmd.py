@@ -9,13 +9,13 @@ import typer
 
 from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app
+from . import Command, app
 
 
-@app.command("classify")
+@app.command("classify", cls=Command)
 def classify_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="FILES_OR_FOLDERS", help="Photos, folders (walked for images), or - to read one from stdin."
+        ..., metavar="FILE_OR_FOLDER...", help="Photos, folders (walked for images), or - to read one from stdin."
     ),
     top: int = typer.Option(5, "--top", metavar="K", help="How many classes to report per image (1-1000)."),
     as_json: bool = typer.Option(

@@ -10,14 +10,14 @@ import typer
 from ..engine import help_text
 from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app, completion, parse
+from . import Command, app, completion, parse
 from .kernels_cmd import complete_kernel
 
 
-@app.command("filter")
+@app.command("filter", cls=Command)
 def filter_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="INPUT",
+        ..., metavar="INPUT...",
         help="Input files or folders ('-' for stdin). Several inputs or a folder run as a batch into the -o folder.",
     ),
     kernel: List[str] = typer.Option(
@@ -132,12 +132,13 @@ def filter_command(
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
     )
+    # Checked for one input too: -j 0 is the same mistake whatever follows it.
+    runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
     if batch.is_batch(inputs, output):
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")
         from .batch_report import run_batch
 
-        runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
         plan = batch.plan(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,
