@@ -151,8 +151,11 @@ def filter_command(
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
+    from .progress import FileProgress, stderr_is_terminal
+
+    progress = FileProgress(_short(input), enabled=not quiet and stderr_is_terminal())
     try:
-        report = filter_file(input, output, options)
+        report = filter_file(input, output, options, progress=progress)
     except ConvcliError as exc:
         if as_json:  # one JSON object per input, failures too; the error line and exit code as always
             from .batch_report import failure_line
@@ -160,6 +163,8 @@ def filter_command(
             record = {"input": input, "output": output, "status": "failed", "error": failure_line(exc, input)}
             (sys.stderr if output == "-" else sys.stdout).write(json.dumps(record) + "\n")
         raise
+    finally:
+        progress.close()
     if not quiet:
         warn_notes(report.input, report.notes)
     if report.clipped and not quiet and (verbose or _is_audio(report.output)):
@@ -206,6 +211,13 @@ def _single_output(input: str, output: str | None, in_place: bool) -> str:
             subject="-o/--output",
         )
     return "-"
+
+
+def _short(path: str) -> str:
+    from .batch_report import printable
+
+    name = printable(path.rsplit("/", 1)[-1] or path)
+    return name if len(name) <= 24 else name[:21] + "..."
 
 
 def _is_audio(path: str) -> bool:
