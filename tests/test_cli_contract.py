@@ -379,3 +379,10 @@ def test_classify_tables_are_never_glued_to_a_stale_progress_line(tmp_path):
         before = plain[:plain.index(f"photo{i}.png")]
         # The bar's line was erased (ESC[2K) or ended before the table's title: nothing of it on the title's line.
         assert before.endswith("\x1b[2K") or before.endswith("\n"), repr(before[-200:])
+
+
+def test_a_custom_kernel_files_comment_is_its_description_in_kernels_list(tmp_path):
+    (tmp_path / "diag.txt").write_text("# Diagonal edges, my own\n1 0\n0 -1\n")
+    run = convcli_process("kernels", "list", env=dict(os.environ, CONVCLI_KERNEL_PATH=str(tmp_path)), text=True)
+    rows = {line.split("\t")[0]: line.split("\t") for line in run.stdout.splitlines()}
+    assert run.returncode == 0 and rows["diag"][1:] == ["2D", "", "Diagonal edges, my own"]

@@ -348,6 +348,8 @@ def _add_meta(meta: dict[str, str], line: str) -> None:
     mm = _META.match(line)
     if mm:
         meta[mm.group(1).strip().lower().replace(" ", "-").replace("_", "-")] = mm.group(2)
+    elif line.startswith("#") and line.lstrip("#").strip() and "comment" not in meta:
+        meta["comment"] = line.lstrip("#").strip()  # a plain first comment describes the kernel
 
 
 def _first_row(text: str, pos: int = 0, lineno: int = 1) -> tuple[int, int]:
@@ -585,8 +587,8 @@ def _numbers(line: str, lineno: int, subject: str) -> list[float]:
 
 
 def _apply_meta(defn: Definition, meta: dict[str, str], subject: str) -> None:
-    if "description" in meta:
-        defn.description = meta["description"]
+    if "description" in meta or "comment" in meta:
+        defn.description = meta.get("description", meta.get("comment"))
     if "sum" in meta:
         try:
             defn.sum = float(meta["sum"])
