@@ -251,7 +251,7 @@ def test_help_does_not_import_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     proc = classify_process("--help")
-    assert proc.returncode == 0 and b"FILES_OR_FOLDERS" in proc.stdout
+    assert proc.returncode == 0 and b"FILE_OR_FOLDER..." in proc.stdout
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
