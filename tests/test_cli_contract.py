@@ -386,3 +386,16 @@ def test_a_custom_kernel_files_comment_is_its_description_in_kernels_list(tmp_pa
     run = convcli_process("kernels", "list", env=dict(os.environ, CONVCLI_KERNEL_PATH=str(tmp_path)), text=True)
     rows = {line.split("\t")[0]: line.split("\t") for line in run.stdout.splitlines()}
     assert run.returncode == 0 and rows["diag"][1:] == ["2D", "", "Diagonal edges, my own"]
+
+
+def test_minus_q_silences_the_exif_orientation_note_and_j0_is_refused_for_one_file_too(tmp_path):
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (12, 20, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees to be upright
+    image.save(tmp_path / "turned.jpg", exif=exif)
+    args = ["filter", tmp_path / "turned.jpg", "-k", "box:3", "-o", tmp_path / "o.png"]
+    assert "EXIF orientation 6 applied" in convcli(*args).stderr
+    quiet = convcli(*args, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    refused = convcli(*args, "-j", "0")
+    assert refused.exit_code == 2 and "-j/--jobs" in _one_error_line(refused)
