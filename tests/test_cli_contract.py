@@ -399,3 +399,15 @@ def test_minus_q_silences_the_exif_orientation_note_and_j0_is_refused_for_one_fi
     assert quiet.exit_code == 0 and quiet.stderr == ""
     refused = convcli(*args, "-j", "0")
     assert refused.exit_code == 2 and "-j/--jobs" in _one_error_line(refused)
+
+
+def test_api_messages_show_numpy_numbers_plainly():
+    from convcli.engine import rank_filter
+    from convcli.errors import ParameterError
+    from convcli.pipeline.options import BatchOptions
+
+    with pytest.raises(ParameterError) as rank:
+        rank_filter(np.zeros((5, 5)), np.ones((3, 3)), np.float64(1.5))
+    with pytest.raises(ParameterError) as jobs:
+        BatchOptions(workers=np.int64(0))
+    assert str(rank.value) == "must be a whole number, got 1.5" and str(jobs.value) == "must be at least 1, got 0"

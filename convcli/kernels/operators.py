@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError
+from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError, shown
 from .kernel import MAX_WEIGHTS
 
 # Methods of the linear kernels mean nothing to these operators: they run as auto.
@@ -173,7 +173,7 @@ def pool_padding(padding):
         if word in ("same", "valid"):
             return 0
         raise ParameterError(f"a pool pads as PyTorch does, by N samples at each end (at most half the window), "
-                             f"not {padding!r}", subject="padding")
+                             f"not {shown(padding)}", subject="padding")
     if isinstance(padding, (list, tuple)) and any(isinstance(p, (list, tuple)) for p in padding):
         raise ParameterError("a pool pads both ends alike (PyTorch's padding); give N or one N per axis",
                              subject="padding")

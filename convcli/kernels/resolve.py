@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError
+from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError, shown
 from ..io.limits import Limits
 from . import files, library
 from .kernel import Kernel, check_weights, fit_ndim, normalized
@@ -59,13 +59,13 @@ def resolve(
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError("the kernel spec is empty", subject=repr(spec) if isinstance(spec, str) else "-k")
     if ndim not in (1, 2, 3):
-        raise ParameterError(f"must be 1, 2 or 3 spatial axes, not {ndim!r}", subject="ndim")
+        raise ParameterError(f"must be 1, 2 or 3 spatial axes, not {shown(ndim)}", subject="ndim")
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ParameterError(f"needs {ndim} positive numbers, got {spacing}", subject="spacing")
     if sample_rate is not None and not (np.isfinite(sample_rate) and sample_rate > 0):
-        raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
+        raise ParameterError(f"must be a positive number, not {shown(sample_rate)}", subject="sample_rate")
 
     budget = files.KernelBudget.within(Limits(memory_budget=memory_budget).memory_budget)
     kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget)
