@@ -261,6 +261,8 @@ def test_explain_shows_the_border_and_range_modes_that_will_be_used(tmp_path):
     assert "border mode: replicate" in text and "range (integer outputs): abs" in text
     text = convcli("filter", photo, "-k", "gaussian:sigma=1", "--explain").stdout
     assert "border mode: reflect" in text and "range (integer outputs): clip" in text
+    assert "operation: cross-correlation" in text
+    assert "operation: convolution" in convcli("filter", photo, "-k", "sobel", "--convolve", "--explain").stdout
 
 
 # --------------------------------------------------------------------------- forgiving names, plain messages

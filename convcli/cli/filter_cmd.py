@@ -236,6 +236,8 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"colour space: {first.get('colorspace', 'stored')}")
         if first.get("alpha"):
             print(f"alpha: {first['alpha']}")
+        flipped = first.get("operation") == "convolution"
+        print(f"operation: {'convolution (the kernel flipped)' if flipped else 'cross-correlation (the kernel as written)'}")
         print(f"border mode: {first.get('pad_mode')}")
         print(f"range (integer outputs): {first.get('range')}")
     for i, step in enumerate(steps, 1):

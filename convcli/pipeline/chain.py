@@ -333,7 +333,8 @@ class Run:
         chain = self.chain
         range_mode = chain.options.range or f"{chain.kernels[-1].range_default} (the kernel's default)"
         return {"colorspace": self.space.name if self.space.name != "stored" else chain.options.colorspace,
-                "alpha": alpha, "pad_mode": chain.pad_mode, "range": range_mode}
+                "alpha": alpha, "pad_mode": chain.pad_mode, "range": range_mode,
+                "operation": "convolution" if chain.options.convolve else "correlation"}
 
 
 def prepare(signal, kernels, options: FilterOptions, axes: Axes | None = None) -> Run:
