@@ -124,6 +124,8 @@ def test_a_kernel_that_does_not_fit_is_the_same_mistake_inline_or_from_a_file(tm
     assert inline.exit_code == from_file.exit_code == 2
     assert "(3D) but the input is an image" in _one_error_line(from_file)
     assert _files(tmp_path) == ["k3.npy", "p.png"]
+    np.save(tmp_path / "k4.npy", np.ones((2, 2, 2, 2)))  # fits no input at all: a broken file, failed work
+    assert convcli("filter", photo, "-k", tmp_path / "k4.npy", "-o", tmp_path / "c.png").exit_code == 1
 
 
 @pytest.mark.parametrize("args", [("kernels", "list"), ("kernels", "show", "gaussian:sigma=9"),

@@ -250,7 +250,9 @@ def fit_ndim(w: np.ndarray, ndim: int, *, subject: str) -> np.ndarray:
     kind = {1: "a 1D signal", 2: "an image (2 spatial axes)", 3: "a volume (3 spatial axes)"}.get(
         ndim, f"an input with {ndim} spatial axes"
     )
-    raise KernelMismatch(
+    # A kernel of more than 3 axes fits no input: a broken file, not a mismatch with this one.
+    mismatch = KernelMismatch if w.ndim <= 3 else UsageError
+    raise mismatch(
         f"the kernel has shape {tuple(w.shape)} ({w.ndim}D) but the input is {kind}; "
         f"give a {ndim}D kernel",
         subject=subject,
