@@ -415,3 +415,11 @@ def test_api_messages_show_numpy_numbers_plainly():
     with pytest.raises(ParameterError) as jobs:
         BatchOptions(workers=np.int64(0))
     assert str(rank.value) == "must be a whole number, got 1.5" and str(jobs.value) == "must be at least 1, got 0"
+
+
+@pytest.mark.parametrize("command, usage", [(("filter",), "Usage: convcli filter [OPTIONS] INPUT..."),
+                                            (("classify",), "Usage: convcli classify [OPTIONS] FILE_OR_FOLDER..."),
+                                            (("kernels", "show"), "Usage: convcli kernels show [OPTIONS] SPEC")])
+def test_usage_lines_read_as_users_type_them(command, usage):
+    run = convcli(*command, "--help")
+    assert run.exit_code == 0 and run.stdout.splitlines()[0] == usage and "{" not in run.stdout.splitlines()[0]
