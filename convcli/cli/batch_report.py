@@ -20,13 +20,15 @@ def run_batch(
     json_of: Callable[[dict], dict] = lambda record: record,
     verbose: bool = False,
     on_ok: Callable[[dict], None] | None = None,
+    ok_on_stdout: bool = False,
 ) -> int:
     """Run a planned batch (``runs``: its BatchOptions) and report it; return the exit code (0 all ok, 1 any failure).
 
     Records are reported in the plan's order (arguments, then each folder's
     sorted walk), each as soon as every earlier one is: workers finish in any
     order, a listing must not.  With ``as_json`` every record (ok, failed or
-    skipped) is one JSON line, ``json_of(record)``.  With ``runs.fail_fast``
+    skipped) is one JSON line, ``json_of(record)``; ``ok_on_stdout`` says
+    ``on_ok`` prints there (a table).  With ``runs.fail_fast``
     the run stops at the first failure (an input refused while planning
     counts), and the summary says so.
     """
@@ -38,10 +40,16 @@ def run_batch(
     total = len(plan.jobs) + len(plan.refused)
     progress = _Progress(total, enabled=not quiet and _is_terminal(sys.stderr))
 
+    # Lines on stderr go above the bar by themselves (rich redirects stderr); stdout on the same
+    # terminal does not, so the bar steps aside while a result is printed there.
+    stdout_shared = _is_terminal(sys.stdout)
+
     def report(record: dict) -> None:
-        if as_json or record.get("status") == "failed" or (record.get("status") == "ok" and on_ok is not None):
+        if stdout_shared and (as_json or (ok_on_stdout and record.get("status") == "ok")):
             with progress.paused():
                 _report(record)
+        else:
+            _report(record)
 
     def _report(record: dict) -> None:
         if as_json:

@@ -64,7 +64,8 @@ def classify_command(
             pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
         on_ok = show if not verbose else (lambda record: (show(record), _say_time(record)))
         raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, verbose=verbose,
-                                   as_json=as_json, json_of=json_record, on_ok=None if as_json else on_ok))
+                                   as_json=as_json, json_of=json_record, on_ok=None if as_json else on_ok,
+                                   ok_on_stdout=True))
     refuse_input_as_output(inputs[0], cam, advice="is the input photo; write the map to another file",
                            error=UsageError)
     try:
