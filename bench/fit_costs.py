@@ -9,8 +9,9 @@ separable or not, boxes, stride 1-4, dilation 1-3, uint8/float32/float64,
 measures is not on the data fitted here), every strategy that can compute
 it is timed (best of ``--repeats``, the strategies taking turns), and what
 each does is counted (:func:`convcli.engine.costs.features`).  Then, per
-strategy, the nanoseconds of each unit are fitted by non-negative least
-squares on the relative error, and the model's regret on the grid (the
+strategy, the nanoseconds of each unit are fitted (by non-negative least
+squares on the relative error where the timings pin every unit down, else
+the strategy's units scaled by one factor: :func:`fit`), and the model's regret on the grid (the
 measured time of the strategy it picks over the fastest one's) is printed
 for the table in the tree and the fitted one.  ``--write`` rewrites
 ``convcli/engine/cost_table.py``.  ``--measurements FILE`` keeps the timings

@@ -13,8 +13,8 @@ taps for stride 2) or a full-resolution pass kept every s-th row, its DFT
 for large kernels, integer samples read as they are, float32 or float64.
 
 The nanoseconds are fitted, not guessed: ``python bench/fit_costs.py``
-times every strategy on a grid of inputs, fits each unit's cost by
-non-negative least squares on the relative error, rewrites
+times every strategy on a grid of inputs, refits each unit's cost from the
+timings (least squares, or one scale per strategy when they are few), rewrites
 :mod:`.cost_table` and prints the model's regret (the time of the method
 it picks over the fastest one's) before and after.  A unit with no entry
 costs nothing.
