@@ -121,7 +121,9 @@ class Stream:
             size = spectral.transform_size(p)
             if size != spectral.block_size(p.span):
                 return p.padded  # the whole signal is one transform: one chunk
-            grain = math.lcm(size - p.span + 1, s)
+            # Whole groups of blocks (the transforms the engine's threads share), so none runs short.
+            step = size - p.span + 1
+            grain = math.lcm(step * max(1, min(spectral.GROUP_SAMPLES // size, chunk // step)), s)
             # Enough steps that a chunk's own blocks are never fewer than the whole signal's rule allows.
             least = max(chunk, spectral.MIN_BLOCKS * size)
         elif self.method == "toeplitz":
@@ -134,40 +136,49 @@ class Stream:
 
     def push(self, block) -> np.ndarray:
         """Take the next samples; return the outputs that are now final (possibly none)."""
+        return self._joined(list(self.feed(block)))
+
+    def finish(self) -> np.ndarray:
+        """Every output not yet returned: the far end's border applied (see :meth:`drain`)."""
+        return self._joined(list(self.drain()))
+
+    def feed(self, block):
+        """Take the next samples; yield the outputs now final, a chunk at a time, each computed as it is asked for.
+
+        A caller holding the whole signal feeds it at once and handles one
+        chunk of outputs at a time: no copy of the signal, no result of its size.
+        """
         block = self._as_block(block)
         if self.received + len(block) > self.length:
             raise ParameterError(f"more than the {self.length} samples announced", subject="length")
         if len(block):
             self.pending.append(block)
             self.received += len(block)
-        done = []
         while self.chunk < len(self.bounds) - 1 and self._ready(self.chunk):
-            done.append(self._compute(self.chunk, self.length))
+            out = self._compute(self.chunk, self.length)
             self.chunk += 1
-        return self._shaped(done)
+            yield self._shaped([out])
 
-    def finish(self) -> np.ndarray:
-        """Every output not yet returned: the far end's border applied.
+    def drain(self):
+        """Yield every output not yet given, a chunk at a time: the far end's border applied.
 
         A signal that ended early (a file cut short) is finished at the
         samples received, the border rule applied there.
         """
-        done = []
         if self.received == self.length:
             while self.chunk < len(self.bounds) - 1:
-                done.append(self._compute(self.chunk, self.length))
+                out = self._compute(self.chunk, self.length)
                 self.chunk += 1
+                yield self._shaped([out])
         elif self.received > 0:
             short = replace(self.axis, length=self.received)
             first = self.bounds[self.chunk]
             out = _plan_out(short)
             if out > first:
-                self.axis, self.bounds = short, [first, out]
-                self.chunk = 0
-                done.append(self._compute(0, self.received))
-                self.chunk = 1
-                self.bounds = [out, out]
-        return self._shaped(done)
+                self.axis, self.bounds, self.chunk = short, [first, out], 0
+                result = self._compute(0, self.received)
+                self.bounds, self.chunk = [out, out], 1
+                yield self._shaped([result])
 
     # ---------------------------------------------------------------- internals
     def _as_block(self, block) -> np.ndarray:
@@ -196,24 +207,25 @@ class Stream:
         return self.received >= self.length if last > p.length else self.received >= last
 
     def _compute(self, index: int, length: int) -> np.ndarray:
+        """One chunk's outputs: a valid piece of the padded signal, its borders (if it reaches one) the engine's."""
         p = self.axis
         lo, hi = self._span_of(index)
         count = self.bounds[index + 1] - self.bounds[index]
-        runs = bands.axis_runs(length, p.before, lo, hi, self.plan.border)
-        if len(runs) == 1 and runs[0][3] == 1:
-            x = self._held(runs[0][2], runs[0][2] + hi - lo)[None]  # inside the signal: the samples themselves
-        else:
-            x = self._gathered(runs, hi - lo)
+        first, stop = max(0, lo - p.before), min(length, hi - p.before)
+        before, after = max(0, p.before - lo), max(0, hi - p.before - length)
+        # A chunk spans at least the padding on either side, so its border rule reads what the whole
+        # signal's would: the first samples before the start, the last ones after the end.
+        x = self._held(first, stop)[None]
         if self.finite is None and self.plan.choice.spreads_non_finite and not correlation._all_finite(x):
             raise DataError("NaN or infinity in the samples: a long signal filtered in blocks by "
                             f"{self.method} would spread it over whole blocks (raise --memory-budget to filter "
                             "it whole, or use --method direct)")
-        chunk = replace(self.plan, axes=(AxisPlan(hi - lo, p.taps, p.stride, p.dilation, 0, 0, count),))
+        piece = AxisPlan(stop - first, p.taps, p.stride, p.dilation, before, after, count)
+        chunk = replace(self.plan, axes=(piece,))
         out = np.empty((1, count, self.trail), dtype=self.plan.dtype)
         if self.method == "fft":
             weights = correlation._weights(self.kernel, self.plan.dtype, self.layout, 1)
-            spectral.correlate_1d(x, out, chunk.axes[0], weights, self.plan.border, self.plan.border_value,
-                                  cache=self.cache)
+            spectral.correlate_1d(x, out, piece, weights, self.plan.border, self.plan.border_value, cache=self.cache)
         else:
             correlation._STRATEGIES[self.method](chunk, x, self.kernel, out, self.layout)
         self._forget(index + 1)
@@ -233,19 +245,6 @@ class Stream:
             raise ParameterError("a border reaches samples not yet received", subject="padding")
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
-    def _gathered(self, runs, size: int) -> np.ndarray:
-        """The padded samples of a chunk that reaches a border: the border rule applied, in the compute type."""
-        ext = np.empty((1, size, self.trail), dtype=self.plan.dtype)
-        for a, b, src, step in runs:
-            if src < 0:
-                ext[0, a:b] = self.plan.border_value
-                continue
-            first, last = sorted((src, src + step * (b - a - 1)))
-            held = self._held(first, last + 1)
-            piece = held if step >= 0 else held[::-1]
-            np.copyto(ext[0, a:b], piece if step != 0 else piece[:1], casting="unsafe")
-        return ext
-
     def _forget(self, index: int) -> None:
         """Let go of the blocks no chunk from ``index`` on reads (the left border's sources go with the first chunk)."""
         if index >= len(self.bounds) - 1:
@@ -256,8 +255,14 @@ class Stream:
             self.start += len(self.pending.pop(0))
 
     def _shaped(self, done: list) -> np.ndarray:
-        out = np.concatenate(done) if done else np.empty((0, self.trail), dtype=self.plan.dtype)
+        out = done[0] if len(done) == 1 else (
+            np.concatenate(done) if done else np.empty((0, self.trail), dtype=self.plan.dtype))
         return out[:, 0] if self.channels is None else out
+
+    def _joined(self, parts: list) -> np.ndarray:
+        if parts:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._shaped([])
 
 
 def _streaming(plan, method: str):

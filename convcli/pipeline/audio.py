@@ -298,12 +298,15 @@ class _KernelStage:
     def method(self) -> str:
         return self.streams[0].method
 
-    def push(self, block):
-        return self._combine([s.push(block if cols is None else block[:, cols])
-                              for s, (cols, _) in zip(self.streams, self.parts)])
+    def feed(self, block):
+        """Yield the outputs now final, a chunk at a time (see :meth:`convcli.engine.stream.Stream.feed`)."""
+        parts = [s.feed(_columns(block, cols)) for s, (cols, _) in zip(self.streams, self.parts)]
+        for outs in zip(*parts):  # every part is cut in the same chunks
+            yield self._combine(list(outs))
 
-    def finish(self):
-        return self._combine([s.finish() for s in self.streams])
+    def drain(self):
+        for outs in zip(*[s.drain() for s in self.streams]):
+            yield self._combine(list(outs))
 
     def _combine(self, outs):
         import numpy as np
@@ -419,13 +422,17 @@ class _Finish:
 
 
 # ---------------------------------------------------------------------------- running
-def _input_blocks(signal, on_frames=None):
-    """The input's samples, frames x channels, a block at a time: from memory, or read from the file."""
-    source = signal.blocks() if signal.streamed else (
-        signal.data[i:i + BLOCK_FRAMES] for i in range(0, len(signal.data), BLOCK_FRAMES))
+def _input_blocks(signal):
+    """The input's samples, frames x channels: read from the file a block at a time, or all of them from memory.
+
+    A file is read and decoded in a thread of its own, a block ahead of the
+    filter.  Samples in memory go in whole: the kernels take them a chunk at
+    a time, as views, and nothing of the signal's size is copied.
+    """
+    from ..parallel import prefetched
+
+    source = prefetched(signal.blocks(), name="audio-reader") if signal.streamed else [signal.data]
     for block in source:
-        if on_frames is not None:
-            on_frames(len(block))
         yield block.reshape(len(block), -1)
 
 
@@ -440,7 +447,7 @@ def _finite(signal):
     return bool(np.isfinite(signal.data).all())
 
 
-def _results(p: Plan, on_frames=None):
+def _results(p: Plan):
     """Every block of the result (before the level), in order."""
     import numpy as np
 
@@ -448,7 +455,7 @@ def _results(p: Plan, on_frames=None):
     dry = _Dry(int(signal.data.shape[0]), p.channels, np.dtype(p.precision)) if p.options.audio.mix != 1.0 else None
     finish = _Finish(p, dry)
     if not p.blockwise:
-        yield from _whole(p, finish, on_frames)
+        yield from _whole(p, finish)
         return
     finite = _finite(signal)
     stages = [_KernelStage(kernel, args, frames, channels, signal.data.dtype if i == 0 else p.precision,
@@ -456,21 +463,41 @@ def _results(p: Plan, on_frames=None):
               for i, (kernel, args, frames, channels) in enumerate(p.stages)]
     for step, stage in zip(p.steps, stages):
         _in_blocks(step, stage)
-    for block in _input_blocks(signal, on_frames):
+    for block in _input_blocks(signal):
         if dry is not None:
             dry.add(block)
-        for stage in stages:
-            block = stage.push(block)
-        yield finish.push(block if stages else block.astype(finish.dtype))
-    tail = None
+        for out in _through(stages, block, 0):
+            yield finish.push(out if stages else out.astype(finish.dtype))
     for i, stage in enumerate(stages):
-        tail = stage.finish() if tail is None else _concat(stage.push(tail), stage.finish())
-    if tail is not None:
-        yield finish.push(tail)
+        for out in stage.drain():
+            for last in _through(stages, out, i + 1):
+                yield finish.push(last)
     yield finish.finish()
 
 
-def _whole(p: Plan, finish: _Finish, on_frames):
+def _through(stages: list, block, first: int):
+    """``block`` through the stages from ``first`` on: every output now final, a chunk at a time."""
+    if first == len(stages):
+        yield block
+        return
+    for out in stages[first].feed(block):
+        yield from _through(stages, out, first + 1)
+
+
+def _columns(block, columns):
+    """The input channels a routing pass reads, as a view where one serves (no copy of a whole signal)."""
+    import numpy as np
+
+    if columns is None or list(columns) == list(range(block.shape[1])):
+        return block
+    if list(columns) == list(range(block.shape[1]))[::-1]:
+        return block[:, ::-1]
+    if len(set(columns)) == 1:
+        return np.broadcast_to(block[:, columns[0]:columns[0] + 1], (len(block), len(columns)))
+    return block[:, list(columns)]
+
+
+def _whole(p: Plan, finish: _Finish):
     """The kernels on the whole signal in memory (rank filters, pools, circular borders), then the rest in blocks."""
     signal = p.signal
     if signal.streamed:
@@ -479,8 +506,6 @@ def _whole(p: Plan, finish: _Finish, on_frames):
         raise DataError(f"{signal.data.shape[0]:,} frames are over the memory budget, and {why}: only weighted "
                         "kernels with another border are filtered in blocks (raise --memory-budget)",
                         subject=str(signal.meta.get("source")))
-    if on_frames is not None:
-        on_frames(int(signal.data.shape[0]))
     dry = finish.dry
     if dry is not None:
         dry.add(signal.data.reshape(len(signal.data), -1))
@@ -567,33 +592,23 @@ def filter_audio(signal, dest: str, options: FilterOptions, progress=None) -> Do
 
     p = plan(signal, options)
     fmt = io.output_format(dest, options.out_format) or signal.meta.get("format")
-    passes = 2 if p.levelled is not None else 1
-    total = int(signal.data.shape[0]) * passes
-    done = [0]
-
-    def on_frames(count: int) -> None:
-        done[0] += count
-        if progress is not None:
-            progress(done[0], total)
-
+    progress = _Progress(progress, p.output_frames * (2 if p.levelled is not None else 1))
     if family_of(fmt) != "audio":
-        return _into_other_format(p, dest, fmt, on_frames)
-    like = signal
-    writer = io.audio_writer(like, dest, format=options.out_format, channels=p.channels, frames=p.output_frames,
+        return _into_other_format(p, dest, fmt, progress)
+    writer = io.audio_writer(signal, dest, format=options.out_format, channels=p.channels, frames=p.output_frames,
                              rate=p.rate, compress_level=options.compress_level, depth=options.depth,
                              quality=options.quality)
     if p.levelled is None:
         with writer:
-            for block in _results(p, on_frames):
-                writer.write(block)
+            _write(writer, progress.counted(_results(p)))
     else:
-        _write_levelled(p, writer, on_frames)
+        _write_levelled(p, writer, progress)
     notes = p.notes + writer.written.notes + _read_notes(signal)
     shape = (p.output_frames,) if p.channels == 1 else (p.output_frames, p.channels)
     return Done(shape, p.steps, writer.written.clipped, notes)
 
 
-def _write_levelled(p: Plan, writer, on_frames) -> None:
+def _write_levelled(p: Plan, writer, progress) -> None:
     """Measure the result's peak, then write it scaled: kept from the first pass when it fits the budget."""
     import numpy as np
 
@@ -603,18 +618,40 @@ def _write_levelled(p: Plan, writer, on_frames) -> None:
     budget = io.memory_budget(p.options.memory_budget)
     keep = not p.signal.streamed and p.output_frames * p.channels * np.dtype(p.precision).itemsize <= budget // 2
     kept = []
-    for block in _results(p, on_frames):
+    for block in progress.counted(_results(p)):
         peak.add(block)
         if keep:
             kept.append(block)
     factor = _level_factor(p, peak, *writer.scales)
-    again = kept if keep else _results(plan(p.signal, p.options, p.kernels), on_frames)
+    again = progress.counted(kept if keep else _results(plan(p.signal, p.options, p.kernels)))
     with writer:
-        for block in again:
-            writer.write(block * np.asarray(factor, dtype=block.dtype) if block.dtype.kind == "f" else block * factor)
+        _write(writer, (block * np.asarray(factor, dtype=block.dtype) for block in again))
 
 
-def _into_other_format(p: Plan, dest: str, fmt: str, on_frames) -> Done:
+class _Progress:
+    """Tells ``report(done, total)`` how many frames of the result (over every pass) are done."""
+
+    def __init__(self, report, total: int):
+        self.report, self.total, self.done = report, max(total, 1), 0
+
+    def counted(self, blocks):
+        for block in blocks:
+            self.done += len(block)
+            if self.report is not None:
+                self.report(min(self.done, self.total), self.total)
+            yield block
+
+
+def _write(writer, blocks) -> None:
+    """Every block to ``writer``, converted and encoded in a thread of its own while the next is computed."""
+    from ..parallel import behind
+
+    with behind(writer.write, name="audio-writer") as put:
+        for block in blocks:
+            put(block)
+
+
+def _into_other_format(p: Plan, dest: str, fmt: str, progress) -> Done:
     """A sound written as .npy (or another array format): the result gathered in memory and written by io.write."""
     import numpy as np
 
@@ -624,7 +661,7 @@ def _into_other_format(p: Plan, dest: str, fmt: str, on_frames) -> Done:
     if signal.streamed:
         raise DataError(f"{signal.data.shape[0]:,} frames are over the memory budget: such a sound is filtered in "
                         "blocks into an audio file only (raise --memory-budget)", subject=str(signal.meta.get("source")))
-    blocks = [b for b in _results(p, on_frames) if len(b)]
+    blocks = [b for b in progress.counted(_results(p)) if len(b)]
     data = np.concatenate(blocks) if blocks else np.zeros((0, p.channels), dtype=p.precision)
     if p.levelled is not None:
         peak = _Peak()
