@@ -61,10 +61,10 @@ class Stream:
         keeps them within their window) is used.  None: not known; a
         strategy that would spread one over the whole chunk refuses a chunk
         that holds one (:class:`~convcli.errors.DataError`).
-    chunk : int
+    chunk : int, optional
         Samples per channel a chunk of outputs spans at least (rounded up to
-        the method's pieces): the memory held, and how much work each engine
-        call gets.
+        the method's pieces; default :data:`CHUNK_SAMPLES`): the memory held,
+        and how much work each engine call gets.
 
     Examples
     --------
@@ -76,7 +76,7 @@ class Stream:
 
     def __init__(self, kernel, length: int, *, channels: int | None = None, stride=1, padding="same",
                  pad_mode="reflect", dilation=1, method: str = "auto", precision=None, x_dtype=np.float32,
-                 flip: bool = False, finite: bool | None = True, chunk: int = CHUNK_SAMPLES):
+                 flip: bool = False, finite: bool | None = True, chunk: int | None = None):
         kernel = correlation._as_kernel(kernel)
         if int(length) < 1:
             raise ParameterError(f"must be at least 1 sample, got {length!r}", subject="length")
@@ -99,7 +99,7 @@ class Stream:
         self.layout = bands.layout_of((2, 1), 1, 1)  # (frames, channels): the channels trail
         self.trail = 1 if channels is None else int(channels)
         self.cache: dict = {}
-        self.extent = self._extent(int(chunk))
+        self.extent = self._extent(int(CHUNK_SAMPLES if chunk is None else chunk))
         self.bounds = _chunk_bounds(self.axis.out, self.extent // self.axis.stride)
         self.pending: list[np.ndarray] = []  # the blocks still needed, in order
         self.start = 0  # input index of pending[0][0]
