@@ -138,7 +138,8 @@ def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
         _print_weights(console, w)
     sums = facts["sum"] if isinstance(facts["sum"], list) else [facts["sum"]]
     console.print(f"sum: {', '.join(f'{s:.6g}' for s in sums)}")
-    console.print(f"separable: {'yes' if facts['separable'] else 'no'}   rank: {facts['rank']}   "
+    rank = "not computed (too large)" if facts["rank"] is None else facts["rank"]
+    console.print(f"separable: {'yes' if facts['separable'] else 'no'}   rank: {rank}   "
                   f"symmetry: {facts['symmetry']}")
     console.print(f"range (integer outputs): {facts['range_default']}")
     if kernel.ndim == 1 and len(kernel.weights) == 1 and rate:

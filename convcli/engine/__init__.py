@@ -35,6 +35,7 @@ _EXPORTS = {
     "morphology_filter": "morphology", "plan_morphology": "morphology",
     "PoolPlan": "pooling", "avg_pool": "pooling", "execute_pool": "pooling", "max_pool": "pooling",
     "plan_pool": "pooling", "pool_axes": "pooling",
+    "SVD_MAX_WORK": "strategies", "svd_work": "strategies", "rank1_factors": "strategies",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -63,17 +63,22 @@ class Routing:
                 "response_channels": len(self.weights)}
 
 
-def read(path, *, subject: str) -> tuple[np.ndarray, int]:
-    """The response in a WAV/FLAC/... file as ``(channels, taps)`` float64 samples, and its sample rate."""
+def read(path, *, subject: str, budget=None) -> tuple[np.ndarray, int]:
+    """The response in a WAV/FLAC/... file as ``(channels, taps)`` float64 samples, and its sample rate.
+
+    ``budget`` (a :class:`~convcli.kernels.files.KernelBudget`) bounds the file's size and its samples
+    before they are read.
+    """
     import soundfile
 
-    from .files import _check_regular
+    from .files import KernelBudget, _check_regular
     from .kernel import MAX_WEIGHTS
 
     path = Path(str(path))
     if not path.exists():
         raise UsageError("no such impulse-response file", subject=subject)
-    _check_regular(path, subject)
+    budget = budget or KernelBudget()
+    _check_regular(path, subject, budget)
     try:
         with soundfile.SoundFile(str(path)) as snd:
             # A lying header must not make us allocate: at most as many frames as
@@ -84,6 +89,7 @@ def read(path, *, subject: str) -> tuple[np.ndarray, int]:
             if frames * snd.channels > MAX_WEIGHTS:
                 raise UsageError(f"an impulse response of {frames:,} samples in {snd.channels} channels is too "
                                  "long for a kernel", subject=subject)
+            budget.check_weights(frames * snd.channels, subject, verb="would have")
             rate = snd.samplerate
             data = snd.read(frames=frames, dtype="float64", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError, soundfile.LibsndfileError) as exc:
@@ -153,14 +159,14 @@ def gain(h: np.ndarray, passes, norm: str) -> float:
     return 1.0 / top
 
 
-def kernel(spec: str, path, *, sample_rate: float | None, channels: int | None, norm: str):
+def kernel(spec: str, path, *, sample_rate: float | None, channels: int | None, norm: str, budget=None):
     """The :class:`~convcli.kernels.kernel.Kernel` of an ``ir:`` spec for an input of ``channels`` channels."""
     from ..errors import check_choice
     from .kernel import Kernel
 
     check_choice(norm, NORMS, "ir_norm")
     subject = str(path)
-    h, rate = read(path, subject=subject)
+    h, rate = read(path, subject=subject, budget=budget)
     h, note = matched_rate(h, rate, sample_rate, subject=subject)
     layout, passes = route(h.shape[0], channels, subject=subject)
     h = h * gain(h, passes, norm)

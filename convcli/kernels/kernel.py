@@ -204,7 +204,14 @@ class Kernel:
             return {"spec": self.spec, "name": self.name, "description": self.description, "ndim": w.ndim,
                     "shape": list(w.shape), "kernels": 1, "combine": self.combine,
                     "range_default": self.range_default, "kind": self.operator.kind, **self.operator.facts()}
-        rank = tensor_rank(w)
+        ranks = [tensor_rank(k) for k in self.weights]
+        rank = ranks[0]
+        if all(r is not None for r in ranks):
+            separable = all(r == (1,) * k.ndim for r, k in zip(ranks, self.weights))
+        else:  # too large for an SVD: the engine's test, linear in the size
+            from ..engine import rank1_factors
+
+            separable = all(k.ndim == 1 or rank1_factors(k) is not None for k in self.weights)
         return {
             "spec": self.spec,
             "name": self.name,
@@ -217,22 +224,29 @@ class Kernel:
             "sum": [float(k.sum()) for k in self.weights] if len(self.weights) > 1 else float(w.sum()),
             "min": float(min(k.min() for k in self.weights)),
             "max": float(max(k.max() for k in self.weights)),
-            "separable": all(tensor_rank(k) == (1,) * k.ndim for k in self.weights),
-            "rank": rank[0] if len(rank) <= 2 else list(rank),
+            "separable": separable,
+            "rank": None if rank is None else rank[0] if len(rank) <= 2 else list(rank),
             "symmetry": symmetry(w),
             **facts,
         }
 
 
-def tensor_rank(w: np.ndarray) -> tuple[int, ...]:
+def tensor_rank(w: np.ndarray) -> tuple[int, ...] | None:
     """Rank of each unfolding of ``w`` (the multilinear rank); all 1 means separable.
 
     A 2D kernel's two unfoldings share one rank (its matrix rank).  The
     tolerance is relative to the largest singular value, so an outer product
-    of floats still counts as rank 1.
+    of floats still counts as rank 1.  None for a kernel whose SVDs would
+    cost more than the engine allows a plan (seconds to minutes, in one
+    uninterruptible call).
     """
+    from ..engine import SVD_MAX_WORK, svd_work
+
     if not np.any(w):
         return (0,) * max(w.ndim, 1)
+    unfoldings = [(w.shape[axis], w.size // w.shape[axis]) for axis in range(w.ndim)]
+    if sum(svd_work(shape) for shape in unfoldings) > SVD_MAX_WORK:
+        return None
     ranks = []
     for axis in range(w.ndim):
         m = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import KernelFileError, ParameterError, UsageError
+from ..io.limits import Limits
 from . import files, library
 from .kernel import Kernel, check_weights, fit_ndim, normalized
 from .spec import classify, parse_named
@@ -23,6 +24,7 @@ def resolve(
     normalize: bool = False,
     channels: int | None = None,
     ir_norm: str = "energy",
+    memory_budget: int | str | None = None,
 ) -> Kernel:
     """Resolve one kernel spec for an input with ``ndim`` spatial axes.
 
@@ -48,6 +50,11 @@ def resolve(
     ir_norm : {"energy", "peak", "none"}
         The level an ``ir:`` response is given: unit energy (the default),
         its largest tap 1, or as recorded.
+    memory_budget : int or str, optional
+        Bytes the run may use (``--memory-budget``; None: half the available
+        memory): a kernel file's size and every kernel's weights are held to
+        what it allows (:class:`~convcli.kernels.files.KernelBudget`), a file
+        before its weights are read.
 
     Raises
     ------
@@ -70,8 +77,10 @@ def resolve(
     if sample_rate is not None and not (np.isfinite(sample_rate) and sample_rate > 0):
         raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
 
-    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, channels=channels,
+    budget = files.KernelBudget.within(Limits(memory_budget=memory_budget).memory_budget)
+    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget, channels=channels,
                       ir_norm=ir_norm)
+    _check_size(kernel, spec, budget)
     if normalize and kernel.causal:
         raise UsageError("divides by the kernel's sum, which is not an impulse response's loudness (a sum of -33 "
                          "would turn the sound upside down); impulse responses are levelled by --ir-norm (energy by "
@@ -96,6 +105,7 @@ def resolve_all(
     sample_rate: float | None = None,
     spacing: tuple[float, ...] | None = None,
     normalize: bool = False,
+    memory_budget: int | str | None = None,
 ) -> list[Kernel]:
     """Resolve repeated ``-k`` specs, in the order they are applied."""
     if isinstance(specs, str):
@@ -103,7 +113,8 @@ def resolve_all(
     if not specs:
         raise UsageError("no kernel given (use -k NAME, -k FILE or -k MATRIX)", subject="-k")
     return [
-        resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize) for s in specs
+        resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize,
+                memory_budget=memory_budget) for s in specs
     ]
 
 
@@ -182,6 +193,16 @@ def file_of(spec: str) -> str | None:
     return None if subject is None else str(Path(subject).expanduser())
 
 
+def _check_size(kernel: Kernel, spec: str, budget: files.KernelBudget) -> None:
+    """Refuse a kernel with more weights than the budget allows: a file's as bad data, a typed spec's as usage."""
+    subject = _file_subject(spec)
+    if subject is None:
+        budget.check_weights(sum(w.size for w in kernel.weights), spec)
+        return
+    with _file_errors():
+        budget.check_weights(sum(w.size for w in kernel.weights), subject)
+
+
 def _file_subject(spec: str) -> str | None:
     kind = classify(spec)
     if kind in ("file", "ir"):
@@ -190,7 +211,8 @@ def _file_subject(spec: str) -> str | None:
     return None
 
 
-def _resolve(spec: str, *, ndim: int, sample_rate, spacing, channels=None, ir_norm="energy") -> Kernel:
+def _resolve(spec: str, *, ndim: int, sample_rate, spacing, budget: files.KernelBudget, channels=None,
+             ir_norm="energy") -> Kernel:
     kind = classify(spec)
     s = spec.strip()
     if kind == "inline":
@@ -200,11 +222,12 @@ def _resolve(spec: str, *, ndim: int, sample_rate, spacing, channels=None, ir_no
         w = fit_ndim(files.parse_imagemagick(s, subject=spec), ndim, subject=spec)
         return Kernel(spec, "inline", (w,), description="inline matrix (ImageMagick syntax)")
     if kind == "ir" or (kind == "file" and Path(_file_subject(spec)).suffix.lower() in files.AUDIO_EXTS):
-        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, channels=channels, norm=ir_norm)
+        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, channels=channels, norm=ir_norm,
+                                 budget=budget)
     if kind == "file":
         path = Path(_file_subject(spec)).expanduser()
         with _file_errors():
-            defn = files.read_definition(path, subject=str(path))
+            defn = files.read_definition(path, subject=str(path), budget=budget)
             return _from_definition(spec, defn, ndim=ndim, subject=str(path))
     return _named(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
 
@@ -220,7 +243,8 @@ def _file_errors():
         raise KernelFileError(exc.message, subject=exc.subject) from None
 
 
-def _impulse_response(spec: str, *, ndim: int, sample_rate, channels, norm: str) -> Kernel:
+def _impulse_response(spec: str, *, ndim: int, sample_rate, channels, norm: str,
+                      budget: files.KernelBudget) -> Kernel:
     from . import impulse
 
     path = Path(_file_subject(spec)).expanduser()
@@ -229,7 +253,7 @@ def _impulse_response(spec: str, *, ndim: int, sample_rate, channels, norm: str)
             f"an impulse response filters audio (1 spatial axis); this input has {ndim}", subject=str(path)
         )
     with _file_errors():
-        return impulse.kernel(spec, path, sample_rate=sample_rate, channels=channels, norm=norm)
+        return impulse.kernel(spec, path, sample_rate=sample_rate, channels=channels, norm=norm, budget=budget)
 
 
 def _from_definition(spec: str, defn: files.Definition, *, ndim: int, subject: str) -> Kernel:

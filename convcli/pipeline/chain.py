@@ -66,7 +66,8 @@ def resolve_kernels(options: FilterOptions, signal, axes: Axes | None = None) ->
     channels = None if signal.channel_axis is None else signal.data.shape[signal.channel_axis]
     return [
         resolve(spec, ndim=axes.ndim, sample_rate=axes.sample_rate(signal), spacing=axes.spacing(signal),
-                normalize=options.normalize, channels=channels or 1, ir_norm=options.audio.ir_norm)
+                normalize=options.normalize, channels=channels or 1, ir_norm=options.audio.ir_norm,
+                memory_budget=options.memory_budget)
         for spec in options.kernels
     ]
 
