@@ -84,11 +84,22 @@ def test_the_tail_is_the_input_plus_the_decay(tmp_path):
     np.testing.assert_array_equal(_read(tmp_path / "full.wav")[0], y)
 
 
+def test_tail_takes_a_duration_or_nothing_wherever_it_stands(tmp_path):
+    src = _wav(tmp_path / "in.wav", _music(0.5, channels=1, level=0.1))
+    ir = _wav(tmp_path / "ir.wav", _room(3000), subtype="FLOAT")
+    for i, args in enumerate([(src, "-k", f"ir:{ir}", "--tail"), ("--tail", src, "-k", f"ir:{ir}"),
+                              ("-k", f"ir:{ir}", "--tail", src)]):
+        _run(*args, "-o", tmp_path / f"t{i}.wav")
+        assert len(_read(tmp_path / f"t{i}.wav")[0]) == RATE // 2 + 3000 - 1, args
+    _run(src, "-k", f"ir:{ir}", "--tail", ".05", "-o", tmp_path / "short.wav")
+    assert len(_read(tmp_path / "short.wav")[0]) == RATE // 2 + RATE // 20
+
+
 def test_a_kept_tail_is_cut_and_faded(tmp_path):
     x = _music(1.0, channels=1, level=0.1)
     h = _room(RATE)  # a one-second decay
     src, ir = _wav(tmp_path / "in.wav", x), _wav(tmp_path / "ir.wav", h, subtype="FLOAT")
-    _run(src, "-k", f"ir:{ir}", "--tail-max", "250ms", "-o", tmp_path / "cut.wav", "--depth", "32f")
+    _run(src, "-k", f"ir:{ir}", "--tail", "250ms", "-o", tmp_path / "cut.wav", "--depth", "32f")
     y, _ = _read(tmp_path / "cut.wav")
     assert len(y) == len(x) + RATE // 4
     _run(src, "-k", f"ir:{ir}", "--tail", "-o", tmp_path / "all.wav", "--depth", "32f")
@@ -97,7 +108,7 @@ def test_a_kept_tail_is_cut_and_faded(tmp_path):
     np.testing.assert_allclose(y[:-fade], whole[:len(y) - fade], atol=1e-7)  # untouched before the fade
     ramp = y[-fade:] / np.where(whole[len(y) - fade:len(y)] == 0, 1, whole[len(y) - fade:len(y)])
     assert np.all(np.diff(ramp) < 1e-6) and abs(ramp[-1]) < 0.01  # down to nothing: no click
-    _run(src, "-k", f"ir:{ir}", "--tail-max", "250ms", "--fade", "0", "-o", tmp_path / "hard.wav", "--depth", "32f")
+    _run(src, "-k", f"ir:{ir}", "--tail", "250ms", "--fade", "0", "-o", tmp_path / "hard.wav", "--depth", "32f")
     np.testing.assert_allclose(_read(tmp_path / "hard.wav")[0], whole[:len(y)], atol=1e-7)
 
 
@@ -262,7 +273,7 @@ def test_a_stride_that_aliases_says_so_and_points_at_rate(tmp_path):
     ["-k", "ir:{ir}", "--tail"],
     ["-k", "lowpass:cutoff=1k", "-k", "highpass:cutoff=50", "--mix", "0.4", "--gain", "3"],
     ["-k", "ir:{ir}", "--normalize-peak", "-1", "--rate", "11025"],
-    ["-k", "ir:{ts}", "--tail-max", "0.1s"],
+    ["-k", "ir:{ts}", "--tail", "0.1s"],
 ])
 def test_a_file_over_the_memory_budget_gives_the_same_file_bit_for_bit(tmp_path, args):
     x = _music(30.0, channels=2, level=0.3)  # 240000 frames: several chunks of the long response
@@ -311,7 +322,7 @@ def test_every_refusal_is_one_line(tmp_path):
     _refused([src, "-k", "box:3", "--mix", "2", "-o", out], "--mix", "0 to 1")
     _refused([src, "-k", "box:3", "--normalize-peak", "+1", "-o", out], "--normalize-peak")
     _refused([src, "-k", "box:3", "--ir-norm", "loud", "-o", out], "--ir-norm", "energy, peak, none")
-    _refused([src, "-k", "box:3", "--tail-max", "soon", "-o", out], "--tail-max", "duration")
+    _refused([src, "-k", "box:3", "--tail", "2 fortnights", "-o", out], "--tail", "duration")
     _refused([src, "--rate", "44101", "-o", out], "--rate", "ratio")
     _refused([src, "-o", out], "kernel", "--rate")
     _refused([src, "-k", f"ir:{ir}", "-o", ir], "is the kernel file", code=1)

@@ -115,16 +115,13 @@ def filter_command(
         None, "--memory-budget", metavar="SIZE", help="Memory a file may cost, e.g. 4G (default: half the available memory)."
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
-    tail: bool = typer.Option(
-        False, "--tail", rich_help_panel="Audio",
-        help="Audio: write the input plus the kernels' decay (n + k - 1 samples for an impulse response of k), "
-        "instead of cutting the reverb at the input's end."),
-    tail_max: Optional[str] = typer.Option(
-        None, "--tail-max", metavar="DURATION", rich_help_panel="Audio",
-        help="Audio: keep at most this much decay (2s, 500ms; implies --tail), the cut faded out."),
+    tail: Optional[str] = typer.Option(
+        None, "--tail", metavar="[DURATION]", rich_help_panel="Audio",
+        help="Audio: write the input plus the kernels' decay (n + k - 1 samples for an impulse response of k) "
+        "instead of cutting the reverb at the input's end; --tail 2s keeps at most 2 s of it, the cut faded out."),
     fade: Optional[str] = typer.Option(
         None, "--fade", metavar="DURATION", rich_help_panel="Audio",
-        help="Audio: fade the end of the output out over this long (default: 50ms where --tail-max cuts the "
+        help="Audio: fade the end of the output out over this long (default: 50ms where --tail DURATION cuts the "
         "decay, else none; 0 for a hard cut)."),
     mix: Optional[str] = typer.Option(
         None, "--mix", metavar="WET", rich_help_panel="Audio",
@@ -159,7 +156,8 @@ def filter_command(
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
     mix_share = parse.share(mix, "--mix")
-    sound = AudioOptions(tail=tail, tail_max=parse.duration(tail_max, "--tail-max"), fade=parse.duration(fade, "--fade"),
+    keep_tail, tail_max = parse.tail(tail)
+    sound = AudioOptions(tail=keep_tail, tail_max=tail_max, fade=parse.duration(fade, "--fade"),
                          mix=1.0 if mix_share is None else mix_share, gain=parse.decibels(gain, "--gain") or 0.0,
                          normalize_peak=parse.decibels(normalize_peak, "--normalize-peak"), ir_norm=ir_norm,
                          rate=parse.rate(rate))

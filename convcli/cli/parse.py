@@ -8,6 +8,24 @@ from __future__ import annotations
 from ..errors import ParameterError
 
 PADDING_WORDS = ("same", "valid", "full", "causal")
+# Options whose value may be left out, and what they mean alone (click has no optional option values).
+OPTIONAL_VALUES = {"--tail": "all"}
+
+
+def optional_values(args: list[str]) -> list[str]:
+    """``args`` with each option of :data:`OPTIONAL_VALUES` not followed by a value written as
+    ``--option=<its meaning alone>``.
+
+    A value is a number (a duration starts with a digit), so a file name after the option stays an input:
+    ``--tail in.wav`` -> ``--tail=all in.wav``, ``--tail 2s`` stays as it is.
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg in OPTIONAL_VALUES and (i + 1 == len(out) or not out[i + 1][:1].isdigit() and out[i + 1][:1] != "."):
+            out[i] = f"{arg}={OPTIONAL_VALUES[arg]}"
+    return out
 
 
 def ints(text: str, flag: str) -> int | tuple[int, ...]:
@@ -71,6 +89,19 @@ def duration(text: str | None, flag: str) -> float | None:
             word, scale = word[:-len(unit)].strip(), factor
             break
     return _number(word, flag, "a duration such as 2s, 500ms or 1.5") * scale
+
+
+def tail(text: str | None) -> tuple[bool, float | None]:
+    """``--tail`` as (kept, seconds at most): absent, alone (``all``: the whole decay) or ``2s``."""
+    if text is None:
+        return False, None
+    if text == OPTIONAL_VALUES["--tail"]:
+        return True, None
+    try:
+        return True, duration(text, "--tail")
+    except ParameterError:
+        raise ParameterError(f"takes a duration such as 2s or 500ms, or nothing (all the decay), got {text!r}",
+                             subject="--tail") from None
 
 
 def decibels(text: str | None, flag: str) -> float | None:

@@ -14,7 +14,7 @@ After the kernels (the *wet* signal, aligned with the input: stride 1 and
 1. ``--mix``: ``(1 - mix) * input + mix * wet``; 0 gives the input back
    exactly, 1 (the default) the wet signal alone;
 2. ``--gain``: times ``10 ** (dB / 20)``;
-3. ``--tail-max``: the decay kept at most that long, the cut faded out
+3. ``--tail DURATION``: the decay kept at most that long, the cut faded out
    (``--fade``);
 4. ``--rate``: resampled (:mod:`convcli.engine.resample`);
 5. ``--range abs``: rectified;
@@ -55,7 +55,7 @@ class Plan:
     stages: list = field(default_factory=list)  # (kernel, engine keywords, frames in, channels in) per kernel
     steps: list = field(default_factory=list)  # one step per kernel, as Chain.plan gives them
     frames: int = 0  # frames after the kernels (with their tail)
-    kept: int = 0  # frames after --tail-max
+    kept: int = 0  # frames after --tail DURATION
     channels: int = 1  # channels after the kernels
     stride: int = 1
     design: object = None  # the resampler's, or None
@@ -211,7 +211,7 @@ def _check_aligned(p: Plan) -> None:
 
 
 def _tail(p: Plan) -> tuple[int, int]:
-    """The frames kept after ``--tail-max`` and the frames faded out at the end."""
+    """The frames kept after ``--tail DURATION`` and the frames faded out at the end."""
     audio = p.options.audio
     rate = p.rate_in / p.stride
     kept = p.frames

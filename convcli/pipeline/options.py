@@ -95,7 +95,7 @@ class AudioOptions:
 
     def given(self) -> list[str]:
         """The options set away from their defaults, as flags (audio-only options on another input are refused)."""
-        flags = {"tail": "--tail", "tail_max": "--tail-max", "fade": "--fade", "mix": "--mix", "gain": "--gain",
+        flags = {"tail": "--tail", "tail_max": "--tail DURATION", "fade": "--fade", "mix": "--mix", "gain": "--gain",
                  "normalize_peak": "--normalize-peak", "ir_norm": "--ir-norm", "rate": "--rate"}
         default = AudioOptions()
         return [flag for name, flag in flags.items() if getattr(self, name) != getattr(default, name)]
