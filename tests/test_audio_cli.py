@@ -309,6 +309,24 @@ def test_memory_stays_flat_however_long_the_file(tmp_path, monkeypatch):
     assert peaks[1] < 1.15 * peaks[0] and peaks[1] < 480 * RATE * 2 * 4 / 2
 
 
+def test_resampling_a_sound_in_memory_holds_no_whole_copy_of_it(tmp_path, monkeypatch):
+    from convcli.pipeline import audio
+    from convcli.pipeline.filter import filter_file
+    from convcli.pipeline.options import AudioOptions, FilterOptions
+
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 1 << 16)
+    peaks = []
+    for seconds in (120, 480):
+        src = _wav(tmp_path / f"in{seconds}.wav", _music(seconds, channels=2, level=0.1))
+        with peak_memory() as peak:
+            filter_file(str(src), str(tmp_path / f"out{seconds}.wav"),
+                        FilterOptions(kernels=(), audio=AudioOptions(rate=11025)))
+        peaks.append(peak())
+    # 360 s more of 16-bit stereo is 11.5 MB more samples read; a float32 copy of them or the whole result
+    # held at once would add 23 MB or more.
+    assert peaks[1] - peaks[0] < 1.25 * 360 * RATE * 2 * 2
+
+
 # ---------------------------------------------------------------------------- refusals
 def test_every_refusal_is_one_line(tmp_path):
     src = _wav(tmp_path / "in.wav", _music(0.5))

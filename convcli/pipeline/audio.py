@@ -466,8 +466,12 @@ def _results(p: Plan):
     for block in _input_blocks(signal):
         if dry is not None:
             dry.add(block)
+        if not stages:  # resampling only: a sound in memory goes on in blocks, not converted whole
+            for i in range(0, len(block), BLOCK_FRAMES):
+                yield finish.push(block[i:i + BLOCK_FRAMES].astype(finish.dtype))
+            continue
         for out in _through(stages, block, 0):
-            yield finish.push(out if stages else out.astype(finish.dtype))
+            yield finish.push(out)
     for i, stage in enumerate(stages):
         for out in stage.drain():
             for last in _through(stages, out, i + 1):
