@@ -21,7 +21,7 @@ import contextlib
 import functools
 import sys
 
-from ..errors import ConvcliError, DataError, OutputError, UsageError
+from ..errors import ConvcliError, DataError, FormatMismatch, OutputError, UsageError
 
 SF_FORMAT = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "opus": "OGG", "aiff": "AIFF", "au": "AU", "caf": "CAF",
              "w64": "W64", "mp3": "MP3"}
@@ -392,14 +392,14 @@ class AudioWriter:
         import numpy as np
 
         if like.spatial_ndim != 1:
-            raise OutputError(f"a {like.spatial_ndim}-D {like.kind} cannot be written as audio; use .npy",
-                              subject=dest)
+            raise FormatMismatch(f"a {like.spatial_ndim}-D {like.kind} cannot be written as audio; use .npy",
+                                 subject=dest)
         rate = like.sample_rate if rate is None else rate
         if not rate or rate <= 0:
             raise OutputError("audio needs a sample rate and this signal has none (read it from an audio file)",
                               subject=dest)
         if channels > MAX_CHANNELS:
-            raise OutputError(f"{channels} channels is more than audio formats hold", subject=dest)
+            raise FormatMismatch(f"{channels} channels is more than audio formats hold", subject=dest)
         self.dest, self.fmt, self.channels = dest, fmt, channels
         self.notes: list[str] = []
         dtype = np.dtype(like.meta.get("dtype") or like.data.dtype)

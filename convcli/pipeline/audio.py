@@ -633,16 +633,25 @@ def _write_levelled(p: Plan, writer, progress) -> None:
 
 
 class _Progress:
-    """Tells ``report(done, total)`` how many frames of the result (over every pass) are done."""
+    """Tells ``report(done, added)`` (see :func:`convcli.parallel.progress_to`) how far the result is.
+
+    The unit is a block of :data:`BLOCK_FRAMES` frames of the result, over
+    every pass; all of them are announced at the start.
+    """
 
     def __init__(self, report, total: int):
-        self.report, self.total, self.done = report, max(total, 1), 0
+        self.report, self.total, self.frames, self.units = report, max(total, 1), 0, 0
+        self.count = -(-self.total // BLOCK_FRAMES)
+        if report is not None:
+            report(0, self.count)
 
     def counted(self, blocks):
         for block in blocks:
-            self.done += len(block)
-            if self.report is not None:
-                self.report(min(self.done, self.total), self.total)
+            self.frames += len(block)
+            units = min(self.frames, self.total) * self.count // self.total
+            if self.report is not None and units > self.units:
+                self.report(units - self.units, 0)
+                self.units = units
             yield block
 
 

@@ -47,10 +47,20 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
 def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -> FilterReport:
     """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
 
-    ``progress(done, total)`` hears how far a long sound is (frames read, of
-    all the passes' frames).
+    ``progress(done, added)``, if given, hears of the engine's units of work
+    (bands, planes, chunks) as they are added and done; see
+    :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
+    instead (of all its passes: two with ``--normalize-peak``).
     """
+    from ..parallel import progress_to
+
+    with progress_to(progress):
+        return _filter_file(source, dest, options, progress)
+
+
+def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> FilterReport:
     from .. import io
+    from ..parallel import progress_to
     from . import audio
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
@@ -62,7 +72,8 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
                      stream=may_stream(dest, options) or audio.may_stream(dest, options))
     if audio.is_sound(signal):
-        done = audio.filter_audio(signal, dest, options, progress)
+        with progress_to(None):  # the engine's chunks are not counted twice
+            done = audio.filter_audio(signal, dest, options, progress)
         note = audio.streamed_note(signal, options)
         return FilterReport(
             input=str(source), output=str(dest), input_shape=tuple(signal.data.shape), output_shape=done.output_shape,
