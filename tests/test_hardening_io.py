@@ -1,0 +1,161 @@
+"""Issue 15, round two: what the file formats' own libraries and the operating system do to a run.
+
+Temporaries of a run killed outright, signals while libsndfile writes, the
+messages of damaged files, a TIFF of very many pages.  Each case runs convcli
+as a user does and checks the failure contract: one line on stderr, the
+documented exit code, nothing left behind.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import convcli, leftovers
+from convcli.io.files import TEMP_MARKER, remove_stale, temp_prefix
+
+CONVCLI = [sys.executable, "-m", "convcli"]
+
+
+# --------------------------------------------------------------------------- temporaries of killed runs
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped (no process has it now, barring reuse)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _temporary(folder: Path, dest: str, pid: int, tail: str = "abcd1234") -> Path:
+    path = folder / f"{temp_prefix(dest)}{pid}-{tail}{TEMP_MARKER}.npy"
+    path.write_bytes(b"\0" * 1000)
+    return path
+
+
+def test_the_temporary_of_a_sigkilled_run_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL leaves the temporary (nothing can remove it then); the next run to that output does."""
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).standard_normal((160, 160, 160)).astype(np.float32))
+    dest = tmp_path / "result.npy"
+    run = [*CONVCLI, "filter", str(tmp_path / "big.npy"), "-k", "box:3", "--method", "direct",
+           "--memory-budget", "40M", "-o", str(dest)]
+    proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait()
+    left = leftovers(tmp_path)
+    assert proc.returncode == -signal.SIGKILL and len(left) == 1, (proc.returncode, left)
+    assert left[0].startswith(f".result.npy.{proc.pid}-")
+
+    r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", "40M", "-o", str(dest))
+    assert r.exit_code == 0, r.output
+    assert leftovers(tmp_path) == []
+    assert np.load(dest).shape == (160, 160, 160)
+
+
+def test_only_stale_temporaries_of_that_destination_are_removed(tmp_path):
+    dead, alive = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.05)
+        stale = _temporary(tmp_path, "out.npy", dead)
+        live = _temporary(tmp_path, "out.npy", alive.pid)  # written after its process started: still in use
+        recycled = _temporary(tmp_path, "out.npy", alive.pid, "efgh5678")
+        os.utime(recycled, (time.time() - 3600, time.time() - 3600))  # older than the process with its pid
+        other = _temporary(tmp_path, "other.npy", dead)  # another destination's: not this run's business
+        unmarked = tmp_path / f"{temp_prefix('out.npy')}{dead}-notes.txt"  # not a convcli temporary
+        unmarked.write_text("mine")
+        legacy = tmp_path / f"{temp_prefix('out.npy')}k3j_x9{TEMP_MARKER}.npy"  # no pid: never guessed at
+        legacy.write_bytes(b"")
+        removed = remove_stale(str(tmp_path), temp_prefix("out.npy"))
+    finally:
+        alive.kill()
+        alive.wait()
+    assert sorted(removed) == sorted([stale.name, recycled.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, unmarked.name, legacy.name])
+
+
+def test_a_run_writing_the_same_output_keeps_its_own_temporary(tmp_path):
+    mine = _temporary(tmp_path, "out.npy", os.getpid())
+    assert remove_stale(str(tmp_path), temp_prefix("out.npy")) == []
+    assert mine.exists()
+
+
+# --------------------------------------------------------------------------- signals inside libsndfile
+# A slow disk: each of libsndfile's writes (a callback into Python from C) takes 0.2 s, so
+# the run spends its time inside libsndfile, where a handler's exception used to be swallowed.
+_SLOW_SINK = """
+import sys, time
+from convcli.io import audio
+from convcli.cli import main
+
+write = audio.Sink.write
+
+def slow(self, data):
+    time.sleep(0.2)
+    return write(self, data)
+
+audio.Sink.write = slow
+sys.argv = ["convcli", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_libsndfile_writes_stops_the_run_at_once_and_cleanly(tmp_path, signum):
+    """No 'Exception ignored' traceback, no AssertionError (exit 70), no output written despite the signal."""
+    sf = pytest.importorskip("soundfile")
+    rng = np.random.default_rng(7)
+    sf.write(tmp_path / "long.wav", (rng.standard_normal(40 * 48000) * 0.1).astype(np.float32), 48000,
+             subtype="PCM_16")  # 30 blocks of 65536 frames: 6 s of slowed writes
+    dest = tmp_path / "out.wav"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SINK, "filter", str(tmp_path / "long.wav"), "-k", "box:3",
+                             "-o", str(dest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.3)  # inside the writes
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+        latency = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signum, (proc.returncode, err)
+    assert err == "" and out == ""
+    assert latency < 4, latency  # the remaining writes alone would take over 5 s
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
+
+
+def test_signals_held_hands_the_signal_to_its_handler_after_the_call():
+    """Held during a libsndfile call, the signal's own handler runs after it and raises in Python."""
+    from convcli.io.audio import Sink
+
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        sink = Sink(open(os.devnull, "w+b"))
+        with pytest.raises(KeyboardInterrupt):
+            with sink.signals_held():
+                signal.raise_signal(signal.SIGTERM)
+                assert seen == []  # not raised inside: recorded
+                assert sink.write(b"abc") == 0  # every callback now reports nothing done
+        assert seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
