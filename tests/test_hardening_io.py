@@ -159,3 +159,41 @@ def test_signals_held_hands_the_signal_to_its_handler_after_the_call():
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- libraries' own messages
+def _damaged_exif() -> bytes:
+    """An EXIF block whose Make tag claims 100,000 bytes the block does not hold."""
+    import struct
+
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHII", 0x010F, 2, 100_000, 26)
+    return b"Exif\x00\x00" + tiff + b"\x00\x00\x00\x00" + b"Maker\x00"
+
+
+@pytest.mark.parametrize("fmt, ext", [("JPEG", ".jpg"), ("WEBP", ".webp")])
+def test_a_damaged_exif_block_is_a_note_of_ours_not_pillows_warning(tmp_path, fmt, ext):
+    from PIL import Image
+
+    from conftest import convcli_process
+
+    pixels = (np.random.default_rng(3).random((24, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / f"in{ext}", fmt, exif=_damaged_exif())
+    proc = convcli_process("filter", tmp_path / f"in{ext}", "-k", "box:3", "-o", tmp_path / f"out{ext}", text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("convcli: warning: ") for line in lines), lines
+    assert any("damaged metadata" in line and "left out" in line for line in lines), lines
+    with Image.open(tmp_path / f"out{ext}") as im:
+        assert im.size == (32, 24)
+
+
+def test_classify_keeps_quiet_about_a_damaged_exif_block(tmp_path):
+    from PIL import Image
+
+    from conftest import convcli_process
+
+    pixels = (np.random.default_rng(4).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.jpg", "JPEG", exif=_damaged_exif())
+    proc = convcli_process("classify", tmp_path / "in.jpg", text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert len(proc.stdout.splitlines()) == 5
