@@ -197,3 +197,69 @@ def test_classify_keeps_quiet_about_a_damaged_exif_block(tmp_path):
     proc = convcli_process("classify", tmp_path / "in.jpg", text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert len(proc.stdout.splitlines()) == 5
+
+
+# Mutants decoded in one child process, its descriptor 2 captured around each run: what
+# libtiff, imagecodecs, libjpeg or libwebp print from C reaches that descriptor, not sys.stderr.
+_MUTANTS = """
+import io, json, os, random, sys, tempfile
+import numpy as np, tifffile
+from PIL import Image
+from convcli.cli import main
+
+pixels = (np.random.default_rng(3).random((48, 64, 3)) * 255).astype(np.uint8)
+exif = Image.Exif()
+exif[0x0112], exif[0x010F], exif.get_ifd(0x8769)[0x9003] = 6, "Maker", "2020:01:01 00:00:00"
+sources = []
+for compression in ("zlib", "lzw", "jpeg", "packbits"):
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, compression=compression, rowsperstrip=8)
+    sources.append((buffer.getvalue(), ".tif", 0))
+buffer = io.BytesIO()
+tifffile.imwrite(buffer, pixels, compression="zlib", tile=(16, 16))
+sources.append((buffer.getvalue(), ".tif", 0))
+for fmt, ext in (("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("GIF", ".gif")):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **({"exif": exif} if fmt in ("JPEG", "WEBP") else {}))
+    data = buffer.getvalue()
+    sources.append((data, ext, max(data.find(b"MM\\x00*"), 0)))  # the EXIF block, where there is one
+rng, folder = random.Random(int(sys.argv[1])), tempfile.mkdtemp()
+saved, log, found = os.dup(2), os.path.join(folder, "stderr"), []
+for data, ext, start in sources:
+    for _ in range(int(sys.argv[2])):
+        mutant = bytearray(data)
+        for _ in range(rng.choice([1, 2, 4])):
+            mutant[rng.randrange(start, min(len(mutant), start + 400))] = rng.randrange(256)
+        path = os.path.join(folder, "in" + ext)
+        with open(path, "wb") as fh:
+            fh.write(mutant)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stderr = open(2, "w", closefd=False)
+        code = main(["filter", path, "-k", "box:3", "-o", os.path.join(folder, "out" + ext)])
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr = sys.__stderr__
+        with open(log) as fh:
+            lines = fh.read().splitlines()
+        found.append([ext, code, lines])
+print(json.dumps(found))
+"""
+
+
+def test_damaged_images_say_one_line_of_ours_and_nothing_else():
+    """TIFF (deflate, LZW, JPEG, PackBits, tiled), PNG, JPEG, WebP, GIF mutants: only convcli's own lines."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _MUTANTS, "15", "12"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout)
+    failed = [run for run in runs if run[1] == 1]
+    assert len(runs) == 108 and len(failed) > 20  # the mutants do reach the decoders' errors
+    for ext, code, lines in runs:
+        assert code in (0, 1), (ext, code, lines)
+        if code == 1:
+            assert len(lines) == 1 and lines[0].startswith("convcli: error: "), (ext, lines)
+        else:
+            assert all(line.startswith("convcli: warning: ") for line in lines), (ext, lines)
