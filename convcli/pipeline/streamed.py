@@ -1,10 +1,13 @@
-"""Filter a file larger than the memory budget, band by band, from one memory map into another.
+"""Filter a file larger than the memory budget, chunk by chunk of rows, into a memory-mapped output.
 
 Only a ``.npy`` array or an uncompressed float NIfTI volume streams (``io``
-maps them read-only when they are over the budget), into a file of its own
-format, with one kernel of one weight array computed by a strategy that
-works band by band.  The pages of finished rows of both files are let go as
-the bands go, so the resident memory stays a few bands whatever the size.
+maps them read-only when they are over the budget, for their shape and
+layout), into a file of its own format, with one kernel of one weight array
+computed by a strategy that works band by band.  The input's rows are read
+into a buffer, never through its map (a file cut short under a mapped read
+kills the process with SIGBUS); the pages of finished output rows are let
+go as the bands go, so the resident memory stays a chunk and a few bands
+whatever the size.
 """
 from __future__ import annotations
 
