@@ -265,12 +265,14 @@ class FileRows:
         out[...] = stored
 
     def _read_bytes(self, start: int, stop: int, into) -> None:
-        view = memoryview(into.reshape(-1).view("u1"))
+        import os
+
+        view = memoryview(into).cast("B")  # refuses a buffer that is not one contiguous run
         position, got = self._offset + start * self._row, 0
         try:
-            self._file.seek(position)
+            # pread: no shared file position, so threads may read different rows at once.
             while got < len(view):
-                n = self._file.readinto(view[got:])
+                n = os.preadv(self._file.fileno(), [view[got:]], position + got)
                 if not n:
                     break
                 got += n
