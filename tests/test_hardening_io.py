@@ -82,6 +82,24 @@ def test_only_stale_temporaries_of_that_destination_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, unmarked.name, legacy.name])
 
 
+def test_a_stale_copy_of_stdin_is_removed_by_the_next_run_that_copies_stdin(tmp_path):
+    """A NIfTI read from stdin goes through a temporary copy (nibabel reads paths): a killed run's is removed."""
+    nib = pytest.importorskip("nibabel")
+    from conftest import convcli_process
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    stale = temporary / f"convcli-stdin-{_dead_pid()}-x1y2z3{TEMP_MARKER}.nii"
+    stale.write_bytes(b"\0" * 348)
+    volume = np.random.default_rng(2).standard_normal((8, 9, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "v.nii"))
+    proc = convcli_process("filter", "-", "-k", "box:3", "-o", tmp_path / "out.nii",
+                           input=(tmp_path / "v.nii").read_bytes(), env=dict(os.environ, TMPDIR=str(temporary)))
+    assert proc.returncode == 0, proc.stderr
+    assert list(temporary.iterdir()) == []
+    assert nib.load(str(tmp_path / "out.nii")).shape == (8, 9, 10)
+
+
 def test_a_run_writing_the_same_output_keeps_its_own_temporary(tmp_path):
     mine = _temporary(tmp_path, "out.npy", os.getpid())
     assert remove_stale(str(tmp_path), temp_prefix("out.npy")) == []

@@ -89,7 +89,8 @@ class Source:
         if self.path is not None:
             yield self.path
             return
-        fd, tmp = tempfile.mkstemp(prefix="convcli-stdin-", suffix=suffix)
+        remove_stale(tempfile.gettempdir(), STDIN_PREFIX)
+        fd, tmp = tempfile.mkstemp(prefix=f"{STDIN_PREFIX}{os.getpid()}-", suffix=f"{TEMP_MARKER}{suffix}")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self.data)
@@ -100,6 +101,7 @@ class Source:
 
 
 TEMP_MARKER = ".convcli-tmp"  # in every temporary file name, so a batch never reads one back
+STDIN_PREFIX = "convcli-stdin-"  # a copy of stdin for a library that reads only paths, in the temporary folder
 _NAME_MAX = 255  # bytes in one file name on common file systems
 _PID_ROOM = 11  # "<pid>-": Linux pids stay below 2^22, other systems' below 2^31
 
