@@ -106,6 +106,40 @@ def test_a_run_writing_the_same_output_keeps_its_own_temporary(tmp_path):
     assert mine.exists()
 
 
+# --------------------------------------------------------------------------- files cut short under the reader
+_CUT_TIFF = """
+import os, sys
+from convcli.io import tiff
+from convcli.cli import main
+
+walk = tiff.page_offsets
+
+def cut_then_walk(raw, subject):
+    os.truncate(sys.argv[1], 1000)  # another program rewrites the file as its directories are walked
+    return walk(raw, subject)
+
+tiff.page_offsets = cut_then_walk
+sys.exit(main(["filter", sys.argv[1], "-k", "box:3", "-o", sys.argv[2]]))
+"""
+
+
+def test_a_tiff_cut_short_while_its_pages_are_walked_is_one_error_line(tmp_path):
+    """The directory walk reads the file (it used to map it: a SIGBUS, exit 135 and no word)."""
+    import tifffile
+
+    # Each page's directory, then its 9 KB of samples: the second directory lies pages of memory past the cut.
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as writer:
+        for _ in range(3):
+            writer.write(np.zeros((96, 96), np.uint8), metadata=None, contiguous=False)
+    proc = subprocess.run([sys.executable, "-c", _CUT_TIFF, str(tmp_path / "pages.tif"), str(tmp_path / "out.tif")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"convcli: error: {tmp_path / 'pages.tif'}: the file shrank while it was read"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pages.tif"]
+
+
 # --------------------------------------------------------------------------- signals inside libsndfile
 # A slow disk: each of libsndfile's writes (a callback into Python from C) takes 0.2 s, so
 # the run spends its time inside libsndfile, where a handler's exception used to be swallowed.
