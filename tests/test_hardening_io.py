@@ -70,6 +70,7 @@ def test_only_stale_temporaries_of_that_destination_are_removed(tmp_path):
         recycled = _temporary(tmp_path, "out.npy", alive.pid, "efgh5678")
         os.utime(recycled, (time.time() - 3600, time.time() - 3600))  # older than the process with its pid
         other = _temporary(tmp_path, "other.npy", dead)  # another destination's: not this run's business
+        longer = _temporary(tmp_path, f"out.npy.{dead}-x", dead)  # so is that of an output named out.npy.<n>-x
         unmarked = tmp_path / f"{temp_prefix('out.npy')}{dead}-notes.txt"  # not a convcli temporary
         unmarked.write_text("mine")
         legacy = tmp_path / f"{temp_prefix('out.npy')}k3j_x9{TEMP_MARKER}.npy"  # no pid: never guessed at
@@ -79,7 +80,8 @@ def test_only_stale_temporaries_of_that_destination_are_removed(tmp_path):
         alive.kill()
         alive.wait()
     assert sorted(removed) == sorted([stale.name, recycled.name])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, unmarked.name, legacy.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, longer.name, unmarked.name,
+                                                                 legacy.name])
 
 
 def test_a_stale_copy_of_stdin_is_removed_by_the_next_run_that_copies_stdin(tmp_path):
@@ -89,7 +91,7 @@ def test_a_stale_copy_of_stdin_is_removed_by_the_next_run_that_copies_stdin(tmp_
 
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    stale = temporary / f"convcli-stdin-{_dead_pid()}-x1y2z3{TEMP_MARKER}.nii"
+    stale = temporary / f"convcli-stdin-{_dead_pid()}-x1y2z3_4{TEMP_MARKER}.nii"
     stale.write_bytes(b"\0" * 348)
     volume = np.random.default_rng(2).standard_normal((8, 9, 10)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "v.nii"))

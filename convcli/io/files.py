@@ -243,11 +243,16 @@ def remove_stale(folder: str, prefix: str) -> list[str]:
 
 
 def _writer_pid(rest: str) -> int | None:
-    """The pid at the start of a temporary's name after its prefix (None for a name of another shape)."""
-    digits, dash, _ = rest.partition("-")
-    if not dash or not digits.isdigit() or len(digits) > _PID_ROOM - 1:
-        return None
-    return int(digits)
+    """The pid in a temporary's name after its prefix (None for a name of another shape).
+
+    The whole shape is checked, ``<pid>-<mkstemp's 8 characters><marker>``:
+    the temporary of an output named ``out.npy.12-a`` starts with the
+    prefix of ``out.npy`` too, and must not be taken for one of its own.
+    """
+    import re
+
+    found = re.match(r"([0-9]{1,%d})-[a-z0-9_]{8}%s" % (_PID_ROOM - 1, re.escape(TEMP_MARKER)), rest)
+    return int(found.group(1)) if found else None
 
 
 def _is_stale(path: str, pid: int) -> bool:
