@@ -102,6 +102,20 @@ def test_a_stale_copy_of_stdin_is_removed_by_the_next_run_that_copies_stdin(tmp_
     assert nib.load(str(tmp_path / "out.nii")).shape == (8, 9, 10)
 
 
+def test_many_outputs_into_one_folder_list_it_once(tmp_path, monkeypatch):
+    """Looking for stale temporaries costs a batch one listing of its output folder, not one an output."""
+    from convcli.io.files import atomic_path
+
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda folder=".": listed.append(str(folder)) or real(folder))
+    for index in range(20):
+        with atomic_path(tmp_path / f"out{index}.npy") as path:
+            Path(path).write_bytes(b"x")
+    assert listed.count(str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out{i}.npy" for i in sorted(range(20), key=str)]
+
+
 def test_a_run_writing_the_same_output_keeps_its_own_temporary(tmp_path):
     mine = _temporary(tmp_path, "out.npy", os.getpid())
     assert remove_stale(str(tmp_path), temp_prefix("out.npy")) == []
