@@ -14,7 +14,7 @@ when it is needed, and with it its backend (Pillow, soundfile, nibabel).
 """
 from __future__ import annotations
 
-from ..errors import DataError, OutputError, UsageError, check_choice
+from ..errors import DataError, FormatMismatch, OutputError, UsageError, check_choice, shown
 from . import formats
 from .signal import KINDS, Signal, Written
 
@@ -116,7 +116,7 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
     row = formats.get(fmt)
     if sig.frames and not row.frames and sig.data.shape[0] > 1:
         many = ", ".join(r.name.upper() for r in formats.FORMATS if r.frames and r.family == "image")
-        raise OutputError(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
+        raise FormatMismatch(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
                           "(or .npy)", subject=dest)
     writer = row.write_function()
     try:
@@ -138,7 +138,7 @@ def check_compress_level(level) -> None:
     from ..errors import ParameterError
 
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
-        raise ParameterError(f"must be 0..9, got {level!r}", subject="compress_level")
+        raise ParameterError(f"must be 0..9, got {shown(level)}", subject="compress_level")
 
 
 def check_quality(quality) -> None:
@@ -146,7 +146,7 @@ def check_quality(quality) -> None:
     from ..errors import ParameterError
 
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
-        raise ParameterError(f"must be a whole number from 1 to 100, got {quality!r}", subject="quality")
+        raise ParameterError(f"must be a whole number from 1 to 100, got {shown(quality)}", subject="quality")
 
 
 def memory_budget(value: int | None = None) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from ..errors import ConvcliError, DataError, OutputError, UsageError
+from ..errors import ConvcliError, DataError, FormatMismatch, OutputError, UsageError
 
 SF_FORMAT = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "opus": "OGG", "aiff": "AIFF", "au": "AU", "caf": "CAF",
              "w64": "W64", "mp3": "MP3"}
@@ -246,13 +246,13 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     from .signal import Written
 
     if sig.spatial_ndim != 1:
-        raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)
+        raise FormatMismatch(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)
     if not sig.sample_rate or sig.sample_rate <= 0:
         raise OutputError("audio needs a sample rate and this signal has none (read it from an audio file)",
                           subject=dest)
     data = np.asarray(sig.data)
     if data.ndim == 2 and data.shape[1] > MAX_CHANNELS:
-        raise OutputError(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
+        raise FormatMismatch(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
     notes: list[str] = []
     dtype = np.dtype(sig.meta.get("dtype") or data.dtype)
     in_bits = sig.meta["bits"] if "bits" in sig.meta else _bits_of(dtype)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, FormatMismatch, OutputError, UsageError
 from . import formats
 
 # Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
@@ -437,14 +437,14 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     data = np.asarray(sig.data)
     spatial = sig.spatial_ndim
     if spatial != 2:
-        raise OutputError(
+        raise FormatMismatch(
             f"a {spatial}-D {sig.kind} of shape {data.shape} cannot be written as an image; "
             "use .npy" + (", .tif or .nii" if spatial == 3 else ""),
             subject=dest,
         )
     channels = 1 if sig.channel_axis is None else data.shape[-1]
     if channels > 4:
-        raise OutputError(f"{channels} channels cannot be written as an image; use .npy or .tif", subject=dest)
+        raise FormatMismatch(f"{channels} channels cannot be written as an image; use .npy or .tif", subject=dest)
     if sig.channel_axis is not None and channels == 1:
         data = data[..., 0]
     if sig.frames and data.shape[0] == 1:

@@ -30,7 +30,7 @@ import logging
 import re
 import struct
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, FormatMismatch, OutputError, UsageError
 
 UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
            "meter": 1000.0, "micron": 1e-3, "um": 1e-3, "µm": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6, "inch": 25.4}
@@ -507,7 +507,7 @@ def write_tiff(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str
 
     nd = sig.spatial_ndim
     if nd not in (2, 3) or (nd == 3 and sig.frames):
-        raise OutputError(f"a {nd}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
+        raise FormatMismatch(f"a {nd}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
     data = np.asarray(sig.data)
     pages = data if (nd == 3 or sig.frames) else data[None]
     if sig.channel_axis is None:

@@ -44,8 +44,18 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
-    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure."""
+def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -> FilterReport:
+    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
+
+    ``progress(done, added)``, if given, hears of the engine's units of work
+    (bands, planes, chunks) as they are added and done; see
+    :func:`convcli.parallel.progress_to`.
+    """
+    if progress is not None:
+        from ..parallel import progress_to
+
+        with progress_to(progress):
+            return filter_file(source, dest, options)
     from .. import io
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream

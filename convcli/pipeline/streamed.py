@@ -95,7 +95,8 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
         raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {io.human_size(need)}; "
                         "raise --memory-budget", subject=str(source))
     steps = run.steps
-    steps[0]["methods"] = [plan.method]  # planned on the C-ordered transpose of a NIfTI volume
+    steps[0]["method"] = plan.method  # planned on the C-ordered transpose of a NIfTI volume
+    steps[0]["methods"] = [plan.method]
     steps[0]["why"] = streamed_why(plan.method)
     out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
     like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),
