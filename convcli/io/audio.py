@@ -271,9 +271,15 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     try:
         with atomic_path(dest, suffix=f".{fmt}") as tmp, open_sink(tmp) as sink:
             try:
-                with sf.SoundFile(sink, "w", rate, channels, subtype, endian, sf_format, **options) as snd:
+                with sink.signals_held():
+                    snd = sf.SoundFile(sink, "w", rate, channels, subtype, endian, sf_format, **options)
+                try:
                     for samples in convert.blocks():
-                        snd.write(samples)
+                        with sink.signals_held():
+                            snd.write(samples)
+                finally:
+                    with sink.signals_held():
+                        snd.close()
             finally:
                 sink.raise_error()  # the disk's own words (OSError: atomic_path names the output)
     except ConvcliError:
@@ -340,15 +346,54 @@ class Sink:
     or SoX pays; through a file object it writes the same bytes without it.
     An exception inside a C callback would print a traceback and be lost,
     so a failed write or seek is recorded, reported to libsndfile as
-    nothing done, and raised by :meth:`raise_error` afterwards.
+    nothing done, and raised by :meth:`raise_error` afterwards.  For the
+    same reason a SIGINT or SIGTERM must not raise while libsndfile runs:
+    see :meth:`signals_held`.
     """
 
     def __init__(self, fh):
         self._fh = fh
         self._error: OSError | None = None
+        self._signals: list[int] = []  # SIGINT/SIGTERM that came while libsndfile ran, not yet raised
+
+    @contextlib.contextmanager
+    def signals_held(self):
+        """Within the block (one libsndfile call), SIGINT and SIGTERM are recorded; their handlers run after it.
+
+        A handler that raises inside a callback (Python code that C called)
+        has its exception swallowed: cffi prints "Exception ignored", the
+        callback returns 0 and libsndfile carries on, or soundfile fails an
+        assertion.  Recorded instead, the signal makes every callback report
+        nothing done, so libsndfile gives up within the call, and its own
+        handler is then called here, in Python, where its exception unwinds
+        the run.  Only the main thread receives signals; elsewhere this does
+        nothing.
+        """
+        import signal
+        import threading
+
+        numbers = (signal.SIGINT, signal.SIGTERM)
+        previous = {n: signal.getsignal(n) for n in numbers}
+        held = [n for n in numbers if callable(previous[n])]  # ignored or default ones need no Python
+        if threading.current_thread() is not threading.main_thread() or not held:
+            yield
+            return
+        for n in held:
+            signal.signal(n, self._record)
+        try:
+            yield
+        finally:
+            for n in held:
+                signal.signal(n, previous[n])
+            if self._signals:
+                signum = self._signals[0]
+                previous[signum](signum, None)
+
+    def _record(self, signum, frame) -> None:
+        self._signals.append(signum)
 
     def _guarded(self, call, failed):
-        if self._error is not None:
+        if self._error is not None or self._signals:
             return failed
         try:
             return call()
