@@ -20,9 +20,8 @@ from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "write", "audio_writer", "derive", "mapped_output", "output_format", "release_rows", "memory_budget",
-           "human_size",
-           "check_compress_level", "check_quality", "Signal", "Written", "KINDS"]
+__all__ = ["read", "write", "audio_writer", "derive", "mapped_output", "output_format", "open_rows", "release_rows",
+           "memory_budget", "human_size", "check_compress_level", "check_quality", "Signal", "Written", "KINDS"]
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
@@ -226,6 +225,18 @@ def mapped_output(dest, like: Signal, dtype, *, format="npy"):
     from .arrays import mapped_npy
 
     return mapped_npy(str(dest), like.data.shape, dtype)
+
+
+def open_rows(arr, subject: str):
+    """The rows of a streamed input's mapped array, read from its file into buffers (a context manager).
+
+    The streamed filter reads through this and never touches the map: a
+    file that shrinks under it is then a :class:`DataError`, not a SIGBUS
+    (see :class:`convcli.io.arrays.FileRows`).
+    """
+    from .arrays import FileRows
+
+    return FileRows.of_map(arr, subject)
 
 
 def release_rows(arr):

@@ -423,6 +423,7 @@ class AudioWriter:
             self.options["compression_level"] = int(compress_level) / 9.0
         self._stack = None
         self._snd = None
+        self._sink = None
         self.frames = 0
 
     def __enter__(self) -> "AudioWriter":
@@ -436,8 +437,12 @@ class AudioWriter:
             sink = stack.enter_context(open_sink(tmp))
             stack.callback(sink.raise_error)  # the disk's own words (OSError: atomic_path names the output)
             sf_format, subtype, endian = self.format
-            self._snd = stack.enter_context(self._guard(lambda: sf.SoundFile(
-                sink, "w", self.rate, self.channels, subtype, endian, sf_format, **self.options)))
+            self._sink = sink
+            # Every libsndfile call with SIGINT/SIGTERM held (see Sink.signals_held): a signal is acted on after it.
+            with sink.signals_held():
+                self._snd = self._guard(lambda: sf.SoundFile(
+                    sink, "w", self.rate, self.channels, subtype, endian, sf_format, **self.options))
+            stack.callback(self._close)
         except BaseException:
             stack.__exit__(*sys.exc_info())
             raise
@@ -451,7 +456,8 @@ class AudioWriter:
         for start in range(0, max(len(values), 1), step):
             part = values[start:start + step] if len(values) > step else values
             samples = self.converter.convert(part)
-            self._guard(lambda: self._snd.write(samples))
+            with self._sink.signals_held():
+                self._guard(lambda: self._snd.write(samples))
             self.frames += len(part)
 
     def __exit__(self, kind, value, traceback) -> bool:
@@ -463,6 +469,10 @@ class AudioWriter:
         except (RuntimeError, TypeError, ValueError) as exc:
             raise OutputError(f"cannot write {self.fmt.upper()} audio: {_libsndfile_words(exc)}",
                               subject=self.dest) from None
+
+    def _close(self) -> None:
+        with self._sink.signals_held():
+            self._guard(self._snd.close)
 
     @property
     def scales(self) -> tuple[float, float | None]:
@@ -538,15 +548,54 @@ class Sink:
     or SoX pays; through a file object it writes the same bytes without it.
     An exception inside a C callback would print a traceback and be lost,
     so a failed write or seek is recorded, reported to libsndfile as
-    nothing done, and raised by :meth:`raise_error` afterwards.
+    nothing done, and raised by :meth:`raise_error` afterwards.  For the
+    same reason a SIGINT or SIGTERM must not raise while libsndfile runs:
+    see :meth:`signals_held`.
     """
 
     def __init__(self, fh):
         self._fh = fh
         self._error: OSError | None = None
+        self._signals: list[int] = []  # SIGINT/SIGTERM that came while libsndfile ran, not yet raised
+
+    @contextlib.contextmanager
+    def signals_held(self):
+        """Within the block (one libsndfile call), SIGINT and SIGTERM are recorded; their handlers run after it.
+
+        A handler that raises inside a callback (Python code that C called)
+        has its exception swallowed: cffi prints "Exception ignored", the
+        callback returns 0 and libsndfile carries on, or soundfile fails an
+        assertion.  Recorded instead, the signal makes every callback report
+        nothing done, so libsndfile gives up within the call, and its own
+        handler is then called here, in Python, where its exception unwinds
+        the run.  Only the main thread receives signals; elsewhere this does
+        nothing.
+        """
+        import signal
+        import threading
+
+        numbers = (signal.SIGINT, signal.SIGTERM)
+        previous = {n: signal.getsignal(n) for n in numbers}
+        held = [n for n in numbers if callable(previous[n])]  # ignored or default ones need no Python
+        if threading.current_thread() is not threading.main_thread() or not held:
+            yield
+            return
+        for n in held:
+            signal.signal(n, self._record)
+        try:
+            yield
+        finally:
+            for n in held:
+                signal.signal(n, previous[n])
+            if self._signals:
+                signum = self._signals[0]
+                previous[signum](signum, None)
+
+    def _record(self, signum, frame) -> None:
+        self._signals.append(signum)
 
     def _guarded(self, call, failed):
-        if self._error is not None:
+        if self._error is not None or self._signals:
             return failed
         try:
             return call()

@@ -152,6 +152,8 @@ def input_notes(signal) -> list[str]:
         present, declared = meta["short_read"]
         notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
                      "those were filtered")
+    if meta.get("metadata_damaged"):
+        notes.append(f"damaged metadata ({meta['metadata_damaged']}): what could not be read was left out")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes
