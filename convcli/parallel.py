@@ -228,6 +228,100 @@ def background(target, name: str):
     return thread
 
 
+def prefetched(items, *, depth: int = 2, name: str = "prefetch"):
+    """Iterate over ``items`` (a generator that reads or decodes) in a thread of its own, ``depth`` items ahead.
+
+    The caller computes on one item while the next is being read: a long
+    sound's decoding overlaps its filtering.  An exception in ``items`` is
+    raised at the caller's next step; a caller that stops early stops the
+    thread and closes ``items`` there.
+    """
+    import queue
+
+    ahead: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    return
+            offer(("done", None))
+        except BaseException as exc:  # handed to the caller
+            offer(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = background(produce, name)
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def behind(consume, *, depth: int = 2, name: str = "behind"):
+    """Yield ``put(item)``; a thread of its own calls ``consume(item)`` on every item, in order, ``depth`` behind.
+
+    The caller computes the next item while the last is written: a long
+    sound's encoding overlaps its filtering.  An exception in ``consume`` is
+    raised at the next ``put`` or on leaving the block; leaving the block
+    waits for every item to be consumed.
+    """
+    import queue
+
+    waiting: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    failed: list = []
+
+    def run() -> None:
+        while True:
+            item = waiting.get()
+            if item is _END:
+                return
+            if not failed:
+                try:
+                    consume(item)
+                except BaseException as exc:  # handed to the caller
+                    failed.append(exc)
+
+    consume = _as_data(consume)
+    thread = background(run, name)
+
+    def put(item) -> None:
+        if failed:
+            raise failed[0]
+        waiting.put(item)
+
+    try:
+        yield put
+    finally:
+        waiting.put(_END)
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+_END = object()
+
+
 @contextlib.contextmanager
 def floats_as_data():
     """In this thread, NaN and infinity are data: no floating-point warnings from numpy."""

@@ -44,6 +44,8 @@ animation              image reader (GIF, WebP,      image writer: durations, lo
                        PNG)                          background of every frame; TIFF writer's note
 oriented               image reader                  ``pipeline.filter``'s input notes
 transparency_dropped   image reader (16-bit PNG)     ``pipeline.filter``'s input notes
+metadata_damaged       image reader (Pillow's        ``pipeline.filter``'s input notes
+                       warning on damaged EXIF)
 sf_format              audio reader                  audio writer: WAVEX and RF64 stay so
 subtype                audio reader                  audio writer: kept where the format can hold it
 endian                 audio reader                  audio writer
@@ -102,6 +104,9 @@ class Signal:
     spacing: tuple[float, ...] | None = None  # per spatial axis, in millimetres
     meta: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False  # ``data`` maps a file over the memory budget, read-only: filter it band by band
+    # A streamed audio input: ``data`` gives only its shape and type, and ``blocks()`` reads its samples
+    # block by block from the start, as often as called (see convcli.io.audio.AudioBlocks).
+    blocks: Any = None
     frames: bool = False  # ``data``'s first axis is frames (an animation, a video, time points), not spatial
 
     @property

@@ -3,7 +3,7 @@
 A 24-megapixel JPEG filtered whole is decoded (72 MB of samples), filtered
 (a 288 MB float32 result), converted and encoded one step after the other:
 561 MiB and 2.5 times vips' time.  Here the decoder runs in a thread of its
-own (:func:`convcli.io.open_rows`), each band of output rows is filtered
+own (:func:`convcli.io.open_image_rows`), each band of output rows is filtered
 from the input rows it needs (its halo included) as soon as they are
 decoded, converted to samples, and handed to an encoder that writes stripes
 on the shared threads (:func:`convcli.io.row_output`).
@@ -41,7 +41,7 @@ def filter_in_bands(src, dest: str, options: FilterOptions):
 
     if not _options_stream(options):
         return None
-    reader = io.open_rows(src, auto_orient=options.auto_orient, max_pixels=options.max_pixels,
+    reader = io.open_image_rows(src, auto_orient=options.auto_orient, max_pixels=options.max_pixels,
                           memory_budget=options.memory_budget)
     if reader is None:
         return None
@@ -84,7 +84,7 @@ def _plan(signal, dest: str, options: FilterOptions):
 
     from .. import io
     from ..engine import make_plan, rows_independent
-    from .chain import prepare, resolve_kernels
+    from .chain import kernel_args, prepare, resolve_kernels
 
     kernels = resolve_kernels(options, signal)
     run = prepare(signal, kernels, options)
@@ -97,7 +97,9 @@ def _plan(signal, dest: str, options: FilterOptions):
     shape, dtype = chain.axes.engine_shape(signal.data.shape), signal.data.dtype
     methods, before, extent = [], 0, 1
     for i, (kernel, step) in enumerate(zip(kernels, run.steps)):
-        args = chain.args(i == len(kernels) - 1, chain.pad_mode)
+        channels = chain.signal.channel_axis is not None
+        spatial = shape[len(shape) - chain.axes.ndim - channels:len(shape) - channels]
+        args = kernel_args(kernel, chain.args(i == len(kernels) - 1, chain.pad_mode), spatial)
         plans = [make_plan(shape, w, x_dtype=dtype, **dict(args, method=m))
                  for w, m in zip(kernel.weights, step["methods"])]
         if not all(rows_independent(p, w, dtype) for p, w in zip(plans, kernel.weights)):

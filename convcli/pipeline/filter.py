@@ -50,20 +50,26 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
 
     ``progress(done, added)``, if given, hears of the engine's units of work
     (bands, planes, chunks) as they are added and done; see
-    :func:`convcli.parallel.progress_to`.
+    :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
+    instead (of all its passes: two with ``--normalize-peak``).
     """
-    if progress is not None:
-        from ..parallel import progress_to
+    from ..parallel import progress_to
 
-        with progress_to(progress):
-            return filter_file(source, dest, options)
+    with progress_to(progress):
+        return _filter_file(source, dest, options, progress)
+
+
+def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> FilterReport:
     from .. import io
+    from ..parallel import progress_to
+    from . import audio
     from .banded import filter_in_bands
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
 
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
+    refuse_kernel_file_as_output(dest, options)
     src = io.open_input(source, memory_budget=options.memory_budget)
     if options.kind in (None, "image"):
         banded = filter_in_bands(src, dest, options)
@@ -72,7 +78,16 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
             return banded
     signal = io.read(src, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
-                     stream=may_stream(dest, options))
+                     stream=may_stream(dest, options) or audio.may_stream(dest, options))
+    if audio.is_sound(signal):
+        with progress_to(None):  # the engine's chunks are not counted twice
+            done = audio.filter_audio(signal, dest, options, progress)
+        note = audio.streamed_note(signal, options)
+        return FilterReport(
+            input=str(source), output=str(dest), input_shape=tuple(signal.data.shape), output_shape=done.output_shape,
+            kernels=done.steps, seconds=time.perf_counter() - start, clipped=done.clipped,
+            notes=input_notes(signal) + ([note] if note else []) + done.notes)
+    refuse_audio_options(signal, options)
     if signal.streamed:
         streamed = filter_streamed(signal, source, dest, options)
         return FilterReport(
@@ -99,8 +114,37 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
 
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
+    from . import audio
+
+    if audio.is_sound(signal):
+        return audio.explain(signal, options)
+    refuse_audio_options(signal, options)
     run = prepare(signal, resolve_kernels(options, signal), options)
     return [dict(step, **run.describe()) for step in run.steps]
+
+
+def refuse_kernel_file_as_output(dest: str, options: FilterOptions) -> None:
+    """Refuse an output that is a kernel file the run reads (an ``ir:`` response named as the output by mistake)."""
+    from ..kernels import file_of
+    from .outputs import refuse_input_as_output
+
+    for spec in options.kernels:
+        path = file_of(spec)
+        if path is not None:
+            refuse_input_as_output(path, dest, advice=f"is the kernel file of -k {spec}; choose another output")
+
+
+def refuse_audio_options(signal, options: FilterOptions) -> None:
+    """The options for sound (tail, mix, gain, level, rate) given for an input that is not audio: one line."""
+    from ..errors import ParameterError
+
+    given = options.audio.given()
+    if given:
+        what = {"image": "an image", "volume": "a volume", "audio": "samples without a sample rate"}.get(
+            signal.kind, "a signal (not read as audio)")
+        raise ParameterError(f"applies to audio, and this input is {what}", subject=given[0])
+    if not options.kernels:
+        raise ParameterError("give at least one kernel", subject="kernel")
 
 
 def input_notes(signal) -> list[str]:
@@ -116,6 +160,8 @@ def input_notes(signal) -> list[str]:
         present, declared = meta["short_read"]
         notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
                      "those were filtered")
+    if meta.get("metadata_damaged"):
+        notes.append(f"damaged metadata ({meta['metadata_damaged']}): what could not be read was left out")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes
