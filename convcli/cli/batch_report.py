@@ -91,9 +91,10 @@ class _Progress:
 
     REDRAWS_PER_SECOND = 4
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, unit: str = "files") -> None:
         import time
 
+        self.unit = unit  # what is counted: files of a batch, chunks of a chunked array
         self.done = 0
         self.failed = 0
         self._bar = None
@@ -113,11 +114,12 @@ class _Progress:
             console=Console(file=sys.stderr), transient=True, redirect_stdout=False,
             refresh_per_second=self.REDRAWS_PER_SECOND,
         )
-        self._task = self._bar.add_task("files", total=total, rate="", failures="")
+        self._task = self._bar.add_task(unit, total=total, rate="", failures="")
         self._bar.start()
 
-    def advance(self) -> None:
-        self.done += 1
+    def advance(self, done: int | None = None) -> None:
+        """One more done (or ``done`` in all)."""
+        self.done = self.done + 1 if done is None else done
         if self._bar is not None and self._clock() >= self._next:
             self._show()
 
@@ -125,7 +127,7 @@ class _Progress:
         now = self._clock()
         self._next = now + 1 / self.REDRAWS_PER_SECOND
         speed = self.done / max(now - self._start, 1e-9)
-        self._bar.update(self._task, completed=self.done, rate=f"{speed:.1f} files/s" if self.done else "",
+        self._bar.update(self._task, completed=self.done, rate=f"{speed:.1f} {self.unit}/s" if self.done else "",
                          failures=f"{self.failed} failed" if self.failed else "")
 
     def close(self) -> None:

@@ -111,6 +111,14 @@ def filter_command(
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
+        help="Run a chunked input's tasks on the Dask cluster at ADDRESS (tcp://host:8786; default: this "
+        "machine's threads; env DASK_SCHEDULER_ADDRESS). Workers must see the same files.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Complete an interrupted chunked output (OUT.zarr.partial): only missing chunks are computed."
+    ),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -130,7 +138,8 @@ def filter_command(
         normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, scheduler=scheduler or None,
+        resume=resume,
     )
     if batch.is_batch(inputs, output):
         if explain:
@@ -150,7 +159,11 @@ def filter_command(
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
-    report = filter_file(input, output, options)
+    progress = _ChunkProgress(enabled=not quiet and _is_terminal(sys.stderr))
+    try:
+        report = filter_file(input, output, options, on_progress=progress.update)
+    finally:
+        progress.close()
     if not quiet:
         warn_notes(report.input, report.notes)
     if report.clipped and not quiet and (verbose or _is_audio(report.output)):
@@ -167,6 +180,34 @@ def filter_command(
                 f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
+
+
+class _ChunkProgress:
+    """The bar of a chunked input: chunks written and their total (known once the run is planned), rate, ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+
+    def update(self, done: int, total: int, seconds: float) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from .batch_report import _Progress
+
+            self._bar = _Progress(total, enabled=True, unit="chunks")
+        self._bar.advance(done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def warn_notes(input: str, notes) -> None:

@@ -34,11 +34,15 @@ def is_dask_array(x) -> bool:
 
 
 def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode="reflect", dilation=1,
-                   channel_axis=None, method="auto", precision=None, spatial_ndim=None, chunk_outputs=None):
+                   channel_axis=None, method="auto", precision=None, spatial_ndim=None, read_chunks=None):
     """Correlate (or, with ``flip``, convolve) a Dask array lazily; see :func:`convcli.correlate`.
 
-    ``chunk_outputs`` gives the output chunk length per axis (by default each
-    input chunk length divided by the axis' stride).
+    ``x`` may also be any array that can be sliced (a ``zarr.Array``, a
+    memory map) with ``read_chunks`` (one tuple of chunk lengths per axis):
+    then each task reads its own window from ``x`` and holds nothing else,
+    so the memory of a run is its tasks' windows, whatever the order they
+    run in (a Dask array's chunks wait in memory for their neighbours).
+    Output chunks are the input chunks divided by the stride.
     """
     import dask.array as da
     from dask.base import tokenize
@@ -50,11 +54,17 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
                          spatial_ndim=spatial_ndim, x_dtype=x.dtype)
     if flip:
         kernel = np.ascontiguousarray(kernel[(...,) + (slice(None, None, -1),) * geometry.spatial_ndim])
-    if geometry.per_channel and len(x.chunks[geometry.channel_axis]) > 1:
-        x = x.rechunk({geometry.channel_axis: -1})  # each chunk needs all its channels' weights
-    plans = axis_plans(geometry, x.ndim)
-    out_chunks = tuple(_output_chunks(p, c, None if chunk_outputs is None else chunk_outputs[i])
-                       for i, (p, c) in enumerate(zip(plans, x.chunks)))
+    stored = read_chunks is not None
+    grid = list(read_chunks if stored else x.chunks)
+    if geometry.per_channel and len(grid[geometry.channel_axis]) > 1:
+        # each chunk needs all its channels' weights
+        if stored:
+            grid[geometry.channel_axis] = (x.shape[geometry.channel_axis],)
+        else:
+            x = x.rechunk({geometry.channel_axis: -1})
+            grid = list(x.chunks)
+    plans = axis_plans(geometry, len(x.shape))
+    out_chunks = tuple(_output_chunks(p, c) for p, c in zip(plans, grid))
     block = tuple(max(c) for c in out_chunks)
     block_in = tuple((b - 1) * p.stride + p.span for b, p in zip(block, plans))
     args = dict(stride=stride, padding="valid", pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis,
@@ -64,20 +74,24 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
     args["method"] = chosen
     constant = geometry.border.numpy_mode == "constant"
     sources = [_source_index(p, n, geometry.border.numpy_mode) for p, n in zip(plans, x.shape)]
-    bounds = [np.cumsum((0,) + c) for c in x.chunks]
+    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
+    ndim = len(x.shape)
 
-    name = "convcli-correlate-" + tokenize(x.name, kernel, args, plans, out_chunks, geometry.border_value)
+    origin = tokenize(x) if stored else x.name
+    name = "convcli-correlate-" + tokenize(origin, kernel, args, plans, out_chunks, geometry.border_value)
     dsk = {}
     per_axis = [[_block_axis(sources[a], bounds[a], plans[a], o0, o1) for o0, o1 in _edges(out_chunks[a])]
-                for a in range(x.ndim)]
+                for a in range(ndim)]
     for index in itertools.product(*(range(len(c)) for c in out_chunks)):
         axes = [per_axis[a][i] for a, i in enumerate(index)]
-        pieces = _slivers(x.name, axes)
-        dsk[(name,) + index] = (_compute_block, pieces, [ax.local for ax in axes],
-                                [ax.outside for ax in axes] if constant else None, geometry.border_value,
-                                tuple(ax.length for ax in axes), kernel, args)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
-    return da.Array(graph, name, chunks=out_chunks, dtype=geometry.dtype, meta=np.empty((0,) * x.ndim, geometry.dtype))
+        window = ([ax.local for ax in axes], [ax.outside for ax in axes] if constant else None,
+                  geometry.border_value, tuple(ax.length for ax in axes))
+        if stored:
+            dsk[(name,) + index] = (_read_block, x, _runs(axes, bounds), *window, kernel, args)
+        else:
+            dsk[(name,) + index] = (_compute_block, _slivers(x.name, axes), *window, kernel, args)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[] if stored else [x])
+    return da.Array(graph, name, chunks=out_chunks, dtype=geometry.dtype, meta=np.empty((0,) * ndim, geometry.dtype))
 
 
 def axis_plans(plan, ndim: int) -> list[AxisPlan]:
@@ -90,9 +104,8 @@ def axis_plans(plan, ndim: int) -> list[AxisPlan]:
     return whole
 
 
-def _output_chunks(plan: AxisPlan, chunks: tuple[int, ...], size: int | None) -> tuple[int, ...]:
-    if size is None:
-        size = max(1, -(-max(chunks) // plan.stride))
+def _output_chunks(plan: AxisPlan, chunks: tuple[int, ...]) -> tuple[int, ...]:
+    size = max(1, -(-max(chunks) // plan.stride))
     full, rest = divmod(plan.out, size)
     return (size,) * full + ((rest,) if rest else ())
 
@@ -163,6 +176,40 @@ def _slivers(name: str, axes: list[_BlockAxis]):
         return [nest(level + 1, chunk + (k,), cut + (s,)) for k, s in axes[level].parts]
 
     return nest(0, (), ())
+
+
+def _runs(axes: list[_BlockAxis], bounds) -> list[list[slice]] | None:
+    """Per axis, the stretches of the input a window reads: its parts, neighbours merged into one read."""
+    if any(not ax.parts for ax in axes):
+        return None
+    runs = []
+    for ax, edges in zip(axes, bounds):
+        merged = []
+        for k, cut in ax.parts:
+            start, stop = int(edges[k]) + cut.start, int(edges[k]) + cut.stop
+            if merged and merged[-1].stop == start:
+                merged[-1] = slice(merged[-1].start, stop)
+            else:
+                merged.append(slice(start, stop))
+        runs.append(merged)
+    return runs
+
+
+def _read_block(source, runs, local, outside, value, shape, kernel, args):
+    if runs is None:
+        pieces = None
+    else:
+        pieces = [np.asarray(source[cut]) for cut in itertools.product(*runs)]
+        pieces = _nest(pieces, [len(r) for r in runs])
+    return _compute_block(pieces, local, outside, value, shape, kernel, args)
+
+
+def _nest(flat: list, counts: list[int]):
+    """A flat list in row-major order as nested lists (one level per axis) for ``np.block``."""
+    if len(counts) == 1:
+        return flat
+    step = len(flat) // counts[0]
+    return [_nest(flat[i * step:(i + 1) * step], counts[1:]) for i in range(counts[0])]
 
 
 def _compute_block(pieces, local, outside, value, shape, kernel, args):

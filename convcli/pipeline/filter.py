@@ -44,14 +44,26 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
-    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure."""
+def filter_file(source: str, dest: str, options: FilterOptions, on_progress=None) -> FilterReport:
+    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
+
+    A Zarr store is filtered chunk by chunk (:mod:`.chunked`), ``on_progress(done, total, seconds)``
+    called as its chunks are written.
+    """
     from .. import io
+    from ..io.zarr import is_zarr
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
 
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
+    if is_zarr(source):
+        from .chunked import filter_chunked
+
+        done = filter_chunked(source, dest, options, on_progress=on_progress)
+        return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
+                            output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
+                            seconds=time.perf_counter() - start, notes=done.notes)
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
                      stream=may_stream(dest, options))
