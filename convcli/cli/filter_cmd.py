@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -129,18 +130,24 @@ def filter_command(
     hold_blas_to_one_thread()
     from ..pipeline import batch
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
+    from ..io.zarr import is_zarr
     from ..pipeline.options import BatchOptions, FilterOptions, Geometry
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
+    chunked = len(inputs) == 1 and is_zarr(inputs[0])
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
         normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, scheduler=scheduler or None,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
+        scheduler=scheduler if chunked and scheduler else None,
         resume=resume,
     )
+    if scheduler and not chunked and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("runs the chunks of a Zarr input on a Dask cluster; other inputs and batches run on "
+                         "this machine (-j)", subject="--scheduler")
     if batch.is_batch(inputs, output):
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")

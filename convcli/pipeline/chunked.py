@@ -331,12 +331,18 @@ def _local(counts, workers: int, on_progress):
 
 def _gather(client, futures, on_progress):
     import numpy as np
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     total, start = len(futures), time.monotonic()
     results = []
     for done, future in enumerate(as_completed(futures), 1):
-        results.append(future.result())
+        try:
+            results.append(future.result())
+        except KilledWorker as exc:
+            # Dask re-ran the chunk on other workers up to its allowed failures; it is not retried forever.
+            raise DataError(f"a chunk's task killed {exc.last_worker.address if exc.last_worker else 'its'} "
+                            "worker each time it ran (Dask's allowed failures); the partial store is kept",
+                            subject="--scheduler") from None
         if on_progress is not None:
             on_progress(done, total, time.monotonic() - start)
     return np.concatenate([np.ravel(r) for r in results]) if results else np.zeros(0, np.int64)

@@ -23,7 +23,7 @@ def client_for(address: str):
         raise UsageError(f"a Dask cluster needs the '{EXTRA}' extra: pip install 'convcli[{EXTRA}]'",
                          subject="--scheduler") from None
     try:
-        client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+        client = Client(address, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError, ValueError) as exc:
         raise DataError(f"cannot reach the Dask scheduler at {address} ({exc})", subject="--scheduler") from None
     try:
