@@ -10,9 +10,10 @@ and may be thinner than the kernel's reach (a halo then spans several
 chunks).  Dask's own ``boundary="reflect"`` is numpy's symmetric, not our
 reflect, which is why the border is never left to Dask.
 
-The method is chosen once, on the largest chunk, and every chunk runs it on
-one thread: a chunk's samples do not depend on which worker computed it,
-nor on how many cores that worker has.
+The method is chosen once, on the largest chunk (with a second choice for a
+chunk whose window holds NaN or infinity, as in memory), and every chunk
+runs on one thread: a chunk's samples do not depend on which worker
+computed it, nor on how many cores that worker has.
 
 Dask is imported only here, and only when a Dask array is passed.
 """
@@ -65,33 +66,48 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
             grid = list(x.chunks)
     plans = axis_plans(geometry, len(x.shape))
     out_chunks = tuple(_output_chunks(p, c) for p, c in zip(plans, grid))
-    block = tuple(max(c) for c in out_chunks)
-    block_in = tuple((b - 1) * p.stride + p.span for b, p in zip(block, plans))
+    ndim = len(x.shape)
+    mode = geometry.border.numpy_mode
+    sources = [_source_index(p, n, mode) for p, n in zip(plans, x.shape)]
+    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
+    per_axis = [[_block_axis(sources[a], bounds[a], plans[a], x.shape[a], mode, o0, o1)
+                 for o0, o1 in _edges(out_chunks[a])] for a in range(ndim)]
+    spatial = [a for a, p in enumerate(plans) if p is not None and a in _spatial_axes(geometry, ndim)]
     args = dict(stride=stride, padding="valid", pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis,
                 precision=str(geometry.dtype), spatial_ndim=geometry.spatial_ndim)
-    # finite=False: a chunk cannot afford a scan for NaN, so only methods that keep it local are weighed.
-    chosen = make_plan(block_in, kernel, method=method, x_dtype=x.dtype, finite=False, **args).method
-    args["method"] = chosen
-    constant = geometry.border.numpy_mode == "constant"
-    sources = [_source_index(p, n, geometry.border.numpy_mode) for p, n in zip(plans, x.shape)]
-    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
-    ndim = len(x.shape)
+    # As in memory: the cheapest method for the largest chunk, unless a chunk's window holds NaN or
+    # infinity and that method would spread it beyond its footprint.  The choice depends on the
+    # samples only, never on the worker.
+    largest = [max(blocks, key=lambda ax: ax.length) for blocks in per_axis]
+    sample = dict(args, padding=tuple(largest[a].pad for a in spatial))
+    shape = tuple(ax.length for ax in largest)
+    plan = make_plan(shape, kernel, **dict(sample, method=method), x_dtype=x.dtype)
+    if method == "auto" and plan.choice.spreads_non_finite:
+        args["method_non_finite"] = make_plan(shape, kernel, **dict(sample, method=method), x_dtype=x.dtype,
+                                              finite=False).method
+    args["method"] = plan.method
+    constant = mode == "constant"
 
     origin = tokenize(x) if stored else x.name
     name = "convcli-correlate-" + tokenize(origin, kernel, args, plans, out_chunks, geometry.border_value)
     dsk = {}
-    per_axis = [[_block_axis(sources[a], bounds[a], plans[a], o0, o1) for o0, o1 in _edges(out_chunks[a])]
-                for a in range(ndim)]
     for index in itertools.product(*(range(len(c)) for c in out_chunks)):
         axes = [per_axis[a][i] for a, i in enumerate(index)]
         window = ([ax.local for ax in axes], [ax.outside for ax in axes] if constant else None,
                   geometry.border_value, tuple(ax.length for ax in axes))
+        pads = tuple(axes[a].pad for a in spatial)
+        here = args if not any(b or e for b, e in pads) else dict(args, padding=pads)
         if stored:
-            dsk[(name,) + index] = (_read_block, x, _runs(axes, bounds), *window, kernel, args)
+            dsk[(name,) + index] = (_read_block, x, _runs(axes, bounds), *window, kernel, here)
         else:
-            dsk[(name,) + index] = (_compute_block, _slivers(x.name, axes), *window, kernel, args)
+            dsk[(name,) + index] = (_compute_block, _slivers(x.name, axes), *window, kernel, here)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[] if stored else [x])
     return da.Array(graph, name, chunks=out_chunks, dtype=geometry.dtype, meta=np.empty((0,) * ndim, geometry.dtype))
+
+
+def _spatial_axes(plan, ndim: int) -> list[int]:
+    rest = [i for i in range(ndim) if i != plan.channel_axis]
+    return rest[len(rest) - plan.spatial_ndim:]
 
 
 def axis_plans(plan, ndim: int) -> list[AxisPlan]:
@@ -130,16 +146,27 @@ def _source_index(plan: AxisPlan, n: int, numpy_mode: str) -> np.ndarray:
 class _BlockAxis:
     """One axis of one output chunk: the input chunks it reads and where its window's samples lie in them."""
 
-    __slots__ = ("parts", "local", "outside", "length")
+    __slots__ = ("parts", "local", "outside", "length", "pad")
 
-    def __init__(self, parts, local, outside, length):
+    def __init__(self, parts, local, outside, length, pad=(0, 0)):
+        self.pad = pad  # samples the engine pads before and after by the border rule itself
         self.length = length  # samples of the window on this axis
         self.parts = parts  # [(input chunk number, slice within the chunk)]
         self.local = local  # slice or index array into the concatenated parts
         self.outside = outside  # positions of the window that are the constant (or None)
 
 
-def _block_axis(source: np.ndarray, bounds: np.ndarray, plan: AxisPlan, o0: int, o1: int) -> _BlockAxis:
+def _block_axis(source: np.ndarray, bounds: np.ndarray, plan: AxisPlan, n: int, mode: str, o0: int,
+                o1: int) -> _BlockAxis:
+    start, stop = o0 * plan.stride - plan.before, (o1 - 1) * plan.stride + plan.span - plan.before
+    lo, hi = max(start, 0), min(stop, n)
+    pad = (max(0, -start), max(0, stop - n))
+    if pad != (0, 0) and _engine_pads_alike(mode, pad, lo, hi, n):
+        # The engine extends this window by the border rule as it would the whole axis:
+        # OpenCV then pads it itself, and no gathered copy is made.
+        block = _block_axis(np.arange(n, dtype=np.int64), bounds, AxisPlan.whole(n), n, mode, lo, hi)
+        block.pad = pad
+        return block
     wanted = source[o0 * plan.stride:(o1 - 1) * plan.stride + plan.span]
     inside = wanted >= 0
     outside = None if inside.all() else np.flatnonzero(~inside)
@@ -163,6 +190,20 @@ def _block_axis(source: np.ndarray, bounds: np.ndarray, plan: AxisPlan, o0: int,
     else:
         local = np.zeros(wanted.shape, np.int64)
     return _BlockAxis(parts, local, outside, wanted.size)
+
+
+def _engine_pads_alike(mode: str, pad, lo: int, hi: int, n: int) -> bool:
+    """Whether padding the window [lo, hi) by the border rule gives what the whole axis gives there."""
+    inside = hi - lo
+    if inside <= 0:
+        return False
+    if lo == 0 and hi == n or mode in ("edge", "constant"):
+        return True
+    if mode == "reflect":
+        return max(pad) <= inside - 1
+    if mode == "symmetric":
+        return max(pad) <= inside
+    return False  # circular reads the far end
 
 
 def _slivers(name: str, axes: list[_BlockAxis]):
@@ -213,8 +254,9 @@ def _nest(flat: list, counts: list[int]):
 
 
 def _compute_block(pieces, local, outside, value, shape, kernel, args):
-    from .correlation import correlate
+    from .correlation import _all_finite, correlate
 
+    args = dict(args)
     if pieces is None:
         window = np.full(shape, value, dtype=np.float64)
     else:
@@ -229,5 +271,8 @@ def _compute_block(pieces, local, outside, value, shape, kernel, args):
             for axis, where in enumerate(outside):
                 if where is not None:
                     window[(slice(None),) * axis + (where,)] = value
+    fallback = args.pop("method_non_finite", None)
+    if fallback is not None and not _all_finite(window):
+        args["method"] = fallback
     with one_thread():
         return correlate(window, kernel, **args)

@@ -223,27 +223,38 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
 def _shared_chunks(image, permutation, spatial, reach: int, threads: int, budget: int):
     """Chunks of whole stored chunks whose run fits ``budget`` when neighbours share halos in memory, or None.
 
-    The chunks of about three layers along the first axis wait in memory for
-    their neighbours, and each of ``threads`` tasks holds :data:`COPIES`
-    windows.
+    Slabs along the first spatial axis (whole planes, which OpenCV pads
+    itself) where they fit, else near-cubes.  The chunks of about three
+    layers along the first axis wait in memory for their neighbours, and each
+    of ``threads`` tasks holds :data:`COPIES` windows.
     """
     import dask.array as da
+    import numpy as np
 
     shape, stored = image.array.shape, image.array.chunks
-    first = permutation[spatial[0]]
-    sides = {permutation[a] for a in spatial}
-    chunks = [c[0] for c in da.core.normalize_chunks(
-        "auto", shape, limit=MAX_CHUNK_BYTES, dtype="f4",
-        previous_chunks=stored)]
-    chunks = [c if i in sides else min(c, stored[i]) for i, c in enumerate(chunks)]
+    sides = [permutation[a] for a in spatial]
+    first = sides[0]
     item = max(image.array.dtype.itemsize, 4)
-    layer = window = item
-    for i, n in enumerate(shape):
-        layer *= chunks[i] if i == first else n
-        window *= chunks[i] + (2 * reach if i in sides and chunks[i] < n else 0)
-    if 3 * layer + threads * COPIES * window > budget:
-        return None
-    return tuple(chunks)
+
+    def fits(chunks) -> bool:
+        layer = window = size = item
+        for i, n in enumerate(shape):
+            layer *= chunks[i] if i == first else n
+            window *= chunks[i] + (2 * reach if i in sides and chunks[i] < n else 0)
+            size *= chunks[i]
+        return 3 * layer + threads * COPIES * window <= budget and size <= MAX_CHUNK_BYTES
+
+    slab = [n if i in sides else 1 for i, n in enumerate(shape)]
+    plane = item * int(np.prod([n for i, n in enumerate(slab) if i != first]))
+    thickness = max(stored[first], MAX_CHUNK_BYTES // max(plane, 1) // stored[first] * stored[first])
+    for t in range(min(thickness, shape[first]), 0, -stored[first]):
+        slab[first] = t
+        if fits(slab):
+            return tuple(slab)
+    cubes = [c[0] for c in da.core.normalize_chunks("auto", shape, limit=MAX_CHUNK_BYTES, dtype="f4",
+                                                      previous_chunks=stored)]
+    cubes = [c if i in sides else 1 for i, c in enumerate(cubes)]
+    return tuple(cubes) if fits(cubes) else None
 
 
 def _regular(n: int, size: int) -> tuple[int, ...]:
