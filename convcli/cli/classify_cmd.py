@@ -7,15 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app
+from . import Command, app
 
 
-@app.command("classify")
+@app.command("classify", cls=Command)
 def classify_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="FILES_OR_FOLDERS", help="Photos, folders (walked for images), or - to read one from stdin."
+        ..., metavar="FILE_OR_FOLDER...", help="Photos, folders (walked for images), or - to read one from stdin."
     ),
     top: int = typer.Option(5, "--top", metavar="K", help="How many classes to report per image (1-1000)."),
     as_json: bool = typer.Option(
@@ -30,6 +30,9 @@ def classify_command(
         "For one input file OUT is the PNG; for several inputs or a folder OUT is a folder mirroring them.",
     ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary line for several images."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Report each image's time (and files skipped as not images) on stderr."
+    ),
 ) -> None:
     """Classify photos: the top ImageNet labels with probabilities, from EfficientNet-Lite0.
 
@@ -59,10 +62,28 @@ def classify_command(
         plan = batch.plan(inputs, output=cam, extension=".png", accept=_is_image, needs_output=cam is not None)
         if plan.jobs:
             pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
-        raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, on_ok=show))
+        on_ok = show if not verbose else (lambda record: (show(record), _say_time(record)))
+        raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, verbose=verbose,
+                                   as_json=as_json, json_of=json_record, on_ok=None if as_json else on_ok,
+                                   ok_on_stdout=True))
     refuse_input_as_output(inputs[0], cam, advice="is the input photo; write the map to another file",
                            error=UsageError)
-    show(classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict())
+    try:
+        record = classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict()
+    except ConvcliError as exc:
+        if as_json:
+            from .batch_report import failure_line
+
+            _write(json.dumps(json_record({"input": inputs[0], "output": cam, "status": "failed",
+                                            "error": failure_line(exc, inputs[0])})) + "\n")
+        raise
+    show(dict(record, input=inputs[0], status="ok"))
+    if verbose:
+        _say_time(record)
+
+
+def _say_time(record: dict) -> None:
+    sys.stderr.write(f"convcli: {record.get('file')}: classified in {record.get('seconds', 0.0):.3f} s\n")
 
 
 def _is_image(path: str) -> bool:
@@ -103,9 +124,17 @@ def _write(text: str) -> None:
 
 
 def json_record(record: dict) -> dict:
-    """The JSON Lines object of one image: file, predictions and, if written, the CAM file."""
-    out = {"file": record["file"], "predictions": record["predictions"]}
-    if record.get("cam"):
+    """The JSON Lines object of one image, whatever became of it.
+
+    ``input`` (as given), ``status`` (ok, failed), ``error`` (null or the
+    one-line message), ``file`` (the name the predictions are for),
+    ``predictions`` (null unless ok) and, if written, ``cam``.
+    """
+    ok = record.get("status", "ok") == "ok"
+    out = {"input": record.get("input", record.get("file")), "status": record.get("status", "ok"),
+           "error": record.get("error"), "file": record.get("file", record.get("input")),
+           "predictions": record["predictions"] if ok else None}
+    if ok and record.get("cam"):
         out["cam"] = record["cam"]
     return out
 

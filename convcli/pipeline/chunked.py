@@ -16,7 +16,6 @@ cluster whose workers see the same files.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from ..errors import DataError, UsageError
@@ -40,10 +39,11 @@ class Chunked:
     notes: list[str]
 
 
-def filter_chunked(source: str, dest: str, options: FilterOptions, *, on_progress=None) -> Chunked:
+def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=None) -> Chunked:
     """Filter the Zarr store ``source`` into the Zarr store ``dest``; see the module docstring.
 
-    ``on_progress(done, total)`` is called as output chunks are written.
+    ``progress(done, added)`` (as :func:`convcli.parallel.progress_to`'s) hears
+    of the chunks to compute, then of each as it is written.
     """
     from .. import io
     from ..io import zarr as zarr_io
@@ -67,7 +67,7 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, on_progres
     chunks = tuple(c[0] for c in y.chunks)
     array, partial = zarr_io.create_like(image, dest, y.shape, chunks, image.array.dtype, strides,
                                          resume=options.resume)
-    clipped = _store(y, array, mode, options.scheduler, on_progress)
+    clipped = _store(y, array, mode, options.scheduler, progress)
     zarr_io.finish(partial, dest)
     notes = []
     if image.levels > 1:
@@ -275,7 +275,7 @@ def _indices(y):
     return itertools.product(*(range(len(c)) for c in y.chunks))
 
 
-def _store(y, array, mode: str, scheduler: str | None, on_progress) -> int:
+def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
     """Compute the chunks of ``y`` the store lacks and write each where it belongs; return the samples clipped."""
     import dask.array as da
     import numpy as np
@@ -290,7 +290,9 @@ def _store(y, array, mode: str, scheduler: str | None, on_progress) -> int:
     dsk = {(name, j): (_store_block, (y.name,) + index, array, index, mode) for j, index in enumerate(missing)}
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[y])
     counts = da.Array(graph, name, chunks=((1,) * len(missing),), dtype=np.int64, meta=np.empty((0,), np.int64))
-    return int(_compute(counts, scheduler, on_progress).sum())
+    if progress is not None:
+        progress(0, len(missing))
+    return int(_compute(counts, scheduler, progress).sum())
 
 
 def _store_block(values, array, index, mode):
@@ -304,49 +306,43 @@ def _store_block(values, array, index, mode):
     return np.array([clipped], dtype=np.int64)
 
 
-def _compute(counts, scheduler: str | None, on_progress):
+def _compute(counts, scheduler: str | None, progress):
     """Run the graph on this machine's threads or on the cluster at ``scheduler``; the per-chunk results."""
     if scheduler is None:
         from ..parallel import thread_count
 
-        return _local(counts, thread_count(), on_progress)
+        return _local(counts, thread_count(), progress)
     from .cluster import client_for
 
     with client_for(scheduler) as client:
         futures = client.compute(counts.to_delayed().ravel().tolist())
-        return _gather(client, futures, on_progress)
+        return _gather(client, futures, progress)
 
 
-def _local(counts, workers: int, on_progress):
+def _local(counts, workers: int, progress):
     import dask
     import numpy as np
 
-    if on_progress is None:
+    if progress is None:
         return counts.compute(scheduler="threads", num_workers=workers)
     from dask.callbacks import Callback
 
-    total = counts.numblocks[0]
-    done = [0]
-    start = time.monotonic()
-
-    class _Progress(Callback):
+    class _Written(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
             if isinstance(key, tuple) and key[0] == counts.name:
-                done[0] += 1
-                on_progress(done[0], total, time.monotonic() - start)
+                progress(1, 0)
 
-    with _Progress():
+    with _Written():
         parts = dask.compute(counts, scheduler="threads", num_workers=workers)[0]
     return np.asarray(parts)
 
 
-def _gather(client, futures, on_progress):
+def _gather(client, futures, progress):
     import numpy as np
     from distributed import KilledWorker, as_completed
 
-    total, start = len(futures), time.monotonic()
     results = []
-    for done, future in enumerate(as_completed(futures), 1):
+    for future in as_completed(futures):
         try:
             results.append(future.result())
         except KilledWorker as exc:
@@ -354,6 +350,6 @@ def _gather(client, futures, on_progress):
             raise DataError(f"a chunk's task killed {exc.last_worker.address if exc.last_worker else 'its'} "
                             "worker each time it ran (Dask's allowed failures); the partial store is kept",
                             subject="--scheduler") from None
-        if on_progress is not None:
-            on_progress(done, total, time.monotonic() - start)
+        if progress is not None:
+            progress(1, 0)
     return np.concatenate([np.ravel(r) for r in results]) if results else np.zeros(0, np.int64)

@@ -44,12 +44,19 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions, on_progress=None) -> FilterReport:
+def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -> FilterReport:
     """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
 
-    A Zarr store is filtered chunk by chunk (:mod:`.chunked`), ``on_progress(done, total, seconds)``
-    called as its chunks are written.
+    ``progress(done, added)``, if given, hears of the engine's units of work
+    (bands, planes, chunks) as they are added and done; see
+    :func:`convcli.parallel.progress_to`.  A Zarr store is filtered chunk by
+    chunk (:mod:`.chunked`), its chunks counted as they are written.
     """
+    if progress is not None:
+        from ..parallel import progress_to
+
+        with progress_to(progress):
+            return filter_file(source, dest, options)
     from .. import io
     from ..io.zarr import is_zarr
     from .outputs import refuse_input_as_output
@@ -60,7 +67,9 @@ def filter_file(source: str, dest: str, options: FilterOptions, on_progress=None
     if is_zarr(source):
         from .chunked import filter_chunked
 
-        done = filter_chunked(source, dest, options, on_progress=on_progress)
+        from ..parallel import progress_report
+
+        done = filter_chunked(source, dest, options, progress=progress_report())
         return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
                             output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
                             seconds=time.perf_counter() - start, notes=done.notes)
@@ -110,6 +119,8 @@ def input_notes(signal) -> list[str]:
         present, declared = meta["short_read"]
         notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
                      "those were filtered")
+    if meta.get("metadata_damaged"):
+        notes.append(f"damaged metadata ({meta['metadata_damaged']}): what could not be read was left out")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes
