@@ -50,7 +50,9 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
     ``progress(done, added)``, if given, hears of the engine's units of work
     (bands, planes, chunks) as they are added and done; see
     :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
-    instead (of all its passes: two with ``--normalize-peak``).
+    instead (of all its passes: two with ``--normalize-peak``); a Zarr store
+    is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
+    are written.
     """
     from ..parallel import progress_to
 
@@ -60,7 +62,8 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
 
 def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> FilterReport:
     from .. import io
-    from ..parallel import progress_to
+    from ..io.zarr import is_zarr
+    from ..parallel import progress_report, progress_to
     from . import audio
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
@@ -68,6 +71,13 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
     refuse_kernel_file_as_output(dest, options)
+    if is_zarr(source):
+        from .chunked import filter_chunked
+
+        done = filter_chunked(source, dest, options, progress=progress_report())
+        return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
+                            output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
+                            seconds=time.perf_counter() - start, notes=done.notes)
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
                      stream=may_stream(dest, options) or audio.may_stream(dest, options))
