@@ -46,7 +46,9 @@ def cores() -> int:
 
 
 def thread_count() -> int:
-    """How many threads the shared pool has: the cores, at most :data:`MAX_THREADS`."""
+    """How many threads the shared pool has: the cores, at most :data:`MAX_THREADS` (1 inside :func:`one_thread`)."""
+    if getattr(_LOCAL, "single", False):
+        return 1
     return min(cores(), MAX_THREADS)
 
 
@@ -56,7 +58,23 @@ def _mark_worker() -> None:
 
 def in_worker() -> bool:
     """Whether this thread is one of the pool's (its parallel work then runs inline)."""
-    return getattr(_LOCAL, "worker", False)
+    return getattr(_LOCAL, "worker", False) or getattr(_LOCAL, "single", False)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Within the block, this thread's work runs on it alone, cut as if the machine had one core.
+
+    For a chunk of a Dask graph: the chunks already keep the cores busy, and
+    a chunk's result must not depend on how many cores its worker has (a box
+    filter cut in one band per core sums in another order).
+    """
+    before = getattr(_LOCAL, "single", False)
+    _LOCAL.single = True
+    try:
+        yield
+    finally:
+        _LOCAL.single = before
 
 
 def _pool():
@@ -107,6 +125,11 @@ def run_all(work, items, *, parallel: bool = True) -> None:
 
 
 _progress = contextvars.ContextVar("convcli_progress", default=None)
+
+
+def progress_report():
+    """The ``report(done, added)`` of the enclosing :func:`progress_to`, or None: for work counted outside run_all."""
+    return _progress.get()
 
 
 @contextlib.contextmanager

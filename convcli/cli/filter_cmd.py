@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -140,6 +141,14 @@ def filter_command(
         None, "--rate", metavar="HZ", rich_help_panel="Audio",
         help="Audio: resample the result to this rate (44100, 48k) by a polyphase FIR; -k may then be left out."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
+        help="Run a chunked input's tasks on the Dask cluster at ADDRESS (tcp://host:8786; default: this "
+        "machine's threads; env DASK_SCHEDULER_ADDRESS). Workers must see the same files.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Complete an interrupted chunked output (OUT.zarr.partial): only missing chunks are computed."
+    ),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -149,11 +158,13 @@ def filter_command(
     """
     hold_blas_to_one_thread()
     from ..pipeline import batch
+    from ..io.zarr import is_zarr
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
     from ..pipeline.options import AudioOptions, BatchOptions, FilterOptions, Geometry
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
+    chunked = len(inputs) == 1 and is_zarr(inputs[0])
     mix_share = parse.share(mix, "--mix")
     keep_tail, tail_max = parse.tail(tail)
     sound = AudioOptions(tail=keep_tail, tail_max=tail_max, fade=parse.duration(fade, "--fade"),
@@ -166,7 +177,12 @@ def filter_command(
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place, audio=sound,
+        scheduler=scheduler if chunked and scheduler else None,
+        resume=resume,
     )
+    if scheduler and not chunked and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("runs the chunks of a Zarr input on a Dask cluster; other inputs and batches run on "
+                         "this machine (-j)", subject="--scheduler")
     # Checked for one input too: -j 0 is the same mistake whatever follows it.
     runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
     if batch.is_batch(inputs, output):

@@ -51,7 +51,9 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
     ``progress(done, added)``, if given, hears of the engine's units of work
     (bands, planes, chunks) as they are added and done; see
     :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
-    instead (of all its passes: two with ``--normalize-peak``).
+    instead (of all its passes: two with ``--normalize-peak``); a Zarr store
+    is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
+    are written.
     """
     from ..parallel import progress_to
 
@@ -61,7 +63,8 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
 
 def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> FilterReport:
     from .. import io
-    from ..parallel import progress_to
+    from ..io.zarr import is_zarr
+    from ..parallel import progress_report, progress_to
     from . import audio
     from .banded import filter_in_bands
     from .outputs import refuse_input_as_output
@@ -70,6 +73,13 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
     refuse_kernel_file_as_output(dest, options)
+    if is_zarr(source):
+        from .chunked import filter_chunked
+
+        done = filter_chunked(source, dest, options, progress=progress_report())
+        return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
+                            output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
+                            seconds=time.perf_counter() - start, notes=done.notes)
     src = io.open_input(source, memory_budget=options.memory_budget)
     if options.kind in (None, "image"):
         banded = filter_in_bands(src, dest, options)

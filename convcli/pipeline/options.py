@@ -134,6 +134,8 @@ class FilterOptions:
     key: str | None = None  # the array of a .npz archive
     in_place: bool = False  # allow the output to be the input file
     audio: AudioOptions = AudioOptions()  # tail, mix, gain, peak level, impulse-response level, rate
+    scheduler: str | None = None  # a Dask scheduler's address (tcp://host:8786) for chunked work; None: local threads
+    resume: bool = False  # complete a chunked output's partial store (out.zarr.partial) instead of refusing it
 
     def __post_init__(self) -> None:
         from ..io import KINDS, check_compress_level, check_quality
