@@ -15,8 +15,10 @@ The workloads and timing live in the per-area scripts and are imported from
 there, not copied: bench_engine.py (engine vs scipy.ndimage, OpenCV, FFT,
 numpy), bench_rank.py (median, morphology and pooling vs OpenCV, scipy.ndimage,
 numpy; PyTorch's max_pool2d through ``--peer-python``), bench_whole_process.py (4K PNG gaussian vs a cv2 script, vips,
-ImageMagick), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
-and bench_batch.py (batch mode vs ImageMagick mogrify).  Only the SoX rows
+ImageMagick), bench_photo.py (24 MP camera JPEG, whole process, vs vips: wall and
+peak memory), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
+and bench_batch.py (batch mode vs ImageMagick mogrify); the closing line is
+auto's regret on 15 cases of bench_regret.py's grid (each dimension and size once).  Only the SoX rows
 (whole-process audio FIR) are defined here: ``sox in.wav out.wav fir
 coefs.txt`` against ``convcli filter in.wav -k coefs.txt --convolve -o
 out.wav`` on a 16-bit stereo 44.1 kHz WAV, once with a 101-tap FIR and once
@@ -65,7 +67,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_batch  # noqa: E402
 import bench_classify  # noqa: E402
 import bench_engine  # noqa: E402
+import bench_photo  # noqa: E402
 import bench_rank  # noqa: E402
+import bench_regret  # noqa: E402
 import bench_whole_process  # noqa: E402
 
 ROWS: list[tuple[str, str, float, float, str]] = []  # workload, peer, convcli s, peer s, agreement
@@ -209,6 +213,31 @@ def png_rows(args, tmp: Path) -> None:
         add(label, name, ours, statistics.median(times[name]), f"max|d|={diff} (8-bit)")
 
 
+def photo_rows(args, tmp: Path) -> None:
+    """A camera JPEG, whole process, against vips: gaussian, sobel and sharpen (bench_photo.py's workloads)."""
+    if not shutil.which("vips"):
+        skip("vips (apt-get install libvips-tools)")
+        return
+    size = (1500, 1000) if args.quick else (6000, 4000)
+    src = tmp / "photo.jpg"
+    bench_photo.make_photo(src, size)
+    options = argparse.Namespace(before=None, magick=False)
+    for name in bench_photo.WORKLOADS:
+        medians = bench_photo.race(bench_photo.tools(name, src, tmp, options), args.repeats)
+        (wall, _, peak), (peer_wall, _, peer_peak) = medians["convcli"], medians["vips"]
+        add(f"whole process: {name} {size[0]}x{size[1]} JPEG", "vips", wall, peer_wall,
+            f"peak {peak:.0f}/{peer_peak:.0f} MiB")
+
+
+def regret_line(args) -> str:
+    """auto against the fastest forced method on a few cases of bench_regret's grid: median and worst regret."""
+    cases = bench_regret.grid(6 if args.quick else 15, 0, args.quick)  # 15: every dimension and size once
+    rows = [bench_regret.measure(case, max(3, args.repeats), i) for i, case in enumerate(cases)]
+    regrets = [r["regret"] for r in rows]
+    return (f"auto / fastest forced method, {len(rows)} cases of bench_regret.py's grid (best of "
+            f"{max(3, args.repeats)}): median {statistics.median(regrets):.2f}, worst {max(regrets):.2f}")
+
+
 # --------------------------------------------------------------------------- whole process, audio vs SoX
 def _write_wav(path: Path, samples: np.ndarray) -> None:
     import soundfile
@@ -349,6 +378,8 @@ def main(argv=None) -> int:
         rank_rows(args, tmp)
         if args.only in "whole process: gaussian PNG" or "PNG" in args.only:
             png_rows(args, tmp)
+        if not args.only or "JPEG" in args.only:
+            photo_rows(args, tmp)
         sox_rows(args, tmp)
         if not args.only or "EfficientNet" in args.only:
             classify_rows(args)
@@ -359,6 +390,8 @@ def main(argv=None) -> int:
         print(f"{workload:50s} {peer:20s} {ours / theirs:14.2f}  {agree}")
     for line in SKIPPED:
         print(line)
+    if not args.only or "regret" in args.only:
+        print(regret_line(args))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 1 if any("DISAGREE" in r[4] for r in ROWS) else 0
 

@@ -6,7 +6,8 @@ Everything in convcli that uses more than one core goes through here:
 - one pool of threads, made on first use and kept, runs the engine's bands,
   the network's shares, the PNG encoder's bands and the sample conversion
   (numpy, OpenCV and zlib release the interpreter while they compute).
-  :func:`run_all` and :func:`map_ordered` hand it items; :func:`split`
+  :func:`run_all` and :func:`map_ordered` hand it items, :func:`submit`
+  one stage of a pipeline; :func:`split`
   cuts a range between the caller and the pool; :func:`share` lets the
   caller and one pool thread claim parts as they get free.  Work that a
   pool thread asks to run in parallel runs in that thread: nested work
@@ -218,6 +219,26 @@ def share(parts: list) -> None:
         raise errors[0]
 
 
+def submit(work):
+    """Start ``work()`` on the shared threads and return its future (``result()`` waits, and raises what it raised).
+
+    For a stage that overlaps the caller's next step (a JPEG stripe encoded
+    while the next band is filtered).  With one thread, or from a pool
+    thread, it runs at once in the caller's.
+    """
+    from concurrent.futures import Future
+
+    run = _as_data(work)
+    if _inline(2, True):
+        future = Future()
+        try:
+            future.set_result(run())
+        except BaseException as exc:  # handed over by result()
+            future.set_exception(exc)
+        return future
+    return _pool().submit(run)
+
+
 def background(target, name: str):
     """Start ``target()`` in a thread of its own beside the caller and return the thread.
 
@@ -331,6 +352,27 @@ def floats_as_data():
 
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         yield
+
+
+@contextlib.contextmanager
+def opencv_threads(count: int):
+    """OpenCV's own threads held to `count` inside the block (OpenCV is imported here), then put back.
+
+    For work that runs its own stages side by side (a photo decoded,
+    filtered and encoded at once): many small OpenCV calls each waking its
+    threads fight those stages for the cores.
+    """
+    try:
+        import cv2
+    except ImportError:
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 # --------------------------------------------------------------------------- BLAS

@@ -332,3 +332,25 @@ def test_strided_opencv_in_bands_of_rows_is_the_one_call_result(mode, stride, ki
     expected = correlate(x.astype(np.float64), kernel, channel_axis=-1, stride=stride, pad_mode=mode,
                          method="direct")
     np.testing.assert_allclose(banded, expected, rtol=0, atol=1e-5)
+
+
+def test_auto_weighs_the_opencv_path_that_skips_the_rows_a_stride_drops():
+    loaded = frozenset({"cv2", "scipy.fft"})
+    kernel = np.random.default_rng(4).standard_normal((1, 15, 15))
+    strided = strategies.choose_method(3, kernel, plan_axes((1080, 1920), (15, 15), stride=2), opencv=True,
+                                       trail=3, imported=loaded)
+    whole = strategies.choose_method(3, kernel, plan_axes((1080, 1920), (15, 15)), opencv=True, trail=3,
+                                     imported=loaded)
+    assert strided.method == "opencv"  # not the FFT, which computes every row and then drops three in four
+    assert strided.costs["opencv"] < 0.5 * whole.costs["opencv"]
+    assert strided.costs["fft"] > 0.9 * whole.costs["fft"]
+
+
+def test_a_library_costs_its_import_only_until_it_is_loaded():
+    kernel = np.random.default_rng(5).standard_normal((1, 7, 7))
+    plans = plan_axes((256, 256), (7, 7))
+    fresh = strategies.choose_method(1, kernel, plans, opencv=True)
+    loaded = strategies.choose_method(1, kernel, plans, opencv=True, imported=frozenset({"cv2", "scipy.fft"}))
+    assert fresh.method == "direct" and loaded.method == "opencv"
+    assert fresh.costs["opencv"] - loaded.costs["opencv"] > 1e7  # OpenCV's import: tens of milliseconds
+    assert fresh.costs["direct"] == loaded.costs["direct"]

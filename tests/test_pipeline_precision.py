@@ -84,7 +84,9 @@ def test_int32_arrays_give_float64_results_that_hold_them(tmp_path):
     sums = sum(padded[i:i + 5, j:j + 6, k:k + 7] for i in range(3) for j in range(3) for k in range(3))
     exact = np.vectorize(lambda s: Fraction(int(s), 27))(sums)
     error = np.vectorize(lambda e, o: abs(float(e - Fraction(o))))(exact, out)
-    assert error.max() < 0.5 * 2.0 ** -20  # far inside half a step: float64's own rounding
+    # far inside half a step: float64's own rounding, a few units in the last place of 2^31 whichever
+    # method auto takes (OpenCV, once loaded, sums a volume's planes in more roundings than direct)
+    assert error.max() < 2.0 ** -19
 
 
 @pytest.mark.parametrize("dtype,meta,expected", [

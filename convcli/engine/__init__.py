@@ -24,7 +24,7 @@ from importlib import import_module
 _EXPORTS = {
     "BORDER_MODES": "borders", "help_text": "borders",
     "Plan": "correlation", "convolve": "correlation", "correlate": "correlation", "execute": "correlation",
-    "make_plan": "correlation",
+    "make_plan": "correlation", "rows_independent": "correlation",
     "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "plan_depthwise": "depthwise",
     "same_patches": "depthwise", "split_phases": "depthwise",
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",

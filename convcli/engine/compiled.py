@@ -57,13 +57,25 @@ def _cv2():
     return cv2
 
 
-def native_border(border: BorderMode, value: float, plans: tuple[AxisPlan, ...]):
-    """OpenCV's border constant for a case it can pad itself, else ``None``."""
+def pads_itself(border: BorderMode, value: float) -> bool:
+    """Whether OpenCV has this border mode (reflect, symmetric, replicate, zeros)."""
+    return value == 0 if border.numpy_mode == "constant" else border.name in _BORDERS
+
+
+def native_geometry(border: BorderMode, value: float, plans: tuple[AxisPlan, ...]) -> bool:
+    """Whether OpenCV pads this case itself (:func:`native_border`), decided without importing it."""
     if any(p.stride != 1 or p.dilation != 1 for p in plans):
-        return None
+        return False
     for p in plans:
         if p.before + p.after != p.taps - 1 or p.before > p.length - 1 or p.after > p.length - 1:
-            return None
+            return False
+    return pads_itself(border, value)
+
+
+def native_border(border: BorderMode, value: float, plans: tuple[AxisPlan, ...]):
+    """OpenCV's border constant for a case it can pad itself, else ``None``."""
+    if not native_geometry(border, value, plans):
+        return None
     cv2 = _cv2()
     if border.numpy_mode == "constant":
         return cv2.BORDER_CONSTANT if value == 0 else None
@@ -373,7 +385,7 @@ def _dilate(kernel, plans):
 # --------------------------------------------------------------------------- 3-D, plane by plane
 def planes_native(border: BorderMode, value: float, plans: tuple[AxisPlan, ...]) -> bool:
     """Whether a volume can run plane by plane: OpenCV pads every (y, x) plane itself."""
-    return len(plans) == 3 and native_border(border, value, plans[1:]) is not None and not (
+    return len(plans) == 3 and native_geometry(border, value, plans[1:]) and not (
         border.numpy_mode == "constant" and value != 0)
 
 

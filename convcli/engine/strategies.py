@@ -23,13 +23,13 @@ that use them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geometry import AxisPlan
+from ..parallel import thread_count
 from . import compiled
-from .toeplitz import row_outputs
+from .geometry import AxisPlan
 
 METHODS = ("auto", "direct", "separable", "lowrank", "box", "toeplitz", "fft", "opencv")
 
@@ -47,53 +47,6 @@ LOWRANK_RTOL = 1e-9
 # run, uninterruptibly inside LAPACK (a 4096x8192 kernel: minutes): rank 1 is then tested
 # through the largest weight instead (linear in the kernel's size), and low rank not at all.
 SVD_MAX_WORK = 1 << 25
-
-# Cost model, in nanoseconds on the 2-core benchmark machine (AVX-512 Xeon,
-# 2 MiB L2 per core), measured with bench/bench_engine.py on 3840x2160 RGB,
-# 180 s stereo and 256^3 float32 (fastest of 5 runs: the machine is shared)
-# and on small inputs for the fixed costs.  E.g. random 7x7 on 4K RGB:
-# direct 745 ms = 25M outputs x (49 x 0.6 + 1); OpenCV 88 ms, sobel 37 ms.
-# numpy shift-and-add in cache-sized bands on every core: per output and tap,
-# plus per output for gathering the band and writing the result; every tap
-# of every band is a few ufunc calls.
-DIRECT_NS_PER_TAP = 0.6
-DIRECT_NS_PER_OUTPUT = 1.0
-NS_PER_UFUNC = 1500.0
-# Every weight, zero or not, is looked at in Python once a band (a 2^25-weight kernel of
-# zeros: 15 s on a 64x48 image, which costs nothing else).
-DIRECT_NS_PER_WEIGHT = 0.45e3
-# Running sums: two float64 passes per axis.
-BOX_NS_PER_SAMPLE_AXIS = 2.5
-# scipy.fft, real transforms on every core: per sample and log2 of the size,
-# forward and back together; plus the planning and small-call overhead.
-FFT_NS_PER_LOG = 0.65
-FFT_FIXED_NS = 1.0e5
-# BLAS matrix products (1-D Toeplitz, one BLAS thread per band thread): per
-# multiply-add, and per sample for gathering the bands.
-TOEPLITZ_NS_PER_MAC = 0.017
-TOEPLITZ_NS_PER_SAMPLE = 2.4
-# 1-D overlap-save FFT (OpenCV's dft on the band threads): per sample and
-# log2 of the block size, plus OpenCV's import.
-FFT_1D_NS_PER_LOG = 0.4
-FFT_1D_FIXED_NS = 2.0e7
-# OpenCV: per output and tap (filter2D/sepFilter2D), per output (box, and the
-# write of every result), per call; plus a fixed cost standing for its import
-# (25 ms, once per process) spread over a dozen calls, so a small one-shot
-# filter stays in numpy and never pays for loading OpenCV.
-OPENCV_NS_PER_TAP = 0.047
-OPENCV_NS_PER_OUTPUT = 1.2
-OPENCV_NS_PER_CALL = 2.0e4
-OPENCV_FIXED_NS = 2.0e6
-# OpenCV on a volume, plane by plane (256^3 float32, fresh output, fitted to the laplacian, a z-only
-# [1, -2, 1], dense 3x3x3, 3x3x1 and 5x5x5 kernels: 27-55 ms and 142 ms for the 5x5x5): per output,
-# writing it (its page's first touch included) and reading its input; per output and every further
-# plane-sized pass (the add of a z slice, a scratch plane); per output for each OpenCV call and per
-# tap of it; per call, Python and OpenCV's set-up.
-PLANE_NS_PER_OUTPUT = 1.0
-PLANE_NS_PER_PASS = 0.3
-PLANE_NS_PER_FILTER = 0.1
-PLANE_NS_PER_TAP = 0.025
-PLANE_NS_PER_CALL = 1500.0
 
 
 # --------------------------------------------------------------------------- rank 1
@@ -173,6 +126,44 @@ def _reproduces(factors: list[np.ndarray], kernel: np.ndarray, rtol: float) -> b
     return math.sqrt(squared) <= rtol * float(np.linalg.norm(kernel))
 
 
+# A kernel's factorisations are asked for again and again: by the cost model and then the strategy, by
+# every band of a photo, by every call of a loop over frames or files.  The last few are kept, keyed by
+# the weights themselves (larger kernels are factored afresh: their bytes would make a costly key).
+FACTOR_CACHE_SIZE = 64
+FACTOR_CACHE_WEIGHTS = 1 << 16
+_FACTOR_CACHE: dict = {}
+
+
+def _cached(factor):
+    """``factor(kernel)`` remembered for the last FACTOR_CACHE_SIZE kernels (results read-only)."""
+    import functools
+
+    @functools.wraps(factor)
+    def lookup(kernel):
+        kernel = np.asarray(kernel, dtype=np.float64)
+        if kernel.size > FACTOR_CACHE_WEIGHTS:
+            return factor(kernel)
+        key = (factor.__name__, kernel.shape, kernel.tobytes())
+        found = _FACTOR_CACHE.get(key, _FACTOR_CACHE)
+        if found is _FACTOR_CACHE:
+            found = _read_only(factor(kernel))
+            if len(_FACTOR_CACHE) >= FACTOR_CACHE_SIZE:
+                _FACTOR_CACHE.pop(next(iter(_FACTOR_CACHE)), None)  # the oldest
+            _FACTOR_CACHE[key] = found
+        return None if found is None else list(found)
+    return lookup
+
+
+def _read_only(found):
+    if isinstance(found, np.ndarray):
+        found.setflags(write=False)
+    elif isinstance(found, list):
+        for item in found:
+            _read_only(item)
+    return found
+
+
+@_cached
 def channel_factors(kernel: np.ndarray) -> list[np.ndarray] | None:
     """Rank-1 factors of a ``(channels, *taps)`` kernel: one ``(channels, taps_a)`` array per axis."""
     per_channel = [rank1_factors(k) for k in kernel]
@@ -211,6 +202,7 @@ def lowrank_affordable(shape) -> bool:
     return channels * (1 + taps[0] * (len(taps) > 2)) * svd_work(taps) <= SVD_MAX_WORK
 
 
+@_cached
 def channel_terms(kernel: np.ndarray) -> list[list[np.ndarray]]:
     """Low-rank terms of a ``(channels, *taps)`` kernel: each term one ``(channels, taps_a)`` array per axis.
 
@@ -239,6 +231,7 @@ class Choice:
     separable: bool
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
     forced: bool = False  # --method named it, whatever the costs
+    work: object = field(default=None, repr=False)  # what the estimates read (a costs.Work), for bench/fit_costs.py
 
     def reason(self) -> str:
         """The method and why: forced, and/or the estimated milliseconds of every candidate, cheapest first."""
@@ -249,102 +242,64 @@ class Choice:
 
 
 def choose_method(
-    lanes: int, kernel: np.ndarray, plans: tuple[AxisPlan, ...], *, finite: bool = True, opencv: bool = False
+    lanes: int, kernel: np.ndarray, plans: tuple[AxisPlan, ...], *, finite: bool = True, opencv: bool = False,
+    trail: int = 1, x_dtype="float32", itemsize: int = 4, border_native: bool = True,
+    imported: frozenset = frozenset(),
 ) -> Choice:
     """Pick the cheapest strategy for ``lanes`` independent (batch x channel) signals.
 
-    A pure function of shapes, weights and what is installed (``opencv``),
-    so it can be tested and shown by ``--explain`` without touching data.
-    Methods that spread a NaN or infinity beyond its neighbourhood (FFT,
-    running sums, matrix products, OpenCV) are never picked when ``finite``
-    is false.  The costs are estimated nanoseconds on the benchmark machine.
+    A pure function of shapes, weights, types and what is installed
+    (``opencv``) or already imported (``imported``: OpenCV's and scipy.fft's
+    import costs count only before their first use), so it can be tested
+    and shown by ``--explain`` without touching data.  ``trail`` of the
+    lanes are channels laid after the spatial axes, ``x_dtype`` the
+    samples' type, ``itemsize`` the compute type's, ``border_native``
+    whether OpenCV pads this border itself.  Methods that spread a NaN or
+    infinity beyond its neighbourhood (FFT, running sums, matrix products,
+    OpenCV's box filter and DFT) are never picked when ``finite`` is false.
+    The costs are estimated nanoseconds (:mod:`.costs`).
     """
+    from .costs import Work, estimate
+
     taps = kernel.shape[1:]
     nd = len(plans)
-    outputs = lanes * math.prod(p.out for p in plans)
-    padded = lanes * math.prod(p.padded for p in plans)
     support = np.any(kernel != 0, axis=0)
     nonzero = max(int(np.count_nonzero(support)), 1)
-    bands = max(1, padded * 4 // (1 << 20))
-    costs = {"direct": outputs * (DIRECT_NS_PER_TAP * nonzero + DIRECT_NS_PER_OUTPUT)
-             + (NS_PER_UFUNC * 2 * nonzero + DIRECT_NS_PER_WEIGHT * math.prod(taps)) * bands}
     factors = channel_factors(kernel) if nd > 1 else None
+    constant = _is_constant(kernel)
+    terms = 0
+    if finite and nd > 1 and factors is None and nonzero > 2 * sum(taps) and lowrank_affordable(kernel.shape):
+        terms = len(channel_terms(kernel))
+    slices = tuple(int(n) for n in support.reshape(taps[0], -1).sum(axis=1)) if nd == 3 else ()
+    work = Work(lanes=lanes, trail=max(1, trail), plans=tuple(plans), taps=tuple(taps), nonzero=nonzero,
+                itemsize=itemsize, x_dtype=np.dtype(x_dtype).name, separable=factors is not None, terms=terms,
+                constant=constant, shared=kernel.shape[0] == 1, border_native=border_native,
+                threads=thread_count(), slices=slices, opencv_loaded="cv2" in imported,
+                scipy_loaded="scipy.fft" in imported)
+    candidates = ["direct"]
     if factors is not None and not _is_one_tap(taps):
-        work = lanes * _separable_work(plans)
-        costs["separable"] = work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT + NS_PER_UFUNC * 2 * sum(taps) * bands
+        candidates.append("separable")
     if finite:
-        if nd > 1 and factors is None and nonzero > 2 * sum(taps) and lowrank_affordable(kernel.shape):
-            terms = len(channel_terms(kernel))
-            if terms * sum(taps) < nonzero:
-                work = lanes * _separable_work(plans)
-                costs["lowrank"] = terms * (work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT
-                                            + NS_PER_UFUNC * 2 * sum(taps) * bands)
-        if _is_constant(kernel) and not _is_one_tap(taps):
-            costs["box"] = padded * nd * BOX_NS_PER_SAMPLE_AXIS + outputs * DIRECT_NS_PER_OUTPUT
+        if terms and terms * sum(taps) < nonzero:
+            candidates.append("lowrank")
+        if constant and not _is_one_tap(taps):
+            candidates.append("box")
         if nd == 1 and taps[0] > 1:
-            p = plans[0]
-            rows = row_outputs(p) * p.stride
-            costs["toeplitz"] = outputs * (rows + p.span - 1) * TOEPLITZ_NS_PER_MAC + padded * TOEPLITZ_NS_PER_SAMPLE
-        costs["fft"] = _fft_cost(padded, plans)
+            candidates.append("toeplitz")
+        candidates.append("fft")
     local = set()
     if opencv and nd >= 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
         op = compiled.operation(kernel, plans, factors is not None)
         if nd == 3 and op in ("box", "dft"):
-            op = "filter" if nd == 3 and factors is None else "separable"
+            op = "filter" if factors is None else "separable"
         if compiled.keeps_non_finite_local(op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
-            costs["opencv"] = _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero)
+            candidates.append("opencv")
+    costs = {method: estimate(method, work) for method in candidates}
     best = min(costs, key=costs.get)
     spreads = best in SPREADS_NON_FINITE and best not in local
-    return Choice(best, costs, factors is not None, spreads)
-
-
-def _fft_cost(padded: int, plans: tuple[AxisPlan, ...]) -> float:
-    size = math.prod(p.padded for p in plans)
-    if len(plans) == 1:
-        from .spectral import block_size
-
-        size = min(size, block_size(plans[0].span))  # overlap-save blocks of a few spans
-        return padded * FFT_1D_NS_PER_LOG * math.log2(max(size, 2)) + FFT_1D_FIXED_NS
-    return padded * FFT_NS_PER_LOG * math.log2(max(size, 2)) * 2 + FFT_FIXED_NS
-
-
-def _opencv_cost(lanes, outputs, padded, kernel, plans, op, nonzero) -> float:
-    taps = kernel.shape[1:]
-    if len(plans) == 3:  # plane by plane: a column filter and a separable call, or a call per z slice
-        planes = lanes * plans[0].out
-        if op == "separable":
-            work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + 2 * OPENCV_NS_PER_OUTPUT)
-            return OPENCV_FIXED_NS + work + planes * OPENCV_NS_PER_CALL
-        # Non-zero taps of each z slice: a single tap is an in-place add of its plane, more an OpenCV
-        # call (the first writes the output plane, each further one a scratch plane then added).
-        slices = [int(n) for n in kernel.reshape(kernel.shape[0], taps[0], -1).any(axis=0).sum(axis=1) if n]
-        calls = [n for n in slices if n > 1]
-        per_output = (PLANE_NS_PER_OUTPUT + PLANE_NS_PER_PASS * (len(slices) - 1 + max(0, len(calls) - 1))
-                      + sum(PLANE_NS_PER_FILTER + n * PLANE_NS_PER_TAP for n in calls))
-        return OPENCV_FIXED_NS + outputs * per_output + planes * len(slices) * PLANE_NS_PER_CALL
-    native = all(p.stride == 1 and p.dilation == 1 and p.before + p.after == p.taps - 1 for p in plans)
-    if compiled.full_then_subsample(plans, nonzero):
-        # one native call at full resolution, then every stride-th sample
-        full = padded / max(1, math.prod(p.padded for p in plans)) * math.prod(
-            p.length for p in plans)
-        return OPENCV_FIXED_NS + full * (nonzero * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT) + outputs + (
-            lanes * OPENCV_NS_PER_CALL)
-    # Strides split the work into phases (a quarter each for stride 2 in 2-D); dilation only regroups it.
-    phases = math.prod(min(p.taps, p.stride) if p.stride > 1 else 1 for p in plans)
-    if op == "box":
-        work = outputs * phases * OPENCV_NS_PER_OUTPUT * 2
-    elif op == "separable":
-        work = outputs * (sum(taps) * OPENCV_NS_PER_TAP + phases * OPENCV_NS_PER_OUTPUT)
-    elif op == "dft":
-        work = _fft_cost(padded, plans) * 1.5
-    else:
-        per_phase = nonzero / max(1, math.prod(p.stride for p in plans))
-        work = outputs * phases * (per_phase * OPENCV_NS_PER_TAP + OPENCV_NS_PER_OUTPUT)
-    copies = 0 if native else padded * DIRECT_NS_PER_OUTPUT * (2 if phases > 1 or not native else 1)
-    calls = lanes * phases * math.prod(p.dilation for p in plans)
-    return OPENCV_FIXED_NS + work + copies + calls * OPENCV_NS_PER_CALL
+    return Choice(best, costs, factors is not None, spreads, work=work)
 
 
 def _is_constant(kernel: np.ndarray) -> bool:
@@ -354,17 +309,3 @@ def _is_constant(kernel: np.ndarray) -> bool:
 
 def _is_one_tap(taps) -> bool:
     return math.prod(taps) == 1
-
-
-def _separable_work(plans: tuple[AxisPlan, ...]) -> int:
-    shape = [p.padded for p in plans]
-    work = 0
-    for axis in _pass_order(plans):
-        shape[axis] = plans[axis].out
-        work += plans[axis].taps * math.prod(shape)
-    return work
-
-
-def _pass_order(plans: tuple[AxisPlan, ...]) -> list[int]:
-    # Shrink first: the axis with the largest stride reduces the work of every later pass.
-    return sorted(range(len(plans)), key=lambda a: -plans[a].stride)

@@ -21,7 +21,52 @@ from .signal import KINDS, Signal, Written
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
 __all__ = ["read", "write", "audio_writer", "derive", "mapped_output", "output_format", "open_rows", "release_rows",
-           "memory_budget", "human_size", "check_compress_level", "check_quality", "Signal", "Written", "KINDS"]
+           "memory_budget", "human_size", "check_compress_level", "check_quality", "open_input", "open_image_rows",
+           "rows_writable", "row_output", "Signal", "Written", "KINDS"]
+
+
+def open_input(source, *, memory_budget=None):
+    """The input `source` (a path, or ``-``: stdin read now), checked readable, for :func:`read` or :func:`open_image_rows`.
+
+    stdin can be read once only: a caller that may try both opens it here.
+    """
+    from .files import Source
+    from .limits import Limits
+
+    return Source.open_input(source, max_bytes=Limits(memory_budget=memory_budget).memory_budget)
+
+
+def open_image_rows(source, *, auto_orient=True, max_pixels=None, memory_budget=None):
+    """An image to read a band of rows at a time as it decodes, or None when it must be read whole.
+
+    `source` comes from :func:`open_input`.  A baseline JPEG photo (RGB or
+    grey, upright) streams; see :mod:`convcli.io.rows`.  The result's
+    ``signal`` has the metadata :func:`read` would give and a stand-in for
+    ``data`` (the shape only); ``start``, ``rows``, ``release``, ``finish``
+    and ``close`` drive the decoder.
+    """
+    from .rows import open_rows as rows_of
+
+    return rows_of(source, auto_orient=auto_orient, max_pixels=max_pixels, memory_budget=memory_budget)
+
+
+def rows_writable(like, format=None, *, depth=None, quality=None) -> bool:
+    """Whether the result `like` (its ``data`` giving the shape) can be written as its rows come, into `format`."""
+    from .rows import rows_writable as writable
+
+    return writable(like, format or like.meta.get("format"), depth=depth, quality=quality)
+
+
+def row_output(dest, like, *, format=None, range="clip", depth=None, quality=None, compress_level=None):
+    """A context manager yielding a sink whose ``write(rows)`` encodes the filtered rows into `dest` as they come.
+
+    The samples are converted exactly as :func:`write` converts the whole
+    result; the sink's ``written`` gives the clipped count and the notes.
+    """
+    from .rows import row_output as output
+
+    return output(dest, like, format=format, range=range, depth=depth, quality=quality,
+                  compress_level=compress_level)
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
@@ -31,7 +76,8 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     Parameters
     ----------
     source : str or path-like
-        The input file, or ``"-"`` to read the bytes of stdin.
+        The input file, or ``"-"`` to read the bytes of stdin (or what
+        :func:`open_input` returned for them).
     kind : {"signal", "audio", "image", "volume"}, optional
         How to interpret the samples when the content allows more than one
         reading (a 2-D ``.npy`` as a grey image or as multichannel audio).
@@ -64,7 +110,7 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     if kind is not None:
         check_choice(kind, KINDS, "kind")
     limits = Limits(max_pixels, memory_budget)
-    src = Source.open_input(source, max_bytes=limits.memory_budget)
+    src = source if isinstance(source, Source) else Source.open_input(source, max_bytes=limits.memory_budget)
     from .detect import detect
 
     fmt = detect(src)

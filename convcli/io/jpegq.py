@@ -10,6 +10,7 @@ quality it was written at; for other encoders, the nearest equivalent.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 # T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), in natural (row by row) order.
 LUMINANCE = (
@@ -44,16 +45,23 @@ def estimate_quality(tables) -> int | None:
     >>> estimate_quality([]) is None
     True
     """
+    import numpy as np
+
     tables = [list(t) for t in tables if len(t) == 64][:2]
     if not tables:
         return None
-    bases = (LUMINANCE, CHROMINANCE)[:len(tables)]
+    # Every quality's tables at once, 100 down to 1 (a loop over them in Python took 10-25 ms a photo).
+    distances = np.abs(_all_scaled()[:, :len(tables)] - np.array(tables, dtype=np.int64)).sum(axis=(1, 2))
+    # Ties (the tables of qualities near 100 coincide) go to the higher quality: the first, counting down.
+    return 100 - int(np.argmin(distances))
 
-    def distance(quality: int) -> int:
-        return sum(abs(a - b) for base, table in zip(bases, tables) for a, b in zip(scaled(base, quality), table))
 
-    # Ties (the tables of qualities near 100 coincide) go to the higher quality.
-    return min(range(100, 0, -1), key=distance)
+@lru_cache(maxsize=1)
+def _all_scaled():
+    """libjpeg's two tables for every quality from 100 down to 1, shape (100, 2, 64)."""
+    import numpy as np
+
+    return np.array([[scaled(LUMINANCE, q), scaled(CHROMINANCE, q)] for q in range(100, 0, -1)], dtype=np.int64)
 
 
 def dqt_tables(stream: bytes) -> list[list[int]]:

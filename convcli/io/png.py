@@ -221,6 +221,65 @@ def write(fh, samples, *, compress_level: int = 6, icc_profile=None, dpi=None, e
     fh.write(chunk(b"IEND", b""))
 
 
+class PngStripes:
+    """Write an 8-bit PNG stripe after stripe into the open binary file `fh`, deflating stripes on the shared threads.
+
+    The stream is the one :func:`idat_stream` makes, cut where the stripes
+    end: each stripe is Up-filtered against the row before it, deflated
+    primed with the 32 KiB of filtered bytes before it (rebuilt from the
+    rows kept from the previous stripe) and sync-flushed, the last one
+    finished; the Adler-32 is combined from the stripes'.
+    """
+
+    IN_FLIGHT = 3  # stripes deflating while the caller makes the next ones
+
+    def __init__(self, fh, height: int, width: int, channels: int, level: int, *, icc_profile=None, dpi=None,
+                 exif=None) -> None:
+        self._fh, self._height, self._level = fh, height, level
+        for part in header_chunks(width, height, 8, channels, icc_profile=icc_profile, dpi=dpi, exif=exif):
+            fh.write(part)
+        self._row = width * channels  # bytes of one row, before its filter byte
+        self._keep = -(-WINDOW // (self._row + 1)) + 1  # rows that rebuild the priming bytes of the next stripe
+        self._context = None  # the last rows written, pixels
+        self._rows = 0
+        self._pending = []
+        self._adler = None
+
+    def write(self, samples) -> None:
+        """Append rows (uint8, ``(rows, width[, channels])``)."""
+        import numpy as np
+
+        from ..parallel import submit
+
+        rows = _row_bytes(samples)
+        start = 0 if self._context is None else self._context.shape[0]
+        pixels = rows if self._context is None else np.concatenate([self._context, rows])
+        self._rows += rows.shape[0]
+        last = self._rows == self._height
+        self._pending.append(submit(lambda: _deflate_band(pixels, start, pixels.shape[0], self._level, last)))
+        self._context = pixels[-self._keep:]
+        self._drain(self.IN_FLIGHT)
+
+    def close(self) -> None:
+        """Write every stripe, the checksum and the end of the image."""
+        if self._rows != self._height:
+            raise AssertionError(f"{self._rows} rows were written to a PNG of {self._height}")
+        self._drain(0)
+        self._fh.write(chunk(b"IEND", b""))
+
+    def _drain(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            body, adler, length = self._pending.pop(0).result()
+            if self._adler is None:
+                body, self._adler = zlib_header(self._level) + body, adler
+            else:
+                self._adler = adler32_combine(self._adler, adler, length)
+            if not self._pending and self._rows == self._height:
+                body += struct.pack(">I", self._adler)
+            for at in range(0, max(len(body), 1), MAX_CHUNK):
+                self._fh.write(chunk(b"IDAT", body[at:at + MAX_CHUNK]))
+
+
 def _intact(kind: bytes, body: bytes, crc: bytes) -> bool:
     """A chunk's type is four ASCII letters and its CRC matches: else it is damage, not copied."""
     return kind.isalpha() and zlib.crc32(body, zlib.crc32(kind)) == struct.unpack(">I", crc)[0]

@@ -104,7 +104,8 @@ class Kernel:
         **engine_kwargs
             Passed on to :func:`convcli.engine.correlate` (stride, padding,
             pad_mode, dilation, channel_axis, method, precision, overwrite_x;
-            the last only for a single weight array).
+            the last only for a single weight array).  ``method`` may also be
+            a sequence with one method per weight array.
 
         Returns
         -------
@@ -126,7 +127,9 @@ class Kernel:
             return self._routed(run, np.asarray(x), engine_kwargs)
         if len(self.weights) > 1:  # every response reads the same samples
             engine_kwargs.pop("overwrite_x", None)
-        responses = (run(x, w, **engine_kwargs) for w in self.weights)
+        method = engine_kwargs.pop("method", "auto")
+        methods = (method,) * len(self.weights) if isinstance(method, str) else tuple(method)
+        responses = (run(x, w, method=m, **engine_kwargs) for w, m in zip(self.weights, methods))
         if self.combine == "single":
             return next(responses)
         if self.combine == "max":

@@ -127,24 +127,27 @@ class Chain:
         return dict(step, channel_axis=self.signal.channel_axis, method=self.options.method,
                     precision=self.precision, spatial_ndim=self.axes.ndim)
 
-    def run(self, data, *, owned: bool = False, constant: float | None = None):
+    def run(self, data, *, owned: bool = False, constant: float | None = None, methods=None, clamp: bool = True):
         """Every kernel in turn on ``data``; a step may overwrite what only this chain holds (``owned``).
 
         ``constant`` replaces the value of a constant border (alpha pads as
-        opaque).  A chain of non-negative kernels on non-negative samples
-        gives non-negative results: round-off that crossed zero (running
-        sums, the factors of a separable kernel) is clamped.
+        opaque).  ``methods`` pins each kernel's methods (one per weight
+        array), as a band of an image must compute like the whole.  A chain
+        of non-negative kernels on non-negative samples gives non-negative
+        results: round-off that crossed zero (running sums, the factors of a
+        separable kernel) is clamped, unless ``clamp`` is false (a caller
+        that makes integer samples of the result, which clip at zero anyway).
         """
-        import numpy as np
-
         pad_mode = f"constant:{float(constant)!r}" if constant is not None and self.constant is not None else None
-        clamp = self.non_negative and _non_negative(data)
+        clamp = clamp and self.non_negative and _non_negative(data)
         x = self.axes.to_engine(data)
         channels = self.signal.channel_axis is not None
         for i, kernel in enumerate(self.kernels):
             spatial = x.shape[x.ndim - self.axes.ndim - channels:x.ndim - channels]
             args = kernel_args(kernel, self.args(i == len(self.kernels) - 1, pad_mode or self.pad_mode), spatial,
                                tail=self.options.audio.tail)
+            if methods is not None:
+                args["method"] = methods[i]
             x = kernel.apply(x, convolve=self.options.convolve, overwrite_x=owned, **args)
             owned = True
         if clamp:

@@ -3,6 +3,7 @@
 ``filter_file`` is the whole work for one input: a picklable function of
 (source, destination, options) that returns a :class:`FilterReport`, so a
 batch can schedule it in worker processes.  The chain is :mod:`.chain`'s;
+a large JPEG photo is filtered band by band as it decodes (:mod:`.banded`),
 an input over the memory budget takes the streamed path (:mod:`.streamed`).
 Nothing here prints.
 """
@@ -65,6 +66,7 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
     from ..io.zarr import is_zarr
     from ..parallel import progress_report, progress_to
     from . import audio
+    from .banded import filter_in_bands
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
 
@@ -78,7 +80,13 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
         return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
                             output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
                             seconds=time.perf_counter() - start, notes=done.notes)
-    signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
+    src = io.open_input(source, memory_budget=options.memory_budget)
+    if options.kind in (None, "image"):
+        banded = filter_in_bands(src, dest, options)
+        if banded is not None:
+            banded.input, banded.seconds = str(source), time.perf_counter() - start
+            return banded
+    signal = io.read(src, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
                      stream=may_stream(dest, options) or audio.may_stream(dest, options))
     if audio.is_sound(signal):

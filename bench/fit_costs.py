@@ -1,0 +1,212 @@
+"""Refit auto's cost model: time every strategy on a grid of inputs, fit the nanoseconds per unit of work.
+
+    python bench/fit_costs.py [--cases 200] [--seed 7] [--repeats 3] [--measurements FILE] [--write]
+
+For each case of a deterministic grid (``bench_regret.grid``: 1-D signals,
+images and volumes from 64 samples a side to 8K, kernels of 3 to 101 taps,
+separable or not, boxes, stride 1-4, dilation 1-3, uint8/float32/float64,
+1-4 channels; another seed than bench_regret's, so the regret that script
+measures is not on the data fitted here), every strategy that can compute
+it is timed (best of ``--repeats``, the strategies taking turns), and what
+each does is counted (:func:`convcli.engine.costs.features`).  Then, per
+strategy, the nanoseconds of each unit are fitted (by non-negative least
+squares on the relative error where the timings pin every unit down, else
+the strategy's units scaled by one factor: :func:`fit`), and the model's regret on the grid (the
+measured time of the strategy it picks over the fastest one's) is printed
+for the table in the tree and the fitted one.  ``--write`` rewrites
+``convcli/engine/cost_table.py``.  ``--measurements FILE`` keeps the timings
+(read back if FILE exists: refit without timing again).
+
+Import costs (OpenCV, scipy.fft) are not in the grid's timings (every
+strategy is warmed first); they are timed apart, as whole interpreters
+importing the library less one that does not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_regret import grid, materialise  # noqa: E402
+
+from convcli import correlate  # noqa: E402
+from convcli.engine import METHODS, make_plan  # noqa: E402
+from convcli.engine import costs  # noqa: E402
+from convcli.errors import ParameterError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "convcli" / "engine" / "cost_table.py"
+SKIP_FACTOR = 60.0  # a strategy estimated this many times the best...
+SKIP_NS = 1.5e9  # ...and over this long is not timed
+LONG_RUN = 2.0  # seconds: a strategy this slow is timed once
+
+
+def measure(case: dict, seed: int, repeats: int) -> dict:
+    """Every strategy's best time on one case, with what each does counted."""
+    x, kernel = materialise(case, seed)
+    geometry = {"stride": case["stride"], "dilation": case["dilation"], "padding": "same",
+                "channel_axis": -1 if case["channels"] > 1 else None}
+    correlate(x, kernel, **geometry)  # loads what auto uses
+    plan = make_plan(x.shape, kernel, x_dtype=x.dtype, **geometry)
+    work = plan.choice.work
+    candidates = list(plan.choice.costs)
+    floor = min(plan.choice.costs.values())
+    reference = correlate(x, kernel, method="direct" if case["taps"] ** len(case["shape"]) < 2000 else plan.method,
+                          **geometry).astype(np.float64)
+    scale = float(np.abs(reference).max()) or 1.0
+    runs, once = {}, {}
+    for method in candidates:  # what auto weighs; forced, the others may run another path than counted
+        try:
+            make_plan(x.shape, kernel, x_dtype=x.dtype, method=method, **geometry)
+        except ParameterError:
+            continue
+        estimate = plan.choice.costs.get(method)
+        if estimate is not None and estimate > SKIP_FACTOR * floor and estimate > SKIP_NS:
+            continue
+        run = (lambda m: lambda: correlate(x, kernel, method=m, **geometry))(method)
+        start = time.perf_counter()
+        out = run()
+        took = time.perf_counter() - start
+        if np.abs(out.astype(np.float64) - reference).max() > 1e-3 * scale:
+            continue  # disagrees (a NaN spread, a wrong path): not a contender
+        (once if took > LONG_RUN else runs)[method] = took if took > LONG_RUN else run
+    best = dict(once)
+    for _ in range(repeats):
+        for method, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[method] = min(best.get(method, math.inf), time.perf_counter() - start)
+    return {"case": case, "candidates": candidates, "auto": plan.method,
+            "times": {m: t * 1e9 for m, t in best.items()},
+            "features": {m: costs.features(m, work) for m in best}}
+
+
+def fit(rows: list[dict], old: dict) -> dict:
+    """Nanoseconds per unit, per strategy: each unit refitted where the timings pin it down, else the whole
+    strategy's units scaled by one factor.
+
+    Per strategy, two candidates are weighed on the log error of its own
+    timings: the table's units all scaled by the median ratio of measured to
+    estimated time (robust with a handful of timings on a busy machine), and,
+    with at least three timings per unit, every unit fitted by non-negative
+    least squares on the relative error.  The one with the smaller median
+    error is kept.
+    """
+    from scipy.optimize import nnls
+
+    table = dict(old)
+    for method in METHODS[1:]:
+        data = [(r["features"][method], r["times"][method]) for r in rows if method in r["times"]]
+        units = sorted({u for f, _ in data for u, v in f.items() if v and not u.endswith(".import")})
+        if len(data) < 3 or not units:
+            continue
+        ratios = [t / max(_estimate(f, old), 1.0) for f, t in data]
+        scale = math.exp(statistics.median(math.log(r) for r in ratios))
+        candidates = {"scaled": {u: old.get(u, 0.0) * scale for u in units}}
+        if len(data) >= 3 * len(units):
+            a = np.array([[f.get(u, 0.0) / t for u in units] for f, t in data])
+            coefficients, _ = nnls(a, np.ones(len(data)), maxiter=50 * len(units))
+            candidates["least squares"] = dict(zip(units, map(float, coefficients)))
+        errors = {name: [abs(math.log(max(_estimate(f, {**table, **c}), 1.0) / t)) for f, t in data]
+                  for name, c in candidates.items()}
+        kept = min(errors, key=lambda name: statistics.median(errors[name]))
+        table.update(candidates[kept])
+        relative = [math.expm1(e) for e in errors[kept]]
+        print(f"  {method:10} {len(data):4d} timings, {len(units):2d} units, {kept} (x{scale:.2f}): median error "
+              f"{statistics.median(relative):.0%}, 90th percentile {np.percentile(relative, 90):.0%}")
+    return table
+
+
+def _estimate(features: dict, table: dict) -> float:
+    return sum(table.get(u, 0.0) * v for u, v in features.items())
+
+
+def regret(rows: list[dict], table: dict) -> list[float]:
+    """The measured time of the strategy the model picks over the fastest one's, per case."""
+    out = []
+    for r in rows:
+        timed = [m for m in r["candidates"] if m in r["times"]]
+        if not timed:
+            continue
+        pick = min(timed, key=lambda m: _estimate(r["features"][m], table))
+        out.append(r["times"][pick] / min(r["times"][m] for m in timed))
+    return out
+
+
+def summary(name: str, values: list[float]) -> None:
+    print(f"{name}: {len(values)} cases, median regret {statistics.median(values):.3f}, worst {max(values):.2f}, "
+          f"over 1.2: {sum(v > 1.2 for v in values)}")
+
+
+def import_costs() -> dict:
+    """Nanoseconds a fresh interpreter spends importing OpenCV and scipy.fft (beyond numpy), medians of 5."""
+    def seconds(code: str) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    base = seconds("import numpy")
+    cv2 = max(0.0, seconds("import numpy, cv2") - base)
+    scipy = max(0.0, seconds("import numpy, scipy.fft") - base)
+    return {"opencv.import": cv2 * 1e9, "planes.import": cv2 * 1e9, "fft1.import": cv2 * 1e9,
+            "fft.import": scipy * 1e9}
+
+
+def write_table(table: dict, note: str) -> None:
+    lines = ['"""Nanoseconds per unit of work of every strategy (see :mod:`.costs`), fitted by '
+             '``python bench/fit_costs.py``.', "", note, '"""', "", "NS = {"]
+    for unit in sorted(table):
+        lines.append(f"    {unit!r}: {table[unit]:.4g},")
+    lines.append("}")
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--measurements", type=Path, help="timings kept here (read back when the file exists)")
+    parser.add_argument("--write", action="store_true", help="rewrite convcli/engine/cost_table.py")
+    args = parser.parse_args()
+    from convcli.engine.cost_table import NS as old
+
+    if args.measurements and args.measurements.exists():
+        rows = json.loads(args.measurements.read_text())
+    else:
+        rows = []
+        for i, case in enumerate(grid(args.cases, args.seed, False)):
+            rows.append(measure(case, args.seed + i, args.repeats))
+            t = rows[-1]["times"]
+            print(f"{i:4d} {case['shape']} c{case['channels']} {case['dtype']} {case['kind']} k{case['taps']} "
+                  f"s{case['stride']} d{case['dilation']}: " + ", ".join(
+                      f"{m} {v / 1e6:.3g}" for m, v in sorted(t.items(), key=lambda kv: kv[1])), flush=True)
+            if args.measurements:
+                args.measurements.write_text(json.dumps(rows))
+    print("fitting:")
+    table = fit(rows, old)
+    table.update(import_costs())
+    summary("table in the tree", regret(rows, old))
+    summary("fitted table     ", regret(rows, table))
+    if args.write:
+        import os
+
+        note = (f"Fitted on {len(rows)} cases (seed {args.seed}, best of {args.repeats}) on a {os.cpu_count()}-core "
+                f"machine, load {os.getloadavg()[0]:.1f} at the end.")
+        write_table(table, note)
+        print(f"wrote {TABLE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
