@@ -18,7 +18,7 @@ depthwise layer).
 from importlib import import_module
 
 _EXPORTS = {
-    "BORDER_MODES": "borders", "help_text": "borders",
+    "BORDER_MODES": "borders", "help_text": "borders", "extend_indices": "borders", "reads_far_end": "borders",
     "Plan": "correlation", "convolve": "correlation", "correlate": "correlation", "execute": "correlation",
     "make_plan": "correlation",
     "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "plan_depthwise": "depthwise",
@@ -26,6 +26,7 @@ _EXPORTS = {
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
     "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
+    "weighted_sum": "weighted",
 }
 
 __all__ = sorted(_EXPORTS)
