@@ -98,7 +98,11 @@ class Kernel:
         engine_kwargs.setdefault("spatial_ndim", self.ndim)
         if len(self.weights) > 1:  # every response reads the same samples
             engine_kwargs.pop("overwrite_x", None)
-        responses = (run(x, w, **engine_kwargs) for w in self.weights)
+        return self.combined(run(x, w, **engine_kwargs) for w in self.weights)
+
+    def combined(self, responses) -> np.ndarray:
+        """The responses of the weight arrays, in order, combined by ``combine`` (the first one's memory reused)."""
+        responses = iter(responses)
         if self.combine == "single":
             return next(responses)
         if self.combine == "max":
