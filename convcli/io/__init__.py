@@ -20,7 +20,7 @@ from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
+__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
            "check_compress_level", "Signal", "Written", "KINDS"]
 
 
@@ -30,8 +30,9 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
 
     Parameters
     ----------
-    source : str or path-like
-        The input file, or ``"-"`` to read the bytes of stdin.
+    source : str or path-like or Source
+        The input file, or ``"-"`` to read the bytes of stdin, or a
+        :class:`~convcli.io.files.Source` already opened (see :func:`open_source`).
     kind : {"signal", "audio", "image", "volume"}, optional
         How to interpret the samples when the content allows more than one
         reading (a 2-D ``.npy`` as a grey image or as multichannel audio).
@@ -62,7 +63,7 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     if kind is not None:
         check_choice(kind, KINDS, "kind")
     limits = Limits(max_pixels, memory_budget)
-    src = Source.open_input(source, max_bytes=limits.memory_budget)
+    src = source if isinstance(source, Source) else Source.open_input(source, max_bytes=limits.memory_budget)
     from .detect import detect
 
     fmt = detect(src)
@@ -73,6 +74,22 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
     return sig
+
+
+def open_source(source, *, memory_budget=None):
+    """A path or ``-`` opened as an input (stdin read now, within the budget), and its format from its content.
+
+    Returns ``(source, format)``: the :class:`~convcli.io.files.Source` that
+    :func:`read` takes in place of the path, and the row name of the table of
+    formats, for a caller that decides by the format how to read it (a video
+    is streamed, not read whole).
+    """
+    from .detect import detect
+    from .files import Source
+    from .limits import Limits
+
+    src = Source.open_input(source, max_bytes=Limits(memory_budget=memory_budget).memory_budget)
+    return src, detect(src)
 
 
 def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip") -> Written:

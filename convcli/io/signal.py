@@ -38,6 +38,7 @@ nifti_header           NIfTI reader                  NIfTI writer
 affine                 NIfTI reader                  NIfTI writer; ``derive`` strides it
 nifti_version          NIfTI reader                  NIfTI writer: NIfTI-1 or NIfTI-2 again
 spacing_invalid        NIfTI reader                  ``pipeline.filter``'s input notes
+frame_rate             video reader (a whole clip)   video writer: frames per second
 =====================  ============================  ======================================================
 
 Values are as the file states them: ``format`` a row name of the table,
