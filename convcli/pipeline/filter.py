@@ -3,7 +3,8 @@
 ``filter_file`` is the whole work for one input: a picklable function of
 (source, destination, options) that returns a :class:`FilterReport`, so a
 batch can schedule it in worker processes.  The chain is :mod:`.chain`'s;
-an input over the memory budget takes the streamed path (:mod:`.streamed`).
+an input over the memory budget takes the streamed path (:mod:`.streamed`), a
+video the path of frames (:mod:`.video`).
 Nothing here prints.
 """
 from __future__ import annotations
@@ -44,28 +45,41 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions) -> FilterReport:
-    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure."""
+def filter_file(source: str, dest: str, options: FilterOptions, *, on_progress=None) -> FilterReport:
+    """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
+
+    A video is streamed into a video (:mod:`.video`), reporting frames done
+    to ``on_progress(done, expected)``.
+    """
     from .. import io
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
 
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
+    source_name = str(source)
+    source, fmt = io.open_source(source, memory_budget=options.memory_budget)
+    if io.formats.family_of(fmt) == "video":
+        from .video import filter_video
+
+        run = filter_video(source, dest, options, on_progress=on_progress)
+        return FilterReport(input=source_name, output=str(dest), input_shape=run.input_shape,
+                            output_shape=run.output_shape, kernels=run.steps, clipped=run.clipped,
+                            seconds=time.perf_counter() - start, notes=run.notes)
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
                      stream=may_stream(dest, options))
     if signal.streamed:
-        streamed = filter_streamed(signal, source, dest, options)
+        streamed = filter_streamed(signal, source_name, dest, options)
         return FilterReport(
-            input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
+            input=source_name, output=str(dest), input_shape=tuple(signal.data.shape),
             output_shape=streamed.output_shape, kernels=streamed.steps, seconds=time.perf_counter() - start,
             notes=input_notes(signal) + [streamed.note])
     filtered = filter_signal(signal, options, consume=True)
     written = io.write(filtered.signal, dest, format=options.out_format, compress_level=options.compress_level,
                        range=filtered.range)
     return FilterReport(
-        input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
+        input=source_name, output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(filtered.signal.data.shape), kernels=filtered.steps, seconds=time.perf_counter() - start,
         clipped=written.clipped, notes=input_notes(signal) + written.notes,
     )
@@ -75,7 +89,12 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
     """The plan of every kernel for ``source``: nothing is filtered or written (a large .npy is only mapped)."""
     from .. import io
 
-    signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
+    opened, fmt = io.open_source(source, memory_budget=options.memory_budget)
+    if io.formats.family_of(fmt) == "video":
+        from .video import explain_video
+
+        return explain_video(opened, options)
+    signal = io.read(opened, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
     return plan_chain(signal, resolve_kernels(options, signal), options)
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from ..errors import ParameterError, check_choice
 
 ALPHA_MODES = ("premultiply", "keep", "channel")
+# How colour planes are filtered: as stored (a video's Y, U and V, each at its own
+# resolution), luma only, or converted to RGB and back.
+COLORSPACES = ("stored", "luma", "rgb")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,25 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class VideoOptions:
+    """How a filtered video is encoded (None keeps the input's choice) and how damage in it is treated."""
+
+    codec: str | None = None  # h264, hevc, vp9, av1, ffv1, prores, mjpeg, or an FFmpeg encoder name
+    crf: int | None = None  # constant quality (lower is better); None: the encoder's usual default
+    bitrate: int | None = None  # bits per second instead of constant quality
+    pix_fmt: str | None = None  # the pixel format written: yuv420p, yuv444p, yuv420p10le, gray, ...
+    fail_fast: bool = False  # a corrupt packet or a clip cut short fails the file instead of being noted
+
+    def __post_init__(self) -> None:
+        if self.crf is not None and (isinstance(self.crf, bool) or not isinstance(self.crf, int) or self.crf < 0):
+            raise ParameterError(f"must be a whole number from 0, got {self.crf!r}", subject="crf")
+        if self.bitrate is not None and (isinstance(self.bitrate, bool) or not isinstance(self.bitrate, int)
+                                         or self.bitrate <= 0):
+            raise ParameterError(f"must be a positive number of bits per second, got {self.bitrate!r}",
+                                 subject="bitrate")
+
+
+@dataclass(frozen=True)
 class FilterOptions:
     """What to do to every input of ``convcli filter``."""
 
@@ -74,6 +96,9 @@ class FilterOptions:
     memory_budget: int | None = None  # bytes; None: half the available memory
     key: str | None = None  # the array of a .npz archive
     in_place: bool = False  # allow the output to be the input file
+    colorspace: str = "stored"  # one of COLORSPACES
+    axes: tuple[str, ...] | None = None  # the kernel's axes by letter: ("t", "y", "x") over a video's frames too
+    video: VideoOptions = VideoOptions()  # how a video is encoded
 
     def __post_init__(self) -> None:
         from ..io import KINDS, check_compress_level
@@ -89,6 +114,7 @@ class FilterOptions:
             check_choice(self.kind, KINDS, "kind")
         check_compress_level(self.compress_level)
         Limits(self.max_pixels, self.memory_budget)  # refuses a size that is not positive
+        check_choice(self.colorspace, COLORSPACES, "colorspace")
 
 
 @dataclass(frozen=True)
