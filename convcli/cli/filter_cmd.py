@@ -62,7 +62,9 @@ def filter_command(
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
-        False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
+        False, "--fail-fast",
+        help="Batch: stop at the first file that fails (finished outputs are kept). Video: a corrupt packet or a "
+        "clip cut short fails the file instead of a warning.",
     ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
@@ -87,6 +89,26 @@ def filter_command(
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
+    colorspace: str = typer.Option(
+        "stored", "--colorspace", metavar="MODE",
+        help="Colour planes: stored (default; a video's Y, U and V as stored, each at its own size), "
+        "luma (a video's Y only), rgb (converted to RGB and back).",
+    ),
+    axes: Optional[str] = typer.Option(
+        None, "--axes", metavar="AXES",
+        help="Video: t,y,x builds kernels over time too (the first axis in frames); y,x filters frame by frame. "
+        "Default: from the kernel (three values, sobel-z or a 3D file reach across frames).",
+    ),
+    codec: Optional[str] = typer.Option(
+        None, "--codec", metavar="NAME", help="Video: encode as h264, hevc, vp9, av1, ffv1, prores, mjpeg (default: the input's)."
+    ),
+    crf: Optional[int] = typer.Option(
+        None, "--crf", metavar="N", help="Video: constant quality, lower is better (default: x264 23, x265 28, VP9 31, AV1 35)."
+    ),
+    bitrate: Optional[str] = typer.Option(None, "--bitrate", metavar="RATE", help="Video: bits per second instead, e.g. 5M."),
+    pix_fmt: Optional[str] = typer.Option(
+        None, "--pix-fmt", metavar="FMT", help="Video: the pixel format written, e.g. yuv444p, yuv420p10le, gray (default: the input's)."
+    ),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -97,15 +119,17 @@ def filter_command(
     hold_blas_to_one_thread()
     from ..pipeline import batch
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
-    from ..pipeline.options import BatchOptions, FilterOptions, Geometry
+    from ..pipeline.options import BatchOptions, FilterOptions, Geometry, VideoOptions
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
+    video = VideoOptions(codec=codec, crf=crf, bitrate=parse.bitrate(bitrate), pix_fmt=pix_fmt, fail_fast=fail_fast)
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
         normalize=normalize, out_format=out_format, compress_level=compress_level, kind=kind, alpha=alpha,
         range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, colorspace=colorspace,
+        axes=parse.axes(axes), video=video,
     )
     if batch.is_batch(inputs, output):
         if explain:
@@ -123,7 +147,10 @@ def filter_command(
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
-    report = filter_file(input, output, options)
+    from .frame_progress import FrameProgress
+
+    with FrameProgress(enabled=not quiet) as progress:
+        report = filter_file(input, output, options, on_progress=progress.update)
     for note in report.notes:
         sys.stderr.write(f"convcli: warning: {report.input}: {note}\n")
     if report.clipped and (verbose or _is_audio(report.output)):

@@ -39,3 +39,29 @@ def size(text: str | None, flag: str = "--memory-budget") -> int | None:
     from ..io.limits import parse_size
 
     return parse_size(text, subject=flag)
+
+
+def axes(text: str | None, flag: str = "--axes") -> tuple[str, ...] | None:
+    """``"t,y,x"`` -> ("t", "y", "x"): axis letters, each once (None stays None: from the kernel)."""
+    if text is None:
+        return None
+    letters = tuple(p.strip().lower() for p in str(text).split(","))
+    if not all(len(p) == 1 and p.isalpha() for p in letters) or len(set(letters)) != len(letters):
+        raise ParameterError(f"must be axis letters, each once, separated by commas (t,y,x), got {text!r}",
+                             subject=flag)
+    return letters
+
+
+_SI = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def bitrate(text: str | None, flag: str = "--bitrate") -> int | None:
+    """Bits per second as FFmpeg writes them: ``800k``, ``5M``, ``2500000`` (None stays None)."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:b(?:it)?/?s|bps)?\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ParameterError(f"must be a positive bit rate such as 800k or 5M, got {text!r}", subject=flag)
+    return int(float(m.group(1)) * _SI[m.group(2).lower()])
