@@ -27,10 +27,11 @@ def _pictures(luma: np.ndarray, chroma: np.ndarray) -> list[Picture]:
     return [Picture([luma[t], chroma[t]], pts=40 * t + t * t, carried=[f"packet {t}"]) for t in range(len(luma))]
 
 
-def _stream(weights: list[np.ndarray], geometry: Geometry, luma, chroma):
+def _stream(weights: list[np.ndarray], geometry: Geometry, luma, chroma, colorspace="stored"):
     """Run the chain of ``weights`` over the pictures; return the (luma, chroma) volumes, the pts and the packets."""
     kernels = [Kernel(f"k{i}", "inline", (w,)) for i, w in enumerate(weights)]
-    options = FilterOptions(kernels=tuple(k.spec for k in kernels), geometry=geometry, precision="float64")
+    options = FilterOptions(kernels=tuple(k.spec for k in kernels), geometry=geometry, precision="float64",
+                            colorspace=colorspace)
     planes = (Plane("luma", "uint8", 8, WIDTH, HEIGHT), Plane("chroma", "uint8", 8, WIDTH, HEIGHT))
     pictures = _pictures(luma, chroma)
 
@@ -44,6 +45,16 @@ def _stream(weights: list[np.ndarray], geometry: Geometry, luma, chroma):
             carried)
 
 
+def _centre_taps(weights):
+    """Each kernel as one tap at its centre: what a plane left unfiltered (--colorspace luma) goes through."""
+    taps = []
+    for w in weights:
+        tap = np.zeros(w.shape)
+        tap[tuple((n - 1) // 2 for n in w.shape)] = 1.0
+        taps.append(tap)
+    return taps
+
+
 def _whole(weights, geometry: Geometry, x, neutral=0.0):
     args = {"padding": geometry.padding, "pad_mode": geometry.pad_mode, "dilation": geometry.dilation,
             "precision": "float64"}
@@ -55,9 +66,9 @@ def _whole(weights, geometry: Geometry, x, neutral=0.0):
 
 @given(frames=st.integers(1, 9), taps=st.integers(1, 4), stride=st.integers(1, 3), dilation=st.integers(1, 2),
        padding=st.sampled_from(["same", "valid", "full", 0, 1, 3]), pad_mode=st.sampled_from(BORDERS),
-       chain=st.booleans(), seed=st.integers(0, 2 ** 16))
+       chain=st.booleans(), colorspace=st.sampled_from(["stored", "luma"]), seed=st.integers(0, 2 ** 16))
 def test_a_streamed_clip_equals_its_volume_correlated_whole(frames, taps, stride, dilation, padding, pad_mode, chain,
-                                                            seed):
+                                                            colorspace, seed):
     rng = np.random.default_rng(seed)
     luma = rng.integers(0, 256, (frames, HEIGHT, WIDTH), dtype=np.uint8)
     chroma = rng.integers(0, 256, (frames, HEIGHT, WIDTH), dtype=np.uint8)
@@ -69,17 +80,19 @@ def test_a_streamed_clip_equals_its_volume_correlated_whole(frames, taps, stride
     if pad_mode == "circular" and chain and (taps > 1 or padding not in ("same", "valid", "full", 0)):
         # The circular border needs the clip's last frames first: only the first kernel may have it in time.
         with pytest.raises(UsageError, match="only the first kernel"):
-            _stream(weights, geometry, luma, chroma)
+            _stream(weights, geometry, luma, chroma, colorspace)
         return
     try:
         expected_luma = _whole(weights, geometry, luma)
     except ParameterError:
         with pytest.raises(ParameterError):
-            _stream(weights, geometry, luma, chroma)
+            _stream(weights, geometry, luma, chroma, colorspace)
         return
-    got_luma, got_chroma, pts, carried = _stream(weights, geometry, luma, chroma)
+    got_luma, got_chroma, pts, carried = _stream(weights, geometry, luma, chroma, colorspace)
     np.testing.assert_allclose(got_luma, expected_luma, rtol=1e-9, atol=1e-7)
-    np.testing.assert_allclose(got_chroma, _whole(weights, geometry, chroma, neutral=128.0), rtol=1e-9, atol=1e-7)
+    chroma_weights = weights if colorspace == "stored" else _centre_taps(weights)
+    np.testing.assert_allclose(got_chroma, _whole(chroma_weights, geometry, chroma, neutral=128.0), rtol=1e-9,
+                               atol=1e-7)
     # Every packet that came with a picture goes on, once and in order.
     assert carried == [f"packet {t}" for t in range(frames)]
     assert pts == sorted(set(pts)) and len(pts) == len(got_luma)

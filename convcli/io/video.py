@@ -221,6 +221,9 @@ class VideoReader:
             raise DataError(f"cannot open the video: {_reason(exc)}", subject=self.subject) from None
         try:
             self.stream = self._video_stream()
+            cc = self.stream.codec_context
+            if cc.width and cc.height:  # the header's size, refused before a picture is allocated
+                limits.check_pixels(cc.width, cc.height, self.subject)
             self.stream.thread_type = "AUTO"
             self._last_pts: int | None = None
             self._in_flight: dict = {}  # pts of the packets sent to the decoder whose picture has not come back
@@ -254,7 +257,8 @@ class VideoReader:
         return VideoInfo(
             format=self.fmt, codec=cc.codec.canonical_name, width=frame.width, height=frame.height,
             pix_fmt=frame.format.name, work_fmt=work_fmt, planes=plane_layout(work_fmt, frame.width, frame.height),
-            rate=Fraction(rate), time_base=Fraction(stream.time_base), frames=stream.frames or None, duration=_stream_seconds(stream),
+            rate=Fraction(rate), time_base=Fraction(stream.time_base), frames=stream.frames or None,
+            duration=_stream_seconds(stream),
             colour=colour, display_matrix=matrix, rotation=int(frame.rotation) if matrix else 0,
             sample_aspect_ratio=cc.sample_aspect_ratio, bit_rate=stream.bit_rate or cc.bit_rate or None,
             profile=stream.profile)
@@ -292,8 +296,9 @@ class VideoReader:
                           f"{self._seconds(decoded.pts):.3f} s", f"scaled back to {self.info.width}x{self.info.height}",
                           fatal=False)
             frame = frame.reformat(self.info.width, self.info.height, self.info.pix_fmt)
-        if frame.format.name != self.info.work_fmt:
-            frame = frame.reformat(format=self.info.work_fmt, **_source_matrix(frame, self.info))
+        work = self.info.work_fmt
+        if frame.format.name != work:
+            frame = frame.reformat(format=work, **_source_matrix(frame, work, self.info))
         planes = [_plane_array(p, info.dtype) for p, info in zip(frame.planes, self.info.planes)]
         return Picture(planes, decoded.pts, decoded.carried)
 
@@ -438,9 +443,9 @@ def _stream_seconds(stream) -> float | None:
     return None
 
 
-def _source_matrix(frame, info: VideoInfo) -> dict:
-    """What swscale needs to convert a picture out of YUV: its matrix (nothing to rearrange the same samples)."""
-    to_rgb = _av().VideoFormat(info.work_fmt).is_rgb and not frame.format.is_rgb
+def _source_matrix(frame, target: str, info: VideoInfo) -> dict:
+    """What swscale needs to convert a picture from YUV to RGB: its matrix (nothing to rearrange the same samples)."""
+    to_rgb = _av().VideoFormat(target).is_rgb and not frame.format.is_rgb
     return _rgb_matrix(info) if to_rgb else {}
 
 
@@ -776,19 +781,25 @@ def read_video(source, fmt: str, *, limits, kind=None, key=None, auto_orient=Tru
         for picture in reader.pictures():
             if len(frames) >= expected:  # more than the container said: count again as they come
                 limits.check_samples((len(frames) + 1, info.height, info.width, 3), 1, source.name)
-            frames.append(_to_rgb(picture, info))
+            frames.append(picture_rgb(picture, info))
         meta = {"format": fmt, "dtype": "uint8", "mode": "RGB", "frame_rate": float(info.rate)}
     return Signal(data=np.stack(frames), kind="image", channel_axis=-1, frames=True, meta=meta)
 
 
-def _to_rgb(picture: Picture, info: VideoInfo):
+def picture_rgb(picture: Picture, info: VideoInfo, *, upright: bool = False):
+    """A picture as (height, width, 3) 8-bit RGB, with the clip's matrix and range; ``upright`` applies its rotation."""
+    import numpy as np
+
     av = _av()
     frame = av.VideoFrame(info.width, info.height, info.work_fmt)
     for target, samples, plane in zip(frame.planes, picture.planes, info.planes):
         _plane_array(target, plane.dtype)[...] = samples
     for key, value in info.colour.items():
         setattr(frame, key, value)
-    return frame.reformat(format="rgb24", **_rgb_matrix(info)).to_ndarray()
+    rgb = frame.reformat(format="rgb24", **_source_matrix(frame, "rgb24", info)).to_ndarray()
+    if upright and info.rotation % 90 == 0 and info.rotation % 360:
+        rgb = np.ascontiguousarray(np.rot90(rgb, info.rotation // 90))  # counter-clockwise, as the rotation is
+    return rgb
 
 
 def write_video(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):

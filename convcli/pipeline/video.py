@@ -209,6 +209,7 @@ class Stage:
         self._grid_tap[tuple((k - 1) // 2 for k in kernel.shape[1:])] = 1.0
         _, self.border_value = _extend(1, 0, 0, spatial["pad_mode"])
         self.constant_border = _extend(1, 1, 0, spatial["pad_mode"])[0][0] == -1
+        self.pad_mode = spatial["pad_mode"]
         if self.border_value:
             self.spatial = dict(spatial, pad_mode="zeros")  # see _response: the constant is taken out first
 
@@ -235,7 +236,7 @@ class Stage:
         # already placed: only how many outputs remain comes from its true length.
         plan = self.time.plan(count)
         past = max(0, self._positions(plan.out - 1)[-1] - (count - 1))
-        index, _ = _extend(count, self.before, past, self.spatial["pad_mode"])
+        index, _ = _extend(count, self.before, past, self.pad_mode)
         while j < plan.out:
             yield self._output(j, held, times, pending, index)
             pending = []
@@ -285,7 +286,7 @@ class Stage:
             elif self.constant_border:
                 i = -1
             else:
-                i = _extend(max(-p + 1, 2), -p, 0, self.spatial["pad_mode"])[0][0]
+                i = _extend(max(-p + 1, 2), -p, 0, self.pad_mode)[0][0]
             frames.append(None if i < 0 else held[i] if i in held else self.wrap[i])
         return frames
 
@@ -364,7 +365,9 @@ class Stage:
                           padding=self.spatial["padding"], dilation=self.spatial["dilation"])
         if all(p.stride == 1 and p.out == p.length for p in plans):
             return x  # the same grid: kept exactly, samples unconverted
-        return correlate(x, self._grid_tap, **dict(self.spatial, method="direct"))
+        # Stored samples, not centred: a constant border is the constant's stored value.
+        pad_mode = f"constant:{self.border_value + rule.neutral}" if self.constant_border else self.pad_mode
+        return correlate(x, self._grid_tap, **dict(self.spatial, pad_mode=pad_mode, method="direct"))
 
     def _constant(self, shape, value: float):
         import numpy as np
