@@ -154,6 +154,19 @@ def test_container_codec_format_rate_time_base_colour_rotation_and_audio_are_kep
     assert packet_digests(tmp_path / "out.mp4") == packet_digests(src)  # the audio, packet for packet
 
 
+def test_subtitles_are_copied_packet_for_packet_or_left_out_with_a_warning(tmp_path):
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=12, subtitles=True, audio=True)
+    _ok(convcli("filter", src, "-k", "box:3,1,1", "-o", tmp_path / "out.mkv"))
+    streams = stream_facts(src)["streams"]
+    assert streams == ["video", "audio", "subtitle"] and stream_facts(tmp_path / "out.mkv")["streams"] == streams
+    for kind in ("subtitle", "audio"):
+        assert packet_digests(tmp_path / "out.mkv", kind) == packet_digests(src, kind)
+    run = _ok(convcli("filter", src, "-k", "box:3", "-o", tmp_path / "out.mp4"))  # MP4 holds no SubRip
+    assert "stream #2 (subtitle, srt) cannot be stored in mp4 and was left out" in run.stderr
+    assert stream_facts(tmp_path / "out.mp4")["streams"] == ["video", "audio"]
+
+
 def test_a_variable_frame_rate_keeps_every_timestamp(tmp_path):
     times = [0, 40, 80, 150, 170, 260, 300, 310, 400, 480, 500, 620]
     src = tmp_path / "vfr.mkv"
@@ -281,6 +294,24 @@ def test_an_interrupt_mid_clip_leaves_no_output_and_no_temporary(tmp_path, signu
     assert b"Traceback" not in stderr and not out.exists() and leftovers(tmp_path) == []
 
 
+def _peak_mib(args) -> float:
+    """The peak resident memory of a ``convcli`` process, in MiB (the kernel's own accounting, via wait4)."""
+    process = subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return usage.ru_maxrss / 1024
+
+
+def test_memory_stays_flat_whatever_the_clip_length(tmp_path):
+    """Ten times the frames, the same memory: 240 frames of 480x360 held whole would be 62 MB more."""
+    make_clip(tmp_path / "short.mkv", frames=24, size=(480, 360), smooth=True)
+    make_clip(tmp_path / "long.mkv", frames=240, size=(480, 360), smooth=True)
+    short = _peak_mib(["filter", tmp_path / "short.mkv", "-k", "gaussian:sigma=1,1,1", "-o", tmp_path / "s.mkv"])
+    long = _peak_mib(["filter", tmp_path / "long.mkv", "-k", "gaussian:sigma=1,1,1", "-o", tmp_path / "l.mkv"])
+    assert long < short + 20, (short, long)
+
+
 def test_progress_goes_to_a_callback_frame_by_frame(tmp_path):
     from convcli.pipeline.filter import filter_file
     from convcli.pipeline.options import FilterOptions
@@ -334,3 +365,24 @@ def test_start_up_loads_no_video_library():
     run = subprocess.run([sys.executable, "-X", "importtime", "-m", "convcli", "--version"], capture_output=True,
                          text=True, check=True)
     assert " av" not in run.stderr.replace("|", " ").split("\n")[-1] and "| av" not in run.stderr
+
+
+# --------------------------------------------------------------------------- classify
+def test_classify_names_a_frame_every_interval_as_it_names_the_photo(tmp_path):
+    from PIL import Image
+
+    from conftest import EXAMPLES
+    from video_clips import make_photo_clip
+
+    rgb = np.asarray(Image.open(EXAMPLES / "photo.jpg").convert("RGB"))[:300, :450]
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    photo = _ok(convcli("classify", tmp_path / "photo.png", "--top", "1")).stdout.split("\t")[2]
+    make_photo_clip(tmp_path / "clip.mkv", rgb, frames=24)
+    run = _ok(convcli("classify", tmp_path / "clip.mkv", "--every", "400ms", "--top", "1", "--json"))
+    rows = [__import__("json").loads(line) for line in run.stdout.splitlines()]
+    assert [(r["time"], r["frame"]) for r in rows] == [(0.0, 0), (0.4, 10), (0.8, 20)]
+    assert {r["predictions"][0]["label"] for r in rows} == {photo}
+    # Stored on its side with a rotation to undo, the clip is classified upright, as the photo.
+    make_photo_clip(tmp_path / "turned.mkv", np.ascontiguousarray(np.rot90(rgb, -1)), frames=2, rotation=90)
+    lines = _ok(convcli("classify", tmp_path / "turned.mkv", "--every", "1s", "--top", "1")).stdout.splitlines()
+    assert lines == [f"{tmp_path / 'turned.mkv'}#t=0\t1\t{photo}\t" + lines[0].split("\t")[3]]

@@ -18,12 +18,13 @@ BT709 = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1
 
 
 def make_clip(path, *, codec="ffv1", pix_fmt="yuv420p", frames=24, size=(64, 48), rate=25, audio=False,
-              container=None, options=None, rotation=None, colour=BT709, pts=None, seed=0, corrupt=None,
-              smooth=False):
+              subtitles=False, container=None, options=None, rotation=None, colour=BT709, pts=None, seed=0,
+              corrupt=None, smooth=False):
     """Write a clip of seeded noise; return its pictures as decoded from the file (lists of planes per frame).
 
-    ``pts`` gives every frame's timestamp in milliseconds (a variable frame
-    rate, written with a 1/1000 time base); ``corrupt`` the index of a
+    ``subtitles`` adds a SubRip stream of a few lines; ``pts`` gives every
+    frame's timestamp in milliseconds (a variable frame rate, written with a
+    1/1000 time base); ``corrupt`` the index of a
     packet whose bytes are replaced by noise; ``smooth`` makes the pictures
     gradients instead of noise (they compress to little with lossy codecs).
     """
@@ -39,6 +40,9 @@ def make_clip(path, *, codec="ffv1", pix_fmt="yuv420p", frames=24, size=(64, 48)
     if rotation is not None:
         stream.set_display_rotation(rotation)
     sound = out.add_stream("aac", rate=48000) if audio else None
+    text = out.add_mux_stream("subrip") if subtitles else None
+    if text is not None:
+        text.time_base = Fraction(1, 1000)
     count = [0]
 
     def mux(packets):
@@ -54,6 +58,11 @@ def make_clip(path, *, codec="ffv1", pix_fmt="yuv420p", frames=24, size=(64, 48)
         if pts is not None:
             frame.time_base = Fraction(1, 1000)
         mux(stream.encode(frame))
+        if text is not None and i % 4 == 0:
+            line = av.Packet(f"line {i}".encode())
+            line.stream, line.time_base, line.duration = text, Fraction(1, 1000), 100
+            line.pts = line.dts = i * 40
+            out.mux(line)
     mux(stream.encode(None))
     if sound is not None:
         for i in range(frames * 2):
@@ -155,3 +164,20 @@ def agree(got: np.ndarray, expected: np.ndarray, exact_values: np.ndarray) -> No
     ties = np.abs(exact_values - np.floor(exact_values) - 0.5) < 1e-3
     assert diff.max(initial=0) <= 1 and not np.any(diff[~ties]), (
         f"{int((diff > 0).sum())} samples differ, {int(((diff > 0) & ~ties).sum())} away from a rounding tie")
+
+
+def make_photo_clip(path, rgb: np.ndarray, *, frames=6, rotation=None, rate=25):
+    """A lossless clip (FFV1, yuv444p, unlabelled colour) whose every frame is the RGB picture ``rgb``."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("ffv1", rate=rate)
+    stream.height, stream.width = rgb.shape[:2]
+    stream.pix_fmt = "yuv444p"
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv444p")
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv444p")
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    out.close()

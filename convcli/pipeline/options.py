@@ -124,10 +124,13 @@ class ClassifyOptions:
     top: int = 5  # predictions reported per image, highest probability first
     cam: str | None = None  # where to write the class-activation map (PNG), or None
     max_pixels: int | None = None  # larger images are refused before decoding; None: Pillow's bomb threshold
+    every: float = 1.0  # a video: seconds between the frames classified, from the first
 
     def __post_init__(self) -> None:
         if isinstance(self.top, bool) or not isinstance(self.top, int) or not 1 <= self.top <= 1000:
             raise ParameterError(f"must be a whole number from 1 to 1000, got {self.top!r}", subject="top")
+        if not (isinstance(self.every, (int, float)) and self.every > 0 and self.every < float("inf")):
+            raise ParameterError(f"must be a positive time, got {self.every!r}", subject="every")
 
 
 @dataclass(frozen=True)
