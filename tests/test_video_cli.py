@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import convcli, leftovers
+from conftest import convcli, convcli_process, leftovers
 from video_clips import agree, make_clip, oracle, packet_digests, read_planes, stream_facts, volume
 
 from convcli.engine import correlate
@@ -82,6 +82,24 @@ def test_a_3d_kernel_runs_over_time_as_correlate_on_the_decoded_volume(tmp_path,
     for k in range(3):
         expected, values = oracle(volume(pictures, k), weights, chroma=k > 0, stride=strides)
         agree(volume(out, k), expected, values)
+
+
+def test_axes_t_y_x_and_a_3d_kernel_file_reach_across_frames(tmp_path):
+    src = tmp_path / "clip.mkv"
+    pictures = make_clip(src, frames=10)
+    _ok(convcli("filter", src, "-k", "gaussian:sigma=1", "--axes", "t,y,x", "-o", tmp_path / "iso.mkv"))
+    weights = resolve("gaussian:sigma=1", ndim=3).weights[0]
+    assert weights.shape == (9, 9, 9)
+    for k in range(3):
+        agree(volume(read_planes(tmp_path / "iso.mkv"), k), *oracle(volume(pictures, k), weights, chroma=k > 0))
+    random = np.random.default_rng(3).standard_normal((3, 3, 3)) / 9
+    np.save(tmp_path / "k.npy", random)
+    _ok(convcli("filter", src, "-k", tmp_path / "k.npy", "--range", "clip", "-o", tmp_path / "file.mkv"))
+    for k in range(3):
+        agree(volume(read_planes(tmp_path / "file.mkv"), k), *oracle(volume(pictures, k), random, chroma=k > 0))
+    _ok(convcli("filter", src, "-k", "gaussian:sigma=1", "--axes", "y,x", "-o", tmp_path / "flat.mkv"))
+    flat = resolve("gaussian:sigma=1", ndim=2).weights[0][None]
+    agree(volume(read_planes(tmp_path / "flat.mkv"), 0), *oracle(volume(pictures, 0), flat))
 
 
 @pytest.mark.parametrize("padding, pad_mode", [("valid", "reflect"), ("full", "zeros"), ("2", "symmetric"),
@@ -197,7 +215,7 @@ def test_a_time_in_milliseconds_counts_frames_at_the_clip_rate(tmp_path):
 
 
 @pytest.mark.parametrize("codec, container", [("libvpx-vp9", "webm"), ("mjpeg", "avi"), ("prores_ks", "mov"),
-                                              ("libsvtav1", "mp4")])
+                                              ("libsvtav1", "mp4"), ("libx265", "mkv")])
 def test_every_container_and_codec_comes_back_as_itself(tmp_path, codec, container):
     src = tmp_path / f"clip.{container}"
     pix_fmt = {"prores_ks": "yuv422p10le", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
@@ -207,6 +225,16 @@ def test_every_container_and_codec_comes_back_as_itself(tmp_path, codec, contain
     before, after = stream_facts(src), stream_facts(tmp_path / f"out.{container}")
     assert (after["codec"], after["pix_fmt"], after["frames"], after["size"]) == (
         before["codec"], before["pix_fmt"], 6, before["size"])
+
+
+@pytest.mark.parametrize("codec", ["hevc", "av1"])
+def test_the_encoders_own_logs_stay_off_the_terminal(tmp_path, codec):
+    """x265 and SVT-AV1 write to stderr by themselves, past FFmpeg's log: convcli keeps them quiet."""
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=4, smooth=True)
+    run = convcli_process("filter", src, "-k", "box:3", "--codec", codec, "-o", tmp_path / "out.mkv")
+    assert run.returncode == 0 and run.stderr == b""
+    assert stream_facts(tmp_path / "out.mkv")["codec"] == codec
 
 
 def test_codec_and_pixel_format_change_when_asked(tmp_path):
@@ -329,6 +357,7 @@ def test_progress_goes_to_a_callback_frame_by_frame(tmp_path):
     (["--range", "rescale"], "--range"),
     (["--axes", "z,y,x"], "--axes"),
     (["--crf", "20"], "--crf"),  # FFV1 is lossless
+    (["--bitrate", "5M"], "--bitrate"),
     (["--codec", "nonsense"], "--codec"),
     (["--padding", "valid"], "--padding"),  # 4:2:0 chroma cannot follow a size change by the kernel's reach
     (["--pix-fmt", "yuv9000p"], "--pix-fmt"),

@@ -130,7 +130,8 @@ def stream_facts(path) -> dict:
         cc = stream.codec_context
         frames = list(container.decode(stream))
         return {
-            "codec": cc.name, "pix_fmt": frames[0].format.name, "size": (frames[0].width, frames[0].height),
+            "codec": cc.codec.canonical_name, "pix_fmt": frames[0].format.name,
+            "size": (frames[0].width, frames[0].height),
             "rate": stream.average_rate, "time_base": stream.time_base, "frames": len(frames),
             "pts": [f.pts for f in frames], "rotation": frames[0].rotation,
             "colour": {key: getattr(frames[0], key) or getattr(cc, key) for key in BT709},
