@@ -20,8 +20,8 @@ from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget", "human_size",
-           "check_compress_level", "Signal", "Written", "KINDS"]
+__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget",
+           "human_size", "check_compress_level", "Signal", "Written", "KINDS"]
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
