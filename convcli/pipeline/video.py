@@ -154,10 +154,14 @@ def _time_axis(kernel, options: FilterOptions, ndim: int, last: bool) -> tuple[T
 
 
 def split_in_time(weights):
-    """(time weights, 2-D kernel) terms summing to the 3-D ``weights``: the SVD of its unfolding along time.
+    """(time weights, 2-D kernel) terms summing to the 3-D ``weights``, the cheaper of two splits.
 
-    One term for a kernel separable in time (a Gaussian, a box, sobel-z);
-    at most as many as the kernel has time taps.
+    By the SVD of the kernel unfolded along time: as many terms as its rank,
+    each a weighted sum of the window's frames filtered once in 2-D (one term
+    for a Gaussian, a box, sobel-z).  Or slice by slice: each frame filtered
+    by its own slice, straight from its stored samples, and the responses
+    added (a random 3x3x3 kernel: three 2-D filters instead of three sums of
+    three frames and three filters).
     """
     import numpy as np
 
@@ -169,8 +173,25 @@ def split_in_time(weights):
     unfolded = weights.reshape(kt, -1)
     u, s, vt = np.linalg.svd(unfolded, full_matrices=False)
     keep = s > s[0] * 1e-10 if s[0] > 0 else s > 0
-    terms = [(u[:, r] * s[r], vt[r].reshape(weights.shape[1:])) for r in range(len(s)) if keep[r]]
-    return terms or [(np.zeros(kt), np.zeros(weights.shape[1:]))]
+    by_rank = [(u[:, r] * s[r], vt[r].reshape(weights.shape[1:])) for r in range(len(s)) if keep[r]]
+    by_slice = [(np.eye(kt)[m], weights[m]) for m in range(kt) if np.any(weights[m])]
+    if not by_rank:
+        return [(np.zeros(kt), np.zeros(weights.shape[1:]))]
+    return min(by_rank, by_slice, key=_passes)
+
+
+def _passes(terms) -> float:
+    """What a split costs per output sample, in passes over a plane: sums of frames, 2-D filters, additions.
+
+    A 2-D filter counts as four passes (OpenCV's, on a cache-sized band); a
+    weighted sum of n frames as 2n - 1; a single frame of weight 1 as none.
+    """
+    total = 0.0
+    for time_weights, spatial in terms:
+        nonzero = [w for w in time_weights if w != 0]
+        total += 0 if len(nonzero) == 1 and nonzero[0] == 1 else 2 * len(nonzero) - 1
+        total += 4 if spatial.shape != (1, 1) else 1
+    return total + len(terms) - 1
 
 
 # --------------------------------------------------------------------------- one kernel over the stream
