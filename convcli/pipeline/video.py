@@ -180,6 +180,17 @@ def split_in_time(weights):
     return min(by_rank, by_slice, key=_passes)
 
 
+def _split_words(terms) -> str:
+    """How a split runs, for --explain."""
+    import numpy as np
+
+    if all(np.count_nonzero(a) == 1 and a.max() == 1 for a, _ in terms):
+        return f"{len(terms)} frames, each filtered by its own slice"
+    if len(terms) == 1:
+        return "a weighted sum of the frames, filtered in 2-D"
+    return f"{len(terms)} weighted sums of the frames, each filtered in 2-D"
+
+
 def _passes(terms) -> float:
     """What a split costs per output sample, in passes over a plane: sums of frames, 2-D filters, additions.
 
@@ -503,8 +514,7 @@ def _steps(reader, kernels, ndim: int, options: FilterOptions, frames: int | Non
         padding = [list(p) for p in plan.padding()]
         padding.insert(0, [t_plan.before, t_plan.after] if t_plan else [time.before(None), time.reach_after])
         out = (t_plan.out if t_plan else None,) + tuple(plan.output_shape)
-        reach = f"; over time {time.taps} taps, a weighted sum of frames ({len(terms)} term" \
-                f"{'s' if len(terms) != 1 else ''})" if ndim == 3 and time.taps > 1 else ""
+        reach = f"; over time, {time.taps} taps: {_split_words(terms)}" if time.taps > 1 else ""
         steps.append({"kernel": kernel.describe(), "padding": padding, "input_shape": list(shape),
                       "output_shape": list(out), "methods": [plan.method], "why": plan.choice.reason() + reach})
         shape = out
