@@ -1,6 +1,7 @@
 """Batch throughput: `convcli filter DIR -o OUT -j N` against a shell loop and ImageMagick.
 
     python bench/bench_batch.py [--files 500] [--jobs 2] [--loop-sample 40]
+    python bench/bench_batch.py --progress 20000 [--repeats 3]
 
 Makes ``--files`` 640x480 RGB PNGs, then times, with the same box:5 kernel:
   - convcli's batch mode (one process, a pool of ``--jobs`` workers);
@@ -9,6 +10,11 @@ Makes ``--files`` 640x480 RGB PNGs, then times, with the same box:5 kernel:
   - ImageMagick's `mogrify -morphology Convolve Square:2` when installed (same
     5x5 mean), and `convert` per file in a loop.
 Prints files per second and the ratio to each peer.
+
+``--progress N`` times instead what the progress bar costs: a batch of N tiny
+``.npy`` files with the bar drawn on a pseudo-terminal, against the same batch
+with ``-q``, in turns (medians of ``--repeats``), and the parent's own CPU time
+in each (read from /proc just before it is reaped).
 """
 from __future__ import annotations
 
@@ -45,12 +51,79 @@ def timed(cmd: list[str] | str, shell: bool = False) -> float:
     return time.perf_counter() - start
 
 
+def _on_terminal(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` with stderr on a pseudo-terminal (so the bar is drawn): wall seconds, its own CPU seconds."""
+    import os
+    import threading
+
+    leader, follower = os.openpty()
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stderr=follower, stdout=subprocess.DEVNULL)
+    os.close(follower)
+    drain = threading.Thread(target=lambda: _drain(leader), daemon=True)
+    drain.start()
+    cpu = 0.0
+    while proc.poll() is None:  # its own ticks, not its workers': sampled until it ends
+        try:
+            with open(f"/proc/{proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    drain.join(5)
+    return wall, cpu
+
+
+def _drain(fd: int) -> None:
+    import os
+
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def progress_cost(count: int, jobs: int, repeats: int) -> None:
+    import statistics
+
+    convcli = [sys.executable, "-m", "convcli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        tiny = np.ones((8, 8), np.float32)
+        for i in range(count):
+            np.save(src / f"t{i:06d}.npy", tiny)
+        runs = {"bar": [], "quiet": []}
+        for r in range(repeats):
+            for name, extra in (("bar", []), ("quiet", ["-q"])):
+                out = Path(tmp) / f"out_{name}_{r}"
+                runs[name].append(_on_terminal(convcli + ["filter", str(src), "-o", str(out), "-k", "box:3",
+                                                          "-j", str(jobs), *extra]))
+                shutil.rmtree(out)
+    print(f"{count} tiny .npy files, box:3, -j {jobs}, medians of {repeats}")
+    for name, rows in runs.items():
+        wall = statistics.median(w for w, _ in rows)
+        cpu = statistics.median(c for _, c in rows)
+        print(f"{name:6s} wall {wall:7.2f} s   parent CPU {cpu:6.2f} s ({100 * cpu / wall:.0f}% of a core)")
+    ratio = statistics.median(b[0] / q[0] for b, q in zip(runs["bar"], runs["quiet"]))
+    print(f"with the bar / quiet, wall: {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--loop-sample", type=int, default=40, help="files timed for the per-file loops")
+    parser.add_argument("--progress", type=int, default=0, help="time the progress bar on this many tiny files")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.progress:
+        progress_cost(args.progress, args.jobs, args.repeats)
+        return
     convcli = [sys.executable, "-m", "convcli"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -13,7 +13,8 @@ whole run takes seconds (a smoke run, not a measurement).
 
 The workloads and timing live in the per-area scripts and are imported from
 there, not copied: bench_engine.py (engine vs scipy.ndimage, OpenCV, FFT,
-numpy), bench_whole_process.py (4K PNG gaussian vs a cv2 script, vips,
+numpy), bench_rank.py (median, morphology and pooling vs OpenCV, scipy.ndimage,
+numpy; PyTorch's max_pool2d through ``--peer-python``), bench_whole_process.py (4K PNG gaussian vs a cv2 script, vips,
 ImageMagick), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
 and bench_batch.py (batch mode vs ImageMagick mogrify).  Only the SoX rows
 (whole-process audio FIR) are defined here: ``sox in.wav out.wav fir
@@ -64,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_batch  # noqa: E402
 import bench_classify  # noqa: E402
 import bench_engine  # noqa: E402
+import bench_rank  # noqa: E402
 import bench_whole_process  # noqa: E402
 
 ROWS: list[tuple[str, str, float, float, str]] = []  # workload, peer, convcli s, peer s, agreement
@@ -120,6 +122,62 @@ def engine_rows(args) -> None:
         medians.update(bench_engine.race({k: peers[k] for k in slow if k in peers}, 1))
         for peer in peers:
             add(name, peer, medians["convcli"], medians[peer], agree[peer])
+
+
+# --------------------------------------------------------------------------- rank, morphology, pooling
+TORCH_POOL = """
+import sys, time, statistics, numpy as np, torch
+torch.set_num_threads(2)
+x = torch.from_numpy(np.load(sys.argv[1])).permute(2, 0, 1)[None].contiguous()  # NCHW, PyTorch's own layout
+times = []
+for _ in range(int(sys.argv[3]) + 1):
+    start = time.perf_counter()
+    y = torch.nn.functional.max_pool2d(x, 2)
+    times.append(time.perf_counter() - start)
+np.save(sys.argv[2], y[0].permute(1, 2, 0).numpy())
+print(statistics.median(times[1:]))
+"""
+
+
+def rank_rows(args, tmp: Path) -> None:
+    from convcli import apply
+
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        skip("OpenCV (pip install opencv-python-headless)")
+        return
+    for name, spec, x, kwargs, peers in bench_rank.workloads(args.quick):
+        if args.only not in name:
+            continue
+        ours = lambda: apply(x, spec, **kwargs)  # noqa: E731
+        expected = ours()
+        agree = {}
+        for peer, fn in peers.items():
+            same = peer == "memory copy" or np.allclose(expected, fn().reshape(expected.shape), rtol=1e-6,
+                                                         atol=1e-6)
+            agree[peer] = "ok" if same else "DISAGREE"
+        slow = {p for p in peers if p == "scipy" and spec.startswith(bench_rank.SLOW_SCIPY)}
+        medians = bench_engine.race({"convcli": ours, **{k: v for k, v in peers.items() if k not in slow}},
+                                    args.repeats)
+        medians.update(bench_engine.race({k: peers[k] for k in slow}, 1))
+        for peer in peers:
+            add(name, "scipy.ndimage" if peer == "scipy" else peer, medians["convcli"], medians[peer], agree[peer])
+        if spec == "maxpool:2":
+            torch_pool_row(args, tmp, name, x, expected, medians["convcli"])
+
+
+def torch_pool_row(args, tmp: Path, name: str, x: np.ndarray, expected: np.ndarray, ours: float) -> None:
+    python = args.peer_python or sys.executable
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True)
+    if probe.returncode != 0:
+        skip("PyTorch (--peer-python with torch installed)")
+        return
+    np.save(tmp / "pool_in.npy", x)
+    done = subprocess.run([python, "-c", TORCH_POOL, str(tmp / "pool_in.npy"), str(tmp / "pool_out.npy"),
+                           str(args.repeats)], capture_output=True, text=True, check=True)
+    same = np.array_equal(np.load(tmp / "pool_out.npy"), expected)
+    add(name, "PyTorch max_pool2d", ours, float(done.stdout), "ok" if same else "DISAGREE")
 
 
 # --------------------------------------------------------------------------- whole process, 4K PNG
@@ -288,6 +346,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="convcli-suite-") as tmp:
         tmp = Path(tmp)
         engine_rows(args)
+        rank_rows(args, tmp)
         if args.only in "whole process: gaussian PNG" or "PNG" in args.only:
             png_rows(args, tmp)
         sox_rows(args, tmp)

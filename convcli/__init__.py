@@ -4,11 +4,14 @@
 >>> from convcli import correlate
 >>> correlate(np.arange(5.0), np.array([1.0, 0.0, -1.0]), padding="valid")
 array([-2., -2., -2.])
+>>> from convcli import apply
+>>> apply(np.array([[1, 5], [7, 2]], dtype=np.uint8), "maxpool:2")
+array([[7]], dtype=uint8)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["correlate", "convolve", "__version__"]
+__all__ = ["apply", "correlate", "convolve", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,4 +20,8 @@ def __getattr__(name: str):
         from . import engine
 
         return getattr(engine, name)
+    if name == "apply":
+        from .kernels import apply
+
+        return apply
     raise AttributeError(f"module 'convcli' has no attribute {name!r}")

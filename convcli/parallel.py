@@ -18,7 +18,8 @@ Everything in convcli that uses more than one core goes through here:
   itself, and BLAS threads started for every small product fight those
   threads (3-5x slower when the cores are busy);
 - :func:`run_processes` runs batch jobs in worker processes, a bounded
-  number in flight, and stops them cleanly on an interrupt;
+  number in flight; a worker that dies costs only the item it was running,
+  and the workers die with their parent, however it ends;
 - :func:`ahead` and :func:`behind` run the ends of a stream (a video's
   decoder and encoder) in threads of their own beside the caller, with a
   bounded queue between each and the caller.
@@ -238,137 +239,265 @@ def blas_limited():
 
 
 # --------------------------------------------------------------------------- processes
-class _Stop(BaseException):
-    """Raised in a worker process by SIGTERM, to unwind (and clean up) the job it is running."""
+class WorkerLost(Exception):
+    """The worker process holding an item died (killed, out of memory) or could not return its result."""
 
 
-_working = False
-
-
-def _worker_init() -> None:
-    import signal
-    import warnings
-
-    # Ctrl-C goes to the whole process group: the parent decides, workers
-    # ignore it.  SIGTERM from the parent unwinds the job in progress (so an
-    # atomic writer removes its temporary file), then ends the worker quietly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_worker)
-    # The processes already keep every core busy: BLAS threads in each would only fight.
-    hold_blas_to_one_thread()
-    # A file object caught half-open by that unwinding is closed by the
-    # collector; under -W default it would print a ResourceWarning.
-    warnings.simplefilter("ignore", ResourceWarning)
-
-
-def _stop_worker(signum, frame):
-    if _working:
-        raise _Stop
-    os._exit(1)
-
-
-def _in_process(func, item):
-    global _working
-    _working = True
-    try:
-        return func(item)
-    except _Stop:
-        os._exit(1)
-    finally:
-        _working = False
+# A worker is a fresh interpreter started with the parent's import path (sent first on its
+# pipe, before anything of convcli is imported), then the function, then one item at a time.
+_BOOT = ("import sys\n"
+         "from multiprocessing.connection import Connection\n"
+         "tasks, results = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)\n"
+         "sys.path[:] = tasks.recv()\n"
+         "from convcli.parallel import _serve\n"
+         "_serve(tasks, results, int(sys.argv[3]))\n")
+HELD_PER_WORKER = 2  # one running, one waiting in its pipe: a worker never idles for a round trip
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_processes(func, items, *, workers: int, on_result, on_lost, on_stopped=lambda item: None) -> None:
     """``func(item)`` for every item in ``workers`` processes; ``on_result(item, result)`` as each finishes.
 
-    At most twice ``workers`` items are in flight, so memory stays flat
-    whatever the number of items.  ``func`` and the items must pickle.  A
-    worker that dies (killed, out of memory) gives ``on_lost(item,
-    exception)`` instead of a result.  Any exception from the callbacks or
-    an interrupt stops the workers (SIGTERM, then SIGKILL), calls
-    ``on_stopped(item)`` for every unfinished item, and is raised again.
+    Each worker holds at most :data:`HELD_PER_WORKER` items, so memory stays
+    flat whatever the number of items, and the item a worker was running is
+    known when it dies: ``on_lost(item, WorkerLost)`` reports that one, and a
+    fresh worker takes over the items it had not started.  ``func``, the
+    items and the results must pickle; an exception ``func`` raises also
+    comes back as ``on_lost``.  The workers die with this process, even when
+    it is killed outright (a parent-death signal, armed in each).  Any
+    exception from the callbacks, or an interrupt, kills the workers, waits
+    for them, calls ``on_stopped(item)`` for every item they held (so a
+    caller can remove what a worker was writing) and is raised again.
     """
-    import concurrent.futures as cf
-    import multiprocessing
+    from collections import deque
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    _start_quiet_resource_tracker()
-    executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
-    in_flight: dict = {}
-    queue = iter(items)
+    pending = iter(items)
+    requeued: deque = deque()
+    pool: list[_Worker] = []
+
+    def next_item():
+        if requeued:
+            return requeued.popleft()
+        return next(pending, _NONE)
+
+    def feed(worker: "_Worker") -> None:
+        while len(worker.held) < HELD_PER_WORKER and worker.alive:
+            item = next_item()
+            if item is _NONE:
+                return
+            worker.give(item, requeued)
+
+    barren = 0  # workers in a row that died holding nothing: a broken interpreter, not an item
+
     try:
-        for item in queue:
-            in_flight[executor.submit(_in_process, func, item)] = item
-            if len(in_flight) >= 2 * workers:
-                break
-        while in_flight:
-            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                item = in_flight.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker process died
-                    on_lost(item, exc)
+        for _ in range(max(1, workers)):
+            pool.append(_Worker(func))
+            feed(pool[-1])
+        while any(w.held for w in pool) or requeued:
+            for worker in _ready([w for w in pool if w.held]):
+                outcome = worker.take()
+                if outcome is None:  # it died: report what it was running, hand the rest on
+                    item, why = worker.lost()
+                    requeued.extendleft(reversed(worker.held))
+                    worker.held.clear()
+                    pool[pool.index(worker)] = worker = _Worker(func)
+                    on_lost(item, why)
                 else:
-                    on_result(item, result)
-                following = next(queue, None)
-                if following is not None:
-                    in_flight[executor.submit(_in_process, func, following)] = following
+                    barren = 0
+                    item, ok, value = outcome
+                    if ok:
+                        on_result(item, value)
+                    else:
+                        on_lost(item, WorkerLost(value))
+                feed(worker)
+            for i, worker in enumerate(pool):
+                if not worker.alive and not worker.held:  # died between items: replace it
+                    code = worker.close()
+                    barren += 1
+                    if barren > 2 * len(pool) + 2:
+                        raise WorkerLost(f"worker processes end as soon as they start (exit {code})")
+                    pool[i] = _Worker(func)
+                    feed(pool[i])
     except BaseException:
-        _stop_workers(executor)
-        for item in in_flight.values():
-            on_stopped(item)
+        for worker in pool:
+            worker.kill()
+        for worker in pool:
+            for item in worker.held:
+                on_stopped(item)
         raise
-    executor.shutdown(wait=True)
+    for worker in pool:
+        worker.close()
 
 
-def _start_quiet_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker with its stderr on /dev/null.
+_NONE = object()  # no item left
 
-    After workers are stopped mid-batch it may warn that a semaphore it
-    tracks was already released (a race inside multiprocessing, harmless);
-    that is not for the user's terminal.  The tracker keeps the stderr it
-    starts with.
-    """
-    from multiprocessing import resource_tracker
 
-    try:
-        saved = os.dup(2)
-    except OSError:
+def _ready(workers: list["_Worker"]) -> list["_Worker"]:
+    """The workers with a result (or an end) to read; waits, but a signal's handler still runs."""
+    from multiprocessing.connection import wait
+
+    by_pipe = {w.results: w for w in workers}
+    return [by_pipe[conn] for conn in wait(list(by_pipe))]
+
+
+class _Worker:
+    """One worker process: a pipe of items to it, a pipe of results from it, the items it holds, in order."""
+
+    def __init__(self, func) -> None:
+        import subprocess
+        import sys
+        from collections import deque
+        from multiprocessing.connection import Connection
+
+        self.held: deque = deque()
+        task_read, task_write = os.pipe()
+        result_read, result_write = os.pipe()
+        try:
+            with _interrupts_held():
+                # stdout stays the parent's data alone: whatever a library in a worker prints goes to stderr.
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, str(task_read), str(result_write), str(os.getpid())],
+                    pass_fds=(task_read, result_write), stdin=subprocess.DEVNULL, stdout=2)
+        except BaseException:
+            for fd in (task_write, result_read):
+                os.close(fd)
+            raise
+        finally:
+            os.close(task_read)
+            os.close(result_write)
+        self.tasks = Connection(task_write, readable=False)
+        self.results = Connection(result_read, writable=False)
+        self.alive = self._send(sys.path) and self._send(func)
+
+    def _send(self, message) -> bool:
+        try:
+            self.tasks.send(message)
+            return True
+        except OSError:  # it died; its pipe of results says so
+            return False
+
+    def give(self, item, requeued) -> None:
+        if self._send(item):
+            self.held.append(item)
+        else:
+            self.alive = False
+            requeued.appendleft(item)
+
+    def take(self):
+        """The oldest held item, whether it succeeded and its result or error; None if the worker died."""
+        try:
+            ok, value = self.results.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            return None
+        except Exception as exc:  # a result that does not unpickle
+            ok, value = False, f"its result cannot be read back ({type(exc).__name__}: {exc})"
+        return self.held.popleft(), ok, value
+
+    def lost(self):
+        """The item this dead worker was running, and why it is lost."""
+        import signal
+
+        code = self.close()
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            why = f"the worker process was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+        else:
+            why = f"the worker process ended (exit {code})"
+        return self.held.popleft(), WorkerLost(why)
+
+    def kill(self) -> None:
+        """End the process at once (no unwinding: the caller removes what it was writing) and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.close()
+
+    def close(self) -> int | None:
+        """Close the pipes (a live worker reads the end and exits) and reap the process; its exit code."""
+        for conn in (self.tasks, self.results):
+            conn.close()
+        try:
+            return self.process.wait(timeout=5)
+        except Exception:  # still running after its pipe closed: a stuck library call
+            self.process.kill()
+            return self.process.wait()
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Block SIGINT in this thread while a worker starts: the worker inherits the block, so a Ctrl-C
+    during its start-up waits (here, for the parent) instead of printing a traceback from the worker."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
         return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        resource_tracker.ensure_running()
-    except OSError:
-        pass
+        yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _stop_workers(executor) -> None:
+def _serve(tasks, results, parent: int) -> None:
+    """A worker's loop: run the function on each item until the pipe ends; reply (ok, result or error)."""
+    import signal
+
+    _die_with(parent)
+    # Ctrl-C reaches the whole process group: the parent decides.  SIGTERM keeps
+    # its default and ends the worker at once; the parent, which outlives its
+    # workers, removes whatever a stopped worker was writing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while it started
+    # The processes already keep every core busy: BLAS threads in each would only fight.
+    hold_blas_to_one_thread()
+    try:
+        func = tasks.recv()
+    except EOFError:
+        return
+    while True:
+        try:
+            item = tasks.recv()
+        except EOFError:
+            return
+        try:
+            reply = (True, func(item))
+        except Exception as exc:
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        try:
+            results.send(reply)
+        except OSError:
+            return  # the parent went away
+        except Exception as exc:  # a result that does not pickle
+            results.send((False, f"its result cannot be sent back ({type(exc).__name__}: {exc})"))
+
+
+def _die_with(parent: int) -> None:
+    """Make this process end when ``parent`` does, however that ends (SIGKILL included)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):  # not Linux: watch the parent instead
+        background(lambda: _watch(parent), "parent-watch")
+        return
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+
+def _watch(parent: int) -> None:
     import time
 
-    processes = list(getattr(executor, "_processes", {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()  # SIGTERM: the worker cleans up after itself
-    deadline = time.monotonic() + 1.5
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(0.5)
-    # Join the pool's manager thread: it sees the dead workers and closes the
-    # queues, so their semaphores are released before the process exits.
-    try:
-        executor.shutdown(wait=True, cancel_futures=True)
-    except Exception:  # a broken pool has nothing left to shut down
-        pass
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
 
 
 # --------------------------------------------------------------------------- stages of a stream

@@ -29,3 +29,34 @@ def test_the_readme_names_every_method_and_range_mode():
     assert methods == list(METHODS)
     for mode in RANGE_MODES:
         assert f"| `{mode}` |" in README
+
+
+def test_the_readme_and_help_name_every_alpha_mode_colour_space_and_axis():
+    from convcli.pipeline.options import ALPHA_MODES, AXIS_NAMES, COLORSPACES
+
+    text = " ".join(convcli("filter", "--help").stdout.split())
+    for name in ALPHA_MODES + COLORSPACES:
+        assert f"`{name}`" in README and name in text, name
+    for name in AXIS_NAMES:
+        assert f"`{name}`" in README, name
+
+
+def test_the_readme_kernel_table_names_every_rank_morphology_and_pooling_family():
+    from convcli.kernels.generators import FAMILIES
+
+    table = README[README.index("| kernel | what it is |"):README.index("Kernel files:")]
+    operators = [name for name, family in FAMILIES.items() if family.build.__module__.endswith("operators")]
+    assert len(operators) == 14
+    for name in operators:
+        assert f"`{name}" in table, name
+
+
+def test_the_readme_pytorch_table_specs_resolve():
+    from convcli.kernels import resolve
+
+    table = README[README.index("| convcli | PyTorch"):]
+    table = table[:table.index("\n\n")]
+    specs = re.findall(r"-k ([a-z]+pool:[a-z0-9=,_]+)", table)
+    assert len(specs) >= 6
+    for spec in specs:
+        assert resolve(spec, ndim=2).operator.kind == "pool"

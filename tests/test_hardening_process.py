@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -119,6 +121,130 @@ def test_a_signal_mid_batch_stops_everything_and_exits_by_it(tmp_path, signum):
     for name in os.listdir(out):  # what was kept is complete
         with Image.open(out / name) as im:
             im.load()
+
+
+def cpu_ticks(pid: int) -> int:
+    """User and system time a process has used so far, in clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _started_batch(tmp_path, count=10):
+    src, out = slow_tree(tmp_path / "in", count), tmp_path / "out"
+    proc = subprocess.Popen([*CONVCLI, "filter", src, "-o", out, "-k", "gaussian:sigma=8", "--method", "direct",
+                             "-j", "2"], stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [n for n in (os.listdir(out) if out.exists() else [])
+                                               if "convcli-tmp" not in n]:
+        time.sleep(0.01)
+    return proc, out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_worker_costs_only_the_file_it_held(tmp_path, signum):
+    """It used to end the whole batch with exit 70 (BrokenProcessPool): 13 of 16 files were never done."""
+    proc, out = _started_batch(tmp_path)
+    busiest = max((pid for pid in session_members(proc.pid) if pid != proc.pid), key=cpu_ticks)
+    os.kill(busiest, signum)  # a worker, as the kernel's out-of-memory killer or a shutdown would
+    stderr = proc.communicate(timeout=120)[1].decode()
+    errors = [line for line in stderr.splitlines() if line.startswith("convcli: error:")]
+    assert proc.returncode == 1, stderr
+    assert len(errors) == 1 and f"the worker process was killed by {signum.name}" in errors[0], stderr
+    assert "Exception ignored" not in stderr
+    lost = errors[0].split("convcli: error: ", 1)[1].split(":", 1)[0]
+    assert "9 done, 1 failed" in stderr and "Traceback" not in stderr
+    kept = sorted(os.listdir(out))
+    # The lost file's output exists only if the worker was killed between renaming it and reporting it.
+    assert set(kept) - {os.path.basename(lost)} == {f"f{i:02d}.png" for i in range(10)} - {os.path.basename(lost)}
+    assert temporaries(out) == []
+    for name in kept:  # complete, every one
+        with Image.open(out / name) as im:
+            im.load()
+    assert session_members(proc.pid) == []
+
+
+def test_a_batch_killed_outright_leaves_no_process_behind(tmp_path):
+    """SIGKILL gives the parent no chance to stop its workers: they die with it (parent-death signal)."""
+    proc, out = _started_batch(tmp_path)
+    assert len(session_members(proc.pid)) == 3  # the parent and its two workers, nothing else
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 1.0
+    while session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session_members(proc.pid) == []
+    finished = sorted(os.listdir(out))
+    time.sleep(0.5)
+    assert sorted(os.listdir(out)) == finished  # nobody writes on after the parent's death
+
+
+def test_fail_fast_with_workers_stops_them_quietly(tmp_path):
+    """A worker stopped mid-file once printed "Exception ignored ... _Stop" (a signal raised inside a finaliser)."""
+    src = slow_tree(tmp_path / "in", 8)
+    (src / "f03.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    for _ in range(2):
+        proc = subprocess.Popen([*CONVCLI, "filter", src, "-o", out, "-k", "gaussian:sigma=8", "--method", "direct",
+                                 "-j", "2", "--fail-fast"], stderr=subprocess.PIPE, start_new_session=True)
+        stderr = proc.communicate(timeout=120)[1].decode()
+        assert proc.returncode == 1 and "stopped at the first failure" in stderr, stderr
+        assert [line for line in stderr.splitlines() if not line.startswith("convcli: ")] == []
+        assert temporaries(out) == [] and session_members(proc.pid) == []
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare(1) to mount a read-only folder")
+def test_a_read_only_output_folder_is_the_users_problem_not_a_bug(tmp_path):
+    """Every file was reported as 'internal error: OSError: [Errno 30] Read-only file system'."""
+    src, out = slow_tree(tmp_path / "in", 3), tmp_path / "out"
+    out.mkdir()
+    command = shlex.join([*map(str, CONVCLI), "filter", str(src), "-o", str(out / "sub"), "-k", "box:3", "-j", "2"])
+    # A private mount namespace (as root, or as a user mapped to root in it) makes `out` read-only for convcli only.
+    script = f"mount --bind {shlex.quote(str(out))} {shlex.quote(str(out))} && " \
+             f"mount -o remount,bind,ro {shlex.quote(str(out))} || exit 99; {command}"
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    if proc.returncode == 99 or "unshare:" in proc.stderr:
+        pytest.skip(f"cannot make a private read-only mount here: {proc.stderr.strip()}")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("convcli: error:")]
+    assert proc.returncode == 1 and len(errors) == 3, proc.stderr
+    assert all(line.endswith(f"cannot create its folder {out / 'sub'}: Read-only file system") for line in errors)
+    assert "internal error" not in proc.stderr and os.listdir(out) == []
+
+
+# convcli run as a process, with a finaliser that runs mid-run and takes a SIGTERM: the handler's exception is
+# raised inside it, where Python can only print "Exception ignored" and go on.
+SWALLOWING = """
+import os, signal, sys
+import convcli.pipeline.chain as chain
+from convcli.cli import main
+
+class Finaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10000):  # the handler runs here, inside the finaliser
+            pass
+
+prepare = chain.prepare
+def prepared(*args, **kwargs):
+    Finaliser()  # dropped at once
+    return prepare(*args, **kwargs)
+chain.prepare = prepared
+sys.exit(main())
+"""
+
+
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(tmp_path):
+    """Swallowed there, it used to be lost: the run went on, wrote its output and exited 0."""
+    src, out = tmp_path / "x.npy", tmp_path / "out.npy"
+    np.save(src, np.ones((64, 64), np.float32))
+    proc = subprocess.run([sys.executable, "-c", SWALLOWING, "filter", src, "-k", "box:3", "-o", out],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and temporaries(tmp_path) == []
 
 
 def test_sigterm_during_a_single_file_write_leaves_no_temporary(tmp_path):

@@ -5,6 +5,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convcli import io
 from convcli.errors import DataError, OutputError, UsageError
@@ -94,6 +96,10 @@ HOSTILE_HEADERS = {
     "unterminated": ("{'descr': '<f4', 'fortran_order': False, 'shape': (4,", "malformed"),
     "bomb": ("{'descr': '<f8', 'fortran_order': False, 'shape': (65536, 65536, 16), }", "truncated"),
     "call": ("{'descr': __import__('os').system('true'), 'fortran_order': False, 'shape': (1,)}", "malformed"),
+    "call_after_long": ("{'descr': '<f4', 'fortran_order': False, 'shape': (2L, __import__('os')), }", "malformed"),
+    "bare_long": ("{'descr': '<f4', 'fortran_order': L, 'shape': (2L,), }", "malformed"),
+    "long_in_descr": ("{'descr': '<f4L', 'fortran_order': False, 'shape': (2L,), }", "unknown sample type"),
+    "long_bomb": ("{'descr': '<f8', 'fortran_order': False, 'shape': (65536L, 65536L, 16L), }", "truncated"),
 }
 
 
@@ -104,6 +110,65 @@ def test_hostile_npy_headers_are_data_errors(tmp_path, case):
     with pytest.raises(DataError, match=message) as err:
         io.read(path)
     assert err.value.subject == str(path)
+
+
+def _python2_header(arr) -> str:
+    """The header numpy wrote for `arr` under Python 2: every dimension a long, ``(2L, 3L)``."""
+    dims = "".join(f"{n}L, " for n in arr.shape).rstrip(" ") if arr.ndim > 1 else f"{arr.shape[0]}L,"
+    order = arr.flags.f_contiguous and not arr.flags.c_contiguous
+    return f"{{'descr': '{arr.dtype.str}', 'fortran_order': {order}, 'shape': ({dims}), }}"
+
+
+def _python2_npy(path, arr, version=1):
+    """`arr` saved as numpy did under Python 2 (the header padded to 16 bytes with a newline, as then)."""
+    text = _python2_header(arr)
+    prefix = 10 if version == 1 else 12
+    text += " " * (-(prefix + len(text) + 1) % 16) + "\n"
+    data = arr.tobytes(order="F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C")
+    return _npy_with_header(path, text, data, version=version)
+
+
+def test_python2_headers_are_read_as_numpy_reads_them(tmp_path):
+    """numpy.load reads "(2L,)" shapes from files written under Python 2; so does convcli."""
+    from conftest import convcli
+
+    path = _python2_npy(tmp_path / "old.npy", np.array([1.5, 2.5]))
+    with pytest.warns(UserWarning, match="Python 2"):
+        expected = np.load(path)
+    np.testing.assert_array_equal(io.read(path).data, expected)
+    result = convcli("filter", path, "-k", "identity", "-o", tmp_path / "new.npy")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "new.npy"), [1.5, 2.5])
+
+
+@settings(max_examples=40)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), dtype=st.sampled_from(["<f4", ">f8", "<i2", "|u1",
+                                                                                           ">u2", "|b1"]),
+       fortran=st.booleans(), version=st.sampled_from([1, 2]))
+def test_every_python2_npy_numpy_loads_convcli_reads_alike(tmp_path_factory, shape, dtype, fortran, version):
+    import warnings
+
+    rng = np.random.default_rng(len(shape) * 10 + version)
+    arr = (rng.random(shape) * 100).astype(dtype)
+    arr = np.asfortranarray(arr) if fortran else arr
+    path = _python2_npy(tmp_path_factory.mktemp("py2") / "a.npy", arr, version=version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = np.load(path)
+    got = io.read(path).data
+    assert got.dtype == expected.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_version_3_headers_stay_python3_only(tmp_path):
+    """numpy drops the L only from version 1 and 2 headers (version 3 came after Python 2); so does convcli."""
+    text = "{'descr': '<f8', 'fortran_order': False, 'shape': (2L,), }"
+    raw = b"\x93NUMPY\x03\x00" + struct.pack("<I", len(text)) + text.encode()
+    (tmp_path / "v3.npy").write_bytes(raw + np.zeros(2).tobytes())
+    with pytest.raises(ValueError):
+        np.load(tmp_path / "v3.npy")
+    with pytest.raises(DataError, match="malformed"):
+        io.read(tmp_path / "v3.npy")
 
 
 def test_header_length_is_bounded(tmp_path):

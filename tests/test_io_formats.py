@@ -10,7 +10,7 @@ from convcli.io import formats
 from convcli.pipeline.batch import extension_for
 
 READER_PARAMETERS = ["source", "fmt", "limits", "kind", "key", "auto_orient", "stream"]
-WRITER_PARAMETERS = ["sig", "dest", "fmt", "compress_level", "range_mode"]
+WRITER_PARAMETERS = ["sig", "dest", "fmt", "compress_level", "range_mode", "depth", "quality"]
 
 
 @pytest.mark.parametrize("row", formats.FORMATS, ids=lambda row: row.name)

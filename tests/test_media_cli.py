@@ -237,11 +237,13 @@ def test_kind_key_and_orientation_flags(tmp_path):
     assert Image.open(tmp_path / "s.png").size == (20, 10)
 
 
-def test_gif_first_frame_warning(tmp_path):
+def test_every_gif_frame_is_filtered_and_written(tmp_path):
     frames = [Image.fromarray(np.full((6, 6, 3), v, np.uint8)) for v in (10, 200, 90)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
     proc = run_process(tmp_path / "a.gif", "-k", "[[1]]", "-o", tmp_path / "o.gif")
-    assert proc.returncode == 0 and b"only the first of 3 frames" in proc.stderr
+    assert proc.returncode == 0 and proc.stderr == b""
+    with Image.open(tmp_path / "o.gif") as out:
+        assert out.n_frames == 3
 
 
 def test_nifti_stride_through_the_cli(tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import peak_memory as _peak_memory
-from convcli.nn.pickle_loader import CheckpointError, load_state_dict, parse_checkpoint
+from conftest import EXAMPLES, convcli_process, peak_memory as _peak_memory
+from convcli.nn.pickle_loader import MAX_DEPTH, MAX_PICKLE_BYTES, CheckpointError, load_state_dict, parse_checkpoint
 from convcli.nn.weights import source_path
 
 
@@ -243,19 +243,149 @@ def test_load_state_dict_names_the_file(tmp_path):
         load_state_dict(str(tmp_path / "missing.pth"))
 
 
+# --------------------------------------------------------------------------- a sandbox in memory and time
+def _nested(depth: int) -> bytes:
+    """A state pickle whose dict has, as a key, None wrapped in ``depth`` one-element tuples."""
+    return b"\x80\x02}" + b"N" + b"\x85" * depth + b"N" + b"s."
+
+
+def test_a_tuple_nested_200000_deep_is_refused_before_it_is_hashed(tmp_path):
+    """Hashing it (as a dict key) would overflow the C stack: the process died of SIGSEGV, exit 139."""
+    weights = tmp_path / "crash.pt"
+    weights.write_bytes(_wrapped(_nested(200_000)))
+    proc = convcli_process("classify", EXAMPLES / "photo.jpg", env=dict(os.environ, CONVCLI_WEIGHTS=str(weights),
+                                                                   XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode().splitlines() == [
+        f"convcli: error: {weights}: nests containers more than {MAX_DEPTH} deep; a state dict nests 4"]
+
+
+def test_nesting_is_bounded_however_the_containers_are_made():
+    deep_list = b"\x80\x02" + b"]" * (MAX_DEPTH + 2) + b"a" * (MAX_DEPTH + 1) + b"."  # each into the one before
+    deep_marked = b"\x80\x02" + b"(" * (MAX_DEPTH + 1) + b"N" + b"t" * (MAX_DEPTH + 1) + b"."
+    for main in (deep_list, deep_marked, _nested(MAX_DEPTH + 1)):
+        with pytest.raises(CheckpointError, match="nests containers more than"):
+            parse_checkpoint(_wrapped(main))
+    with pytest.raises(CheckpointError, match="not a state dict"):  # just deep enough is only a wrong state
+        parse_checkpoint(_wrapped(b"\x80\x02N" + b"\x85" * MAX_DEPTH + b"."))
+
+
+@pytest.mark.parametrize("key", [b"N\x85", b"N\x85\x85", b"]"])
+def test_dict_keys_are_names_or_numbers(key):
+    with pytest.raises(CheckpointError, match="a dict key is a"):
+        parse_checkpoint(_wrapped(b"\x80\x02}" + key + b"Ns."))  # (None,) / ((None,),) / [] as a key
+    pairs = b"\x80\x02" + lt.op_global("collections", "OrderedDict") + b"]" + key + b"N\x86a\x85R."
+    with pytest.raises(CheckpointError, match="a dict key is a"):
+        parse_checkpoint(_wrapped(pairs))  # OrderedDict([(key, None)])
+
+
+def test_stack_global_names_must_be_text():
+    main = b"\x80\x04" + b"N\x85" + lt.op_str("OrderedDict") + b"\x93)R."
+    with pytest.raises(CheckpointError, match="other than text"):
+        parse_checkpoint(_wrapped(main))
+
+
+SHARED = {
+    # what BUILD would set: (global, state)
+    "a storage type's element type": (lt.op_global("torch", "FloatStorage"),
+                                       b"N}" + lt.op_str("dtype") + lt.op_str("junk") + b"s\x86"),
+    "a rebuild function's defaults": (lt.op_global("torch._utils", "_rebuild_parameter"),
+                                      b"N}" + lt.op_str("__defaults__") + b"N\x85s\x86"),
+    "the rebuild function's attributes": (lt.op_global("torch._utils", "_rebuild_tensor_v2"),
+                                          b"}" + lt.op_str("x") + b"Ns"),
+    "the OrderedDict class": (lt.op_global("collections", "OrderedDict"), b"}" + lt.op_str("x") + b"Ns"),
+}
+
+
+@pytest.mark.parametrize("what", SHARED)
+def test_build_never_changes_what_the_next_load_shares(what):
+    """Setting attributes of a global would change the loader for the rest of the process."""
+    target, state = SHARED[what]
+    quiet = b"\x80\x02" + target + state + b"b0}."  # then an empty, otherwise valid state dict
+    with pytest.raises(CheckpointError, match="tries to modify"):
+        parse_checkpoint(_wrapped(quiet))
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(5, np.int64)}
+    for blob in (lt.simple_checkpoint(arrays), lt.zip_checkpoint({"w": lt.Entry("s", 0, (2, 3), (3, 1))},
+                                                                 {"s": arrays["w"].ravel()})):
+        state = parse_checkpoint(blob)  # the next valid checkpoint loads as before
+        np.testing.assert_array_equal(state["w"], arrays["w"])
+        assert state["w"].dtype == np.float32
+
+
+def test_a_state_dicts_metadata_is_accepted_and_dropped():
+    """torch.save keeps OrderedDict._metadata as the dict's attributes (a BUILD on the dict itself)."""
+    tensor = lt.op_tensor(lt.Entry("s", 0, (3,), (1,)), "FloatStorage", 3)
+    meta = b"}" + lt.op_str("_metadata") + lt.op_empty_ordered_dict() + lt.op_str("") + b"}" + lt.op_str(
+        "version") + lt.op_int(1) + b"ss" + b"s"
+    main = b"\x80\x02" + lt.op_empty_ordered_dict() + lt.op_str("w") + tensor + b"s" + meta + b"b."
+    state = parse_checkpoint(lt.checkpoint_bytes({}, {"s": np.ones(3, np.float32)}, main=main))
+    assert list(state) == ["w"] and not hasattr(state, "_metadata")
+
+
+def test_a_memo_index_beyond_the_pickle_costs_nothing():
+    """pickle's own unpickler sizes its memo by the largest index: 11 bytes made it allocate 1 GiB."""
+    blob = b"\x80\x02N" + b"r" + (1 << 26).to_bytes(4, "little") + b"0N."
+    with _peak_memory() as peak:
+        with pytest.raises(CheckpointError, match="memo index 67,108,864"):
+            parse_checkpoint(blob)
+    assert peak() < 1 << 20
+
+
+def test_a_zero_stride_view_is_not_materialised_beyond_the_files_size():
+    """torch.zeros(1).expand(16384, 16384), saved: 340 bytes that would become 1 GiB."""
+    blob = lt.checkpoint_bytes({"t": lt.Entry("s", 0, (16384, 16384), (0, 0))}, {"s": np.zeros(1, np.float32)})
+    with _peak_memory() as peak:
+        with pytest.raises(CheckpointError, match=f"more than the file's {len(blob)} bytes"):
+            parse_checkpoint(blob)
+    assert peak() < 1 << 20
+    many = {f"t{i}": lt.Entry("s", 0, (64,), (1,)) for i in range(4)}  # four names for one view: one array
+    state = parse_checkpoint(lt.checkpoint_bytes(many, {"s": np.arange(64, dtype=np.float32)}))
+    assert len({id(a) for a in state.values()}) == 1
+    np.testing.assert_array_equal(state["t3"], np.arange(64))
+    shifted = {f"t{i}": lt.Entry("s", i, (4000,), (1,)) for i in range(64)}  # 64 overlapping views
+    with pytest.raises(CheckpointError, match="more than the file's"):
+        parse_checkpoint(lt.checkpoint_bytes(shifted, {"s": np.arange(4096, dtype=np.float32)}))
+
+
+def test_a_pickle_longer_than_a_state_dicts_is_refused_in_bounded_time_and_memory(monkeypatch):
+    from convcli.nn import pickle_loader
+
+    limit = 64 << 10  # the loader's 1 MiB, scaled down: the memory it may cost is proportional
+    monkeypatch.setattr(pickle_loader, "MAX_PICKLE_BYTES", limit)
+    blob = b"\x80\x02N" + b"\x94" * (limit + 10)  # memoise the same None, over and over
+    with _peak_memory() as peak:
+        with pytest.raises(CheckpointError, match="pickles take more than 65,536 bytes"):
+            parse_checkpoint(blob)
+    assert peak() < 16 * limit
+    assert MAX_PICKLE_BYTES <= 1 << 20  # so a refusal takes well under a second
+    with pytest.raises(CheckpointError, match="integer of 1,000 bytes"):
+        parse_checkpoint(b"\x80\x02\x8b" + (1000).to_bytes(4, "little") + b"\x01" * 1000 + b".")
+
+
+@pytest.mark.parametrize("opcode", [b"I", b"L", b"F", b"S", b"V", b"p", b"g", b"P", b"\x8f", b"\x90", b"\x91"])
+def test_opcodes_torch_never_writes_are_refused(opcode):
+    with pytest.raises(CheckpointError, match="never writes"):
+        parse_checkpoint(b"\x80\x02" + opcode + b"1\n.")
+
+
 # --------------------------------------------------------------------------- mutation fuzz
-def _refused_or_parsed(mutants) -> int:
-    """Parse every mutant: only the loader's own error may come out, and none hangs."""
-    count = 0
-    for mutant in mutants:
-        start = time.perf_counter()
+def _outcome(mutant: bytes) -> str:
+    """Parse one mutant: only the loader's own error may come out, none hangs, none takes memory."""
+    start = time.perf_counter()
+    with _peak_memory() as peak:
         try:
             parse_checkpoint(mutant)
+            outcome = "ok"
         except CheckpointError:
-            pass
-        assert time.perf_counter() - start < 5.0
-        count += 1
-    return count
+            outcome = "refused"
+    assert time.perf_counter() - start < 5.0
+    # Far more than any of these small files can hold: one mutant of pickle's own loader took 1.9 GB.
+    assert peak() < 4 * len(mutant) + (8 << 20), f"{peak():,} bytes for a {len(mutant):,}-byte mutant"
+    return outcome
+
+
+def _refused_or_parsed(mutants) -> int:
+    return sum(1 for mutant in mutants if _outcome(mutant))
 
 
 def _mutants(blob: bytes, count: int, seed: int, region: int | None = None):
@@ -283,13 +413,7 @@ def test_mutants_of_a_small_checkpoint_only_raise_the_loaders_error():
     )
     outcomes = {"ok": 0, "refused": 0}
     for mutant in _mutants(blob, 400, seed=1):
-        start = time.perf_counter()
-        try:
-            parse_checkpoint(mutant)
-            outcomes["ok"] += 1
-        except CheckpointError:
-            outcomes["refused"] += 1
-        assert time.perf_counter() - start < 5.0
+        outcomes[_outcome(mutant)] += 1
     assert outcomes["refused"] > 300
     zipped = lt.zip_checkpoint({"a": lt.Entry("s", 0, (2, 3), (3, 1))}, {"s": np.arange(6, dtype=np.float32)})
     assert _refused_or_parsed(_mutants(zipped, 200, seed=3)) == 200

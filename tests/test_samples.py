@@ -106,3 +106,16 @@ def test_matches_the_definition(values, dtype, mode):
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out.astype(np.float64), np.clip(rounded, lo, hi))
     assert clipped == int(np.sum((rounded < lo) | (rounded > hi)))
+
+
+@pytest.mark.parametrize("dtype", INT_TYPES)
+@pytest.mark.parametrize("mode", ["clip", "offset"])
+def test_samples_already_of_the_output_type_are_kept_as_they_are(dtype, mode):
+    """A median's result is the input's samples: clip keeps every one; offset still shifts them."""
+    info = np.iinfo(dtype)
+    values = np.array([info.min, 0, info.max], dtype=dtype)
+    out, clipped = to_samples(values, dtype, mode)
+    expected = np.clip(np.rint(values.astype(np.float64) + (0 if mode == "clip" else (info.min + info.max + 1) / 2)),
+                       info.min, info.max)
+    np.testing.assert_array_equal(out.astype(np.float64), expected)
+    assert out.dtype == np.dtype(dtype) and clipped == int(mode == "offset" and info.min == 0)

@@ -76,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if process else [str(a) for a in argv]
     _guard_closed_streams()
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_hook = sys.unraisablehook
     report.interrupted_by = None
     _terminate_like_interrupt()
+    sys.unraisablehook = _redeliver_swallowed_signals(saved_hook)
     try:
         code = report.exit_code_of(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
         code = report.close_stdout(code, close=process)
     finally:
+        sys.unraisablehook = saved_hook
         if not process:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
@@ -167,10 +170,34 @@ def _terminate_like_interrupt() -> None:
         signal.signal(signal.SIGINT, _raise_interrupt)
 
 
+def _redeliver_swallowed_signals(previous):
+    """An unraisable-exception hook that sends a signal again when its exception landed in a finaliser.
+
+    The handlers raise where the interpreter happens to be; inside a
+    ``__del__`` or a weakref callback the exception cannot propagate, so
+    Python would print "Exception ignored ... KeyboardInterrupt" and the run
+    would go on as if no signal had come.  Sent again a moment later (from
+    another thread, so not into this hook), the signal is raised where the
+    main thread is then, past the finaliser, and unwinds the run.
+    """
+    def hook(unraisable) -> None:
+        from . import report
+
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and report.interrupted_by is not None:
+            import os
+            import threading
+
+            again = threading.Timer(0.01, os.kill, (os.getpid(), report.interrupted_by))
+            again.daemon = True
+            again.start()
+            return
+        previous(unraisable)
+    return hook
+
+
 def _die_of_signal(signum: int | None) -> None:
     # Exit "by the signal", after cleaning up, so a shell loop around convcli
     # stops too (the shell shows 130 for SIGINT, 143 for SIGTERM).
-    import gc
     import os
     import signal
 
@@ -179,15 +206,6 @@ def _die_of_signal(signum: int | None) -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
-    # Dying by a signal skips interpreter shutdown, so run what it would have
-    # run for a stopped worker pool: the queues' finalizers release their
-    # semaphores (otherwise multiprocessing's resource tracker warns of leaks).
-    gc.collect()
-    if "multiprocessing.util" in sys.modules:
-        try:
-            sys.modules["multiprocessing.util"]._exit_function()
-        except Exception:
             pass
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

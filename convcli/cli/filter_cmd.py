@@ -60,20 +60,46 @@ def filter_command(
         None, "--compress-level", metavar="N",
         help="Compression 0-9 for PNG (default 2: fast; 6-9: smaller, several times slower), TIFF, FLAC, .npz.",
     ),
+    depth: Optional[str] = typer.Option(
+        None, "--depth", metavar="BITS",
+        help="Output sample type: 1 (black and white), 8, 16, 24, 32 (integers; 8 -> 16 multiplies by 257) or "
+        "32f, 64f (floats, in the input's units). Default: the input's.",
+    ),
+    quality: Optional[int] = typer.Option(
+        None, "--quality", metavar="Q", help="JPEG/WebP quality 1-100 (default: a JPEG input's own, else 90)."
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
         False, "--fail-fast",
         help="Batch: stop at the first file that fails (finished outputs are kept). Video: a corrupt packet or a "
         "clip cut short fails the file instead of a warning.",
     ),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary unless something failed."),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="No warnings (notes on what was changed or left out), no progress bar, "
+        "and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
         None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
     ),
     alpha: str = typer.Option(
-        "premultiply", "--alpha", metavar="MODE",
-        help="Transparency: premultiply (default: no colour bleeds from transparent pixels, edges soften), "
-        "keep (alpha unchanged), channel (alpha filtered like a colour).",
+        "auto", "--alpha", metavar="MODE",
+        help="Transparency: auto (default: premultiply for smoothing kernels; for any other, alpha kept and "
+        "colour filtered with transparent pixels taking the colour of the visible ones around them), "
+        "premultiply (colour times alpha filtered, then divided by the filtered alpha: edges soften), "
+        "keep (alpha unchanged, colour filtered as stored), channel (alpha filtered like a colour).",
+    ),
+    colorspace: str = typer.Option(
+        "stored", "--colorspace", metavar="SPACE",
+        help="Images: the values filtered. stored (default: the samples as stored), linear (linear light: "
+        "the sRGB or ICC tone curve undone, then redone; blurs do not darken), luma (only the BT.709 luma, "
+        "colour differences kept: sharpening without colour fringes). Videos: stored (Y, U and V as stored, "
+        "each at its own size), luma (Y only), rgb (converted to RGB and back).",
+    ),
+    axes: Optional[str] = typer.Option(
+        None, "--axes", metavar="AXES",
+        help="Run the kernel along these axes only: x, y, z (last, second-to-last, third-to-last spatial "
+        "axis), t (frames), e.g. '--axes x' (a 1D kernel along rows) or '--axes y,x' on a volume (a 2D "
+        "kernel on every slice). The kernel has one axis per name, in that order. Videos: t,y,x (kernels "
+        "over time too, the first axis in frames) or y,x (frame by frame); default from the kernel.",
     ),
     range_mode: Optional[str] = typer.Option(
         None, "--range", metavar="MODE",
@@ -89,16 +115,6 @@ def filter_command(
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
-    colorspace: str = typer.Option(
-        "stored", "--colorspace", metavar="MODE",
-        help="Colour planes: stored (default; a video's Y, U and V as stored, each at its own size), "
-        "luma (a video's Y only), rgb (converted to RGB and back).",
-    ),
-    axes: Optional[str] = typer.Option(
-        None, "--axes", metavar="AXES",
-        help="Video: t,y,x builds kernels over time too (the first axis in frames); y,x filters frame by frame. "
-        "Default: from the kernel (three values, sobel-z or a 3D file reach across frames).",
-    ),
     codec: Optional[str] = typer.Option(
         None, "--codec", metavar="NAME", help="Video: encode as h264, hevc, vp9, av1, ffv1, prores, mjpeg (default: the input's)."
     ),
@@ -126,10 +142,10 @@ def filter_command(
     video = VideoOptions(codec=codec, crf=crf, bitrate=parse.bitrate(bitrate), pix_fmt=pix_fmt, fail_fast=fail_fast)
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
-        normalize=normalize, out_format=out_format, compress_level=compress_level, kind=kind, alpha=alpha,
-        range=range_mode, auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, colorspace=colorspace,
-        axes=parse.axes(axes), video=video,
+        normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
+        kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
+        auto_orient=not no_auto_orient, max_pixels=max_pixels,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, video=video,
     )
     if batch.is_batch(inputs, output):
         if explain:
@@ -141,7 +157,9 @@ def filter_command(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,
         )
-        raise typer.Exit(run_batch(plan, filter_job, options, runs, quiet=quiet, as_json=as_json, verbose=verbose))
+        on_ok = None if quiet else (lambda record: warn_notes(record.get("input"), record.get("notes") or ()))
+        raise typer.Exit(run_batch(plan, filter_job, options, runs, quiet=quiet, as_json=as_json, verbose=verbose,
+                                   on_ok=on_ok))
     input = inputs[0]
     if explain:
         _print_explain(plan_of(input, options), as_json)
@@ -151,10 +169,10 @@ def filter_command(
 
     with FrameProgress(enabled=not quiet) as progress:
         report = filter_file(input, output, options, on_progress=progress.update)
-    for note in report.notes:
-        sys.stderr.write(f"convcli: warning: {report.input}: {note}\n")
-    if report.clipped and (verbose or _is_audio(report.output)):
-        # Clipped audio is audible distortion, so it is always reported.
+    if not quiet:
+        warn_notes(report.input, report.notes)
+    if report.clipped and not quiet and (verbose or _is_audio(report.output)):
+        # Clipped audio is audible distortion, so it is reported unless asked not to.
         sys.stderr.write(f"convcli: warning: {report.output}: {report.clipped} samples clipped to the output range\n")
     if as_json:
         # With the data on stdout, the report goes to stderr so the two never mix.
@@ -167,6 +185,14 @@ def filter_command(
                 f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
+
+
+def warn_notes(input: str, notes) -> None:
+    """Each note the reader, the filter or the writer made, as one warning line on stderr."""
+    from .batch_report import printable
+
+    for note in notes:
+        sys.stderr.write(f"convcli: warning: {printable(input)}: {' '.join(str(note).split())}\n")
 
 
 def _single_output(input: str, output: str | None, in_place: bool) -> str:
@@ -202,14 +228,21 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(steps))
         return
+    if steps:
+        first = steps[0]
+        print(f"colour space: {first.get('colorspace', 'stored')}")
+        if first.get("alpha"):
+            print(f"alpha: {first['alpha']}")
     for i, step in enumerate(steps, 1):
         k = step["kernel"]
         print(f"kernel {i}: {k.get('spec', '?')}")
-        for key in ("shape", "sum", "separable", "rank"):
+        for key in ("shape", "operator", "sum", "separable", "rank"):
             if key in k:
                 print(f"  {key}: {k[key]}")
-        for axis, (before, after) in enumerate(step["padding"]):
+        print(f"  axes: {', '.join(step['axes'])}")
+        for axis, (before, after) in zip(step["axes"], step["padding"]):
             print(f"  padding axis {axis}: {before} before, {after} after")
         print(f"  input shape: {tuple(step['input_shape'])}")
         print(f"  output shape: {tuple(step['output_shape'])}")
+        print(f"  precision: {step['precision']}")
         print(f"  method (auto): {step['why']}")

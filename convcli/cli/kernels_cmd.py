@@ -112,7 +112,7 @@ def _write_plot(kernel, dest: str, rate: Optional[float], spec: str) -> None:
         if candidate and dest != "-" and os.path.exists(candidate) and os.path.exists(dest) \
                 and os.path.samefile(candidate, dest):
             raise UsageError("--plot would overwrite the kernel file itself", subject=dest)
-    if kernel.ndim == 1 and len(kernel.weights) == 1:
+    if kernel.ndim == 1 and len(kernel.weights) == 1 and kernel.operator is None:  # a median has no frequency response
         freqs, db = plot.frequency_response(kernel.weights[0], rate)
         image = plot.response_plot(freqs, db, rate=rate)
     else:
@@ -126,6 +126,9 @@ def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
 
     console = Console(soft_wrap=False, highlight=False)
     console.print(f"[bold]{facts['name']}[/bold]  {facts['description']}".rstrip())
+    if kernel.operator is not None:
+        _print_operator(console, kernel, facts)
+        return
     shape = "x".join(map(str, facts["shape"]))
     count = f", {facts['kernels']} kernels combined by {facts['combine']}" if facts["kernels"] > 1 else ""
     console.print(f"{facts['ndim']}D, shape {shape}{count}")
@@ -135,7 +138,8 @@ def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
         _print_weights(console, w)
     sums = facts["sum"] if isinstance(facts["sum"], list) else [facts["sum"]]
     console.print(f"sum: {', '.join(f'{s:.6g}' for s in sums)}")
-    console.print(f"separable: {'yes' if facts['separable'] else 'no'}   rank: {facts['rank']}   "
+    rank = "not computed (too large)" if facts["rank"] is None else facts["rank"]
+    console.print(f"separable: {'yes' if facts['separable'] else 'no'}   rank: {rank}   "
                   f"symmetry: {facts['symmetry']}")
     console.print(f"range (integer outputs): {facts['range_default']}")
     if kernel.ndim == 1 and len(kernel.weights) == 1 and rate:
@@ -145,6 +149,27 @@ def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
         console.print("frequency response:")
         for line in text_response(freqs, db, rate=rate):
             console.print(line)
+
+
+def _print_operator(console, kernel, facts: dict) -> None:
+    """A rank, morphology or pooling kernel: its footprint drawn as a mask, what it computes, its twin elsewhere."""
+    shape = "x".join(map(str, facts["shape"]))
+    console.print(f"{facts['ndim']}D, shape {shape}, {facts['taps']} taps (# in the footprint)")
+    mask = kernel.weights[0] != 0
+    crop = tuple(slice((n - min(n, MAX_CELLS)) // 2, (n - min(n, MAX_CELLS)) // 2 + min(n, MAX_CELLS))
+                 for n in mask.shape)
+    shown = mask[crop]
+    if shown.shape != mask.shape:
+        console.print(f"(the central {'x'.join(map(str, shown.shape))})")
+    planes = [shown.reshape(1, -1)] if shown.ndim == 1 else [shown] if shown.ndim == 2 else list(shown)
+    for k, plane in enumerate(planes):
+        if shown.ndim == 3:
+            console.print(f"slice {crop[0].start + k + 1} of {mask.shape[0]}:")
+        for row in plane:
+            console.print(" ".join("#" if tap else "." for tap in row), markup=False)
+    console.print(f"operator: {facts['operator']}")
+    console.print(f"as: {facts['equivalent']}", markup=False)
+    console.print(f"range (integer outputs): {facts['range_default']}")
 
 
 def _print_weights(console, w) -> None:

@@ -41,15 +41,11 @@ def size(text: str | None, flag: str = "--memory-budget") -> int | None:
     return parse_size(text, subject=flag)
 
 
-def axes(text: str | None, flag: str = "--axes") -> tuple[str, ...] | None:
-    """``"t,y,x"`` -> ("t", "y", "x"): axis letters, each once (None stays None: from the kernel)."""
+def names(text: str | None) -> tuple[str, ...] | None:
+    """``"y,x"`` -> ("y", "x"): a comma list of names, lower-cased (None stays None)."""
     if text is None:
         return None
-    letters = tuple(p.strip().lower() for p in str(text).split(","))
-    if not all(len(p) == 1 and p.isalpha() for p in letters) or len(set(letters)) != len(letters):
-        raise ParameterError(f"must be axis letters, each once, separated by commas (t,y,x), got {text!r}",
-                             subject=flag)
-    return letters
+    return tuple(p.strip().lower() for p in str(text).split(","))
 
 
 _SI = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}

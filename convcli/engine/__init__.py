@@ -3,6 +3,10 @@
 The engine knows nothing of files or terminals; it takes arrays and returns
 arrays.  ``correlate`` is the default operation (the kernel laid over the
 samples as written, as in PyTorch and CNNs); ``convolve`` flips the kernel.
+Over the same window geometry, ``rank_filter`` takes order statistics
+(median, minimum, maximum, any rank), ``morphology_filter`` builds erosion,
+dilation, opening, closing and their differences on it, and ``max_pool``
+and ``avg_pool`` follow PyTorch's pooling.
 
 Its public names are those in ``_EXPORTS`` below: the two operations, the
 plans behind them (:func:`make_plan`, :func:`execute`, the per-axis
@@ -27,6 +31,12 @@ _EXPORTS = {
     "streamed_band_bytes": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
     "weighted_sum": "weighted",
+    "RankPlan": "rank", "execute_rank": "rank", "plan_rank": "rank", "rank_filter": "rank",
+    "MorphologyPlan": "morphology", "OPERATIONS": "morphology", "execute_morphology": "morphology",
+    "morphology_filter": "morphology", "plan_morphology": "morphology",
+    "PoolPlan": "pooling", "avg_pool": "pooling", "execute_pool": "pooling", "max_pool": "pooling",
+    "plan_pool": "pooling", "pool_axes": "pooling",
+    "SVD_MAX_WORK": "strategies", "svd_work": "strategies", "rank1_factors": "strategies",
 }
 
 __all__ = sorted(_EXPORTS)

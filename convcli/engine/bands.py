@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..parallel import run_all, thread_count
 from .borders import BorderMode
 from .geometry import AxisPlan
@@ -43,6 +44,26 @@ class Layout:
     trailing: bool  # channels after the spatial axes (kept in place) rather than lanes
     nb: int  # number of batch axes
     nd: int  # number of spatial axes
+
+
+def split_shape(x_shape, channel_axis, nd: int) -> tuple[int | None, tuple[int, ...], tuple[int, ...], int]:
+    """An input's channel axis (non-negative, or None), batch shape, spatial shape and channel count.
+
+    The spatial axes are the last ``nd`` axes that are not the channel axis;
+    the axes before them are batch axes.
+    """
+    x_shape = tuple(int(n) for n in x_shape)
+    if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)) \
+                or not -len(x_shape) <= channel_axis < len(x_shape):
+            raise ParameterError(f"must be an axis of the input (-{len(x_shape)}..{len(x_shape) - 1}), "
+                                 f"got {channel_axis!r}", subject="channel_axis")
+        channel_axis = int(channel_axis) % len(x_shape)
+    rest = [n for i, n in enumerate(x_shape) if i != channel_axis]
+    if len(rest) < nd:
+        raise ParameterError(f"has shape {x_shape}: fewer than the {nd} spatial axes the window has", subject="x")
+    channels = x_shape[channel_axis] if channel_axis is not None else 1
+    return channel_axis, tuple(rest[:len(rest) - nd]), tuple(rest[len(rest) - nd:]), channels
 
 
 def layout_of(x_shape, channel_axis: int | None, nd: int) -> Layout:

@@ -1,6 +1,7 @@
 """``correlate`` and ``convolve``: one worker, two faces."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,6 +210,8 @@ def make_plan(
     _check_forced(chosen, choice, canonical, nd, opencv)
     if chosen == "separable" and nd == 1:
         chosen = "direct"  # a 1-D kernel is trivially one pass
+    if method != "auto" and choice.costs:  # the costs were weighed (for a factorisation), the user's method runs
+        choice = dataclasses.replace(choice, method=chosen, forced=True, spreads_non_finite=False)
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
 
 
@@ -236,6 +239,11 @@ def _check_forced(method: str, choice, kernel: np.ndarray, nd: int, opencv: bool
         raise ParameterError(
             "the kernel is not separable (not rank 1); use method direct, lowrank, fft or auto", subject="method"
         )
+    if method == "lowrank" and not strategies.lowrank_affordable(kernel.shape):
+        taps = "x".join(str(n) for n in kernel.shape[1:])
+        raise ParameterError(
+            f"lowrank factors the kernel by SVD, and a {taps} kernel would take minutes to factor; use another "
+            "method", subject="method")
     if method == "box" and running.box_weights(kernel) is None:
         raise ParameterError("the kernel is not a box (all weights equal and non-zero); use another method",
                              subject="method")

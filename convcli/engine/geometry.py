@@ -9,6 +9,9 @@ Output length per axis (n input, k kernel, s stride, d dilation):
 
       out = floor((n + 2p - d(k-1) - 1) / s) + 1
 
+  or ``(before, after)`` per axis (ONNX's ``pads``; a pooling window in
+  PyTorch's ``ceil_mode``), the same rule with ``before + after`` for 2p;
+
 - ``same``, TensorFlow's rule::
 
       out = ceil(n / s)
@@ -90,12 +93,16 @@ def _is_int(item) -> bool:
 
 
 def parse_padding(value, ndim: int):
-    """Normalise ``padding`` into a word (same/valid/full) or one int per axis."""
+    """Normalise ``padding`` into a word (same/valid/full), one int per axis, or one (before, after) pair per axis."""
     if isinstance(value, str):
         word = value.strip().lower()
         if word not in PADDING_WORDS:
             raise ParameterError(f"must be same, valid, full or samples per axis, got {value!r}", subject="padding")
         return word
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
+        if len(value) != ndim or not all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
+            raise ParameterError(f"takes one (before, after) pair per axis ({ndim}), got {value!r}", subject="padding")
+        return tuple(per_axis(v, 2, "padding", minimum=0) for v in value)
     return per_axis(value, ndim, "padding", minimum=0)
 
 
@@ -114,8 +121,8 @@ def plan_axes(spatial_shape, kernel_shape, *, stride=1, padding="same", dilation
             before, after = total // 2, total - total // 2
         else:
             p = {"valid": 0, "full": span - 1}.get(pad) if isinstance(pad, str) else pad[axis]
-            before = after = p
-            out = (n + 2 * p - span) // s + 1
+            before, after = p if isinstance(p, tuple) else (p, p)
+            out = (n + before + after - span) // s + 1
         if out < 1 or n < 1:
             raise ParameterError(
                 f"gives no output samples on axis {axis}: input length {n}, kernel span {span} "

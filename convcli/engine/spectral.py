@@ -40,6 +40,19 @@ MIN_BLOCKS = 2
 # Samples transformed per call (a group of blocks, a band of outputs): a few
 # MiB for the blocks, their spectra and the result keep a thread's work near its cache.
 GROUP_SAMPLES = 1 << 20
+# A transform spreads its round-off over every output, so an output whose
+# exact value is 0 (beyond a kernel's support, silence before a sound, a flat
+# region under an edge kernel) comes out as +-1e-18 (float64) or +-1e-9
+# (float32) times the signal's scale, and a non-negative signal under a
+# non-negative kernel can come out below zero.  The scale is eps * rms(x) *
+# max|W| (W the kernel's spectrum).  Measured where the exact result is 0
+# (impulses, random and sparse 64x64 to 1200x1600 images, 40^3 volumes,
+# 6e4 to 1e6-sample signals with kernels of 1001 to 88200 taps): at most 3.6
+# times that scale, while the error of the other outputs reaches 6 (float32)
+# and 32 (float64) times it.  Outputs within ROUND_OFF * sqrt(log2 N) times
+# the scale of zero (N the transform's length) are set to 0, as a direct sum
+# gives them: 8.5 for N = 2**18, inside the transform's own error.
+ROUND_OFF = 2.0
 
 
 def flipped_kernel(weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
@@ -64,12 +77,39 @@ def fft(xp: np.ndarray, weights: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.
     sizes = tuple(sfft.next_fast_len(p.length, real=True) for p in plans)
     n = thread_count()
     spectrum = sfft.rfftn(xp, s=sizes, axes=axes, workers=n)
-    spectrum *= sfft.rfftn(kernel, s=sizes, axes=axes, workers=n)
+    response = sfft.rfftn(kernel, s=sizes, axes=axes, workers=n)
+    spectrum *= response
+    peak = float(np.abs(response).max())
+    del response
     full = sfft.irfftn(spectrum, s=sizes, axes=axes, workers=n, overwrite_x=True)
     del spectrum
     full = full[(slice(None),) + tuple(slice(p.span - 1, p.length) for p in plans) + (slice(None),)]
     keep = (slice(None),) + tuple(slice(0, (p.out - 1) * p.stride + 1, p.stride) for p in plans) + (slice(None),)
-    return np.ascontiguousarray(full[keep], dtype=xp.dtype)
+    out = np.ascontiguousarray(full[keep], dtype=xp.dtype)
+    flat = xp.reshape(-1)
+    rms = float(np.sqrt(np.dot(flat, flat) / max(flat.size, 1)))
+    settle(out, rms * peak, int(np.prod(sizes)), weights.min() >= 0 and xp.min() >= 0)
+    return out
+
+
+def settle(out: np.ndarray, scale: float, length: int, non_negative: bool) -> None:
+    """Undo what round-off did near zero: outputs within it become 0, and none is negative where none can be.
+
+    ``scale`` is rms(x) * max|W| of the transform that made ``out``,
+    ``length`` its number of points; ``non_negative``: a signal >= 0 under
+    weights >= 0, whose outputs are all >= 0.
+    """
+    limit = ROUND_OFF * float(np.finfo(out.dtype).eps) * scale * np.sqrt(np.log2(max(length, 2)))
+    if not np.isfinite(limit):
+        return  # non-finite samples: nothing to settle (auto never sends them here)
+    if limit > 0:
+        # A multiply by the mask, not copyto(where=): 5-8x faster on outputs of mixed magnitudes.
+        # (A negative output flushed is -0.0, which equals 0; the clamp below makes it +0.)
+        keep = np.abs(out)
+        np.greater(keep, limit, out=keep)
+        out *= keep
+    if non_negative:
+        np.maximum(out, 0, out=out)
 
 
 def block_size(span: int) -> int:
@@ -101,6 +141,8 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
     kernel = flipped_kernel(np.moveaxis(weights, 1, 0), (plan,))  # (wl, span, wt)
     responses = {(lane, t): transforms.spectrum(kernel[lane, :, t].astype(dtype), size, group)
                  for lane in range(kernel.shape[0]) for t in range(kernel.shape[-1])}
+    peaks = {key: transforms.peak(response) for key, response in responses.items()}
+    non_negative = {key: bool(kernel[key[0], :, key[1]].min() >= 0) for key in responses}
     scratch: dict[int, dict] = {}
 
     def one(job: tuple[int, int, int]) -> None:
@@ -120,7 +162,11 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
             o0, o1 = -(-p0 // stride), -(-p1 // stride)
             if o1 > o0:
                 first = o0 * stride - p0 + span - 1
-                out[lane, o0:o1, t] = result[r, first:first + (o1 - o0 - 1) * stride + 1:stride]
+                kept = result[r, first:first + (o1 - o0 - 1) * stride + 1]
+                block = blocks[r]  # the round-off of this block's transform is its own samples'
+                rms = float(np.sqrt(np.dot(block, block) / size))
+                settle(kept, rms * peaks[key], size, non_negative[key] and block.min() >= 0)
+                out[lane, o0:o1, t] = kept[::stride]
 
     jobs = [(lane, t, start) for start in range(0, count, group)
             for lane in range(out.shape[0]) for t in range(out.shape[-1])]
@@ -183,6 +229,13 @@ class _OpenCV:
         # mulSpectrums wants both operands of one shape: the response repeated for a group's rows.
         return np.repeat(self.cv2.dft(padded, flags=self.cv2.DFT_ROWS), rows, axis=0)
 
+    @staticmethod
+    def peak(response: np.ndarray) -> float:
+        """The largest magnitude of a response's packed spectrum (CCS: re0, re1, im1, ..., re(n/2))."""
+        row = response[0].astype(np.float64)
+        inner = np.hypot(row[1:-1:2], row[2:-1:2])
+        return float(max(abs(row[0]), abs(row[-1]), inner.max(initial=0.0)))
+
     def circular(self, blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:
         """Circular correlation of every row of ``blocks`` with the (flipped) response, in ``store``'s scratch."""
         cv2 = self.cv2
@@ -216,6 +269,10 @@ class _NumPy:
     @staticmethod
     def spectrum(taps: np.ndarray, size: int, rows: int) -> np.ndarray:
         return np.fft.rfft(taps, n=size)
+
+    @staticmethod
+    def peak(response: np.ndarray) -> float:
+        return float(np.abs(response).max())
 
     @staticmethod
     def circular(blocks: np.ndarray, response: np.ndarray, store: dict) -> np.ndarray:

@@ -42,6 +42,11 @@ SPREADS_NON_FINITE = frozenset({"lowrank", "box", "toeplitz", "fft", "opencv"})
 SEPARABLE_RTOL = 1e-7
 # Relative tolerance of a low-rank (sum of separable terms) factorisation.
 LOWRANK_RTOL = 1e-9
+# Multiply-adds of SVD a plan may spend on factoring a kernel (about m * n * min(m, n) for
+# an m x n unfolding; 1-2.5 ns each here, so about 80 ms).  Beyond it an SVD would stall the
+# run, uninterruptibly inside LAPACK (a 4096x8192 kernel: minutes): rank 1 is then tested
+# through the largest weight instead (linear in the kernel's size), and low rank not at all.
+SVD_MAX_WORK = 1 << 25
 
 # Cost model, in nanoseconds on the 2-core benchmark machine (AVX-512 Xeon,
 # 2 MiB L2 per core), measured with bench/bench_engine.py on 3840x2160 RGB,
@@ -54,6 +59,9 @@ LOWRANK_RTOL = 1e-9
 DIRECT_NS_PER_TAP = 0.6
 DIRECT_NS_PER_OUTPUT = 1.0
 NS_PER_UFUNC = 1500.0
+# Every weight, zero or not, is looked at in Python once a band (a 2^25-weight kernel of
+# zeros: 15 s on a 64x48 image, which costs nothing else).
+DIRECT_NS_PER_WEIGHT = 0.45e3
 # Running sums: two float64 passes per axis.
 BOX_NS_PER_SAMPLE_AXIS = 2.5
 # scipy.fft, real transforms on every core: per sample and log2 of the size,
@@ -89,12 +97,24 @@ PLANE_NS_PER_CALL = 1500.0
 
 
 # --------------------------------------------------------------------------- rank 1
+def svd_work(shape) -> int:
+    """Multiply-adds of the repeated SVD that factors a kernel of ``shape``: one unfolding per axis but the last."""
+    shape = [int(n) for n in shape]
+    work = 0
+    for axis in range(len(shape) - 1):
+        m, n = shape[axis], math.prod(shape[axis + 1:])
+        work += m * n * min(m, n)
+    return work
+
+
 def rank1_factors(kernel: np.ndarray, rtol: float = SEPARABLE_RTOL) -> list[np.ndarray] | None:
     """Factor an N-D kernel into one 1-D vector per axis, or ``None`` if it is not rank 1.
 
-    Works by repeated SVD of the unfolding along the first axis; the result is
-    accepted only if its outer product reproduces the kernel to ``rtol`` times
-    the kernel's norm.
+    Works by repeated SVD of the unfolding along the first axis, or, for a
+    kernel whose SVD would cost more than :data:`SVD_MAX_WORK`, through the
+    row and column of its largest weight; either result is accepted only if
+    its outer product reproduces the kernel to ``rtol`` times the kernel's
+    norm.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     scale = float(np.abs(kernel).max()) if kernel.size else 0.0
@@ -102,14 +122,15 @@ def rank1_factors(kernel: np.ndarray, rtol: float = SEPARABLE_RTOL) -> list[np.n
         return None
     # Factor the kernel scaled to a largest weight of 1: tiny or huge weights
     # would otherwise underflow or overflow inside the SVD and the norms.
-    factors = _unit_rank1_factors(kernel / scale, rtol)
-    if factors is not None:
-        factors[0] = factors[0] * scale
+    unit = kernel / scale
+    factors = _svd_factors(unit, rtol) if svd_work(kernel.shape) <= SVD_MAX_WORK else _pivot_factors(unit)
+    if factors is None or not _reproduces(factors, unit, rtol):
+        return None
+    factors[0] = factors[0] * scale
     return factors
 
 
-def _unit_rank1_factors(kernel: np.ndarray, rtol: float) -> list[np.ndarray] | None:
-    norm = np.linalg.norm(kernel)
+def _svd_factors(kernel: np.ndarray, rtol: float) -> list[np.ndarray] | None:
     factors = []
     rest = kernel
     while rest.ndim > 1:
@@ -119,12 +140,37 @@ def _unit_rank1_factors(kernel: np.ndarray, rtol: float) -> list[np.ndarray] | N
         factors.append(u[:, 0] * s[0])
         rest = vt[0].reshape(rest.shape[1:])
     factors.append(rest)
-    rebuilt = factors[0]
-    for f in factors[1:]:
-        rebuilt = np.multiply.outer(rebuilt, f)
-    if np.linalg.norm(rebuilt - kernel) > rtol * norm:
-        return None
     return factors
+
+
+def _pivot_factors(kernel: np.ndarray) -> list[np.ndarray]:
+    """The rank-1 candidate through the largest weight: its column (scaled to 1 there), then its row, per axis.
+
+    If the kernel is rank 1, column times row is the kernel; if not, the
+    check that follows refuses the candidate.
+    """
+    factors = []
+    rest = kernel
+    while rest.ndim > 1:
+        flat = rest.reshape(rest.shape[0], -1)
+        i, j = np.unravel_index(int(np.argmax(np.abs(flat))), flat.shape)
+        factors.append(flat[:, j] / flat[i, j])
+        rest = flat[i].reshape(rest.shape[1:])
+    factors.append(rest)
+    return factors
+
+
+def _reproduces(factors: list[np.ndarray], kernel: np.ndarray, rtol: float) -> bool:
+    """Whether the outer product of ``factors`` is ``kernel`` to ``rtol`` times its norm (a slice at a time)."""
+    if len(factors) == 1:
+        return True  # a 1-D kernel is its own factor
+    tail = factors[1]
+    for f in factors[2:]:
+        tail = np.multiply.outer(tail, f)
+    squared = 0.0
+    for i, weight in enumerate(factors[0]):
+        squared += float(np.sum(np.square(kernel[i] - weight * tail)))
+    return math.sqrt(squared) <= rtol * float(np.linalg.norm(kernel))
 
 
 def channel_factors(kernel: np.ndarray) -> list[np.ndarray] | None:
@@ -155,6 +201,16 @@ def lowrank_terms(kernel: np.ndarray, rtol: float = LOWRANK_RTOL) -> list[list[n
     return terms
 
 
+def lowrank_affordable(shape) -> bool:
+    """Whether a ``(channels, *taps)`` kernel can be split into low-rank terms within :data:`SVD_MAX_WORK`.
+
+    Each axis may bring up to a row's worth of terms, each factored again,
+    so the work is counted for every first-axis row of the kernel too.
+    """
+    channels, taps = int(shape[0]), tuple(shape[1:])
+    return channels * (1 + taps[0] * (len(taps) > 2)) * svd_work(taps) <= SVD_MAX_WORK
+
+
 def channel_terms(kernel: np.ndarray) -> list[list[np.ndarray]]:
     """Low-rank terms of a ``(channels, *taps)`` kernel: each term one ``(channels, taps_a)`` array per axis.
 
@@ -182,13 +238,14 @@ class Choice:
     costs: dict[str, float]
     separable: bool
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
+    forced: bool = False  # --method named it, whatever the costs
 
     def reason(self) -> str:
-        """The method and why: forced, or the estimated milliseconds of every candidate, cheapest first."""
+        """The method and why: forced, and/or the estimated milliseconds of every candidate, cheapest first."""
         if not self.costs:
             return f"{self.method} (forced)"
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
-        return f"{self.method} (estimated ms: {ranked})"
+        return f"{self.method} ({'forced; ' if self.forced else ''}estimated ms: {ranked})"
 
 
 def choose_method(
@@ -210,13 +267,13 @@ def choose_method(
     nonzero = max(int(np.count_nonzero(support)), 1)
     bands = max(1, padded * 4 // (1 << 20))
     costs = {"direct": outputs * (DIRECT_NS_PER_TAP * nonzero + DIRECT_NS_PER_OUTPUT)
-             + NS_PER_UFUNC * 2 * nonzero * bands}
+             + (NS_PER_UFUNC * 2 * nonzero + DIRECT_NS_PER_WEIGHT * math.prod(taps)) * bands}
     factors = channel_factors(kernel) if nd > 1 else None
     if factors is not None and not _is_one_tap(taps):
         work = lanes * _separable_work(plans)
         costs["separable"] = work * DIRECT_NS_PER_TAP + outputs * DIRECT_NS_PER_OUTPUT + NS_PER_UFUNC * 2 * sum(taps) * bands
     if finite:
-        if nd > 1 and factors is None and nonzero > 2 * sum(taps):
+        if nd > 1 and factors is None and nonzero > 2 * sum(taps) and lowrank_affordable(kernel.shape):
             terms = len(channel_terms(kernel))
             if terms * sum(taps) < nonzero:
                 work = lanes * _separable_work(plans)

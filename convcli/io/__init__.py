@@ -14,14 +14,14 @@ when it is needed, and with it its backend (Pillow, soundfile, nibabel).
 """
 from __future__ import annotations
 
-from ..errors import DataError, UsageError, check_choice
+from ..errors import DataError, OutputError, UsageError, check_choice
 from . import formats
 from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
 __all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget",
-           "human_size", "check_compress_level", "Signal", "Written", "KINDS"]
+           "human_size", "check_compress_level", "check_quality", "Signal", "Written", "KINDS"]
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
@@ -92,14 +92,27 @@ def open_source(source, *, memory_budget=None):
     return src, detect(src)
 
 
-def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip") -> Written:
+def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip", depth=None,
+          quality=None) -> Written:
     """Write a Signal to a file (or ``-`` for stdout), atomically, in the format asked for.
 
     The format is `format`, else the destination's extension, else (for
     stdout or an unknown extension) the format the signal was read from.
-    Samples are converted to the signal's recorded sample type by
-    :func:`convcli.samples.to_samples` under the range mode `range` (clip,
-    abs, offset, rescale); the returned :class:`Written` counts clipped samples.
+    Samples are converted to the signal's recorded sample type (or to
+    `depth`) by :func:`convcli.samples.to_samples` under the range mode
+    `range` (clip, abs, offset, rescale); the returned :class:`Written`
+    counts clipped samples and notes what the format changed or ignored.
+
+    Parameters
+    ----------
+    depth : {"1", "8", "16", "24", "32", "32f", "64f"}, optional
+        The output's sample type instead of the input's (see
+        :mod:`convcli.io.samples` for how values are scaled between types).
+    quality : int, optional
+        1..100 for lossy formats (JPEG, WebP); default: a JPEG input's own
+        quality (its quantisation tables), else 90.
+    compress_level : int, optional
+        0..9 for the formats that compress losslessly (PNG, TIFF, FLAC, .npz).
 
     Raises
     ------
@@ -108,18 +121,33 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
     DataError
         NaN or infinity bound for an integer format.
     UsageError
-        An unknown `format` name.
+        An unknown `format` name; a bad `depth`, `quality` or `compress_level`.
     """
+    from .samples import check_depth
+
     dest = str(dest)
     fmt = output_format(dest, format) or sig.meta.get("format") or "npy"
     check_compress_level(compress_level)
-    writer = formats.get(fmt).write_function()
+    check_quality(quality)
+    depth = check_depth(depth)
+    row = formats.get(fmt)
+    if sig.frames and not row.frames and sig.data.shape[0] > 1:
+        many = ", ".join(r.name.upper() for r in formats.FORMATS if r.frames and r.family == "image")
+        raise OutputError(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
+                          "(or .npy)", subject=dest)
+    writer = row.write_function()
     try:
-        return writer(sig, dest, fmt, compress_level=compress_level, range_mode=range)
+        written = writer(sig, dest, fmt, compress_level=compress_level, range_mode=range, depth=depth,
+                         quality=quality)
     except DataError as exc:
         if exc.subject is None:
             exc.subject = sig.meta.get("source") or dest
         raise
+    for option, value in (("compress_level", compress_level), ("quality", quality)):
+        if value is not None and option not in row.options:
+            flag = "--" + option.replace("_", "-")
+            written.notes.append(f"{flag} does not apply to {row.description} output; ignored")
+    return written
 
 
 def check_compress_level(level) -> None:
@@ -128,6 +156,14 @@ def check_compress_level(level) -> None:
 
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
         raise ParameterError(f"must be 0..9, got {level!r}", subject="compress_level")
+
+
+def check_quality(quality) -> None:
+    """Refuse a lossy quality outside 1..100 (None: the input's own, else 90)."""
+    from ..errors import ParameterError
+
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise ParameterError(f"must be a whole number from 1 to 100, got {quality!r}", subject="quality")
 
 
 def memory_budget(value: int | None = None) -> int:

@@ -46,7 +46,7 @@ def parse_header(read, subject: str):
     if len(text) < hlen:
         raise DataError("truncated .npy header", subject=subject)
     try:
-        header = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin1"))
+        header = _literal(text.decode("utf-8" if major == 3 else "latin1"), python2=major in (1, 2))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError):
         raise DataError("malformed .npy header", subject=subject) from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
@@ -62,11 +62,45 @@ def parse_header(read, subject: str):
         raise DataError(f"sample type {dtype} is not supported (integers, floats or bools only)", subject=subject)
     if not isinstance(fortran, bool):
         raise DataError("malformed .npy header (fortran_order is not a bool)", subject=subject)
-    if not isinstance(shape, tuple) or not all(type(n) is int for n in shape):
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
         raise DataError("malformed .npy header (shape is not a tuple of ints)", subject=subject)
     if any(n < 0 or n >= 2**63 for n in shape):
         raise DataError(f"impossible shape {shape}", subject=subject)
     return dtype, shape, fortran, prefix + hlen
+
+
+def _literal(text: str, *, python2: bool):
+    """The header's dict, read by ``ast.literal_eval`` (literals only: no name is looked up, no code runs).
+
+    Files written by numpy under Python 2 give shapes as longs, ``(2L, 3L)``,
+    which Python 3 cannot read; as ``numpy.load`` does for format versions
+    1 and 2, such a header is read again with the ``L`` after each number
+    dropped.
+    """
+    try:
+        return ast.literal_eval(text)
+    except SyntaxError:
+        if not python2:
+            raise
+    return ast.literal_eval(_without_long_suffixes(text))
+
+
+def _without_long_suffixes(text: str) -> str:
+    """`text` with every ``L``/``l`` that directly follows a number removed, token by token (strings untouched)."""
+    import io
+    import tokenize
+
+    kept, after_number = [], False
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if after_number and token.type == tokenize.NAME and token.string in ("L", "l"):
+                after_number = False
+                continue
+            kept.append((token.type, token.string))
+            after_number = token.type == tokenize.NUMBER
+    except (tokenize.TokenError, IndentationError) as exc:
+        raise SyntaxError(str(exc)) from None
+    return tokenize.untokenize(kept)
 
 
 def check_shape(shape, subject: str) -> None:
@@ -366,8 +400,9 @@ def read_array_signal(source, fmt: str, *, limits: Limits, kind=None, key=None, 
     return sig
 
 
-def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type."""
+def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                       quality=None):
+    """Writer for ``.npy``/``.npz``: float32 samples (float64 kept), whatever the input's type; or `depth`'s type."""
     import numpy as np
 
     from .files import atomic_path
@@ -377,6 +412,12 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
     if data.dtype.kind not in "biuf":
         raise OutputError(f"cannot write samples of type {data.dtype}", subject=dest)
     out = data.astype(npy_output_dtype(data), copy=False)
+    clipped = 0
+    if depth is not None:
+        from .samples import to_depth
+
+        stored = np.dtype(sig.meta.get("dtype") or data.dtype)
+        out, clipped = to_depth(data, stored if stored.kind in "iuf" else data.dtype, depth, range_mode)
     with atomic_path(dest) as tmp:
         if fmt == "npy":
             write_npy(tmp, out)
@@ -385,4 +426,4 @@ def write_array_signal(sig, dest: str, fmt: str, *, compress_level=None, range_m
             saver = np.savez if compress_level == 0 else np.savez_compressed
             with open(tmp, "wb") as fh:
                 saver(fh, **{key: np.ascontiguousarray(out)})
-    return Written(path=dest, format=fmt)
+    return Written(path=dest, format=fmt, clipped=clipped)

@@ -19,7 +19,12 @@ for every format:
   an option its format has no use for (`auto_orient` outside images, `key`
   outside ``.npz``; a ``.npy`` refuses a `key`): one set of options serves
   every file of a batch;
-- ``writer(sig, dest, fmt, *, compress_level, range_mode) -> Written``.
+- ``writer(sig, dest, fmt, *, compress_level, range_mode, depth, quality) -> Written``:
+  `depth` a ``--depth`` value of :data:`convcli.io.samples.DEPTHS` or None
+  (the input's sample type), `quality` 1..100 or None.  A format that cannot
+  hold the depth asked for writes the nearest it can and says so in
+  ``Written.notes``; :func:`convcli.io.write` notes a `compress_level` or
+  `quality` given to a format whose row does not list it in ``options``.
 """
 from __future__ import annotations
 
@@ -45,6 +50,10 @@ class Format:
     # Image formats: the (Pillow-style) modes written as they are; samples of
     # any other mode are converted to the nearest of these, and the writer says so.
     modes: frozenset[str] = frozenset()
+    # The write options the writer uses ("compress_level", "quality"); any other given is noted as ignored.
+    options: frozenset[str] = frozenset()
+    # Holds several frames of one picture (an animation, pages): a Signal with ``frames`` set is written whole.
+    frames: bool = False
 
     @property
     def extension(self) -> str:
@@ -75,24 +84,32 @@ _ARRAY = {"reader": "arrays:read_array_signal", "writer": "arrays:write_array_si
 _IMAGE = {"reader": "image:read_image", "writer": "image:write_image"}
 _AUDIO = {"reader": "audio:read_audio", "writer": "audio:write_audio"}
 _NIFTI = {"reader": "nifti:read_nifti", "writer": "nifti:write_nifti"}
-_VIDEO = {"reader": "video:read_video", "writer": "video:write_video"}
+_VIDEO = {"reader": "video:read_video", "writer": "video:write_video", "frames": True}
+
+_LEVEL, _QUALITY = frozenset({"compress_level"}), frozenset({"quality"})
 
 FORMATS = (
-    Format("npy", "array", "NumPy array", (".npy",), **_ARRAY, streamed=True),
-    Format("npz", "array", "NumPy archive", (".npz",), **_ARRAY),
+    Format("npy", "array", "NumPy array", (".npy",), **_ARRAY, streamed=True, frames=True),
+    Format("npz", "array", "NumPy archive", (".npz",), **_ARRAY, options=_LEVEL, frames=True),
     Format("png", "image", "PNG image", (".png",), **_IMAGE,
-           modes=frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"})),
-    Format("jpeg", "image", "JPEG image", (".jpg", ".jpeg", ".jpe"), **_IMAGE, modes=frozenset({"L", "RGB", "CMYK"})),
+           modes=frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "LA;16", "RGB;16", "RGBA;16"}), options=_LEVEL,
+           frames=True),
+    Format("jpeg", "image", "JPEG image", (".jpg", ".jpeg", ".jpe"), **_IMAGE, modes=frozenset({"L", "RGB", "CMYK"}),
+           options=_QUALITY),
+    # TIFF holds every sample type; its modes are those a Pillow-style mode names, for the other formats.
     Format("tiff", "image", "TIFF image", (".tif", ".tiff"), reader="tiff:read_tiff", writer="tiff:write_tiff",
-           modes=frozenset({"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16S", "I", "F"})),
+           modes=frozenset({"1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16S", "I", "F", "LA;16", "RGB;16",
+                            "RGBA;16"}), options=_LEVEL | _QUALITY, frames=True),
     Format("bmp", "image", "BMP image", (".bmp",), **_IMAGE, modes=frozenset({"1", "L", "RGB", "RGBA"})),
-    Format("webp", "image", "WebP image", (".webp",), **_IMAGE, modes=frozenset({"RGB", "RGBA"})),
-    Format("gif", "image", "GIF image", (".gif",), **_IMAGE, modes=frozenset({"L", "RGB"})),
+    Format("webp", "image", "WebP image", (".webp",), **_IMAGE, modes=frozenset({"RGB", "RGBA"}), options=_QUALITY,
+           frames=True),
+    Format("gif", "image", "GIF image", (".gif",), **_IMAGE, modes=frozenset({"L", "RGB", "RGBA"}), frames=True),
     Format("pnm", "image", "Netpbm image", (".ppm", ".pgm", ".pbm", ".pnm"), **_IMAGE,
            modes=frozenset({"1", "L", "RGB", "I;16"})),
     Format("wav", "audio", "WAV audio", (".wav", ".wave"), **_AUDIO),
-    Format("flac", "audio", "FLAC audio", (".flac",), **_AUDIO),
+    Format("flac", "audio", "FLAC audio", (".flac",), **_AUDIO, options=_LEVEL),
     Format("ogg", "audio", "Ogg audio", (".ogg", ".oga"), **_AUDIO),
+    Format("opus", "audio", "Opus audio", (".opus",), **_AUDIO),
     Format("aiff", "audio", "AIFF audio", (".aif", ".aiff", ".aifc"), **_AUDIO),
     Format("au", "audio", "Sun/NeXT audio", (".au", ".snd"), **_AUDIO),
     Format("caf", "audio", "CAF audio", (".caf",), **_AUDIO),

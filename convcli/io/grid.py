@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 def restride(sig, strides: tuple[int, ...], origin=None) -> None:
-    """Update `sig`'s rate, spacing, DPI and affine in place for per-axis `strides`.
+    """Update `sig`'s rate, spacing, DPI, resolution and affine in place for per-axis `strides`.
 
     Parameters
     ----------
@@ -31,6 +31,11 @@ def restride(sig, strides: tuple[int, ...], origin=None) -> None:
     if dpi is not None and len(strides) == 2:
         # DPI is (horizontal, vertical); the spatial axes are (rows, columns).
         sig.meta["dpi"] = (float(dpi[0]) / strides[1], float(dpi[1]) / strides[0])
+    resolution = sig.meta.get("resolution")
+    if resolution is not None and len(strides) >= 2:
+        # A TIFF's resolution as the file states it (rationals): the stride goes into the denominators.
+        (xn, xd), (yn, yd), unit = resolution
+        sig.meta["resolution"] = ((xn, xd * strides[-1]), (yn, yd * strides[-2]), unit)
     affine = sig.meta.get("affine")
     if affine is not None:
         sig.meta["affine"] = strided_affine(np.asarray(affine, dtype=np.float64), strides, origin)

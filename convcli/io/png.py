@@ -45,8 +45,11 @@ def chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def header_chunks(width: int, height: int, bit_depth: int, channels: int, *, icc_profile=None, dpi=None,
-                  exif=None) -> list[bytes]:
-    """Signature, IHDR and the metadata chunks (iCCP, pHYs, eXIf) as Pillow writes them."""
+                  exif=None, extra=()) -> list[bytes]:
+    """Signature, IHDR and the metadata chunks (iCCP, pHYs, eXIf, then `extra`'s) as Pillow writes them.
+
+    `extra` holds (type, body) pairs of other chunks that go before the pixels.
+    """
     parts = [SIGNATURE, chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth,
                                                    COLOUR_TYPES[channels], 0, 0, 0))]
     if icc_profile:
@@ -57,6 +60,7 @@ def header_chunks(width: int, height: int, bit_depth: int, channels: int, *, icc
     if exif:
         exif = bytes(exif)
         parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    parts += [chunk(bytes(kind), bytes(body)) for kind, body in extra]
     return parts
 
 
@@ -78,12 +82,17 @@ def zlib_header(level: int) -> bytes:
     return bytes((cmf, flg))
 
 
-def _row_bytes(samples):
-    """Samples (H, W[, C]) as rows of big-endian bytes, shape (H, W * C * bytes per sample)."""
+def _row_bytes(samples, bit_depth: int = 8):
+    """Samples (H, W[, C]) as rows of big-endian bytes, shape (H, W * C * bytes per sample).
+
+    At bit depth 1 the samples are 0/255 grey, packed eight pixels to a byte.
+    """
     import numpy as np
 
     arr = samples if samples.ndim == 3 else samples[:, :, None]
     height = arr.shape[0]
+    if bit_depth == 1:
+        return np.packbits(arr[:, :, 0] >= 128, axis=1)
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr).reshape(height, -1)
     big = arr.astype(">u2", copy=False)
@@ -160,9 +169,9 @@ def deflater():
 _DEFLATER = None
 
 
-def idat_stream(samples, level: int, threads: int | None = None):
+def idat_stream(samples, level: int, threads: int | None = None, bit_depth: int = 8):
     """The zlib stream of the Up-filtered samples, as a list of byte strings in order."""
-    pixels = _row_bytes(samples)
+    pixels = _row_bytes(samples, bit_depth)
     height, row = pixels.shape
     total = height * (row + 1)
     from ..parallel import map_ordered, thread_count
@@ -184,8 +193,12 @@ def idat_stream(samples, level: int, threads: int | None = None):
 
 
 def write(fh, samples, *, compress_level: int = 6, icc_profile=None, dpi=None, exif=None,
-          threads: int | None = None) -> None:
-    """Write uint8 or uint16 samples of shape (H, W) or (H, W, C), C in 1..4, to `fh` as a PNG."""
+          threads: int | None = None, bilevel: bool = False, chunks=()) -> None:
+    """Write uint8 or uint16 samples of shape (H, W) or (H, W, C), C in 1..4, to `fh` as a PNG.
+
+    `bilevel` writes 0/255 grey samples at bit depth 1; `chunks` are other
+    chunks to keep, (type, body, after_pixels) triples.
+    """
     import numpy as np
 
     arr = np.asarray(samples)
@@ -193,14 +206,74 @@ def write(fh, samples, *, compress_level: int = 6, icc_profile=None, dpi=None, e
         raise TypeError(f"PNG samples must be uint8 or uint16, got {arr.dtype}")
     height, width = arr.shape[:2]
     channels = 1 if arr.ndim == 2 else arr.shape[2]
-    depth = 8 if arr.dtype == np.uint8 else 16
-    for part in header_chunks(width, height, depth, channels, icc_profile=icc_profile, dpi=dpi, exif=exif):
+    depth = 1 if bilevel and channels == 1 and arr.dtype == np.uint8 else 8 if arr.dtype == np.uint8 else 16
+    before = [(kind, body) for kind, body, after in chunks if not after]
+    for part in header_chunks(width, height, depth, channels, icc_profile=icc_profile, dpi=dpi, exif=exif,
+                              extra=before):
         fh.write(part)
-    pieces = idat_stream(arr, int(compress_level), threads)
+    pieces = idat_stream(arr, int(compress_level), threads, depth)
     for piece in pieces:
         for at in range(0, max(len(piece), 1), MAX_CHUNK):
             fh.write(chunk(b"IDAT", piece[at:at + MAX_CHUNK]))
+    for kind, body, after in chunks:
+        if after:
+            fh.write(chunk(bytes(kind), bytes(body)))
     fh.write(chunk(b"IEND", b""))
+
+
+def _intact(kind: bytes, body: bytes, crc: bytes) -> bool:
+    """A chunk's type is four ASCII letters and its CRC matches: else it is damage, not copied."""
+    return kind.isalpha() and zlib.crc32(body, zlib.crc32(kind)) == struct.unpack(">I", crc)[0]
+
+
+# Chunks convcli writes from the samples and ``meta`` (or, for an animation, Pillow does).
+OWN_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"iCCP", b"pHYs", b"eXIf", b"acTL", b"fcTL", b"fdAT"}
+# Colour-space chunks: what the samples mean, which filtering does not change (the spec calls them
+# unsafe to copy only because an editor might change the colour space).
+COLOUR_CHUNKS = {b"gAMA", b"cHRM", b"sRGB", b"cICP", b"mDCV", b"cLLI"}
+
+
+def other_chunks(fh):
+    """The chunks of a PNG that convcli does not write itself: (kept, dropped names, animated).
+
+    Kept are the chunks the PNG specification calls safe to copy (text,
+    XMP, ...: the fourth letter is lower case) and the colour-space chunks,
+    as (type, body, after_pixels); dropped are the names of the others
+    (tIME, bKGD, sBIT, hIST, sPLT: they describe the original samples).  Only
+    chunk headers are read on the way: the pixels are skipped.  A damaged
+    chunk is left out.
+    """
+    head = fh.read(8)
+    if head != SIGNATURE:
+        return [], [], False
+    kept, dropped, after, animated = [], [], False, False
+    while True:
+        header = fh.read(8)
+        if len(header) < 8:
+            break
+        (length,) = struct.unpack(">I", header[:4])
+        kind = header[4:]
+        if length > 0x7FFFFFFF:
+            break
+        if kind in (b"IDAT", b"fdAT"):
+            after = True
+            fh.seek(length + 4, 1)
+            continue
+        if kind == b"IEND":
+            break
+        body = fh.read(length)
+        crc = fh.read(4)
+        if len(body) < length or len(crc) < 4:
+            break
+        if kind == b"acTL":
+            animated = True
+        elif kind in OWN_CHUNKS or not _intact(kind, body, crc):
+            continue
+        elif kind in COLOUR_CHUNKS or kind[3:4].islower():
+            kept.append((kind, body, after))
+        elif kind.decode("latin1") not in dropped:
+            dropped.append(kind.decode("latin1"))
+    return kept, dropped, animated
 
 
 def encode(samples, **options) -> bytes:

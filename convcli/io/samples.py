@@ -11,13 +11,117 @@ offset    add the middle of the range (128, 32768; 0 for signed types) so
 rescale   map the result's min..max linearly onto the type's full range
 ========  ==================================================================
 
+An image's alpha channel is opacity, already in sample units: with
+``alpha=True`` it is only rounded and clipped, whatever the mode (an offset
+or a stretch of opacity would make transparent pixels half visible).
 Integer samples never wrap: every value outside the range is clipped and
 counted.  NaN and infinity never reach an integer output; they are refused
 with their count.  Float output types keep the raw values whatever the mode.
+
+``--depth`` chooses another sample type than the input's (:func:`depth_type`);
+:func:`rescale` brings values from the input's units into it:
+
+=============================  =============================================================
+integer -> integer, unsigned    full range onto full range, as ImageMagick's ``-depth``:
+                                8 -> 16 multiplies by 257, 16 -> 8 is round(x / 257)
+integer -> integer, signed      by a power of two, as PCM audio: 16 -> 24 bits multiplies by 256
+integer -> float (32f, 64f)     the values as they are, in the input's units (0..255 for 8-bit
+                                input), so that going back to the input's depth is exact
+float -> integer                the values as they are, taken in the output's units (use
+                                ``--range rescale`` to map any range onto the type)
+=============================  =============================================================
 """
 from __future__ import annotations
 
 RANGE_MODES = ("clip", "abs", "offset", "rescale")
+# --depth values: bits per integer sample (1 = bilevel, held as 0/255 in uint8), or a float type.
+DEPTHS = ("1", "8", "16", "24", "32", "32f", "64f")
+
+
+def check_depth(depth) -> str | None:
+    """Refuse a ``--depth`` that is not one of DEPTHS; return it as text (None: the input's depth)."""
+    from ..errors import check_choice
+
+    if depth is None:
+        return None
+    depth = str(depth).lower()
+    check_choice(depth, DEPTHS, "depth")
+    return depth
+
+
+def depth_type(depth: str, stored) -> tuple:
+    """The sample type and significant bits ``--depth`` asks for: size from `depth`, signedness from `stored`.
+
+    ``"1"`` is bilevel, held as 0/255 in uint8 (bits None: it is an 8-bit
+    sample thresholded at mid-grey); ``"24"`` is a 32-bit container with 24
+    significant bits.  Float types give (float32 or float64, None).
+
+    >>> depth_type("16", "uint8"), depth_type("24", "int16"), depth_type("32f", "uint8")
+    ((dtype('uint16'), None), (dtype('int32'), 24), (dtype('float32'), None))
+    """
+    import numpy as np
+
+    if depth in ("32f", "64f"):
+        return np.dtype(np.float32 if depth == "32f" else np.float64), None
+    bits = int(depth)
+    signed = np.dtype(stored).kind == "i"
+    container = {1: 1, 8: 1, 16: 2, 24: 4, 32: 4}[bits]
+    return np.dtype(f"{'i' if signed else 'u'}{container}"), (24 if bits == 24 else None)
+
+
+def rescale(values, src, dst, *, src_bits: int | None = None, dst_bits: int | None = None):
+    """`values` in the units of sample type `src` brought into the units of `dst` (see the module docstring).
+
+    Returns `values` itself when the units are the same (a float type on
+    either side, or the same integer range), else a new float64 array.
+
+    >>> import numpy as np
+    >>> rescale(np.array([0.0, 1.0, 255.0]), "uint8", "uint16").tolist()
+    [0.0, 257.0, 65535.0]
+    >>> rescale(np.array([-1.0, 100.0]), "int16", "int32", dst_bits=24).tolist()
+    [-256.0, 25600.0]
+    """
+    import numpy as np
+
+    src, dst = np.dtype(src), np.dtype(dst)
+    if src.kind not in "iu" or dst.kind not in "iu":
+        return values
+    sb = src_bits or np.iinfo(src).bits
+    db = dst_bits or np.iinfo(dst).bits
+    if (src.kind, sb) == (dst.kind, db):
+        return values
+    v = np.asarray(values, dtype=np.float64)
+    if src.kind == "u" and dst.kind == "u":
+        return v * (((1 << db) - 1) / ((1 << sb) - 1))
+    scale = 2.0 ** (db - sb)
+    if src.kind == "u":  # offset binary (unsigned PCM) into two's complement
+        return (v - (1 << (sb - 1))) * scale
+    if dst.kind == "u":
+        return v * scale + (1 << (db - 1))
+    return v * scale
+
+
+def to_depth(values, stored, depth: str, mode: str = "clip", *, bits: int | None = None):
+    """Float results in the units of the `stored` type as samples of ``--depth`` `depth`; return (samples, n_clipped).
+
+    The values are brought into the new type's units by :func:`rescale`,
+    then converted by :func:`to_samples`; depth ``"1"`` thresholds the
+    8-bit result at mid-grey (0 or 255).
+
+    >>> import numpy as np
+    >>> to_depth(np.array([0.0, 127.6, 255.0]), "uint8", "16")[0].tolist()
+    [0, 32793, 65535]
+    >>> to_depth(np.array([10.0, 200.0]), "uint8", "1")[0].tolist()
+    [0, 255]
+    """
+    dst, dst_bits = depth_type(depth, stored)
+    samples, clipped = to_samples(rescale(values, stored, dst, src_bits=bits, dst_bits=dst_bits), dst, mode,
+                                  bits=dst_bits)
+    if depth == "1":
+        import numpy as np
+
+        samples = np.where(samples >= 128, np.uint8(255), np.uint8(0))
+    return samples, clipped
 
 
 def sample_range(dtype, bits: int | None = None) -> tuple[int, int]:
@@ -36,7 +140,7 @@ def sample_range(dtype, bits: int | None = None) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
+def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, alpha: bool = False):
     """Convert float results to samples of `dtype` under a range mode; return (samples, n_clipped).
 
     Parameters
@@ -51,6 +155,9 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     bits : int, optional
         Significant bits when fewer than the type holds (e.g. 24 for 24-bit PCM
         kept in int32); the range is then that of a `bits`-bit integer.
+    alpha : bool
+        The last channel (last axis) is alpha: converted as ``clip``, the mode
+        applying to the other channels only.
 
     Returns
     -------
@@ -73,6 +180,8 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
     (array([  0,   0,   2, 255], dtype=uint8), 2)
     >>> to_samples(np.array([-3.0, 3.0]), np.uint8, "offset")[0]
     array([125, 131], dtype=uint8)
+    >>> to_samples(np.array([[-3.0, 0.0]]), np.uint8, "offset", alpha=True)[0]  # colour -3, transparent
+    array([[125,   0]], dtype=uint8)
     """
     import numpy as np
 
@@ -84,6 +193,10 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
         )
     dtype = np.dtype(dtype)
     values = np.asarray(values)
+    if alpha and mode != "clip" and dtype.kind != "f" and values.ndim >= 1 and values.shape[-1] >= 2:
+        colour, clipped = to_samples(values[..., :-1], dtype, mode, bits=bits)
+        opacity, more = to_samples(values[..., -1:], dtype, "clip", bits=bits)
+        return np.concatenate([colour, opacity], axis=-1), clipped + more
     if dtype.kind == "f":
         # Raw values are kept; one too large for a narrower float type becomes
         # infinity, as IEEE says, without numpy's overflow warning.
@@ -93,6 +206,8 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None):
         dtype = np.dtype(np.uint8)
     if dtype.kind not in "iu":
         raise ParameterError(f"cannot write samples of type {dtype}", subject="dtype")
+    if mode == "clip" and bits is None and values.dtype == dtype:
+        return values, 0  # already samples of the type (a median picks input samples): nothing to round or clip
 
     lo, hi = sample_range(dtype, bits)
     # float32 holds every integer only up to 2**24; wider types need float64 so
@@ -113,11 +228,16 @@ BLOCK = 1 << 18
 PARALLEL = 1 << 22
 
 
-def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float):
+def _in_blocks(values, dtype, mode: str, work, lo: int, hi: int, top: float, out=None):
     """clip / abs / offset, a block of rows at a time into the output array."""
     import numpy as np
 
-    out = np.empty(values.shape, dtype=dtype)
+    if out is None:
+        out = np.empty(values.shape, dtype=dtype)
+    if values.ndim >= 3 and values[0].size > BLOCK:
+        # A few large pages or frames first: their rows are the blocks, so the scratch stays small.
+        counts = [_in_blocks(values[i], dtype, mode, work, lo, hi, top, out[i])[1] for i in range(values.shape[0])]
+        return out, sum(counts)
     height = values.shape[0]
     per_row = max(1, values.size // max(1, height))
     rows = max(1, BLOCK // per_row)

@@ -11,42 +11,65 @@ key                    set by                        read by
 =====================  ============================  ======================================================
 format                 every reader;                 ``write``: the output format when neither the name nor
                        ``pipeline.classify``         ``format=`` gives one; ``pipeline.streamed``: a
-                                                     streamed result keeps its input's format
+                                                     streamed result keeps its input's format; JPEG writer:
+                                                     a JPEG input's tables are reused
 source                 ``read``                      ``write``: names the input in a ``DataError``
 dtype                  every reader (a scaled        image, TIFF and NIfTI writers: the type written back;
                        NIfTI: float32);              audio writer: the nearest subtype, and whether
-                       ``pipeline.classify``         ``bits`` applies
+                       ``pipeline.classify``         ``bits`` applies; ``depth=`` scales from it;
+                                                     ``pipeline.chain``: the precision;
+                                                     ``pipeline.colour``: the value of full scale
 mode                   image and TIFF readers;       image writer: the mode written, or the nearest one
-                       ``pipeline.classify``         the format stores
+                       ``pipeline.classify``         the format stores; TIFF writer: ``1`` is bilevel;
+                                                     ``pipeline.colour`` (CMYK)
 alpha                  image and TIFF readers        ``pipeline.alpha``: the last channel is alpha
-icc_profile            image and TIFF readers        image writer
-dpi                    image and TIFF readers        image writer; ``derive`` divides it by the stride
+icc_profile            image and TIFF readers        image and TIFF writers; ``pipeline.colour``: tone
+                                                     curves
+dpi                    image and TIFF readers        image writer (TIFF: where no ``resolution``);
+                                                     ``derive`` divides it by the stride
+resolution             TIFF reader                   TIFF writer; ``derive`` divides it by the stride
+tiff                   TIFF reader                   TIFF writer: byte order, BigTIFF, each page's layout
+                                                     and other tags, the input's shape
+thumbnails_dropped     TIFF reader                   ``pipeline.filter``'s input notes
 exif                   image reader (JPEG, WebP,     image writer (JPEG, WebP, PNG)
                        PNG)
+xmp                    image reader (JPEG, WebP)     image writer (JPEG, WebP)
+comment                image reader (JPEG, GIF)      image writer (JPEG, GIF)
+jpeg                   image reader (JPEG)           image writer: a JPEG's tables, subsampling, progression
+quality                image reader (JPEG)           image writer: JPEG (other input) and WebP quality
 lossless               image reader (WebP)           image writer: a lossless WebP stays lossless
-frames                 image and TIFF readers        ``pipeline.filter``'s input notes
-first_frame_only       image and TIFF readers        ``pipeline.filter``'s input notes; image writer (a
-                                                     GIF's note)
-oriented               image and TIFF readers        ``pipeline.filter``'s input notes
+png_chunks             image reader (PNG)            image writer (PNG): text, XMP, colour-space chunks
+png_dropped            image reader (PNG)            image writer (PNG): names the chunks not kept
+animation              image reader (GIF, WebP,      image writer: durations, loop, disposal, blend,
+                       PNG)                          background of every frame; TIFF writer's note
+oriented               image reader                  ``pipeline.filter``'s input notes
 transparency_dropped   image reader (16-bit PNG)     ``pipeline.filter``'s input notes
 sf_format              audio reader                  audio writer: WAVEX and RF64 stay so
 subtype                audio reader                  audio writer: kept where the format can hold it
 endian                 audio reader                  audio writer
-bits                   audio reader                  audio writer: the significant bits of integer samples
+bits                   audio reader                  audio writer: the significant bits of integer samples;
+                                                     ``pipeline.chain``: the precision
+short_read             audio reader (a file cut      ``pipeline.filter``'s input notes
+                       short)
 key                    array reader (``.npz``)       array writer: the archive member's name
-nifti_header           NIfTI reader                  NIfTI writer
-affine                 NIfTI reader                  NIfTI writer; ``derive`` strides it
-nifti_version          NIfTI reader                  NIfTI writer: NIfTI-1 or NIfTI-2 again
+nifti_header           NIfTI reader                  NIfTI writer: every field kept, scaling included
+affine                 NIfTI reader                  NIfTI writer: the stride applied to qform and sform;
+                                                     ``derive`` strides it
 spacing_invalid        NIfTI reader                  ``pipeline.filter``'s input notes
 frame_rate             video reader (a whole clip)   video writer: frames per second
 =====================  ============================  ======================================================
 
 Values are as the file states them: ``format`` a row name of the table,
 ``dtype`` a numpy type name, ``mode`` a Pillow-style mode (``"L"``,
-``"RGB;16"``, ``"I;16S"``), ``dpi`` (x, y), ``icc_profile`` and ``exif``
-bytes, ``oriented`` the EXIF orientation applied, ``frames`` how many the
-file holds, ``nifti_header`` a nibabel header, ``affine`` a 4x4 array,
-``spacing_invalid`` the voxel sizes ignored.  A key nothing reads is not
+``"RGB;16"``, ``"I;16S"``; absent for samples no mode names, such as float64
+RGB), ``dpi`` (x, y), ``resolution`` ((x numerator, denominator), (y ...),
+TIFF unit), ``icc_profile``, ``exif`` and ``xmp`` bytes, ``quality`` 1..100,
+``png_chunks`` (type, body, after the pixels) triples, ``animation`` lists
+with one entry per frame (``durations`` in ms, ``disposal`` as ``"keep"``,
+``"background"``, ``"previous"``), ``oriented`` the EXIF orientation
+applied, ``nifti_header`` a nibabel header, ``affine`` a 4x4 array,
+``spacing_invalid`` the voxel sizes ignored, ``short_read`` (frames read,
+frames the header declares).  A key nothing reads is not
 kept.  What steers a write or a filter is an argument (``write(...,
 range=)``) or a field (``Signal.streamed``), never a key here.
 """

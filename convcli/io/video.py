@@ -802,8 +802,13 @@ def picture_rgb(picture: Picture, info: VideoInfo, *, upright: bool = False):
     return rgb
 
 
-def write_video(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip"):
-    """Writer for the table: frames of grey or RGB samples (``Signal.frames``) in the container's usual codec."""
+def write_video(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str = "clip", depth=None,
+                quality=None):
+    """Writer for the table: frames of grey or RGB samples (``Signal.frames``) in the container's usual codec.
+
+    The frames are encoded at 8 bits (``depth`` may only ask for that);
+    ``quality`` is a picture format's, not a codec's, and is noted as ignored.
+    """
     import numpy as np
 
     from .files import atomic_path
@@ -814,6 +819,8 @@ def write_video(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     data = np.asarray(sig.data)
     if not sig.frames or sig.spatial_ndim != 2 or (data.ndim == 4 and data.shape[-1] not in (1, 3, 4)):
         raise OutputError("only frames of pictures (a video or an animation) can be written as video", subject=dest)
+    if depth not in (None, "8"):
+        raise OutputError(f"a video is written here at 8 bits, not --depth {depth}", subject=dest)
     frames, clipped = to_samples(data, np.uint8, range_mode)
     height, width = frames.shape[1:3]
     encoder = "libvpx-vp9" if fmt == "webm" else "libx264"

@@ -47,7 +47,7 @@ def catalog() -> list[dict]:
 def _default(p: generators.Param):
     if p.default is generators.REQUIRED:
         return None
-    return "auto" if p.default is None else p.default
+    return (p.placeholder or "auto") if p.default is None else p.default
 
 
 def natural_ndims(spec: str) -> tuple[int, ...]:

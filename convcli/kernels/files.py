@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +46,58 @@ ALL_EXTS = KERNEL_EXTS + AUDIO_EXTS
 
 SYMMETRIES = ("symmetric", "antisymmetric", "none")
 MAX_FILE_BYTES = 64 << 20  # a kernel file larger than this is not a kernel
+# Memory a weight costs from its file to the result: float64 copies (parsed, the kernel's,
+# the engine's) and, for a kernel as large as the input or larger, the FFT's padded transforms.
+BYTES_PER_WEIGHT = 96
+# Text read line by line (comments or sections among the numbers, JSON, ...) costs ~100 bytes
+# of Python objects a number; larger kernels must be numbers only, read a block at a time.
+MAX_ANNOTATED_BYTES = 1 << 20
+_BLOCK_CHARS = 1 << 20  # text parsed at once: a few ms, so a signal waits no longer
 _SPLIT = re.compile(r"[\s,;]+")
 # A weight in a text file: a plain decimal number (no '1_000', 'nan', 'inf', '0x10').
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _SECTION = re.compile(r"^##\s*([123])\s*d\b(.*)$", re.IGNORECASE)
 _META = re.compile(r"^#\s*([A-Za-z][A-Za-z_ -]*?)\s*:\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class KernelBudget:
+    """How large a kernel may be: its file's bytes and its weights, within a memory budget.
+
+    ``KernelBudget()`` is the absolute limit (64 MiB, 2^25 weights);
+    :meth:`within` lowers both to what a memory budget allows: a quarter of
+    it for the file (its bytes and their text are held while parsing), and
+    :data:`BYTES_PER_WEIGHT` per weight.
+    """
+
+    max_bytes: int = MAX_FILE_BYTES
+    max_weights: int = MAX_WEIGHTS
+    memory_budget: int | None = None  # the budget that lowered them, for the messages
+
+    @classmethod
+    def within(cls, memory_budget: int) -> "KernelBudget":
+        return cls(min(MAX_FILE_BYTES, memory_budget // 4), min(MAX_WEIGHTS, memory_budget // BYTES_PER_WEIGHT),
+                   memory_budget)
+
+    def _lowered(self, limit: int, absolute: int) -> str | None:
+        """Why ``limit`` is below ``absolute``: the budget, named; None if it is not."""
+        if limit >= absolute or self.memory_budget is None:
+            return None
+        from ..io.limits import human
+
+        return f"the most the memory budget of {human(self.memory_budget)} allows; raise it with --memory-budget"
+
+    def check_bytes(self, size: int, subject: str) -> None:
+        if size > self.max_bytes:
+            why = self._lowered(self.max_bytes, MAX_FILE_BYTES)
+            raise UsageError(f"{size:,} bytes is too large for a kernel file (at most {self.max_bytes:,}"
+                             f"{': ' + why if why else ''})", subject=subject)
+
+    def check_weights(self, count: int, subject: str, *, verb: str = "has") -> None:
+        if count > self.max_weights:
+            why = self._lowered(self.max_weights, MAX_WEIGHTS)
+            raise UsageError(f"the kernel {verb} {count:,} weights, more than {self.max_weights:,}"
+                             f"{f' ({why})' if why else ''}", subject=subject)
 
 
 @dataclass
@@ -111,13 +159,18 @@ def fit_dims(w: np.ndarray, matrix: bool) -> set[int]:
 # ---------------------------------------------------------------- dispatch
 
 
-def read_definition(path, *, subject: str | None = None, name: str | None = None) -> Definition:
-    """Read any supported kernel file (a ``pathlib.Path`` or an importlib.resources Traversable)."""
+def read_definition(path, *, subject: str | None = None, name: str | None = None,
+                    budget: KernelBudget = KernelBudget()) -> Definition:
+    """Read any supported kernel file (a ``pathlib.Path`` or an importlib.resources Traversable).
+
+    The file's size and its weights are held to ``budget`` before they cost
+    memory: the size before a byte is read, the weights as they are parsed.
+    """
     subject = subject or str(path)
     name = name or f"file:{path.name}"
     suffix = Path(path.name).suffix.lower()
     if isinstance(path, Path):
-        _check_regular(path, subject)
+        _check_regular(path, subject, budget)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -126,21 +179,32 @@ def read_definition(path, *, subject: str | None = None, name: str | None = None
         raise UsageError("is a directory, not a kernel file", subject=subject) from None
     except OSError as exc:
         raise UsageError(f"cannot read the kernel file: {exc.strerror or exc}", subject=subject) from None
+    budget.check_bytes(len(data), subject)
     if suffix == ".npy":
-        return Definition(name, subject, {None: [read_npy(data, subject=subject)]})
+        return Definition(name, subject, {None: [read_npy(data, subject=subject, budget=budget)]})
     if suffix in AUDIO_EXTS:
         raise UsageError(f"an audio file is used as an impulse response: write ir:{path}", subject=subject)
     text = _decode(data, subject)
+    del data  # the text alone from here on
     if suffix == ".json":
+        _check_annotated(len(text), "a JSON kernel", subject)
         return read_json(text, subject=subject, name=name)
     if suffix == ".mat":
-        return Definition(name, subject, {None: [read_vips_mat(text, subject=subject)]}, matrix=True)
+        return Definition(name, subject, {None: [read_vips_mat(text, subject=subject, budget=budget)]}, matrix=True)
     if suffix in SOX_EXTS:
-        return Definition(name, subject, {None: [read_sox_fir(text, subject=subject)]})
-    return read_text(text, subject=subject, name=name)
+        return Definition(name, subject, {None: [read_sox_fir(text, subject=subject, budget=budget)]})
+    return read_text(text, subject=subject, name=name, budget=budget)
 
 
-def _check_regular(path: Path, subject: str) -> None:
+def _check_annotated(size: int, what: str, subject: str) -> None:
+    """Refuse text too large to read line by line within bounded memory (see MAX_ANNOTATED_BYTES)."""
+    if size > MAX_ANNOTATED_BYTES:
+        raise UsageError(
+            f"{what} of {size:,} bytes is read number by number, at most {MAX_ANNOTATED_BYTES:,}; a larger kernel "
+            "is a .npy file or rows of plain numbers (comments only above them)", subject=subject)
+
+
+def _check_regular(path: Path, subject: str, budget: KernelBudget = KernelBudget()) -> None:
     """Refuse what is not a regular file of reasonable size before reading a byte (a FIFO would block)."""
     import os
     import stat
@@ -155,9 +219,7 @@ def _check_regular(path: Path, subject: str) -> None:
         raise UsageError("is a directory, not a kernel file", subject=subject)
     if not stat.S_ISREG(st.st_mode):
         raise UsageError("is not a regular file (FIFOs and devices are not read)", subject=subject)
-    if st.st_size > MAX_FILE_BYTES:
-        raise UsageError(f"{st.st_size:,} bytes is too large for a kernel file (at most {MAX_FILE_BYTES:,})",
-                         subject=subject)
+    budget.check_bytes(st.st_size, subject)
 
 
 def _decode(data: bytes, subject: str) -> str:
@@ -170,54 +232,71 @@ def _decode(data: bytes, subject: str) -> str:
 # ---------------------------------------------------------------- .npy
 
 
-def read_npy(data: bytes, *, subject: str) -> np.ndarray:
+def read_npy(data: bytes, *, subject: str, budget: KernelBudget = KernelBudget()) -> np.ndarray:
     """A real-valued numeric array from ``.npy`` bytes (never unpickles).
 
     The header is parsed first (numpy's bounded parser) and its type and
-    declared size are checked against the bytes present and the weight cap,
-    so a header declaring a huge shape never allocates anything.
+    declared size are checked against the bytes present and the budget, so a
+    header declaring a huge shape never allocates anything.
     """
+    import tokenize
+
     fh = io.BytesIO(data)
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         version = np.lib.format.read_magic(fh)
         if version not in readers:
             raise ValueError(f"unsupported format version {version[0]}.{version[1]}")
-        shape, _, dtype = readers[version](fh)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
+        shape, fortran, dtype = readers[version](fh)
+    # Damaged headers reach numpy's tokenizer and literal parser, which raise all of these.
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, MemoryError,
+            tokenize.TokenError) as exc:
         raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
-        raise UsageError(f"a kernel must hold real numbers, this .npy holds {dtype}", subject=subject)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+        raise UsageError(f"a kernel must hold real numbers (or booleans: a footprint), this .npy holds {dtype}",
+                         subject=subject)
     count = 1
     for n in shape:
         count *= int(n)
-    if count > MAX_WEIGHTS:
-        raise UsageError(f"the header declares {count:,} weights, more than {MAX_WEIGHTS:,}", subject=subject)
+    budget.check_weights(count, subject, verb="declares")
     present = len(data) - fh.tell()
     if count * dtype.itemsize > present:
         raise UsageError(
             f"truncated: the header declares {count * dtype.itemsize:,} bytes of weights, {present:,} are present",
             subject=subject,
         )
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"not a readable .npy array ({exc})", subject=subject) from None
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=fh.tell())
+    arr = flat.reshape(shape, order="F" if fortran else "C")
     return check_weights(arr.astype(np.float64), subject=subject)
 
 
 # ---------------------------------------------------------------- text
 
 
-def read_text(text: str, *, subject: str, name: str) -> Definition:
-    """Parse the text format (module docstring): metadata, optional sections, rows of numbers."""
+def read_text(text: str, *, subject: str, name: str, budget: KernelBudget = KernelBudget()) -> Definition:
+    """Parse the text format (module docstring): metadata, optional sections, rows of numbers.
+
+    Numbers alone (comments only above them) are read a block of lines at a
+    time, in memory proportional to the weights, whatever the file's size;
+    text with comments, sections or other characters among its numbers is
+    read line by line and may take at most :data:`MAX_ANNOTATED_BYTES`.
+    """
     defn = Definition(name, subject, matrix=True)
-    if "#" not in text:  # nothing but numbers (a long impulse response, say): parsed at once
-        quick = _plain_rows(list(enumerate(text.splitlines(), 1)))
-        if quick is not None:
-            defn.variants[None] = [check_weights(quick, subject=subject)]
-            return defn
-    meta: dict[str, str] = {}
+    start, first_line = _first_row(text)
+    if start < len(text) and _PLAIN.fullmatch(text, start):
+        meta: dict[str, str] = {}
+        for line in text[:start].splitlines():
+            _add_meta(meta, line.strip())
+        _apply_meta(defn, meta, subject)
+        defn.variants[None] = [_plain_matrix(text, start, first_line, subject=subject, budget=budget)]
+        _check_declared(defn)
+        return defn
+    if len(text) > MAX_ANNOTATED_BYTES:
+        odd = _NOT_PLAIN_CHAR.search(text, start)
+        where = f" (line {first_line + text.count(chr(10), start, odd.start())}: {odd.group()!r})" if odd else ""
+        _check_annotated(len(text), f"a text kernel with comments, sections or other characters among its "
+                                    f"numbers{where}", subject)
+    meta = {}
     sections: list[tuple[int | None, int, list[tuple[int, str]]]] = []  # (ndim, line, body lines)
     current: list[tuple[int, str]] = []
     sections.append((None, 1, current))
@@ -235,9 +314,8 @@ def read_text(text: str, *, subject: str, name: str) -> Definition:
             seen_numbers = True
             continue
         if line.startswith("#"):
-            mm = _META.match(line)
-            if mm and not seen_numbers:
-                meta[mm.group(1).strip().lower().replace(" ", "-").replace("_", "-")] = mm.group(2)
+            if not seen_numbers:
+                _add_meta(meta, line)
             continue
         line = line.split("#", 1)[0].strip()
         if line:
@@ -259,6 +337,155 @@ def read_text(text: str, *, subject: str, name: str) -> Definition:
             defn.variants.setdefault(ndim, []).append(fit_ndim(arr, ndim, subject=f"{subject} line {lineno}"))
     _check_declared(defn)
     return defn
+
+
+def _add_meta(meta: dict[str, str], line: str) -> None:
+    """Record a ``# key: value`` line (a stripped line before the first number)."""
+    mm = _META.match(line)
+    if mm:
+        meta[mm.group(1).strip().lower().replace(" ", "-").replace("_", "-")] = mm.group(2)
+
+
+def _first_row(text: str, pos: int = 0, lineno: int = 1) -> tuple[int, int]:
+    """Where the first line that is neither blank nor a comment starts (a section counts), and its number."""
+    while pos < len(text):
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        line = text[pos:end].strip()
+        if line and (not line.startswith("#") or _SECTION.match(line)):
+            break
+        pos, lineno = end + 1, lineno + 1
+    return pos, lineno
+
+
+# Plain rows: digits, signs, points, exponents, and the separators; a blank line ends a 3D kernel's slice.
+_PLAIN = re.compile(r"[0-9+\-.eE \t,;\n]*")
+_NOT_PLAIN_CHAR = re.compile(r"[^0-9+\-.eE \t,;\n]")
+_TO_SPACE = str.maketrans(",;\t", "   ")
+
+
+def _plain_matrix(text: str, start: int, first_line: int, *, subject: str, budget: KernelBudget,
+                  slices: bool = True) -> np.ndarray:
+    """Rows of plain numbers from ``text[start:]`` as a 2D array, or 3D with blank lines between slices.
+
+    A block of about a megabyte of lines is parsed at a time (a few ms: a
+    signal waits no longer), so nothing but the weights grows with the file,
+    and their count is held to ``budget`` as it grows.  Only a block that
+    does not parse at once is looked at line by line: for the blank lines
+    between slices, or to name the line and column of a bad number.  With
+    ``slices`` false, blank lines are skipped instead.
+    """
+    done: list[np.ndarray] = []  # finished slices
+    parts: list[np.ndarray] = []  # the slice being read
+    shape = {"width": None, "rows": None}
+    count, rows, blank = 0, 0, False
+
+    def end_slice() -> None:
+        nonlocal rows
+        if not parts:
+            return
+        if shape["rows"] is None:
+            shape["rows"] = rows
+        elif rows != shape["rows"]:
+            raise UsageError(f"slice {len(done) + 1} has {rows} rows, but slice 1 has {shape['rows']}; "
+                             "the slices of a 3D kernel need the same shape", subject=subject)
+        done.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        parts.clear()
+        rows = 0
+
+    for block, block_line in _blocks(text, start, len(text), first_line):
+        for run, run_line, blank_before, arr in _runs(block, block_line):
+            blank = blank or blank_before
+            if blank and slices:
+                end_slice()
+            blank = False
+            if arr is None or arr.shape[0] != run.count("\n") + 1 or arr.shape[1] != (shape["width"] or arr.shape[1]):
+                at = f"slice {len(done) + 1}, " if done or blank_before else ""
+                _diagnose(run, run_line, rows, shape["width"], at, subject)
+            shape["width"] = arr.shape[1]
+            rows += arr.shape[0]
+            count += arr.size
+            budget.check_weights(count, subject, verb="has at least")
+            parts.append(arr)
+        blank = not block[block.rfind("\n") + 1:].strip(" \t")  # the block ended with a blank line
+    end_slice()
+    if not done:
+        raise UsageError("the kernel is empty (no numbers)", subject=subject)
+    return check_weights(done[0] if len(done) == 1 else np.stack(done), subject=subject)
+
+
+def _blocks(text: str, lo: int, hi: int, line: int):
+    """``text[lo:hi]`` in pieces of whole lines, about _BLOCK_CHARS each, with the number of each first line."""
+    while lo < hi:
+        stop = min(hi, lo + _BLOCK_CHARS)
+        if stop < hi:
+            cut = text.rfind("\n", lo, stop)
+            if cut < 0:  # one line longer than a block: all of it
+                cut = text.find("\n", stop, hi)
+            stop = hi if cut < 0 else cut
+        block = text[lo:stop]
+        yield block, line
+        line += block.count("\n") + 1
+        lo = stop + 1
+
+
+def _runs(block: str, line: int):
+    """(run, first line, blank line before it, parsed array or None) for each run of non-blank lines of a block.
+
+    A block that parses at once, line for line, is one run; only another is
+    cut at its blank lines, line by line.
+    """
+    arr = _parse_block(block) if block.strip(" \t") else None
+    if arr is not None and arr.shape[0] == block.count("\n") + 1:
+        yield block, line, False, arr
+        return
+    run: list[str] = []
+    first, blank = line, False
+    for number, raw in enumerate(block.split("\n"), line):
+        if raw.strip(" \t"):
+            if not run:
+                first = number
+            run.append(raw)
+            continue
+        if run:
+            text = "\n".join(run)
+            yield text, first, blank, _parse_block(text)
+            run = []
+        blank = True
+    if run:
+        text = "\n".join(run)
+        yield text, first, blank, _parse_block(text)
+
+
+def _parse_block(block: str) -> np.ndarray | None:
+    """Lines of plain numbers as a (rows, columns) array; None if any is not a number of the grammar.
+
+    Within the plain characters, numpy parses exactly what ``float`` does,
+    which is exactly the ``_NUMBER`` grammar; skipped blank lines and
+    ragged rows are found by the caller from the shape.
+    """
+    try:
+        if not any(sep in block for sep in " \t,;"):  # one number a line: an impulse response, FIR taps
+            arr = np.array(block.split("\n"), dtype=np.float64)[:, None]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data": a run of separators, refused below
+                arr = np.loadtxt(io.StringIO(block.translate(_TO_SPACE)), dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    return arr if np.isfinite(arr).all() else None
+
+
+def _diagnose(block: str, block_line: int, rows_before: int, width: int | None, at: str, subject: str):
+    """Raise the error of a block that did not parse, naming its line (and column) as the careful reader does."""
+    for offset, raw in enumerate(block.split("\n")):
+        values = _numbers(raw.strip(), block_line + offset, subject)
+        width = len(values) if width is None else width
+        if len(values) != width:
+            raise UsageError(
+                f"{at}row {rows_before + offset + 1} (line {block_line + offset}) has {len(values)} numbers, "
+                f"but row 1 has {width}; every row needs the same number of columns", subject=subject)
+    raise UsageError(f"line {block_line}: the numbers cannot be read", subject=subject)
 
 
 def _rows_to_array(lines: list[tuple[int, str]], *, subject: str, where: str = "") -> np.ndarray:
@@ -539,14 +766,14 @@ def read_json(text: str, *, subject: str, name: str) -> Definition:
     return defn
 
 
-def read_vips_mat(text: str, *, subject: str) -> np.ndarray:
+def read_vips_mat(text: str, *, subject: str, budget: KernelBudget = KernelBudget()) -> np.ndarray:
     """libvips' matrix file: a header ``W H [scale [offset]]`` then H rows of W numbers."""
-    lines = [(n, ln.split("#", 1)[0].strip()) for n, ln in enumerate(text.splitlines(), 1)]
-    lines = [(n, ln) for n, ln in lines if ln]
-    if not lines:
+    start, head_line = _first_row(text)
+    if start >= len(text):
         raise UsageError("the matrix file is empty", subject=subject)
-    head_line, head = lines[0]
-    header = _numbers(head, head_line, subject)
+    end = text.find("\n", start)
+    end = len(text) if end < 0 else end
+    header = _numbers(text[start:end].split("#", 1)[0].strip(), head_line, subject)
     if len(header) not in (2, 3, 4) or any(v != int(v) or v < 1 for v in header[:2]):
         raise UsageError(f"line {head_line}: the header must be 'width height [scale [offset]]'", subject=subject)
     width, height = int(header[0]), int(header[1])
@@ -560,32 +787,60 @@ def read_vips_mat(text: str, *, subject: str) -> np.ndarray:
             "use --range offset to centre signed results",
             subject=subject,
         )
-    rows = lines[1:]
-    if len(rows) != height:
-        raise UsageError(f"the header says {height} rows, the file has {len(rows)}", subject=subject)
-    arr = _rows_to_array(rows, subject=subject)
+    budget.check_weights(width * height, subject, verb="declares")
+    body, body_line = _first_row(text, end + 1, head_line + 1)
+    if body < len(text) and _PLAIN.fullmatch(text, body):
+        arr = _plain_matrix(text, body, body_line, subject=subject, budget=budget, slices=False)
+        rows = arr.shape[0]
+    else:
+        _check_annotated(len(text), "a matrix file with comments among its numbers", subject)
+        lines = [(n, ln.split("#", 1)[0].strip()) for n, ln in enumerate(text[end + 1:].splitlines(), head_line + 1)]
+        lines = [(n, ln) for n, ln in lines if ln]
+        rows = len(lines)
+        arr = _rows_to_array(lines, subject=subject) if lines else np.zeros((0, width))
+    if rows != height:
+        raise UsageError(f"the header says {height} rows, the file has {rows}", subject=subject)
     if arr.shape != (height, width):
         raise UsageError(f"the header says {width}x{height}, the rows hold {arr.shape[1]}x{arr.shape[0]}",
                          subject=subject)
     return arr / scale
 
 
-def read_sox_fir(text: str, *, subject: str) -> np.ndarray:
+def read_sox_fir(text: str, *, subject: str, budget: KernelBudget = KernelBudget()) -> np.ndarray:
     """SoX ``fir`` coefficients: numbers separated by white space or newlines, ``#`` comments."""
-    values: list[float] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            values.extend(_numbers(line, lineno, subject))
-    if not values:
+    start, first_line = _first_row(text)
+    if start < len(text) and _PLAIN.fullmatch(text, start):
+        parts, count = [], 0
+        for block, block_line in _blocks(text, start, len(text), first_line):
+            try:
+                part = np.array(block.translate(_TO_SPACE).split(), dtype=np.float64)
+            except ValueError:
+                part = np.array([np.nan])
+            if not np.isfinite(part).all():
+                for offset, raw in enumerate(block.split("\n")):
+                    _numbers(raw.strip(), block_line + offset, subject)  # names the bad number
+            count += part.size
+            budget.check_weights(count, subject, verb="has at least")
+            parts.append(part)
+        values = np.concatenate(parts) if parts else np.zeros(0)
+    else:
+        _check_annotated(len(text), "a coefficient file with comments among its numbers", subject)
+        numbers: list[float] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                numbers.extend(_numbers(line, lineno, subject))
+        values = np.array(numbers, dtype=np.float64)
+    if not values.size:
         raise UsageError("the kernel is empty (no coefficients)", subject=subject)
-    return check_weights(np.array(values, dtype=np.float64), subject=subject)
+    return check_weights(values, subject=subject)
 
 
 # ---------------------------------------------------------------- impulse responses
 
 
-def read_impulse_response(path, *, subject: str, sample_rate: float | None) -> np.ndarray:
+def read_impulse_response(path, *, subject: str, sample_rate: float | None,
+                          budget: KernelBudget = KernelBudget()) -> np.ndarray:
     """A mono WAV/FLAC/... file as a causal 1D correlation kernel (convolution reverb).
 
     The response h is stored reversed, with n-1 zeros after it, so that the
@@ -596,7 +851,7 @@ def read_impulse_response(path, *, subject: str, sample_rate: float | None) -> n
 
     if not Path(str(path)).exists():
         raise UsageError("no such impulse-response file", subject=subject)
-    _check_regular(Path(str(path)), subject)
+    _check_regular(Path(str(path)), subject, budget)
     try:
         with soundfile.SoundFile(str(path)) as snd:
             frames = snd.frames
@@ -608,6 +863,7 @@ def read_impulse_response(path, *, subject: str, sample_rate: float | None) -> n
             if 2 * frames - 1 > MAX_WEIGHTS:
                 raise UsageError(f"an impulse response of {frames:,} samples is too long for a kernel",
                                  subject=subject)
+            budget.check_weights(2 * frames - 1, subject, verb="would have")
             rate = snd.samplerate
             data = snd.read(frames=frames, dtype="float64", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError, soundfile.LibsndfileError) as exc:

@@ -4,7 +4,9 @@ Each family declares its parameters (with defaults, shown by ``kernels
 list``), the input dimensions it makes sense for, and how its results are
 shown.  Fixed-weight kernels (sobel-x, laplacian, kirsch, ...) are data files
 in the ``kernels/`` library instead; the families that are built from them
-(the gradient magnitudes, ``sharpen``) read them from there.
+(the gradient magnitudes, ``sharpen``) read them from there.  The rank,
+morphology and pooling families build an operator (:mod:`.operators`)
+instead of weights.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UsageError
+from . import operators
 from .kernel import MAX_WEIGHTS, Kernel
 from .spec import NamedSpec, length_in_samples, parse_float, parse_frequency, parse_int
 
@@ -28,8 +31,10 @@ class Param:
     """One parameter of a family.
 
     ``kind`` is ``length`` (samples, or a time/distance with a unit),
-    ``float``, ``int``, ``freq`` (Hz, ``2k``) or ``str``.  A ``per_axis``
-    parameter takes one value for every axis, or one value per axis.
+    ``float``, ``int``, ``freq`` (Hz, ``2k``), ``bool`` (true/false) or
+    ``str``.  A ``per_axis`` parameter takes one value for every axis, or
+    one value per axis.  An optional parameter without a default
+    (``None``) is shown as ``name=auto``, or as ``name=placeholder`` (``disk=R``).
     """
 
     name: str
@@ -37,12 +42,13 @@ class Param:
     default: object = REQUIRED
     per_axis: bool = False
     help: str = ""
+    placeholder: str = ""
 
     def shown(self) -> str:
         if self.default is REQUIRED:
             return f"{self.name}=?"
         if self.default is None:
-            return f"{self.name}=auto"
+            return f"{self.name}={self.placeholder or 'auto'}"
         return f"{self.name}={self.default}"
 
 
@@ -81,6 +87,9 @@ class Family:
         ctx = Context(spec, ndim, sample_rate, spacing)
         args = self._bind(parsed, ctx)
         weights = self.build(ctx, **args)
+        if not isinstance(weights, list):  # an operator: its footprint stands for the window
+            return Kernel(spec, self.name, (weights.footprint.astype(np.float64),), range_default=self.range_default,
+                          description=self.description, operator=weights)
         combine = self.combine if len(weights) > 1 or self.combine != "single" else "single"
         return Kernel(spec, self.name, tuple(weights), combine=combine, range_default=self.range_default,
                       description=self.description)
@@ -150,7 +159,15 @@ def _convert_one(p: Param, text: str, ctx: Context, axis: int):
         return parse_int(text, param=p.name, spec=ctx.spec)
     if p.kind == "freq":
         return parse_frequency(text, param=p.name, spec=ctx.spec)
+    if p.kind == "bool":
+        word = text.strip().lower()
+        if word not in _BOOLEANS:
+            raise UsageError(f"{p.name}={text}: write true or false", subject=ctx.spec)
+        return _BOOLEANS[word]
     return text
+
+
+_BOOLEANS = {**dict.fromkeys(("true", "yes", "on", "1"), True), **dict.fromkeys(("false", "no", "off", "0"), False)}
 
 
 # ---------------------------------------------------------------- helpers
@@ -522,6 +539,51 @@ _FAMILY_LIST = [
     Family("bandpass", _bandpass, "Windowed-sinc band-pass FIR (scipy.signal.firwin), audio",
            (Param("low", "freq", help="lower band edge, e.g. 300"), Param("high", "freq", help="upper band edge, e.g. 3k"),
             _TAPS, _WINDOW), dims=(1,)),
+]
+
+# Rank, morphology and pooling: operators over the same window geometry.
+_SHAPES = (
+    Param("disk", "length", None, per_axis=True, help="a disk (ball in 3D) of radius R", placeholder="R"),
+    Param("cross", "length", None, per_axis=True, help="the axes through the centre, R each way", placeholder="R"),
+    Param("diamond", "length", None, per_axis=True, help="|x| + |y| <= R", placeholder="R"),
+    Param("ball", "length", None, per_axis=True, help="a ball (disk in 2D) of radius R", placeholder="R"),
+    Param("line", "float", None, help="a line of L samples through the centre (2D)", placeholder="L"),
+    Param("angle", "float", None, help="the line's angle in degrees, 0 = along x, counter-clockwise",
+          placeholder="DEG"),
+    Param("footprint", "str", None, help="a kernel file of 0 and 1", placeholder="FILE"),
+)
+_SIZE = Param("size", "length", None, per_axis=True, help="window length per axis (3)", placeholder="3")
+_SQUARE = Param("square", "length", None, per_axis=True, help="a box of N per axis (a cube in 3D), 3 by default",
+                placeholder="3")
+_POOL = (Param("size", "int", 2, per_axis=True, help="window per axis"),
+         Param("stride", "int", None, per_axis=True, help="step between windows, the window by default",
+               placeholder="size"),
+         Param("ceil", "bool", False, help="PyTorch's ceil_mode: a last, partial window"))
+_MORPHOLOGY = {
+    "erode": ("Erosion: the minimum under a structuring element (scipy grey_erosion, OpenCV erode)", ()),
+    "dilate": ("Dilation: the maximum under the reflected structuring element (scipy grey_dilation)", ()),
+    "open": ("Opening: erode, then dilate; removes bright details smaller than the element", ("opening",)),
+    "close": ("Closing: dilate, then erode; fills dark details smaller than the element", ("closing",)),
+    "tophat": ("White top-hat: the input minus its opening (bright details)", ()),
+    "blackhat": ("Black top-hat: the closing minus the input (dark details)", ()),
+    "gradient": ("Morphological gradient: dilation minus erosion (edges)", ()),
+}
+_FAMILY_LIST += [
+    Family("median", operators.median, "Median over a window or structuring element (declicking, salt and pepper)",
+           (_SIZE, *_SHAPES)),
+    Family("min", operators.minimum, "Minimum over a window or structuring element (scipy minimum_filter)",
+           (_SIZE, *_SHAPES), aliases=("minimum",)),
+    Family("max", operators.maximum, "Maximum over a window or structuring element (scipy maximum_filter)",
+           (_SIZE, *_SHAPES), aliases=("maximum",)),
+    Family("percentile", operators.percentile, "Percentile P of the window (scipy percentile_filter)",
+           (Param("p", "float", help="percent, 0-100 (-P counts from the top)"), _SIZE, *_SHAPES)),
+    Family("rank", operators.rank, "Sample R (from 0) of the window in order; -1 the largest (scipy rank_filter)",
+           (Param("r", "int", help="0 the smallest, -1 the largest"), _SIZE, *_SHAPES)),
+    *(Family(name, operators.morphology(name), description, (_SQUARE, *_SHAPES), aliases=aliases)
+      for name, (description, aliases) in _MORPHOLOGY.items()),
+    Family("maxpool", operators.pool("max"), "Max pooling, as torch.nn.functional.max_pool1d/2d/3d", _POOL),
+    Family("avgpool", operators.pool("avg"), "Average pooling, as torch.nn.functional.avg_pool1d/2d/3d",
+           (*_POOL, Param("count_pad", "bool", True, help="PyTorch's count_include_pad: padding counts in the mean"))),
 ]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILY_LIST}

@@ -1,4 +1,5 @@
-"""The resolved kernel: correlation weights, how responses combine, how results are shown."""
+"""The resolved kernel: correlation weights (or a rank, morphology or pooling operator), how responses
+combine, how results are shown."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class Kernel:
         How integer outputs show the result unless ``--range`` says otherwise.
     description : str
         One line for ``kernels show`` and ``filter --explain``.
+    operator : RankOperator, MorphologyOperator or PoolOperator, optional
+        A kernel that is not a weighted sum (see :mod:`.operators`): it runs
+        instead of a correlation, and ``weights`` holds its footprint (1 on
+        its taps, 0 elsewhere), which gives the window's shape.
     """
 
     spec: str
@@ -46,6 +51,7 @@ class Kernel:
     combine: str = "single"
     range_default: str = "clip"
     description: str = ""
+    operator: object = None
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
@@ -73,7 +79,7 @@ class Kernel:
         return self.weights[0].shape
 
     def apply(self, x, *, convolve: bool = False, **engine_kwargs) -> np.ndarray:
-        """Filter ``x`` with every weight array and combine the responses.
+        """Filter ``x`` with every weight array and combine the responses (or run the operator).
 
         Parameters
         ----------
@@ -90,8 +96,12 @@ class Kernel:
         Returns
         -------
         numpy.ndarray
-            float32, or float64 for float64 input (the engine's rule).
+            float32, or float64 for float64 input (the engine's rule); an
+            operator's own type (a rank filter keeps the input's).
         """
+        if self.operator is not None:
+            x = np.asarray(x)
+            return self.operator.execute(self.plan(x.shape, x.dtype, convolve=convolve, **engine_kwargs), x)
         from .. import engine
 
         run = engine.convolve if convolve else engine.correlate
@@ -115,14 +125,36 @@ class Kernel:
             out += np.square(r)
         return np.sqrt(out, out=out)
 
+    def plan(self, x_shape, x_dtype, *, convolve: bool = False, **engine_kwargs):
+        """The operator's plan for an input of ``x_shape`` (output shape, padding, algorithm), computing nothing."""
+        if self.operator is None:
+            raise ValueError("plan() is an operator's: a weighted kernel is planned by convcli.engine.make_plan")
+        return self.operator.plan(x_shape, x_dtype, convolve=convolve, **engine_kwargs)
+
+    def window_args(self, args: dict, spatial_shape) -> dict:
+        """The engine's geometry keywords as this kernel lays its windows (a pool: its own stride and padding)."""
+        return args if self.operator is None else self.operator.window_args(args, spatial_shape)
+
     def describe(self) -> dict:
         """Facts about the weights: shape, sum, separability, rank, symmetry, value range.
 
         For a kernel with several weight arrays the per-array facts are those
-        of the first array, and ``kernels`` counts them.
+        of the first array, and ``kernels`` counts them.  An operator's facts
+        are its own (what it computes, its taps, its scipy or PyTorch twin).
         """
         w = self.weights[0]
-        rank = tensor_rank(w)
+        if self.operator is not None:
+            return {"spec": self.spec, "name": self.name, "description": self.description, "ndim": w.ndim,
+                    "shape": list(w.shape), "kernels": 1, "combine": self.combine,
+                    "range_default": self.range_default, "kind": self.operator.kind, **self.operator.facts()}
+        ranks = [tensor_rank(k) for k in self.weights]
+        rank = ranks[0]
+        if all(r is not None for r in ranks):
+            separable = all(r == (1,) * k.ndim for r, k in zip(ranks, self.weights))
+        else:  # too large for an SVD: the engine's test, linear in the size
+            from ..engine import rank1_factors
+
+            separable = all(k.ndim == 1 or rank1_factors(k) is not None for k in self.weights)
         return {
             "spec": self.spec,
             "name": self.name,
@@ -135,21 +167,28 @@ class Kernel:
             "sum": [float(k.sum()) for k in self.weights] if len(self.weights) > 1 else float(w.sum()),
             "min": float(min(k.min() for k in self.weights)),
             "max": float(max(k.max() for k in self.weights)),
-            "separable": all(tensor_rank(k) == (1,) * k.ndim for k in self.weights),
-            "rank": rank[0] if len(rank) <= 2 else list(rank),
+            "separable": separable,
+            "rank": None if rank is None else rank[0] if len(rank) <= 2 else list(rank),
             "symmetry": symmetry(w),
         }
 
 
-def tensor_rank(w: np.ndarray) -> tuple[int, ...]:
+def tensor_rank(w: np.ndarray) -> tuple[int, ...] | None:
     """Rank of each unfolding of ``w`` (the multilinear rank); all 1 means separable.
 
     A 2D kernel's two unfoldings share one rank (its matrix rank).  The
     tolerance is relative to the largest singular value, so an outer product
-    of floats still counts as rank 1.
+    of floats still counts as rank 1.  None for a kernel whose SVDs would
+    cost more than the engine allows a plan (seconds to minutes, in one
+    uninterruptible call).
     """
+    from ..engine import SVD_MAX_WORK, svd_work
+
     if not np.any(w):
         return (0,) * max(w.ndim, 1)
+    unfoldings = [(w.shape[axis], w.size // w.shape[axis]) for axis in range(w.ndim)]
+    if sum(svd_work(shape) for shape in unfoldings) > SVD_MAX_WORK:
+        return None
     ranks = []
     for axis in range(w.ndim):
         m = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)

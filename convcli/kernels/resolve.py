@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import KernelFileError, ParameterError, UsageError
+from ..io.limits import Limits
 from . import files, library
 from .kernel import Kernel, check_weights, fit_ndim, normalized
 from .spec import classify, parse_named
@@ -21,6 +22,7 @@ def resolve(
     sample_rate: float | None = None,
     spacing: tuple[float, ...] | None = None,
     normalize: bool = False,
+    memory_budget: int | str | None = None,
 ) -> Kernel:
     """Resolve one kernel spec for an input with ``ndim`` spatial axes.
 
@@ -38,6 +40,11 @@ def resolve(
         Sample spacing per spatial axis in millimetres; needed by ``1.5mm``.
     normalize : bool
         Divide the weights by their sum (refused for zero-sum kernels).
+    memory_budget : int or str, optional
+        Bytes the run may use (``--memory-budget``; None: half the available
+        memory): a kernel file's size and every kernel's weights are held to
+        what it allows (:class:`~convcli.kernels.files.KernelBudget`), a file
+        before its weights are read.
 
     Raises
     ------
@@ -60,8 +67,10 @@ def resolve(
     if sample_rate is not None and not (np.isfinite(sample_rate) and sample_rate > 0):
         raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
 
-    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
-    if normalize:
+    budget = files.KernelBudget.within(Limits(memory_budget=memory_budget).memory_budget)
+    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget)
+    _check_size(kernel, spec, budget)
+    if normalize and kernel.operator is None:  # a rank filter or a pool has no sum to divide by
         subject = _file_subject(spec) or spec
         kernel = Kernel(
             spec=kernel.spec,
@@ -81,6 +90,7 @@ def resolve_all(
     sample_rate: float | None = None,
     spacing: tuple[float, ...] | None = None,
     normalize: bool = False,
+    memory_budget: int | str | None = None,
 ) -> list[Kernel]:
     """Resolve repeated ``-k`` specs, in the order they are applied."""
     if isinstance(specs, str):
@@ -88,8 +98,87 @@ def resolve_all(
     if not specs:
         raise UsageError("no kernel given (use -k NAME, -k FILE or -k MATRIX)", subject="-k")
     return [
-        resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize) for s in specs
+        resolve(s, ndim=ndim, sample_rate=sample_rate, spacing=spacing, normalize=normalize,
+                memory_budget=memory_budget) for s in specs
     ]
+
+
+def apply(
+    x,
+    spec,
+    *,
+    stride=1,
+    padding="same",
+    pad_mode="reflect",
+    dilation=1,
+    channel_axis=None,
+    method="auto",
+    precision=None,
+    spatial_ndim=None,
+    convolve: bool = False,
+    sample_rate: float | None = None,
+    spacing: tuple[float, ...] | None = None,
+    normalize: bool = False,
+):
+    """Apply a kernel spec (a weighted kernel, a rank filter, morphology or a pool) to an array.
+
+    ``convcli filter`` without the files: ``spec`` is what ``-k`` takes
+    (``"gaussian:sigma=2"``, ``"median:5"``, ``"erode:disk=2"``,
+    ``"maxpool:2"``, a kernel file, a matrix), or a list of them applied in
+    order with the stride at the last, as ``-k`` repeated.  The keywords are
+    :func:`convcli.correlate`'s.
+
+    Parameters
+    ----------
+    x : array_like
+        The samples.  The spatial axes are the last ``spatial_ndim`` axes
+        that are not ``channel_axis``; by default every other axis, at most 3.
+    spec : str or sequence of str
+        The kernel, or kernels in order.
+    sample_rate, spacing :
+        Samples per second (for ``5ms``, frequencies) and the spacing of
+        the spatial axes in mm (for ``1.5mm``).
+    method : str
+        A weighted kernel's strategy (see ``correlate``); a rank,
+        morphology or pooling kernel takes ``direct`` (numpy) or ``opencv``
+        and runs any other as ``auto``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A weighted kernel's result is float32 (float64 for float64 input); a
+        rank filter, erosion, dilation, opening, closing or max pool keeps
+        the input's type; differences (tophat, gradient) and the average
+        pool are float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([0, 9, 0, 1, 2, 3, 2, 1], dtype=np.uint8)
+    >>> apply(x, "median:3", pad_mode="replicate")
+    array([0, 0, 1, 1, 2, 2, 2, 1], dtype=uint8)
+    >>> apply(x, "maxpool:2")
+    array([9, 1, 3, 2], dtype=uint8)
+    """
+    x = np.asarray(x)
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    nd = spatial_ndim if spatial_ndim is not None else min(3, x.ndim - (channel_axis is not None))
+    kernels = resolve_all(specs, ndim=nd, sample_rate=sample_rate, spacing=spacing, normalize=normalize)
+    for i, kernel in enumerate(kernels):
+        x = kernel.apply(x, convolve=convolve, stride=stride if i == len(kernels) - 1 else 1, padding=padding,
+                         pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis, method=method,
+                         precision=precision, spatial_ndim=nd)
+    return x
+
+
+def _check_size(kernel: Kernel, spec: str, budget: files.KernelBudget) -> None:
+    """Refuse a kernel with more weights than the budget allows: a file's as bad data, a typed spec's as usage."""
+    subject = _file_subject(spec)
+    if subject is None:
+        budget.check_weights(sum(w.size for w in kernel.weights), spec)
+        return
+    with _file_errors():
+        budget.check_weights(sum(w.size for w in kernel.weights), subject)
 
 
 def _file_subject(spec: str) -> str | None:
@@ -100,7 +189,7 @@ def _file_subject(spec: str) -> str | None:
     return None
 
 
-def _resolve(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
+def _resolve(spec: str, *, ndim: int, sample_rate, spacing, budget: files.KernelBudget) -> Kernel:
     kind = classify(spec)
     s = spec.strip()
     if kind == "inline":
@@ -110,13 +199,13 @@ def _resolve(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
         w = fit_ndim(files.parse_imagemagick(s, subject=spec), ndim, subject=spec)
         return Kernel(spec, "inline", (w,), description="inline matrix (ImageMagick syntax)")
     if kind == "ir":
-        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate)
+        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, budget=budget)
     if kind == "file":
         path = Path(_file_subject(spec)).expanduser()
         if path.suffix.lower() in files.AUDIO_EXTS:
-            return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate)
+            return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, budget=budget)
         with _file_errors():
-            defn = files.read_definition(path, subject=str(path))
+            defn = files.read_definition(path, subject=str(path), budget=budget)
             return _from_definition(spec, defn, ndim=ndim, subject=str(path))
     return _named(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
 
@@ -132,14 +221,14 @@ def _file_errors():
         raise KernelFileError(exc.message, subject=exc.subject) from None
 
 
-def _impulse_response(spec: str, *, ndim: int, sample_rate) -> Kernel:
+def _impulse_response(spec: str, *, ndim: int, sample_rate, budget: files.KernelBudget) -> Kernel:
     path = Path(_file_subject(spec)).expanduser()
     if ndim != 1:
         raise UsageError(
             f"an impulse response filters audio (1 spatial axis); this input has {ndim}", subject=str(path)
         )
     with _file_errors():
-        w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate)
+        w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate, budget=budget)
     return Kernel(spec, f"ir:{path.name}", (w,), description="impulse response (causal convolution)")
 
 

@@ -40,6 +40,9 @@ def classify(spec: str) -> str:
         return "ir"
     if s.startswith("file:"):
         return "file"
+    name, sep, rest = s.partition(":")
+    if sep and _NAME.match(name.strip()) and "=" in rest:
+        return "named"  # erode:footprint=masks/cross.txt names a file as a parameter
     if "/" in s or "\\" in s or Path(s).suffix.lower() in ALL_EXTS:
         return "file"
     return "named"

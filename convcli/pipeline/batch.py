@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import ConvcliError, Interrupted, Terminated, UsageError
+from ..errors import ConvcliError, Interrupted, OutputError, Terminated, UsageError
 from ..io.files import TEMP_MARKER  # part of every temporary file name the atomic writer makes
 from .options import BatchOptions
 
@@ -236,7 +236,7 @@ def run_one(work: Callable, job: Job, options) -> dict:
     start = time.perf_counter()
     try:
         if job.dest is not None and job.dest != "-":
-            os.makedirs(os.path.dirname(job.dest) or ".", exist_ok=True)
+            _make_folder(job.dest)
         record = {"input": job.source, "output": job.dest, "status": "ok"}
         record.update(work(job.source, job.dest, options))
     except ConvcliError as exc:
@@ -244,10 +244,20 @@ def run_one(work: Callable, job: Job, options) -> dict:
         record = _failure(job, f"{subject}: {exc.message}")
     except MemoryError:
         record = _failure(job, f"{job.source}: out of memory")
+    except OSError as exc:  # the user's environment (a read-only or full file system), not a bug
+        record = _failure(job, f"{exc.filename or job.source}: {exc.strerror or exc}")
     except Exception as exc:  # a bug must not stop the other files; name it for a report
         record = _failure(job, f"{job.source}: internal error: {type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - start, 6)
     return record
+
+
+def _make_folder(dest: str) -> None:
+    folder = os.path.dirname(dest) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create its folder {folder}: {exc.strerror or exc}", subject=dest) from None
 
 
 def _failure(job: Job, error: str) -> dict:
@@ -315,12 +325,13 @@ def run(
             else:
                 from ..parallel import run_processes
 
-                run_processes(
-                    _Task(work, options), pending, workers=batch.workers,
-                    on_result=lambda job, record: finish(record),
-                    on_lost=lambda job, exc: finish(
-                        _failure(job, f"{job.source}: worker failed: {type(exc).__name__}: {exc}")),
-                    on_stopped=lambda job: remove_temporaries(job.dest))
+                def lost(job: Job, why: Exception) -> None:
+                    remove_temporaries(job.dest)  # a killed worker may have been writing it
+                    finish(_failure(job, f"{job.source}: {why}"))
+
+                run_processes(_Task(work, options), pending, workers=batch.workers,
+                              on_result=lambda job, record: finish(record), on_lost=lost,
+                              on_stopped=lambda job: remove_temporaries(job.dest))
         except _FailFast:
             summary.stopped = True
         except KeyboardInterrupt as exc:

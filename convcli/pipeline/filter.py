@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .chain import filter_signal, plan_chain, resolve_kernels
+from .chain import filter_signal, prepare, resolve_kernels
 from .options import FilterOptions
 
 
@@ -25,10 +25,10 @@ class FilterReport:
     status: str = "ok"
     input_shape: tuple[int, ...] = ()
     output_shape: tuple[int, ...] = ()
-    kernels: list[dict] = field(default_factory=list)  # one step of plan_chain per kernel
+    kernels: list[dict] = field(default_factory=list)  # one step of Chain.plan per kernel
     clipped: int = 0  # integer samples outside the output range, clipped
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)  # what the reader or writer changed or left out
+    notes: list[str] = field(default_factory=list)  # what the reader, the filter or the writer changed or left out
     error: str | None = None
 
     def as_dict(self) -> dict:
@@ -77,16 +77,20 @@ def filter_file(source: str, dest: str, options: FilterOptions, *, on_progress=N
             notes=input_notes(signal) + [streamed.note])
     filtered = filter_signal(signal, options, consume=True)
     written = io.write(filtered.signal, dest, format=options.out_format, compress_level=options.compress_level,
-                       range=filtered.range)
+                       range=filtered.range, depth=options.depth, quality=options.quality)
     return FilterReport(
         input=source_name, output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(filtered.signal.data.shape), kernels=filtered.steps, seconds=time.perf_counter() - start,
-        clipped=written.clipped, notes=input_notes(signal) + written.notes,
+        clipped=written.clipped, notes=input_notes(signal) + filtered.notes + written.notes,
     )
 
 
 def explain(source: str, options: FilterOptions) -> list[dict]:
-    """The plan of every kernel for ``source``: nothing is filtered or written (a large .npy is only mapped)."""
+    """The plan of every kernel for ``source``: nothing is filtered or written (a large .npy is only mapped).
+
+    Each step also says the colour space filtered and what is done with alpha
+    (None for an input without alpha).
+    """
     from .. import io
 
     opened, fmt = io.open_source(source, memory_budget=options.memory_budget)
@@ -96,18 +100,23 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
         return explain_video(opened, options)
     signal = io.read(opened, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
-    return plan_chain(signal, resolve_kernels(options, signal), options)
+    run = prepare(signal, resolve_kernels(options, signal), options)
+    return [dict(step, **run.describe()) for step in run.steps]
 
 
 def input_notes(signal) -> list[str]:
     """What the reader changed or left out that a user should hear about."""
     meta, notes = signal.meta, []
-    if meta.get("first_frame_only"):
-        notes.append(f"only the first of {meta.get('frames')} frames was read")
     if meta.get("oriented"):
         notes.append(f"EXIF orientation {meta['oriented']} applied (the output is upright)")
+    if meta.get("thumbnails_dropped"):
+        notes.append(f"{meta['thumbnails_dropped']} reduced-resolution TIFF page(s) (thumbnails) were not read")
     if meta.get("transparency_dropped"):
         notes.append("the PNG's transparent colour key (tRNS) was dropped")
+    if meta.get("short_read"):
+        present, declared = meta["short_read"]
+        notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
+                     "those were filtered")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes

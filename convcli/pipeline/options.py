@@ -4,7 +4,7 @@ The command line turns its text into these once (``"2,1"`` into ``(2, 1)``,
 ``"4G"`` into bytes); everything below takes them as they are.  Each value
 is checked against the one list of what is allowed, kept by the layer that
 owns it: border modes and methods by the engine, range modes, kinds and
-sizes by ``io``, transparency modes here.  A bad value raises a
+sizes by ``io``, transparency modes, colour spaces and axis names here.  A bad value raises a
 :class:`~convcli.errors.ParameterError` naming the parameter.
 """
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from ..errors import ParameterError, check_choice
 
-ALPHA_MODES = ("premultiply", "keep", "channel")
-# How colour planes are filtered: as stored (a video's Y, U and V, each at its own
-# resolution), luma only, or converted to RGB and back.
-COLORSPACES = ("stored", "luma", "rgb")
+ALPHA_MODES = ("auto", "premultiply", "keep", "channel")
+# The values filtered: as stored (a video's Y, U and V each at its own resolution), linear light
+# (images), luma only, or a video's planes converted to RGB and back.
+COLORSPACES = ("stored", "linear", "luma", "rgb")
+AXIS_NAMES = ("x", "y", "z", "t")  # last, second-to-last, third-to-last spatial axis; frames
 
 
 @dataclass(frozen=True)
@@ -88,33 +89,50 @@ class FilterOptions:
     normalize: bool = False  # divide a custom kernel by its sum
     out_format: str | None = None  # output format name; None: from the output's extension
     compress_level: int | None = None  # zlib level 0-9 for PNG/TIFF/npz/FLAC outputs; None: the writer's default
+    depth: str | None = None  # output sample type, one of convcli.io.samples.DEPTHS; None: the input's
+    quality: int | None = None  # 1-100 for JPEG/WebP outputs; None: a JPEG input's own, else 90
     kind: str | None = None  # audio | image | volume | signal; None: from the file's content
-    alpha: str = "premultiply"  # one of ALPHA_MODES
+    alpha: str = "auto"  # one of ALPHA_MODES; auto: premultiply a smoothing chain, else keep alpha
+    colorspace: str = "stored"  # one of COLORSPACES: the values filtered (stored, linear light, luma only, rgb)
+    axes: tuple[str, ...] | None = None  # the AXIS_NAMES the kernels run along; None: every spatial axis
     range: str | None = None  # clip | abs | offset | rescale; None: the last kernel's range_default
     auto_orient: bool = True  # apply the EXIF orientation of photos
     max_pixels: int | None = None  # None: Pillow's bomb threshold
     memory_budget: int | None = None  # bytes; None: half the available memory
     key: str | None = None  # the array of a .npz archive
     in_place: bool = False  # allow the output to be the input file
-    colorspace: str = "stored"  # one of COLORSPACES
-    axes: tuple[str, ...] | None = None  # the kernel's axes by letter: ("t", "y", "x") over a video's frames too
     video: VideoOptions = VideoOptions()  # how a video is encoded
 
     def __post_init__(self) -> None:
-        from ..io import KINDS, check_compress_level
+        from ..io import KINDS, check_compress_level, check_quality
         from ..io.limits import Limits
-        from ..io.samples import RANGE_MODES
+        from ..io.samples import RANGE_MODES, check_depth
 
         if not self.kernels:
             raise ParameterError("give at least one kernel", subject="kernel")
         check_choice(self.alpha, ALPHA_MODES, "alpha")
+        check_choice(self.colorspace, COLORSPACES, "colorspace")
+        if self.axes is not None:
+            check_axes(self.axes)
         if self.range is not None:
             check_choice(self.range, RANGE_MODES, "range")
         if self.kind is not None:
             check_choice(self.kind, KINDS, "kind")
         check_compress_level(self.compress_level)
+        check_quality(self.quality)
+        object.__setattr__(self, "depth", check_depth(self.depth))
         Limits(self.max_pixels, self.memory_budget)  # refuses a size that is not positive
-        check_choice(self.colorspace, COLORSPACES, "colorspace")
+
+
+def check_axes(axes) -> tuple[str, ...]:
+    """``axes`` if it names distinct axes of ``AXIS_NAMES``, else a :class:`ParameterError`."""
+    if not isinstance(axes, tuple) or not axes:
+        raise ParameterError(f"name at least one axis ({', '.join(AXIS_NAMES)}), got {axes!r}", subject="axes")
+    for name in axes:
+        check_choice(name, AXIS_NAMES, "axes")
+    if len(set(axes)) != len(axes):
+        raise ParameterError(f"names an axis twice: {','.join(axes)}", subject="axes")
+    return axes
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import DataError
-from .chain import chain_origin, plan_chain, resolve_kernels, streamed_why
+from .chain import prepare, resolve_kernels, streamed_why
 from .options import FilterOptions
 
 
@@ -33,6 +33,8 @@ def may_stream(dest: str, options: FilterOptions) -> bool:
     from .. import io
     from ..errors import ConvcliError
 
+    if options.depth is not None:
+        return False  # the streamed result is written in the engine's float type
     try:
         fmt = io.output_format(dest, options.out_format)
     except ConvcliError:
@@ -53,9 +55,14 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     from .. import engine, io
 
     kernels = resolve_kernels(options, signal)
+    run = prepare(signal, kernels, options)
     budget = io.memory_budget(options.memory_budget)
     dims = "x".join(str(n) for n in signal.data.shape)
     over = f"{dims} samples are over the memory budget of {io.human_size(budget)}"
+    operator = next((k for k in kernels if k.operator is not None), None)
+    if operator is not None:
+        raise DataError(f"{over}; only weighted kernels are filtered in streamed bands, not {operator.spec} "
+                        "(raise --memory-budget)", subject=str(source))
     if len(kernels) != 1 or len(kernels[0].weights) != 1:
         count = f"a chain of {len(kernels)} kernels" if len(kernels) != 1 else "a kernel of several weight arrays"
         raise DataError(
@@ -65,6 +72,9 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     if fmt != signal.meta.get("format"):
         raise DataError(f"{over}; such an input is streamed only into a file of its own format "
                         f"({signal.meta.get('format')}), not {fmt}", subject=str(source))
+    if run.chain.axes.moved:
+        raise DataError(f"{over}; such an input is filtered in streamed bands along all its axes only, not "
+                        f"--axes {','.join(run.chain.axes.names)} (raise --memory-budget)", subject=str(source))
     nd = signal.spatial_ndim
     weights = kernels[0].weights[0]
     geometry = options.geometry
@@ -73,18 +83,18 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     if flipped:
         x, weights, geometry = x.T, np.asarray(weights).T, geometry.reversed_axes(nd)
     args = dict(geometry.step(last=True), channel_axis=signal.channel_axis, method=options.method,
-                precision=options.precision, spatial_ndim=nd)
+                precision=run.chain.precision, spatial_ndim=nd)
     plan = engine.make_plan(x.shape, weights, x_dtype=x.dtype, streamed=True, **args)
     need, rows = engine.streamed_band_bytes(plan, trail=x.shape[-1] if signal.channel_axis is not None else 1)
     if need > budget:
         raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {io.human_size(need)}; "
                         "raise --memory-budget", subject=str(source))
-    steps = plan_chain(signal, kernels, options)
+    steps = run.steps
     steps[0]["methods"] = [plan.method]  # planned on the C-ordered transpose of a NIfTI volume
     steps[0]["why"] = streamed_why(plan.method)
     out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
     like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),
-                     stride=options.geometry.strides(nd), origin=chain_origin(steps, kernels, options, nd))
+                     stride=run.chain.strides(steps), origin=run.chain.origin(steps))
     run = engine.convolve if options.convolve else engine.correlate
     drop_input = io.release_rows(x)
     with io.mapped_output(dest, like, plan.dtype, format=fmt) as mapped:

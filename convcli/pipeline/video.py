@@ -487,6 +487,13 @@ def _refuse(options: FilterOptions) -> None:
     if options.range == "rescale":
         raise UsageError("rescale needs the whole clip's range before its first frame is written; a video is "
                          "streamed (use clip, abs or offset)", subject="--range")
+    if options.colorspace == "linear":
+        raise UsageError("linear applies to images; a video takes stored, luma or rgb", subject="--colorspace")
+    if options.depth is not None:
+        raise UsageError("a video's sample type is its pixel format: use --pix-fmt (yuv420p10le, ...)",
+                         subject="--depth")
+    if options.quality is not None:
+        raise UsageError("a video's quality is set by --crf or --bitrate", subject="--quality")
 
 
 def _output_format(dest: str, options: FilterOptions, fmt: str) -> str:
