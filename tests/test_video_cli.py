@@ -362,6 +362,9 @@ def test_progress_goes_to_a_callback_frame_by_frame(tmp_path):
     (["--padding", "valid"], "--padding"),  # 4:2:0 chroma cannot follow a size change by the kernel's reach
     (["--pix-fmt", "yuv9000p"], "--pix-fmt"),
     (["--kind", "volume"], "--kind"),
+    (["--colorspace", "linear"], "--colorspace"),  # an image's transfer curve, not a video's
+    (["--depth", "16"], "--depth"),  # a video's sample type is its pixel format
+    (["--quality", "80"], "--quality"),  # a video's quality is --crf or --bitrate
 ])
 def test_options_that_cannot_apply_to_a_video_are_usage_errors(tmp_path, args, flag):
     src = tmp_path / "clip.mkv"
@@ -369,6 +372,17 @@ def test_options_that_cannot_apply_to_a_video_are_usage_errors(tmp_path, args, f
     run = convcli("filter", src, "-k", "box:3", *args, "-o", tmp_path / "out.mkv")
     assert run.exit_code == 2 and run.stderr.startswith(f"convcli: error: {flag}") and run.stderr.count("\n") == 1
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_rgb_is_a_video_colour_space_and_an_image_refuses_it(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    run = convcli("filter", photo, "-k", "box:3", "--colorspace", "rgb", "-o", tmp_path / "out.png")
+    assert run.exit_code == 2 and run.stderr.startswith("convcli: error: --colorspace: rgb converts a video's")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_a_video_named_for_another_container_is_read_by_its_content(tmp_path):
