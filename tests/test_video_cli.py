@@ -6,6 +6,7 @@ frames, frame by frame or on the whole (t, y, x) volume.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -212,6 +213,17 @@ def test_a_time_in_milliseconds_counts_frames_at_the_clip_rate(tmp_path):
     assert '"shape": [9, 1, 1]' in explained.stdout  # 40 ms at 25 fps: sigma 1 frame, radius 4
     run = convcli("filter", src, "-k", "gaussian:sigma=40ms", "-o", tmp_path / "out.mkv")
     assert run.exit_code == 2 and "only the first axis" in run.stderr
+
+
+def test_explain_names_the_time_axis_its_padding_and_the_frames_a_stride_keeps(tmp_path):
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=10)
+    text = _ok(convcli("filter", src, "-k", "box:3,3,3", "-k", "sobel", "--stride", "2,1,1", "--explain")).stdout
+    assert "axes: t, y, x" in text and "padding axis t: 1 before, 1 after" in text
+    assert "output shape: (5, 48, 64)" in text and "over time, 3 taps" in text
+    steps = json.loads(_ok(convcli("filter", src, "-k", "box:3,1,1", "--stride", "2,1,1", "--explain", "--json")).stdout)
+    assert steps[0]["axes"] == ["t", "y", "x"] and steps[0]["stride"] == [2, 1, 1]
+    assert steps[0]["output_shape"] == [5, 48, 64]
 
 
 @pytest.mark.parametrize("codec, container", [("libvpx-vp9", "webm"), ("mjpeg", "avi"), ("prores_ks", "mov"),

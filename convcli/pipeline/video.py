@@ -512,18 +512,21 @@ def _steps(reader, kernels, ndim: int, options: FilterOptions, frames: int | Non
     from ..engine import make_plan
 
     shape = (frames, reader.info.height, reader.info.width)
+    precision = options.precision or "float32"
     steps = []
     for i, kernel in enumerate(kernels):
         time, spatial = _time_axis(kernel, options, ndim, last=i == len(kernels) - 1)
         terms = split_in_time(kernel.weights[0] if not options.convolve else kernel.weights[0][::-1, ::-1, ::-1])
-        plan = make_plan(shape[1:], terms[0][1], x_dtype="float32", **spatial)
+        plan = make_plan(shape[1:], terms[0][1], x_dtype=precision, **spatial)
         t_plan = time.plan(shape[0]) if shape[0] else None
         padding = [list(p) for p in plan.padding()]
         padding.insert(0, [t_plan.before, t_plan.after] if t_plan else [time.before(None), time.reach_after])
         out = (t_plan.out if t_plan else None,) + tuple(plan.output_shape)
         reach = f"; over time, {time.taps} taps: {_split_words(terms)}" if time.taps > 1 else ""
-        steps.append({"kernel": kernel.describe(), "padding": padding, "input_shape": list(shape),
-                      "output_shape": list(out), "methods": [plan.method], "why": plan.choice.reason() + reach})
+        steps.append({"kernel": kernel.describe(), "axes": ["t", "y", "x"], "padding": padding,
+                      "stride": [time.stride] + [p.stride for p in plan.axes], "input_shape": list(shape),
+                      "output_shape": list(out), "methods": [plan.method], "precision": precision,
+                      "colorspace": options.colorspace, "why": plan.choice.reason() + reach})
         shape = out
     return steps
 
