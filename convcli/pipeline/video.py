@@ -83,6 +83,11 @@ def video_kernels(options: FilterOptions, rate: float) -> tuple[list, int]:
                 kernels.append(resolve(spec, ndim=3, sample_rate=rate, normalize=options.normalize))
             except UsageError as deep:
                 raise deep if _TIME_UNIT.search(spec) else flat from None
+    operator = next((k for k in kernels if k.operator is not None), None)
+    if operator is not None:
+        # Its weights are a footprint: summing frames with them would be a different filter, silently.
+        raise UsageError(f"a video is filtered with weighted kernels; {operator.spec} is a "
+                         f"{operator.operator.kind} filter, which is not run over frames", subject="--kernel")
     geometry = options.geometry
     per_axis = [len(v) for v in (geometry.stride, geometry.padding, geometry.dilation) if isinstance(v, tuple)]
     ndim = forced or (3 if any(k.ndim == 3 for k in kernels) or 3 in per_axis else 2)
