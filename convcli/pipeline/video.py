@@ -492,6 +492,9 @@ def _refuse(options: FilterOptions) -> None:
     if options.range == "rescale":
         raise UsageError("rescale needs the whole clip's range before its first frame is written; a video is "
                          "streamed (use clip, abs or offset)", subject="--range")
+    if options.alpha != "auto":
+        raise UsageError("a video's alpha plane (yuva420p, ProRes 4444) is filtered like its other planes; --alpha "
+                         "modes are for images", subject="--alpha")
     if options.colorspace == "linear":
         raise UsageError("linear applies to images; a video takes stored, luma or rgb", subject="--colorspace")
     if options.depth is not None:
