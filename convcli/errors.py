@@ -45,10 +45,29 @@ class ParameterError(UsageError, ValueError):
 
 
 def check_choice(value, allowed, subject: str):
-    """``value`` if it is one of ``allowed``, else a :class:`ParameterError` naming them all."""
+    """``value`` if it is one of ``allowed``, else a :class:`ParameterError` naming them all (and the closest)."""
     if value not in allowed:
-        raise ParameterError(f"must be one of {', '.join(allowed)}, got {value!r}", subject=subject)
+        raise ParameterError(f"must be one of {', '.join(allowed)}, got {shown(value)}{did_you_mean(value, allowed)}",
+                             subject=subject)
     return value
+
+
+def did_you_mean(value, allowed) -> str:
+    """``"; did you mean mirror?"`` when one or two of ``allowed`` are close to ``value``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value).lower(), [str(a) for a in allowed], n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def shown(value) -> str:
+    """A value as a user typed it: text quoted, a number plain (``nan``, never ``np.float64(nan)``)."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return f"{float(value):g}" if not isinstance(value, (bool, int)) else str(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 class DataError(ConvcliError):
@@ -57,6 +76,20 @@ class DataError(ConvcliError):
 
 class OutputError(ConvcliError):
     """An output that cannot or must not be written (exit 1)."""
+
+
+class FormatMismatch(OutputError):
+    """An output format that cannot hold this result (an image to ``.wav``): a usage error (exit 2).
+
+    Choosing the output's name is part of the command line, like an unknown
+    extension: the same mistake gives the same code whatever the extension.
+    """
+
+    exit_code = EXIT_USAGE
+
+
+class KernelMismatch(UsageError):
+    """A kernel that does not fit the input (a 3D kernel on an image): exit 2, typed inline or read from a file."""
 
 
 class KernelFileError(DataError, UsageError):

@@ -27,6 +27,7 @@ Everything in convcli that uses more than one core goes through here:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 
@@ -91,9 +92,38 @@ def run_all(work, items, *, parallel: bool = True) -> None:
 
     Runs in this thread when there is one thread or one item, when
     ``parallel`` is false (too little work to pay for a hand-over), or when
-    this thread is itself one of the pool's.
+    this thread is itself one of the pool's.  Within :func:`progress_to`,
+    the items are counted (bands, planes, chunks: the engine's units of work).
     """
-    map_ordered(work, items, parallel=parallel)
+    report = _progress.get()
+    if report is None:
+        map_ordered(work, items, parallel=parallel)
+        return
+    items = list(items)
+    report(0, len(items))
+
+    def counted(item) -> None:
+        work(item)
+        report(1, 0)
+    map_ordered(counted, items, parallel=parallel)
+
+
+_progress = contextvars.ContextVar("convcli_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress_to(report):
+    """Within the block, every :func:`run_all` of this thread calls ``report(done, added)`` as it goes.
+
+    ``report(0, n)`` when n items are about to run, ``report(1, 0)`` as each
+    finishes (on whichever thread ran it: ``report`` must be thread-safe).
+    The engine keeps knowing nothing of who listens: a terminal's bar, a log.
+    """
+    token = _progress.set(report)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
 
 def map_ordered(work, items, *, parallel: bool = True) -> list:

@@ -303,15 +303,24 @@ def test_batch_output_folder_that_is_or_holds_an_input_folder_is_refused(tmp_pat
 
 
 def test_batch_never_writes_onto_another_input(tmp_path):
-    """With --suffix, photo.png -> photo_x.png, which is itself an input here: refused, both kept."""
+    """A mirrored output never lands on an input file; with --suffix, photo_x.png is photo.png's output.
+
+    photo_x.png beside photo.png is what an earlier ``--suffix _x`` run made:
+    it is not taken as an input again (no photo_x_x.png) and is replaced, as
+    any output is (``--skip-existing`` keeps it).
+    """
     tree = tmp_path / "in"
     tree.mkdir()
     for name in ("photo.png", "photo_x.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tree / name)
     before = (tree / "photo_x.png").read_bytes()
-    result = convcli("filter", str(tree), "--suffix", "_x", "-k", "box:3", "-q")
-    assert result.exit_code == 1 and "would overwrite another input" in result.stderr
+    result = convcli("filter", str(tree), "--suffix", "_x", "-k", "box:3", "-q", "--skip-existing")
+    assert result.exit_code == 0 and sorted(os.listdir(tree)) == ["photo.png", "photo_x.png"]
     assert (tree / "photo_x.png").read_bytes() == before
+    (tree / "sub").mkdir()
+    os.replace(tree / "photo.png", tree / "sub" / "photo.png")
+    result = convcli("filter", str(tree / "sub"), str(tree / "photo_x.png"), "-o", str(tree), "-k", "box:3", "-q")
+    assert result.exit_code == 2 and "holds the input folder" in result.stderr
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
@@ -367,11 +376,9 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(capsys):
 
 
 def test_debug_in_one_run_does_not_leak_into_the_next(tmp_path):
-    from convcli.errors import DataError
-
     args = ["filter", str(tmp_path / "missing.png"), "-k", "box:3", "-o", str(tmp_path / "o.png")]
-    with pytest.raises(DataError):
-        convcli("--debug", *args)  # the traceback is the exception itself
+    debugged = convcli("--debug", *args)  # the traceback, and the error's own exit code
+    assert debugged.exit_code == 1 and "Traceback" in debugged.stderr and "DataError" in debugged.stderr
     result = convcli(*args)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
 

@@ -91,7 +91,8 @@ def test_frames_into_a_single_picture_format_are_refused_not_cut(tmp_path):
     save(tmp_path / "a.gif", frames(), duration=[40, 50, 60])
     out = tmp_path / "a.jpg"
     result = convcli("filter", str(tmp_path / "a.gif"), "-k", "box:3", "-o", str(out))
-    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    # An output format that cannot hold the result: a usage error, like an unknown extension.
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert "3 frames cannot be written as JPEG image" in result.stderr and not out.exists()
 
 

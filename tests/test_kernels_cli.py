@@ -266,3 +266,50 @@ def test_kernels_help_does_not_import_numpy():
             "print('numpy' in sys.modules, 'PIL' in sys.modules, 'scipy' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stderr.strip().splitlines()[-1] == "False False False"
+
+
+def test_kernels_show_with_a_frequency_response_imports_no_scipy():
+    # scipy.signal's import alone took 1.7 s: the response is numpy's FFT, checked against freqz here.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "convcli", "kernels", "show", "lowpass:cutoff=2k",
+                           "--rate", "44100"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "frequency response" in proc.stdout
+    assert " scipy" not in proc.stderr
+    from scipy import signal
+
+    from convcli.kernels.plot import frequency_response
+    for taps in (5, 101, 3000):  # fewer and more taps than the 512 frequencies
+        w = np.random.default_rng(taps).standard_normal(taps)
+        freqs, db = frequency_response(w, 44100)
+        ref_f, h = signal.freqz(w, worN=512, fs=44100, include_nyquist=True)
+        np.testing.assert_allclose(freqs, ref_f, rtol=0, atol=1e-9)
+        with np.errstate(divide="ignore"):
+            np.testing.assert_allclose(db, np.maximum(20 * np.log10(np.abs(h)), -120), rtol=0, atol=1e-6)
+
+
+def test_frequency_ticks_are_round_numbers():
+    from convcli.kernels.plot import nice_ticks
+
+    assert nice_ticks(22050) == [0, 5000, 10000, 15000, 20000]
+    assert nice_ticks(8000) == [0, 2000, 4000, 6000, 8000]
+    assert nice_ticks(0.5) == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_plots_have_a_colour_bar_numbers_only_where_they_fit_and_labelled_slices(tmp_path):
+    def picture(*args):
+        dest = tmp_path / "p.png"
+        assert run("kernels", "show", *args, "--plot", dest).exit_code == 0
+        with Image.open(dest) as im:
+            return np.asarray(im.convert("RGB")).astype(int)
+
+    big = picture("gaussian:sigma=2")  # 17x17: cells too small for their numbers
+    right = big[:, -90:]
+    reds = {tuple(c) for c in right.reshape(-1, 3) if c[0] > c[1] + 20}
+    assert len(reds) > 50  # a ramp of shades: the colour bar
+    grid = big[:, : big.shape[1] - 90]
+    assert not (grid.sum(axis=2) < 60).any()  # no black text drawn over the cells
+    small = picture("kirsch")  # 3x3 cells: their numbers are written
+    assert (small[:, : small.shape[1] - 90].sum(axis=2) < 60).sum() > 100
+    volume = picture("gaussian:sigma=1", "--ndim", "3")
+    assert volume.shape[1] < 2000  # nine slices side by side stay on a screen
+    labels = volume[:16, : volume.shape[1] - 90]
+    assert (labels.sum(axis=2) < 300).sum() > 9 * 5  # a label above each slice

@@ -44,3 +44,19 @@ def test_write_cam_leaves_only_the_png(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["map.png"]
     with Image.open(dest) as im:
         assert im.format == "PNG" and im.size == (30, 20)
+
+
+def test_a_large_photo_is_drawn_on_a_bounded_copy_with_the_heat_in_the_same_place():
+    from convcli.nn.cam import MAX_SIDE
+
+    rgb = np.full((MAX_SIDE + 400, 2 * MAX_SIDE, 3), 200, np.uint8)
+    photo = Photo.of(rgb)
+    cam = np.zeros((7, 7))
+    cam[0, 6] = 1.0
+    out = overlay(photo, cam)
+    scale = MAX_SIDE / rgb.shape[1]
+    assert out.shape == (round(rgb.shape[0] * scale), MAX_SIDE, 3)
+    left, top, right, bottom = (round(v * scale) for v in photo.box)
+    assert np.abs(out[:, : left - 2].astype(int) - round(200 * DIM)).max() <= 1  # never seen: dimmed
+    hot = out[top + 2, right - 3].astype(float)
+    assert np.abs(hot - ((1 - BLEND) * 200 + BLEND * np.array([128, 0, 0]))).max() <= 40

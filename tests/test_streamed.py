@@ -273,14 +273,14 @@ def test_failure_after_the_mapped_temporary_exists_leaves_nothing(tmp_path, monk
     dest.write_bytes(b"previous")
     seen = []
 
-    def failing(x, kernel, *, out=None, on_rows=None, **_):
+    def failing(plan, x, kernel, *, out=None, on_rows=None, **_):
         seen.append(_leftovers(tmp_path, {"big.npy", "out.npy"}))  # the temporary is there now
         out[:3] = 1.0
         from convcli.errors import DataError
 
         raise DataError("simulated failure mid-volume")
 
-    monkeypatch.setattr("convcli.engine.correlate", failing)
+    monkeypatch.setattr("convcli.engine.execute", failing)
     r = convcli("filter", str(tmp_path / "big.npy"), "-k", "box:3", "--memory-budget", BUDGET,
                             "-o", str(dest))
     assert r.exit_code == 1 and "simulated failure" in r.output
@@ -355,6 +355,45 @@ def test_nifti_that_cannot_be_streamed_keeps_the_clear_refusal(tmp_path):
                             "-o", str(tmp_path / "out.npy"))  # across formats the layouts differ
     assert r.exit_code == 1 and "its own format" in r.output
     assert _leftovers(tmp_path, {"v.nii", "f.nii"}) == []
+
+
+# --------------------------------------------------------------------------- a file that shrinks mid-run
+# The child truncates its own input as the mapped output opens (after the input was
+# mapped and vetted, before a sample is filtered): exactly what another program cutting
+# the file under a long run does, at a moment the test can choose.
+_SHRINKING = textwrap.dedent("""
+    import os, sys
+    from convcli import io
+    from convcli.cli import main
+
+    opened = io.mapped_output
+
+    def shrinking(*args, **kwargs):
+        os.truncate(sys.argv[1], os.path.getsize(sys.argv[1]) // 2)
+        return opened(*args, **kwargs)
+
+    io.mapped_output = shrinking
+    sys.exit(main(["filter", sys.argv[1], "-k", "box:3", "--memory-budget", sys.argv[3], "-o", sys.argv[2]]))
+""")
+
+
+@pytest.mark.parametrize("name, budget", [("big.npy", BUDGET), ("v.nii", "13M")])
+def test_an_input_that_shrinks_mid_stream_is_one_error_line_and_leaves_nothing(tmp_path, name, budget):
+    """A streamed input cut by another program is exit 1 and one line, not a SIGBUS with the temporary left."""
+    if name.endswith(".nii"):
+        _nifti(tmp_path / name)
+    else:
+        _volume(tmp_path / name)
+    dest = tmp_path / ("out" + Path(name).suffix)
+    dest.write_bytes(b"previous")
+    proc = subprocess.run([sys.executable, "-c", _SHRINKING, str(tmp_path / name), str(dest), budget],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"convcli: error: {tmp_path / name}: "), lines
+    assert "shrank" in lines[0]
+    assert _leftovers(tmp_path, {name, dest.name}) == []
+    assert dest.read_bytes() == b"previous"
 
 
 # --------------------------------------------------------------------------- memory

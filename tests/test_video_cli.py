@@ -360,7 +360,7 @@ def test_progress_goes_to_a_callback_frame_by_frame(tmp_path):
     make_clip(src, codec="libx264", frames=10)
     seen = []
     report = filter_file(str(src), str(tmp_path / "out.mp4"), FilterOptions(kernels=("box:3,1,1",)),
-                         on_progress=lambda done, total: seen.append((done, total)))
+                         on_frames=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 10) for i in range(1, 11)] and report.output_shape == (10, 48, 64)
 
 
@@ -444,3 +444,22 @@ def test_classify_names_a_frame_every_interval_as_it_names_the_photo(tmp_path):
     make_photo_clip(tmp_path / "turned.mkv", np.ascontiguousarray(np.rot90(rgb, -1)), frames=2, rotation=90)
     lines = _ok(convcli("classify", tmp_path / "turned.mkv", "--every", "1s", "--top", "1")).stdout.splitlines()
     assert lines == [f"{tmp_path / 'turned.mkv'}#t=0\t1\t{photo}\t" + lines[0].split("\t")[3]]
+
+
+def test_a_video_in_a_folder_is_one_json_line_holding_its_frames(tmp_path):
+    from PIL import Image
+
+    from conftest import EXAMPLES
+    from video_clips import make_photo_clip
+
+    rgb = np.asarray(Image.open(EXAMPLES / "photo.jpg").convert("RGB"))[:300, :450]
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "in" / "photo.png")
+    make_photo_clip(tmp_path / "in" / "clip.mkv", rgb, frames=24)
+    run = _ok(convcli("classify", tmp_path / "in", "--every", "400ms", "--top", "1", "--json", "-j", "1"))
+    rows = {os.path.basename(r["input"]): r for r in map(json.loads, run.stdout.splitlines())}
+    assert set(rows) == {"photo.png", "clip.mkv"} and all(r["status"] == "ok" for r in rows.values())
+    label = rows["photo.png"]["predictions"][0]["label"]
+    frames = rows["clip.mkv"]["frames"]
+    assert [(f["time"], f["frame"]) for f in frames] == [(0.0, 0), (0.4, 10), (0.8, 20)]
+    assert {f["predictions"][0]["label"] for f in frames} == {label}

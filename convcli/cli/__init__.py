@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+import typer.core
 
 from ..errors import EXIT_INTERRUPTED
 
@@ -22,6 +23,14 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose usage line reads as users type it: ``INPUT...``, not Typer's ``{INPUT}``."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
 
 def _set_debug(value: bool) -> None:
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import report
 
     process = argv is None
-    args = sys.argv[1:] if process else [str(a) for a in argv]
+    args = _debug_first(sys.argv[1:] if process else [str(a) for a in argv])
     _guard_closed_streams()
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     saved_hook = sys.unraisablehook
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     _terminate_like_interrupt()
     sys.unraisablehook = _redeliver_swallowed_signals(saved_hook)
     try:
-        code = report.exit_code_of(lambda: app(args=args or ["--help"], prog_name="convcli", standalone_mode=False))
+        code = report.exit_code_of(lambda: _run(args))
         code = report.close_stdout(code, close=process)
     finally:
         sys.unraisablehook = saved_hook
@@ -97,6 +106,29 @@ def main(argv: list[str] | None = None) -> int:
 
         gc.freeze()
     return code
+
+
+def _run(args: list[str]):
+    from .completion import shown_completion
+
+    script = shown_completion(args[:1] + args[1:2]) if args[:1] == ["--show-completion"] or (
+        args and args[0].startswith("--show-completion=")) else None
+    if script is not None:
+        sys.stdout.write(script + "\n")
+        return 0
+    return app(args=args or ["--help"], prog_name="convcli", standalone_mode=False)
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` anywhere on the line (before a ``--``) moved in front of the command, where Click reads it.
+
+    The error line says "run with --debug": appending it to the command just
+    run must work, not be refused as an unknown option of the subcommand.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
 
 
 class _ClosedStdout:

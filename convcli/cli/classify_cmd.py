@@ -8,15 +8,15 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app, parse
+from . import Command, app, parse
 
 
-@app.command("classify")
+@app.command("classify", cls=Command)
 def classify_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="FILES_OR_FOLDERS", help="Photos, folders (walked for images), or - to read one from stdin."
+        ..., metavar="FILE_OR_FOLDER...", help="Photos, folders (walked for images), or - to read one from stdin."
     ),
     top: int = typer.Option(5, "--top", metavar="K", help="How many classes to report per image (1-1000)."),
     as_json: bool = typer.Option(
@@ -34,6 +34,9 @@ def classify_command(
     every: str = typer.Option(
         "1s", "--every", metavar="TIME",
         help="A video: classify one frame every TIME (1s, 500ms), from the first; each is a row, its file FILE#t=SECONDS.",
+    ),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Report each image's time (and files skipped as not images) on stderr."
     ),
 ) -> None:
     """Classify photos: the top ImageNet labels with probabilities, from EfficientNet-Lite0.
@@ -64,14 +67,32 @@ def classify_command(
         plan = batch.plan(inputs, output=cam, extension=".png", accept=_is_image, needs_output=cam is not None)
         if plan.jobs:
             pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
-        raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, on_ok=show))
+        on_ok = show if not verbose else (lambda record: (show(record), _say_time(record)))
+        raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, verbose=verbose,
+                                   as_json=as_json, json_of=json_record, on_ok=None if as_json else on_ok,
+                                   ok_on_stdout=True))
     refuse_input_as_output(inputs[0], cam, advice="is the input photo; write the map to another file",
                            error=UsageError)
-    if is_video(inputs[0]):
-        for record in classify_frames(inputs[0], replace(options, cam=cam)):
-            show(record)
-        return
-    show(classify_file(inputs[0], replace(options, cam=cam)).as_dict())
+    try:
+        if is_video(inputs[0]):
+            for record in classify_frames(inputs[0], replace(options, cam=cam)):
+                show(dict(record, input=inputs[0], status="ok"))
+            return
+        record = classify_file(inputs[0], replace(options, cam=cam)).as_dict()
+    except ConvcliError as exc:
+        if as_json:
+            from .batch_report import failure_line
+
+            _write(json.dumps(json_record({"input": inputs[0], "output": cam, "status": "failed",
+                                            "error": failure_line(exc, inputs[0])})) + "\n")
+        raise
+    show(dict(record, input=inputs[0], status="ok"))
+    if verbose:
+        _say_time(record)
+
+
+def _say_time(record: dict) -> None:
+    sys.stderr.write(f"convcli: {record.get('file')}: classified in {record.get('seconds', 0.0):.3f} s\n")
 
 
 def _is_image(path: str) -> bool:
@@ -119,12 +140,26 @@ def _write(text: str) -> None:
 
 
 def json_record(record: dict) -> dict:
-    """The JSON Lines object of one image: file, predictions, the CAM file if written; a video's frame: time, frame."""
-    out = {"file": record["file"]}
+    """The JSON Lines object of one image, whatever became of it.
+
+    ``input`` (as given), ``status`` (ok, failed), ``error`` (null or the
+    one-line message), ``file`` (the name the predictions are for), for a
+    video's frame ``time`` (seconds) and ``frame`` (its index), ``predictions``
+    (null unless ok) and, if written, ``cam``.  A whole video (a batch's
+    record) has ``frames`` instead of ``predictions``: time, frame and
+    predictions of each frame classified.
+    """
+    ok = record.get("status", "ok") == "ok"
+    out = {"input": record.get("input", record.get("file")), "status": record.get("status", "ok"),
+           "error": record.get("error"), "file": record.get("file", record.get("input"))}
     if "time" in record:
         out.update(time=record["time"], frame=record["frame"])
-    out["predictions"] = record["predictions"]
-    if record.get("cam"):
+    if ok and "frames" in record:  # a video in a batch: still one line per input
+        out["frames"] = [{"time": f["time"], "frame": f["frame"], "predictions": f["predictions"]}
+                         for f in record["frames"]]
+        return out
+    out["predictions"] = record["predictions"] if ok else None
+    if ok and record.get("cam"):
         out["cam"] = record["cam"]
     return out
 

@@ -8,16 +8,16 @@ from typing import List, Optional
 import typer
 
 from ..engine import help_text
-from ..errors import UsageError
+from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import app, parse
+from . import Command, app, completion, parse
 from .kernels_cmd import complete_kernel
 
 
-@app.command("filter")
+@app.command("filter", cls=Command)
 def filter_command(
     inputs: List[str] = typer.Argument(
-        ..., metavar="INPUT",
+        ..., metavar="INPUT...",
         help="Input files or folders ('-' for stdin). Several inputs or a folder run as a batch into the -o folder.",
     ),
     kernel: List[str] = typer.Option(
@@ -30,14 +30,14 @@ def filter_command(
     ),
     stride: str = typer.Option("1", "--stride", metavar="S", help="Step between output samples: N or one per axis (2,1)."),
     padding: str = typer.Option("same", "--padding", metavar="P", help="same (TensorFlow rule) | valid | full | N | N,M."),
-    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", help=help_text()),
+    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", autocompletion=completion.complete_pad_mode, help=help_text()),
     dilation: str = typer.Option("1", "--dilation", metavar="D", help="Spacing between kernel taps: N or one per axis."),
     convolve: bool = typer.Option(
         False, "--convolve",
         help="Flip the kernel (mathematical convolution). Without it convcli computes "
         "cross-correlation: the kernel is laid over the samples as written, as in PyTorch.",
     ),
-    method: str = typer.Option("auto", "--method", metavar="METHOD", help="auto | direct | separable | lowrank | box | toeplitz | fft | opencv; all agree, auto picks the fastest."),
+    method: str = typer.Option("auto", "--method", metavar="METHOD", autocompletion=completion.complete_method, help="auto | direct | separable | lowrank | box | toeplitz | fft | opencv; all agree, auto picks the fastest."),
     precision: Optional[str] = typer.Option(
         None, "--precision", metavar="TYPE", help="float32 | float64 (default: float64 for float64 input, else float32)."
     ),
@@ -54,7 +54,7 @@ def filter_command(
         None, "--suffix", metavar="TEXT", help="Batch: write each output next to its input with this suffix (photo_edges.png)."
     ),
     out_format: Optional[str] = typer.Option(
-        None, "--format", metavar="FMT", help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
+        None, "--format", metavar="FMT", autocompletion=completion.complete_format, help="Output format (png, tiff, wav, npy, ...); in a batch it changes every output's extension."
     ),
     compress_level: Optional[int] = typer.Option(
         None, "--compress-level", metavar="N",
@@ -78,17 +78,17 @@ def filter_command(
         False, "-q", "--quiet", help="No warnings (notes on what was changed or left out), no progress bar, "
         "and no summary unless something failed."),
     kind: Optional[str] = typer.Option(
-        None, "--kind", metavar="KIND", help="Read the input as audio | image | volume | signal (default: from its content)."
+        None, "--kind", metavar="KIND", autocompletion=completion.complete_kind, help="Read the input as audio | image | volume | signal (default: from its content)."
     ),
     alpha: str = typer.Option(
-        "auto", "--alpha", metavar="MODE",
+        "auto", "--alpha", metavar="MODE", autocompletion=completion.complete_alpha,
         help="Transparency: auto (default: premultiply for smoothing kernels; for any other, alpha kept and "
         "colour filtered with transparent pixels taking the colour of the visible ones around them), "
         "premultiply (colour times alpha filtered, then divided by the filtered alpha: edges soften), "
         "keep (alpha unchanged, colour filtered as stored), channel (alpha filtered like a colour).",
     ),
     colorspace: str = typer.Option(
-        "stored", "--colorspace", metavar="SPACE",
+        "stored", "--colorspace", metavar="SPACE", autocompletion=completion.complete_colorspace,
         help="Images: the values filtered. stored (default: the samples as stored), linear (linear light: "
         "the sRGB or ICC tone curve undone, then redone; blurs do not darken), luma (only the BT.709 luma, "
         "colour differences kept: sharpening without colour fringes). Videos: stored (Y, U and V as stored, "
@@ -102,7 +102,7 @@ def filter_command(
         "over time too, the first axis in frames) or y,x (frame by frame); default from the kernel.",
     ),
     range_mode: Optional[str] = typer.Option(
-        None, "--range", metavar="MODE",
+        None, "--range", metavar="MODE", autocompletion=completion.complete_range,
         help="How results become integer samples: clip | abs | offset (signed results around mid-grey) | "
         "rescale (min..max to the full range). Default: the kernel's choice (offset for edge kernels), else clip.",
     ),
@@ -147,12 +147,13 @@ def filter_command(
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place, video=video,
     )
+    # Checked for one input too: -j 0 is the same mistake whatever follows it.
+    runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
     if batch.is_batch(inputs, output):
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")
         from .batch_report import run_batch
 
-        runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
         plan = batch.plan(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,
@@ -166,9 +167,22 @@ def filter_command(
         return
     output = _single_output(input, output, in_place)
     from .frame_progress import FrameProgress
+    from .progress import FileProgress, stderr_is_terminal
 
-    with FrameProgress(enabled=not quiet) as progress:
-        report = filter_file(input, output, options, on_progress=progress.update)
+    progress = FileProgress(_short(input), enabled=not quiet and stderr_is_terminal())
+    frames = FrameProgress(enabled=not quiet)
+    try:
+        report = filter_file(input, output, options, progress=progress, on_frames=frames.update)
+    except ConvcliError as exc:
+        if as_json:  # one JSON object per input, failures too; the error line and exit code as always
+            from .batch_report import failure_line
+
+            record = {"input": input, "output": output, "status": "failed", "error": failure_line(exc, input)}
+            (sys.stderr if output == "-" else sys.stdout).write(json.dumps(record) + "\n")
+        raise
+    finally:
+        progress.close()
+        frames.close()
     if not quiet:
         warn_notes(report.input, report.notes)
     if report.clipped and not quiet and (verbose or _is_audio(report.output)):
@@ -182,7 +196,7 @@ def filter_command(
         for step in report.kernels:
             sys.stderr.write(
                 f"convcli: {step['kernel'].get('spec', '?')}: {' '.join(map(str, step['input_shape']))} -> "
-                f"{' '.join(map(str, step['output_shape']))}, method {step['why']}\n"
+                f"{' '.join(map(str, step['output_shape']))}, method: {step['why']}\n"
             )
         sys.stderr.write(f"convcli: {report.input} -> {report.output} in {report.seconds:.3f} s\n")
 
@@ -217,6 +231,13 @@ def _single_output(input: str, output: str | None, in_place: bool) -> str:
     return "-"
 
 
+def _short(path: str) -> str:
+    from .batch_report import printable
+
+    name = printable(path.rsplit("/", 1)[-1] or path)
+    return name if len(name) <= 24 else name[:21] + "..."
+
+
 def _is_audio(path: str) -> bool:
     from ..io.formats import family_of, from_extension
 
@@ -233,6 +254,10 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"colour space: {first.get('colorspace', 'stored')}")
         if first.get("alpha"):
             print(f"alpha: {first['alpha']}")
+        flipped = first.get("operation") == "convolution"
+        print(f"operation: {'convolution (the kernel flipped)' if flipped else 'cross-correlation (the kernel as written)'}")
+        print(f"border mode: {first.get('pad_mode')}")
+        print(f"range (integer outputs): {first.get('range')}")
     for i, step in enumerate(steps, 1):
         k = step["kernel"]
         print(f"kernel {i}: {k.get('spec', '?')}")
@@ -245,4 +270,4 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"  input shape: {tuple(step['input_shape'])}")
         print(f"  output shape: {tuple(step['output_shape'])}")
         print(f"  precision: {step['precision']}")
-        print(f"  method (auto): {step['why']}")
+        print(f"  method: {step['why']}")

@@ -23,10 +23,8 @@ class FrameProgress:
         self._task = None
         self._start = time.monotonic()
 
-    def __enter__(self) -> "FrameProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
+        """Take the bar off the terminal (it is transient: nothing stays in the scrollback)."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

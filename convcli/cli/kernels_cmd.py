@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import List, Optional
 
 import typer
 
-from . import app
+from . import Command, app
 
 kernels_app = typer.Typer(
     name="kernels",
@@ -33,9 +34,14 @@ def list_command(
     """List every named kernel: dimensions, parameters with defaults, description."""
     from ..kernels.catalog import catalog
 
-    rows = catalog()
+    rows = catalog() + [IMPULSE_RESPONSE]
     if as_json:
         print(json.dumps(rows, indent=2))
+        return
+    cells = [_list_cells(row) for row in rows]
+    if not sys.stdout.isatty():
+        # For grep, cut and awk: one line per kernel, tab-separated, nothing wrapped.
+        sys.stdout.write("".join("\t".join(" ".join(c.split()) for c in row) + "\n" for row in cells))
         return
     from rich.console import Console
     from rich.table import Table
@@ -43,11 +49,8 @@ def list_command(
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("name", "dims", "parameters", "description"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-        dims = ",".join(f"{d}D" for d in row["dimensions"])
-        params = ", ".join(f"{k}={'?' if v is None else v}" for k, v in row["parameters"].items())
-        table.add_row(name, dims, params, row["description"])
+    for row in cells:
+        table.add_row(*row)
     console = Console(soft_wrap=False)
     console.print(table)
     console.print("Use NAME, NAME:VALUE or NAME:key=value,...; ? marks a required parameter. "
@@ -55,7 +58,25 @@ def list_command(
                   highlight=False)
 
 
-@kernels_app.command("show")
+# Not a name but a spec form that kernels list must show: an audio file's impulse response.
+IMPULSE_RESPONSE = {
+    "name": "ir", "kind": "file", "dimensions": [1], "parameters": {"FILE": None}, "signature": "ir:FILE",
+    "aliases": [], "description": "Impulse response read from an audio file (ir:room.wav): causal convolution; "
+    "its sample rate must be the input's", "range_default": "clip", "combine": "single",
+}
+
+
+def _list_cells(row: dict) -> tuple[str, str, str, str]:
+    name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+    dims = ",".join(f"{d}D" for d in row["dimensions"])
+    if row["name"] == "ir":
+        params = "FILE"
+    else:
+        params = ", ".join(f"{k}={'?' if v is None else v}" for k, v in row["parameters"].items())
+    return name, dims, params, row["description"]
+
+
+@kernels_app.command("show", cls=Command)
 def show_command(
     spec: str = typer.Argument(..., metavar="SPEC", autocompletion=complete_kernel,
                                help="A kernel name, file or inline matrix, as given to filter -k."),
@@ -71,6 +92,7 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the facts and the weights as JSON."),
     plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG",
                                        help="Write a picture: a heat map, or a 1D kernel's frequency response."),
+    full: bool = typer.Option(False, "--full", help="Print every weight of a large kernel (default: its centre)."),
 ) -> None:
     """Show a kernel's weights, sum, separability and rank (and a 1D kernel's frequency response)."""
     from ..errors import UsageError
@@ -96,7 +118,7 @@ def show_command(
         facts["weights"] = [w.tolist() for w in kernel.weights]
         print(json.dumps(facts))
         return
-    _print_kernel(kernel, facts, rate)
+    _print_kernel(kernel, facts, rate, full)
 
 
 def _write_plot(kernel, dest: str, rate: Optional[float], spec: str) -> None:
@@ -121,10 +143,13 @@ def _write_plot(kernel, dest: str, rate: Optional[float], spec: str) -> None:
         image.save(tmp, format="PNG")
 
 
-def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
+def _print_kernel(kernel, facts: dict, rate: Optional[float], full: bool = False) -> None:
     from rich.console import Console
 
     console = Console(soft_wrap=False, highlight=False)
+    if full:  # lines as long as the kernel is wide: the terminal wraps them, a pipe or a file keeps them
+        widest = max(w.shape[-1] if w.ndim else 1 for w in kernel.weights)
+        console = Console(soft_wrap=False, highlight=False, width=max(console.width, 10 * widest + 10))
     console.print(f"[bold]{facts['name']}[/bold]  {facts['description']}".rstrip())
     if kernel.operator is not None:
         _print_operator(console, kernel, facts)
@@ -135,7 +160,9 @@ def _print_kernel(kernel, facts: dict, rate: Optional[float]) -> None:
     for i, w in enumerate(kernel.weights, 1):
         if len(kernel.weights) > 1:
             console.print(f"kernel {i} of {len(kernel.weights)}:")
-        _print_weights(console, w)
+        _print_weights(console, w, full)
+    if any(_rounded(w) for w in kernel.weights):
+        console.print(f"(weights rounded to {DIGITS} significant digits; --json gives every digit)")
     sums = facts["sum"] if isinstance(facts["sum"], list) else [facts["sum"]]
     console.print(f"sum: {', '.join(f'{s:.6g}' for s in sums)}")
     rank = "not computed (too large)" if facts["rank"] is None else facts["rank"]
@@ -172,7 +199,7 @@ def _print_operator(console, kernel, facts: dict) -> None:
     console.print(f"range (integer outputs): {facts['range_default']}")
 
 
-def _print_weights(console, w) -> None:
+def _print_weights(console, w, full: bool = False) -> None:
     import numpy as np
     from rich.table import Table
 
@@ -180,16 +207,19 @@ def _print_weights(console, w) -> None:
 
     scale = float(np.abs(w).max()) or 1.0
     signed = bool((w < 0).any())
-    # as many columns as fit the terminal (a cell is at most 8 characters and a space)
-    fit = max(3, (console.width // 9) - (1 - (console.width // 9) % 2))
+    # as many columns as fit the terminal (a cell is at most 9 characters and a space)
+    fit = max(3, (console.width // 10) - (1 - (console.width // 10) % 2))
     if w.ndim == 1 and w.size > fit:
         _print_taps(console, w, fit)
         return
     limits = [MAX_CELLS] * (w.ndim - 1) + [min(MAX_CELLS, fit)]
+    if full:
+        limits = list(w.shape)
     crop = tuple(slice((n - min(n, m)) // 2, (n - min(n, m)) // 2 + min(n, m)) for n, m in zip(w.shape, limits))
     shown = w[crop]
     if shown.shape != w.shape:
-        console.print(f"(the central {'x'.join(map(str, shown.shape))} of {'x'.join(map(str, w.shape))})")
+        console.print(f"(the central {'x'.join(map(str, shown.shape))} of {'x'.join(map(str, w.shape))}; "
+                      "--full prints every weight)")
     planes = [shown.reshape(1, -1)] if shown.ndim == 1 else [shown] if shown.ndim == 2 else list(shown)
     first = crop[0].start if shown.ndim == 3 else 0
     for k, plane in enumerate(planes):
@@ -219,5 +249,13 @@ def _print_taps(console, w, per_line: int) -> None:
     console.print(table)
 
 
+DIGITS = 3  # significant digits a cell shows: a 9x7 kernel fits 80 columns
+
+
 def _num(v: float) -> str:
-    return f"{v:.3g}" if v != 0 else "0"
+    return f"{v:.{DIGITS}g}" if v != 0 else "0"
+
+
+def _rounded(w) -> bool:
+    """Some weight differs from what its cell shows."""
+    return any(float(_num(v)) != v for v in w.ravel().tolist())

@@ -62,11 +62,11 @@ def _reported(exc: ConvcliError) -> int:
     if exc.exit_code == EXIT_INTERRUPTED:
         _note_interrupt(exc)
     if not debug_enabled():
-        error_line(_cli_subject(exc).line())
+        error_line(cli_subject(exc).line())
     return exc.exit_code
 
 
-def _cli_subject(exc: ConvcliError) -> ConvcliError:
+def cli_subject(exc: ConvcliError) -> ConvcliError:
     """Name an engine parameter the way the user typed it: ``pad_mode`` -> ``--pad-mode``."""
     from ..errors import ParameterError
 
@@ -139,17 +139,19 @@ def exit_code_of(run: Callable[[], object]) -> int:
     except ConvcliError as exc:
         code = _reported(exc)
         if debug_enabled():
-            raise
+            _traceback()
         return code
     except MemoryError:
         if debug_enabled():
-            raise
+            _traceback()
+            return EXIT_FAILED
         error_line("out of memory: the input is too large for this machine (try a smaller input or --precision float32)")
         return EXIT_FAILED
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             if debug_enabled():
-                raise
+                _traceback()
+                return EXIT_FAILED if isinstance(exc, OSError) else EXIT_SOFTWARE
             return _unexpected(exc)
         ctx = getattr(exc, "ctx", None)
         message = exc.format_message()
@@ -157,6 +159,17 @@ def exit_code_of(run: Callable[[], object]) -> int:
             message = f"{message} (see '{ctx.command_path} --help')"
         error_line(message)
         return exc.exit_code
+
+
+def _traceback() -> None:
+    """The traceback of the exception being handled, on stderr (--debug): the exit code stays the error's own."""
+    import traceback
+
+    try:
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _unexpected(exc: Exception) -> int:

@@ -28,7 +28,7 @@ _EXPORTS = {
     "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "plan_depthwise": "depthwise",
     "same_patches": "depthwise", "split_phases": "depthwise",
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
-    "streamed_band_bytes": "bands",
+    "streamed_band_bytes": "bands", "source_index": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
     "weighted_sum": "weighted",
     "RankPlan": "rank", "execute_rank": "rank", "plan_rank": "rank", "rank_filter": "rank",

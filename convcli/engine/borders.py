@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ParameterError
+from ..errors import ParameterError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ def parse_pad_mode(spec: str) -> tuple[BorderMode, float]:
     mode = _BY_NAME.get(text)
     if mode is None:
         allowed = ", ".join(m.name for m in BORDER_MODES)
-        raise ParameterError(f"unknown border mode {spec!r}; use one of {allowed} or constant:V", subject="pad_mode")
+        hint = did_you_mean(text, [m.name for m in BORDER_MODES] + list(_BY_NAME))
+        raise ParameterError(f"unknown border mode {spec!r}; use one of {allowed} or constant:V{hint}",
+                             subject="pad_mode")
     return mode, value
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ParameterError, did_you_mean
 from . import bands, compiled, running, shiftadd, spectral, strategies, toeplitz
 from .borders import BorderMode, parse_pad_mode
 from .geometry import AxisPlan, plan_axes
@@ -191,7 +191,8 @@ def make_plan(
     border, value = parse_pad_mode(pad_mode)
     dtype = _compute_dtype(x_dtype, precision)
     if method not in strategies.METHODS:
-        raise ParameterError(f"must be one of {', '.join(strategies.METHODS)}, got {method!r}", subject="method")
+        raise ParameterError(f"must be one of {', '.join(strategies.METHODS)}, got {method!r}"
+                             f"{did_you_mean(method, strategies.METHODS)}", subject="method")
     lanes = int(np.prod(batch_shape, dtype=np.int64)) * channels
     canonical = _canonical_kernel(kernel, per_channel)
     opencv = compiled.available() and (

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ParameterError, shown
 from ..parallel import map_ordered, thread_count
 from . import bands, compiled_rank, selection
 from .borders import BorderMode, parse_pad_mode
@@ -178,7 +178,7 @@ def as_footprint(footprint) -> np.ndarray:
 def normalised_rank(rank, n: int) -> int:
     """``rank`` as 0..n-1 (a negative rank counts from the largest), or a ParameterError."""
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise ParameterError(f"must be a whole number, got {rank!r}", subject="rank")
+        raise ParameterError(f"must be a whole number, got {shown(rank)}", subject="rank")
     order = int(rank) + n if rank < 0 else int(rank)
     if not 0 <= order < n:
         raise ParameterError(f"must be from {-n} to {n - 1} for a footprint of {n} taps, got {rank}", subject="rank")

@@ -14,14 +14,15 @@ when it is needed, and with it its backend (Pillow, soundfile, nibabel).
 """
 from __future__ import annotations
 
-from ..errors import DataError, OutputError, UsageError, check_choice
+from ..errors import DataError, FormatMismatch, OutputError, UsageError, check_choice, shown
 from . import formats
 from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "release_rows", "memory_budget",
-           "human_size", "check_compress_level", "check_quality", "Signal", "Written", "KINDS"]
+__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "open_rows",
+           "release_rows", "memory_budget", "human_size", "check_compress_level", "check_quality", "Signal",
+           "Written", "KINDS"]
 
 
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
@@ -133,7 +134,7 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
     row = formats.get(fmt)
     if sig.frames and not row.frames and sig.data.shape[0] > 1:
         many = ", ".join(r.name.upper() for r in formats.FORMATS if r.frames and r.family == "image")
-        raise OutputError(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
+        raise FormatMismatch(f"{sig.data.shape[0]} frames cannot be written as {row.description}; use {many} "
                           "(or .npy)", subject=dest)
     writer = row.write_function()
     try:
@@ -155,7 +156,7 @@ def check_compress_level(level) -> None:
     from ..errors import ParameterError
 
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9):
-        raise ParameterError(f"must be 0..9, got {level!r}", subject="compress_level")
+        raise ParameterError(f"must be 0..9, got {shown(level)}", subject="compress_level")
 
 
 def check_quality(quality) -> None:
@@ -163,7 +164,7 @@ def check_quality(quality) -> None:
     from ..errors import ParameterError
 
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
-        raise ParameterError(f"must be a whole number from 1 to 100, got {quality!r}", subject="quality")
+        raise ParameterError(f"must be a whole number from 1 to 100, got {shown(quality)}", subject="quality")
 
 
 def memory_budget(value: int | None = None) -> int:
@@ -213,6 +214,18 @@ def mapped_output(dest, like: Signal, dtype, *, format="npy"):
     from .arrays import mapped_npy
 
     return mapped_npy(str(dest), like.data.shape, dtype)
+
+
+def open_rows(arr, subject: str):
+    """The rows of a streamed input's mapped array, read from its file into buffers (a context manager).
+
+    The streamed filter reads through this and never touches the map: a
+    file that shrinks under it is then a :class:`DataError`, not a SIGBUS
+    (see :class:`convcli.io.arrays.FileRows`).
+    """
+    from .arrays import FileRows
+
+    return FileRows.of_map(arr, subject)
 
 
 def release_rows(arr):

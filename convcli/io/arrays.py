@@ -218,6 +218,81 @@ def map_npy(source, dtype, shape, fortran: bool, header_len: int, refusal: DataE
     return arr
 
 
+class FileRows:
+    """Rows of an array stored C-ordered in a file, read into the caller's buffers, never through a memory map.
+
+    A memory map reads a page when it is touched; if the file has shrunk
+    under it by then (another program truncated or rewrote it), the touch is
+    a SIGBUS, which no Python code can catch: the process dies without a
+    word and its output's temporary file stays.  A read that comes back
+    short is only a :class:`DataError`.  Rows along the first axis are
+    contiguous bytes, so a band of them is one read.
+    """
+
+    def __init__(self, path: str, offset: int, dtype, shape, subject: str) -> None:
+        import numpy as np
+
+        self.dtype, self.shape, self.subject = np.dtype(dtype), tuple(shape), subject
+        self._offset = int(offset)
+        self._row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._staging = None  # the file's own sample type, where the caller's buffer holds another
+        try:
+            self._file = open(path, "rb", buffering=0)
+        except OSError as exc:
+            raise DataError(exc.strerror or str(exc), subject=subject) from None
+
+    @classmethod
+    def of_map(cls, arr, subject: str) -> "FileRows":
+        """The rows of a read-only memory-mapped array (a streamed input), to be read without touching the map."""
+        import numpy as np
+
+        if not (isinstance(arr, np.memmap) and arr.flags.c_contiguous and arr.filename):
+            raise ValueError("FileRows.of_map needs a C-ordered numpy.memmap of a file")
+        return cls(arr.filename, arr.offset, arr.dtype, arr.shape, subject)
+
+    def read(self, start: int, stop: int, out) -> None:
+        """Fill ``out`` (C-ordered, ``stop - start`` rows of any sample type) with rows ``start..stop``."""
+        import numpy as np
+
+        if out.dtype == self.dtype and self.dtype.isnative:
+            self._read_bytes(start, stop, out)
+            return
+        count = (stop - start) * self._row
+        if self._staging is None or self._staging.nbytes < count:
+            self._staging = np.empty(count, np.uint8)
+        stored = self._staging[:count].view(self.dtype).reshape(out.shape)
+        self._read_bytes(start, stop, stored)
+        out[...] = stored
+
+    def _read_bytes(self, start: int, stop: int, into) -> None:
+        import os
+
+        view = memoryview(into).cast("B")  # refuses a buffer that is not one contiguous run
+        position, got = self._offset + start * self._row, 0
+        try:
+            # pread: no shared file position, so threads may read different rows at once.
+            while got < len(view):
+                n = os.preadv(self._file.fileno(), [view[got:]], position + got)
+                if not n:
+                    break
+                got += n
+        except OSError as exc:
+            raise DataError(f"cannot read the file ({exc.strerror or exc})", subject=self.subject) from None
+        if got < len(view):
+            end = position + got
+            raise DataError(f"the file shrank while it was read: it ends at byte {end:,}, and rows {start:,} to "
+                            f"{stop - 1:,} need it to reach byte {position + len(view):,}", subject=self.subject)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "FileRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class PageDropper:
     """Let go of the resident pages of a memory-mapped array's leading rows, as a streamed filter finishes them.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from ..errors import ConvcliError, DataError, OutputError, UsageError
+from ..errors import ConvcliError, DataError, FormatMismatch, OutputError, UsageError
 
 SF_FORMAT = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "opus": "OGG", "aiff": "AIFF", "au": "AU", "caf": "CAF",
              "w64": "W64", "mp3": "MP3"}
@@ -246,13 +246,13 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     from .signal import Written
 
     if sig.spatial_ndim != 1:
-        raise OutputError(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)
+        raise FormatMismatch(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)
     if not sig.sample_rate or sig.sample_rate <= 0:
         raise OutputError("audio needs a sample rate and this signal has none (read it from an audio file)",
                           subject=dest)
     data = np.asarray(sig.data)
     if data.ndim == 2 and data.shape[1] > MAX_CHANNELS:
-        raise OutputError(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
+        raise FormatMismatch(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
     notes: list[str] = []
     dtype = np.dtype(sig.meta.get("dtype") or data.dtype)
     in_bits = sig.meta["bits"] if "bits" in sig.meta else _bits_of(dtype)
@@ -271,9 +271,15 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     try:
         with atomic_path(dest, suffix=f".{fmt}") as tmp, open_sink(tmp) as sink:
             try:
-                with sf.SoundFile(sink, "w", rate, channels, subtype, endian, sf_format, **options) as snd:
+                with sink.signals_held():
+                    snd = sf.SoundFile(sink, "w", rate, channels, subtype, endian, sf_format, **options)
+                try:
                     for samples in convert.blocks():
-                        snd.write(samples)
+                        with sink.signals_held():
+                            snd.write(samples)
+                finally:
+                    with sink.signals_held():
+                        snd.close()
             finally:
                 sink.raise_error()  # the disk's own words (OSError: atomic_path names the output)
     except ConvcliError:
@@ -340,15 +346,54 @@ class Sink:
     or SoX pays; through a file object it writes the same bytes without it.
     An exception inside a C callback would print a traceback and be lost,
     so a failed write or seek is recorded, reported to libsndfile as
-    nothing done, and raised by :meth:`raise_error` afterwards.
+    nothing done, and raised by :meth:`raise_error` afterwards.  For the
+    same reason a SIGINT or SIGTERM must not raise while libsndfile runs:
+    see :meth:`signals_held`.
     """
 
     def __init__(self, fh):
         self._fh = fh
         self._error: OSError | None = None
+        self._signals: list[int] = []  # SIGINT/SIGTERM that came while libsndfile ran, not yet raised
+
+    @contextlib.contextmanager
+    def signals_held(self):
+        """Within the block (one libsndfile call), SIGINT and SIGTERM are recorded; their handlers run after it.
+
+        A handler that raises inside a callback (Python code that C called)
+        has its exception swallowed: cffi prints "Exception ignored", the
+        callback returns 0 and libsndfile carries on, or soundfile fails an
+        assertion.  Recorded instead, the signal makes every callback report
+        nothing done, so libsndfile gives up within the call, and its own
+        handler is then called here, in Python, where its exception unwinds
+        the run.  Only the main thread receives signals; elsewhere this does
+        nothing.
+        """
+        import signal
+        import threading
+
+        numbers = (signal.SIGINT, signal.SIGTERM)
+        previous = {n: signal.getsignal(n) for n in numbers}
+        held = [n for n in numbers if callable(previous[n])]  # ignored or default ones need no Python
+        if threading.current_thread() is not threading.main_thread() or not held:
+            yield
+            return
+        for n in held:
+            signal.signal(n, self._record)
+        try:
+            yield
+        finally:
+            for n in held:
+                signal.signal(n, previous[n])
+            if self._signals:
+                signum = self._signals[0]
+                previous[signum](signum, None)
+
+    def _record(self, signum, frame) -> None:
+        self._signals.append(signum)
 
     def _guarded(self, call, failed):
-        if self._error is not None:
+        if self._error is not None or self._signals:
             return failed
         try:
             return call()

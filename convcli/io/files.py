@@ -4,6 +4,8 @@ An output is first written to a hidden temporary file in the destination's
 folder and renamed over the final name only when the writer succeeded, so an
 interrupted or failed run leaves neither a partial file nor a temporary one,
 and a file already at that name stays intact until the new one is complete.
+A run killed outright (SIGKILL) cannot clean up: its temporary carries its
+pid, and the next run to the same destination removes it.
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ class Source:
         if self.path is not None:
             yield self.path
             return
-        fd, tmp = tempfile.mkstemp(prefix="convcli-stdin-", suffix=suffix)
+        remove_stale(tempfile.gettempdir(), STDIN_PREFIX)
+        fd, tmp = tempfile.mkstemp(prefix=f"{STDIN_PREFIX}{os.getpid()}-", suffix=f"{TEMP_MARKER}{suffix}")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self.data)
@@ -98,17 +101,20 @@ class Source:
 
 
 TEMP_MARKER = ".convcli-tmp"  # in every temporary file name, so a batch never reads one back
+STDIN_PREFIX = "convcli-stdin-"  # a copy of stdin for a library that reads only paths, in the temporary folder
 _NAME_MAX = 255  # bytes in one file name on common file systems
+_PID_ROOM = 11  # "<pid>-": Linux pids stay below 2^22, other systems' below 2^31
 
 
 def temp_prefix(name: str) -> str:
     """The start of every temporary file name made for the output file `name`.
 
-    ``.<name>.``, with `name` shortened so that prefix, mkstemp's random part,
-    the marker and an extension still fit in one file name (a 250-character
-    output name must not make its temporary file impossible to create).
+    ``.<name>.``, with `name` shortened so that prefix, the writer's pid,
+    mkstemp's random part, the marker and an extension still fit in one file
+    name (a 250-character output name must not make its temporary file
+    impossible to create).
     """
-    room = _NAME_MAX - 2 - 8 - len(TEMP_MARKER) - 16
+    room = _NAME_MAX - 2 - _PID_ROOM - 8 - len(TEMP_MARKER) - 16
     while len(name.encode("utf-8", "surrogateescape")) > room:
         name = name[:-1]
     return f".{name}."
@@ -182,8 +188,10 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
     base = os.path.basename(dest) if not to_stdout else "stdout"
     if len(suffix) > 16:
         suffix = ""  # no known format has such an extension; keep the name short
+    prefix = temp_prefix(base)
+    remove_stale(folder or tempfile.gettempdir(), prefix)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(base), suffix=f"{TEMP_MARKER}{suffix}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=f"{TEMP_MARKER}{suffix}", dir=folder)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot create a file here: {exc.strerror or exc}", subject=subject) from None
@@ -203,6 +211,91 @@ def atomic_path(dest, *, suffix: str | None = None) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def remove_stale(folder: str, prefix: str) -> list[str]:
+    """Delete the temporaries ``<prefix><pid>-…`` in `folder` whose writer is gone; return their names.
+
+    A run killed by SIGKILL (or a power cut) cannot remove its temporary;
+    the next run to the same destination does.  The pid in the name says
+    whose it is: the file is stale when no process has that pid, or when the
+    process that has it started after the file was last written (the pid
+    was reused).  A temporary whose writer still runs is never touched.
+    Anything else in the folder, other destinations' temporaries included,
+    is left alone.
+    """
+    removed = []
+    marked = _temporaries_in(folder)
+    for entry in [name for name in marked if name.startswith(prefix)]:
+        pid = _writer_pid(entry[len(prefix):])
+        path = os.path.join(folder, entry)
+        if pid is None or pid == os.getpid() or not _is_stale(path, pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(entry)
+            marked.remove(entry)
+    return removed
+
+
+# Each folder's temporaries as this process first listed it: a batch writing 10,000 outputs
+# into one folder lists it once, not once an output (36 ms each with 10,000 files there).
+# A stale temporary is left by a process that is gone, so it is there at the first listing;
+# those that later runs leave are the business of the runs after them.
+_MARKED: dict[str, list[str]] = {}
+
+
+def _temporaries_in(folder: str) -> list[str]:
+    key = os.path.abspath(folder)
+    if key not in _MARKED:
+        try:
+            _MARKED[key] = [name for name in os.listdir(folder) if TEMP_MARKER in name]
+        except OSError:
+            return []
+    return _MARKED[key]
+
+
+def _writer_pid(rest: str) -> int | None:
+    """The pid in a temporary's name after its prefix (None for a name of another shape).
+
+    The whole shape is checked, ``<pid>-<mkstemp's 8 characters><marker>``:
+    the temporary of an output named ``out.npy.12-a`` starts with the
+    prefix of ``out.npy`` too, and must not be taken for one of its own.
+    """
+    import re
+
+    found = re.match(r"([0-9]{1,%d})-[a-z0-9_]{8}%s" % (_PID_ROOM - 1, re.escape(TEMP_MARKER)), rest)
+    return int(found.group(1)) if found else None
+
+
+def _is_stale(path: str, pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's process runs under that pid
+    except OSError:
+        return False
+    started = _process_start(pid)
+    try:
+        written = os.stat(path).st_mtime
+    except OSError:
+        return False
+    # The boot time is whole seconds: a writer is older than its file's last write by a second at most.
+    return started is not None and started > written + 1
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (Linux /proc; None where unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _is_special(dest: str) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -156,5 +156,6 @@ def format_from_name(name: str, subject: str = "--format") -> str:
     if fmt is None:
         # "nifti-gz" is accepted but not offered: people type nii.gz.
         known = ", ".join(sorted({k for k in _BY_FORMAT_NAME if "-" not in k}))
-        raise UsageError(f"unknown format {name!r}; known: {known}", subject=subject)
+        hint = did_you_mean(name, sorted(_BY_FORMAT_NAME))
+        raise UsageError(f"unknown format {name!r}; known: {known}{hint}", subject=subject)
     return fmt

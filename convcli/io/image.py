@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, FormatMismatch, OutputError, UsageError
 from . import formats
 
 # Pillow mode -> (numpy sample type, channels) of the samples convcli works on.
@@ -48,9 +48,12 @@ def pillow_errors(subject: str, limits):
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
-        with warnings.catch_warnings():
+        # Pillow warns of damaged metadata ("Truncated File Read", "Tag data larger than file")
+        # on stderr with its own source line; kept here, the reader makes them a note of ours.
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            yield warned
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's guard fired while opening (set to our limit): report it in our words.
         import re
@@ -90,7 +93,7 @@ def read_image(source, fmt: str, *, limits, kind=None, key=None, auto_orient=Tru
             raise DataError("16-bit animated PNGs are not supported (only their first frame could be read)",
                             subject=source.name)
         return _with_chunks(_read_png16(source, limits), chunks)
-    with pillow_errors(source.name, limits):
+    with pillow_errors(source.name, limits) as warned:
         from PIL import Image
 
         png_stream = _png_pixel_stream(source) if fmt == "png" else None
@@ -103,6 +106,8 @@ def read_image(source, fmt: str, *, limits, kind=None, key=None, auto_orient=Tru
             else:
                 sig = image_signal(im, fmt, source.name, limits, auto_orient, source.head(4096), png_stream)
     sig.meta.update(jpeg)
+    if warned:
+        sig.meta["metadata_damaged"] = " ".join(str(warned[0].message).split())[:200]
     return _with_chunks(sig, chunks)
 
 
@@ -432,14 +437,14 @@ def write_image(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     data = np.asarray(sig.data)
     spatial = sig.spatial_ndim
     if spatial != 2:
-        raise OutputError(
+        raise FormatMismatch(
             f"a {spatial}-D {sig.kind} of shape {data.shape} cannot be written as an image; "
             "use .npy" + (", .tif or .nii" if spatial == 3 else ""),
             subject=dest,
         )
     channels = 1 if sig.channel_axis is None else data.shape[-1]
     if channels > 4:
-        raise OutputError(f"{channels} channels cannot be written as an image; use .npy or .tif", subject=dest)
+        raise FormatMismatch(f"{channels} channels cannot be written as an image; use .npy or .tif", subject=dest)
     if sig.channel_axis is not None and channels == 1:
         data = data[..., 0]
     if sig.frames and data.shape[0] == 1:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import struct
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, FormatMismatch, OutputError, UsageError
 
 NIFTI_HINT = 'NIfTI files need nibabel: pip install "convcli[nifti]"'
 
@@ -362,9 +362,9 @@ def write_nifti(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
 
     _nibabel()
     if sig.frames:
-        raise OutputError("frames of an animation cannot be written as NIfTI; use .npy", subject=dest)
+        raise FormatMismatch("frames of an animation cannot be written as NIfTI; use .npy", subject=dest)
     if sig.spatial_ndim not in (1, 2, 3):
-        raise OutputError(f"a {sig.spatial_ndim}-D signal cannot be written as NIfTI", subject=dest)
+        raise FormatMismatch(f"a {sig.spatial_ndim}-D signal cannot be written as NIfTI", subject=dest)
     data = np.asarray(sig.data)
     notes: list[str] = []
     stored, slope, inter = stored_type(sig, data)

@@ -48,6 +48,7 @@ def decode_photo(data: bytes, name: str, max_pixels: int | None = None) -> np.nd
 
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged EXIF: classifying needs the pixels only
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size

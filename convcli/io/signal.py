@@ -44,6 +44,8 @@ animation              image reader (GIF, WebP,      image writer: durations, lo
                        PNG)                          background of every frame; TIFF writer's note
 oriented               image reader                  ``pipeline.filter``'s input notes
 transparency_dropped   image reader (16-bit PNG)     ``pipeline.filter``'s input notes
+metadata_damaged       image reader (Pillow's        ``pipeline.filter``'s input notes
+                       warning on damaged EXIF)
 sf_format              audio reader                  audio writer: WAVEX and RF64 stay so
 subtype                audio reader                  audio writer: kept where the format can hold it
 endian                 audio reader                  audio writer

@@ -30,7 +30,7 @@ import logging
 import re
 import struct
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, FormatMismatch, OutputError, UsageError
 
 UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
            "meter": 1000.0, "micron": 1e-3, "um": 1e-3, "µm": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6, "inch": 25.4}
@@ -79,40 +79,66 @@ def read_tiff(source, fmt: str, *, limits, kind=None, key=None, auto_orient=True
 
 @contextlib.contextmanager
 def _bytes_of(fh, source):
-    """The input's bytes for walking its directories: stdin's as they are, a file's memory-mapped."""
+    """The input's bytes for walking its directories: stdin's as they are, a file's read as the walk goes."""
     if source.data is not None:
-        yield memoryview(source.data)
-        return
-    import mmap
+        yield _Bytes(memoryview(source.data), len(source.data), source.name)
+    else:
+        yield _Bytes(fh.fileno(), source.size, source.name)
 
-    size = source.size
-    if size == 0:
-        yield b""
-        return
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        yield mapped
+
+class _Bytes:
+    """Bytes of a TIFF for :func:`page_offsets`: in memory, or read from a file 64 KiB at a time with pread.
+
+    Not a memory map: a mapped page of a file cut short by another program
+    is a SIGBUS when touched (the process dies without a word); a read
+    that comes back short is one error line.  A page-count bomb's
+    directories follow one another, so a window of the file serves
+    hundreds of them.
+    """
+
+    WINDOW = 1 << 16
+
+    def __init__(self, data, size: int, subject: str) -> None:
+        self._fd = data if isinstance(data, int) else None
+        self._window, self._start = (b"", 0) if self._fd is not None else (data, 0)
+        self._size, self.subject = size, subject
+
+    def __len__(self) -> int:
+        return self._size
+
+    def unpack(self, layout: struct.Struct, offset: int) -> tuple:
+        """``layout.unpack`` of the bytes at ``offset`` (the caller has checked that the file holds them)."""
+        at = offset - self._start
+        if self._fd is not None and not (0 <= at and at + layout.size <= len(self._window)):
+            import os
+
+            self._start, self._window, at = offset, os.pread(self._fd, max(self.WINDOW, layout.size), offset), 0
+            if len(self._window) < layout.size:
+                raise DataError(f"the file shrank while it was read: it ends before byte {offset + layout.size:,}",
+                                subject=self.subject)
+        return layout.unpack_from(self._window, at)
 
 
 def page_offsets(raw, subject: str) -> list[int]:
-    """The file offset of every page directory, walking the chain from the header without decoding.
+    """The file offset of every page directory, walking the chain from the header (``raw``: a :class:`_Bytes`).
 
     Bounded (at most MAX_PAGES), refusing a chain that loops or runs past
     the end of the file: a page-count bomb costs microseconds per page.
     """
     size = len(raw)
-    order = {b"II": "<", b"MM": ">"}.get(bytes(raw[:2]))
+    order = {b"II": "<", b"MM": ">"}.get(raw.unpack(struct.Struct("2s"), 0)[0] if size >= 2 else b"")
     if order is None or size < 8:
         raise DataError("not a TIFF file (truncated header)", subject=subject)
-    (version,) = struct.unpack_from(order + "H", raw, 2)
+    (version,) = raw.unpack(struct.Struct(order + "H"), 2)
     if version == 42:
-        (offset,) = struct.unpack_from(order + "I", raw, 4)
-        count_format, entry, next_format = order + "H", 12, order + "I"
+        (offset,) = raw.unpack(struct.Struct(order + "I"), 4)
+        count_format, entry, next_format = struct.Struct(order + "H"), 12, struct.Struct(order + "I")
     elif version == 43 and size >= 16:
-        (offset,) = struct.unpack_from(order + "Q", raw, 8)
-        count_format, entry, next_format = order + "Q", 20, order + "Q"
+        (offset,) = raw.unpack(struct.Struct(order + "Q"), 8)
+        count_format, entry, next_format = struct.Struct(order + "Q"), 20, struct.Struct(order + "Q")
     else:
         raise DataError(f"not a TIFF file (version {version})", subject=subject)
-    count_size, next_size = struct.calcsize(count_format), struct.calcsize(next_format)
+    count_size, next_size = count_format.size, next_format.size
     offsets, seen = [], set()
     while offset:
         if offset in seen:
@@ -120,7 +146,7 @@ def page_offsets(raw, subject: str) -> list[int]:
         if offset + count_size > size:
             raise DataError(f"truncated TIFF (page {len(offsets) + 1}'s directory lies past the end of the file)",
                             subject=subject)
-        (entries,) = struct.unpack_from(count_format, raw, offset)
+        (entries,) = raw.unpack(count_format, offset)
         end = offset + count_size + entries * entry
         if end + next_size > size:
             raise DataError(f"truncated TIFF (page {len(offsets) + 1}'s directory runs past the end of the file)",
@@ -129,7 +155,7 @@ def page_offsets(raw, subject: str) -> list[int]:
         offsets.append(offset)
         if len(offsets) > MAX_PAGES:
             raise DataError(f"more than {MAX_PAGES} TIFF pages", subject=subject)
-        (offset,) = struct.unpack_from(next_format, raw, end)
+        (offset,) = raw.unpack(next_format, end)
     if not offsets:
         raise DataError("the TIFF holds no page", subject=subject)
     return offsets
@@ -481,7 +507,7 @@ def write_tiff(sig, dest: str, fmt: str, *, compress_level=None, range_mode: str
 
     nd = sig.spatial_ndim
     if nd not in (2, 3) or (nd == 3 and sig.frames):
-        raise OutputError(f"a {nd}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
+        raise FormatMismatch(f"a {nd}-D {sig.kind} cannot be written as TIFF; use .npy", subject=dest)
     data = np.asarray(sig.data)
     pages = data if (nd == 3 or sig.frames) else data[None]
     if sig.channel_axis is None:

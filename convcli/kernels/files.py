@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import KernelMismatch, UsageError
 from ..io.samples import RANGE_MODES
 from .kernel import COMBINES, MAX_WEIGHTS, check_weights, fit_ndim
 
@@ -138,7 +138,7 @@ class Definition:
                 out.append(fit_ndim(w, ndim, subject=subject))
             return out
         dims = ", ".join(f"{d}D" for d in self.dimensions)
-        raise UsageError(
+        raise KernelMismatch(
             f"{self.name} is defined for {dims} inputs only, and this input is {ndim}D",
             subject=subject,
         )
@@ -334,7 +334,11 @@ def read_text(text: str, *, subject: str, name: str, budget: KernelBudget = Kern
             arr = _rows_to_array(body, subject=subject, where=f"section '## {ndim}d' (line {lineno})")
             if arr.ndim < ndim:
                 arr = arr.reshape((1,) * (ndim - arr.ndim) + arr.shape)
-            defn.variants.setdefault(ndim, []).append(fit_ndim(arr, ndim, subject=f"{subject} line {lineno}"))
+            try:
+                arr = fit_ndim(arr, ndim, subject=f"{subject} line {lineno}")
+            except KernelMismatch as exc:  # the file contradicts itself: bad data, not a bad input
+                raise UsageError(exc.message, subject=exc.subject) from None
+            defn.variants.setdefault(ndim, []).append(arr)
     _check_declared(defn)
     return defn
 
@@ -344,6 +348,8 @@ def _add_meta(meta: dict[str, str], line: str) -> None:
     mm = _META.match(line)
     if mm:
         meta[mm.group(1).strip().lower().replace(" ", "-").replace("_", "-")] = mm.group(2)
+    elif line.startswith("#") and line.lstrip("#").strip() and "comment" not in meta:
+        meta["comment"] = line.lstrip("#").strip()  # a plain first comment describes the kernel
 
 
 def _first_row(text: str, pos: int = 0, lineno: int = 1) -> tuple[int, int]:
@@ -581,8 +587,8 @@ def _numbers(line: str, lineno: int, subject: str) -> list[float]:
 
 
 def _apply_meta(defn: Definition, meta: dict[str, str], subject: str) -> None:
-    if "description" in meta:
-        defn.description = meta["description"]
+    if "description" in meta or "comment" in meta:
+        defn.description = meta.get("description", meta.get("comment"))
     if "sum" in meta:
         try:
             defn.sum = float(meta["sum"])

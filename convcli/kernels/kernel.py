@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import KernelMismatch, UsageError
 from ..io.samples import RANGE_MODES
 
 COMBINES = ("single", "magnitude", "max")
@@ -227,7 +227,7 @@ def check_weights(w: np.ndarray, *, subject: str) -> np.ndarray:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise UsageError(
-            f"the kernel holds {w[where]!r} at index {list(where)}; weights must be finite numbers",
+            f"the kernel holds {float(w[where]):g} at index {list(where)}; weights must be finite numbers",
             subject=subject,
         )
     huge = np.abs(w) > MAX_MAGNITUDE
@@ -254,7 +254,9 @@ def fit_ndim(w: np.ndarray, ndim: int, *, subject: str) -> np.ndarray:
     kind = {1: "a 1D signal", 2: "an image (2 spatial axes)", 3: "a volume (3 spatial axes)"}.get(
         ndim, f"an input with {ndim} spatial axes"
     )
-    raise UsageError(
+    # A kernel of more than 3 axes fits no input: a broken file, not a mismatch with this one.
+    mismatch = KernelMismatch if w.ndim <= 3 else UsageError
+    raise mismatch(
         f"the kernel has shape {tuple(w.shape)} ({w.ndim}D) but the input is {kind}; "
         f"give a {ndim}D kernel",
         subject=subject,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KernelFileError, ParameterError, UsageError
+from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError, shown
 from .kernel import MAX_WEIGHTS
 
 # Methods of the linear kernels mean nothing to these operators: they run as auto.
@@ -173,7 +173,7 @@ def pool_padding(padding):
         if word in ("same", "valid"):
             return 0
         raise ParameterError(f"a pool pads as PyTorch does, by N samples at each end (at most half the window), "
-                             f"not {padding!r}", subject="padding")
+                             f"not {shown(padding)}", subject="padding")
     if isinstance(padding, (list, tuple)) and any(isinstance(p, (list, tuple)) for p in padding):
         raise ParameterError("a pool pads both ends alike (PyTorch's padding); give N or one N per axis",
                              subject="padding")
@@ -297,7 +297,7 @@ def footprint_file(ctx, text: str) -> np.ndarray:
         if len(arrays) != 1:
             raise UsageError(f"holds {len(arrays)} kernels; a footprint is one array", subject=str(path))
         mask = fit_ndim(np.asarray(arrays[0]), ctx.ndim, subject=str(path))
-    except KernelFileError:
+    except (KernelFileError, KernelMismatch):  # a kernel that does not fit is the same mistake inline or in a file
         raise
     except UsageError as exc:
         raise KernelFileError(exc.message, subject=exc.subject) from None

@@ -15,10 +15,14 @@ def frequency_response(w: np.ndarray, rate: float | None = None, n: int = 512) -
     Frequencies are in Hz with a ``rate``, else in cycles per sample (0 to 0.5).
     The magnitude is floored at -120 dB so a perfect zero stays plottable.
     """
-    from scipy import signal
-
-    freqs, h = signal.freqz(np.asarray(w, dtype=np.float64), worN=n, fs=rate if rate else 1.0,
-                            include_nyquist=True)
+    w = np.asarray(w, dtype=np.float64).ravel()
+    # n points from 0 to Nyquist inclusive are the bins k * m / (2 (n - 1)) of an
+    # m-point real FFT, m the first multiple of 2 (n - 1) holding every tap: numpy's
+    # FFT instead of scipy.signal.freqz, whose import alone took over a second.
+    step = 2 * (n - 1)
+    factor = max(1, -(-len(w) // step))
+    h = np.fft.rfft(w, step * factor)[::factor][:n]
+    freqs = np.linspace(0.0, (rate if rate else 1.0) / 2, n)
     with np.errstate(divide="ignore"):
         db = 20 * np.log10(np.abs(h))
     return freqs, np.maximum(db, FLOOR_DB)
@@ -49,38 +53,85 @@ def _font(size: int):
 
 
 def heatmap(weights: list[np.ndarray], cell: int | None = None):
-    """Each weight array as a grid of coloured cells (3D: its slices side by side), values written in small ones."""
+    """Each weight array as a grid of coloured cells, with a colour bar; values written where they fit.
+
+    A 3D kernel shows its slices side by side, each labelled with its index
+    along the first axis (z=0, z=1, ...); a combined kernel shows each array.
+    """
     from PIL import Image, ImageDraw
 
-    panels = []
-    for w in weights:
+    panels, labels = [], []
+    for k, w in enumerate(weights):
         w = np.asarray(w, dtype=np.float64)
-        panels.extend([w.reshape(1, -1)] if w.ndim == 1 else [w] if w.ndim == 2 else list(w))
+        prefix = f"{k + 1}: " if len(weights) > 1 else ""
+        if w.ndim == 3:
+            panels.extend(list(w))
+            labels.extend(f"{prefix}z={z}" for z in range(w.shape[0]))
+        else:
+            panels.append(w.reshape(1, -1) if w.ndim == 1 else w)
+            labels.append(prefix.rstrip(": ") if prefix else "")
     scale = max(float(np.abs(p).max()) for p in panels) or 1.0
     signed = any(float(p.min()) < 0 for p in panels)
-    biggest = max(max(p.shape) for p in panels)
-    cell = cell or int(np.clip(480 // biggest, 3, 48))
-    gap = max(cell // 2, 6)
-    width = sum(p.shape[1] * cell for p in panels) + gap * (len(panels) + 1)
-    height = max(p.shape[0] for p in panels) * cell + 2 * gap
+    rows, columns = max(p.shape[0] for p in panels), sum(p.shape[1] for p in panels)
+    cell = cell or int(np.clip(min(480 // rows, 1600 // columns), 3, 48))  # slices side by side stay on a screen
+    gap = max(cell // 2, 8)
+    font = _font(12)
+    label_height = 16 if any(labels) else 0
+    bar_width = 90
+    width = sum(p.shape[1] * cell for p in panels) + gap * (len(panels) + 1) + bar_width
+    grid_height = max(p.shape[0] for p in panels) * cell
+    height = max(grid_height, 120) + 2 * gap + label_height
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(max(cell // 3, 8))
+    top = gap + label_height
+    numbers = _cell_texts(panels, cell, draw)
     x0 = gap
-    for p in panels:
+    for p, label, texts in zip(panels, labels, numbers):
         rgb = diverging_rgb(p, scale, signed)
         block = Image.fromarray(np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1), "RGB")
-        image.paste(block, (x0, gap))
-        draw.rectangle([x0 - 1, gap - 1, x0 + p.shape[1] * cell, gap + p.shape[0] * cell], outline=(90, 90, 90))
-        if cell >= 28:
-            for (i, j), v in np.ndenumerate(p):
-                text = f"{v:.3g}"
-                box = draw.textbbox((0, 0), text, font=font)
-                tx = x0 + j * cell + (cell - (box[2] - box[0])) // 2
-                ty = gap + i * cell + (cell - (box[3] - box[1])) // 2
-                draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+        image.paste(block, (x0, top))
+        draw.rectangle([x0 - 1, top - 1, x0 + p.shape[1] * cell, top + p.shape[0] * cell], outline=(90, 90, 90))
+        if label:
+            draw.text((x0, gap - 2), label, fill=(40, 40, 40), font=font)
+        for (i, j), (text, tw, th) in texts.items():
+            draw.text((x0 + j * cell + (cell - tw) // 2, top + i * cell + (cell - th) // 2), text,
+                      fill=(0, 0, 0), font=_font(max(cell // 3, 8)))
         x0 += p.shape[1] * cell + gap
+    _colour_bar(draw, image, x0 + 4, top, max(grid_height, 120), scale, signed, font)
     return image
+
+
+def _cell_texts(panels, cell: int, draw) -> list[dict]:
+    """Per panel, ``{(i, j): (text, width, height)}`` for every value, or nothing if any would not fit its cell."""
+    font = _font(max(cell // 3, 8))
+    out = []
+    for p in panels:
+        texts = {}
+        for (i, j), v in np.ndenumerate(p):
+            text = f"{v:.3g}" if v != 0 else "0"
+            box = draw.textbbox((0, 0), text, font=font)
+            tw, th = box[2] - box[0], box[3] - box[1]
+            if tw > cell - 4 or th > cell - 4:
+                return [{} for _ in panels]  # numbers everywhere or nowhere: never overlapping
+            texts[(i, j)] = (text, tw, th)
+        out.append(texts)
+    return out
+
+
+def _colour_bar(draw, image, x: int, top: int, height: int, scale: float, signed: bool, font) -> None:
+    """A vertical ramp of the cell colours from the largest weight (top) to the smallest, with its values."""
+    from PIL import Image
+
+    low = -scale if signed else 0.0
+    values = np.linspace(scale, low, height)[:, None]
+    ramp = diverging_rgb(np.repeat(values, 14, axis=1), scale, signed)
+    image.paste(Image.fromarray(ramp, "RGB"), (x, top))
+    draw.rectangle([x - 1, top - 1, x + 14, top + height], outline=(90, 90, 90))
+    ticks = [(scale, top), (low, top + height - 12)]
+    if signed:
+        ticks.append((0.0, top + height // 2 - 6))
+    for value, y in ticks:
+        draw.text((x + 18, y), f"{value:.3g}" if value else "0", fill=(40, 40, 40), font=font)
 
 
 def response_plot(freqs: np.ndarray, db: np.ndarray, *, rate: float | None, size=(640, 360)):
@@ -105,17 +156,31 @@ def response_plot(freqs: np.ndarray, db: np.ndarray, *, rate: float | None, size
         _, y = xy(0, d)
         draw.line([left, y, width - right, y], fill=(225, 225, 225))
         draw.text((4, y - 7), f"{d:.0f} dB", fill=(60, 60, 60), font=font)
-    for i in range(5):
-        f = fmax * i / 4
+    kilo = bool(rate) and fmax >= 2000
+    for f in nice_ticks(fmax):
         x, _ = xy(f, lo)
         draw.line([x, top, x, height - bottom], fill=(225, 225, 225))
-        label = _hz(f) if rate else f"{f:.3g}"
-        draw.text((x - 12, height - bottom + 6), label, fill=(60, 60, 60), font=font)
-    draw.text((width // 2 - 40, height - 18), "frequency" + (" (Hz)" if rate else " (cycles/sample)"),
-              fill=(60, 60, 60), font=font)
+        label = f"{f / 1000:g}" if kilo else f"{f:g}"
+        box = draw.textbbox((0, 0), label, font=font)
+        draw.text((x - (box[2] - box[0]) // 2, height - bottom + 6), label, fill=(60, 60, 60), font=font)
+    unit = " (kHz)" if kilo else " (Hz)" if rate else " (cycles/sample)"
+    draw.text((width // 2 - 40, height - 18), "frequency" + unit, fill=(60, 60, 60), font=font)
     draw.rectangle([left, top, width - right, height - bottom], outline=(90, 90, 90))
     draw.line([xy(f, d) for f, d in zip(freqs, db)], fill=(200, 30, 40), width=2)
     return image
+
+
+def nice_ticks(top: float, most: int = 7) -> list[float]:
+    """Round tick values from 0 up to ``top``: steps of 1, 2 or 5 times a power of ten, at most ``most`` ticks."""
+    if top <= 0:
+        return [0.0]
+    for power in range(int(np.floor(np.log10(top))) - 1, int(np.ceil(np.log10(top))) + 2):
+        for mult in (1, 2, 5):
+            step = mult * 10.0 ** power
+            if top / step + 1 <= most:
+                count = int(np.floor(top / step + 1e-9))
+                return [round(i * step, 12) for i in range(count + 1)]
+    return [0.0, top]
 
 
 def _hz(f: float) -> str:

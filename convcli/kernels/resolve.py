@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import KernelFileError, ParameterError, UsageError
+from ..errors import KernelFileError, KernelMismatch, ParameterError, UsageError, shown
 from ..io.limits import Limits
 from . import files, library
 from .kernel import Kernel, check_weights, fit_ndim, normalized
@@ -59,13 +59,13 @@ def resolve(
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError("the kernel spec is empty", subject=repr(spec) if isinstance(spec, str) else "-k")
     if ndim not in (1, 2, 3):
-        raise ParameterError(f"must be 1, 2 or 3 spatial axes, not {ndim!r}", subject="ndim")
+        raise ParameterError(f"must be 1, 2 or 3 spatial axes, not {shown(ndim)}", subject="ndim")
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ParameterError(f"needs {ndim} positive numbers, got {spacing}", subject="spacing")
     if sample_rate is not None and not (np.isfinite(sample_rate) and sample_rate > 0):
-        raise ParameterError(f"must be a positive number, not {sample_rate!r}", subject="sample_rate")
+        raise ParameterError(f"must be a positive number, not {shown(sample_rate)}", subject="sample_rate")
 
     budget = files.KernelBudget.within(Limits(memory_budget=memory_budget).memory_budget)
     kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget)
@@ -215,7 +215,7 @@ def _file_errors():
     """A kernel *file* that cannot serve is bad data (exit 1), like any other input file."""
     try:
         yield
-    except KernelFileError:
+    except (KernelFileError, KernelMismatch):  # a kernel that does not fit is the same mistake inline or in a file
         raise
     except UsageError as exc:
         raise KernelFileError(exc.message, subject=exc.subject) from None
@@ -243,17 +243,18 @@ def _named(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
     from . import generators
 
     parsed = parse_named(spec)
-    name = parsed.name
+    name = _known_spelling(parsed.name)
+    parsed.name = name
     entry = library.find(name)
     if len(parsed.positional) == 1 and not parsed.keywords:
         # NAME:V picks the variant file NAME-V (laplacian:8 -> laplacian-8, sobel:x -> sobel-x)
-        variant = library.find(f"{name}-{parsed.positional[0]}")
+        variant = library.find(_known_spelling(f"{name}-{parsed.positional[0]}"))
         if variant is not None:
-            entry, name = variant, f"{name}-{parsed.positional[0]}"
+            entry, name = variant, _known_spelling(f"{name}-{parsed.positional[0]}")
         elif entry is not None:
-            raise UsageError(f"{name} takes no parameters", subject=spec)
+            raise UsageError(_no_parameters(name), subject=spec)
     elif entry is not None and parsed.has_params:
-        raise UsageError(f"{name} takes no parameters", subject=spec)
+        raise UsageError(_no_parameters(name), subject=spec)
     if entry is not None:
         defn = files.read_definition(entry, subject=str(entry), name=name)
         return _from_definition(spec, defn, ndim=ndim, subject=spec)
@@ -261,6 +262,26 @@ def _named(spec: str, *, ndim: int, sample_rate, spacing) -> Kernel:
     if family is None:
         raise UsageError(_unknown_message(name), subject=spec)
     return family.resolve(spec, parsed, ndim=ndim, sample_rate=sample_rate, spacing=spacing)
+
+
+def _known_spelling(name: str) -> str:
+    """``Sobel`` -> ``sobel``: a name known only in another case means that one (names never differ by case alone)."""
+    from . import generators
+
+    if library.find(name) is not None or generators.lookup(name) is not None:
+        return name
+    lower = name.lower()
+    if library.find(lower) is not None or generators.lookup(lower) is not None:
+        return lower
+    return name
+
+
+def _no_parameters(name: str) -> str:
+    """"takes no parameters", or the variants it does take (laplacian:4 when laplacian:8 exists)."""
+    variants = sorted(other[len(name) + 1:] for other in library.entries() if other.startswith(name + "-"))
+    if variants:
+        return f"{name} takes one of {', '.join(f'{name}:{v}' for v in variants)}, or no parameter"
+    return f"{name} takes no parameters"
 
 
 def known_names() -> list[str]:

@@ -15,6 +15,9 @@ from .preprocess import Photo
 
 BLEND = 0.5  # weight of the heat colours over the photo inside the crop
 DIM = 0.35  # brightness left to the parts of the photo the network did not see
+# The longest side of the picture drawn.  The map has 7x7 cells: a 24-megapixel
+# copy says nothing more and cost 13 s and 2.2 GB (the classification: 1.75 s).
+MAX_SIDE = 1600
 
 # A "jet"-like ramp: dark blue, blue, cyan, yellow, red, dark red.
 _RAMP_STOPS = np.array([0.0, 0.125, 0.375, 0.625, 0.875, 1.0])
@@ -38,14 +41,35 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(v, _RAMP_STOPS, _RAMP_COLOURS[:, c]) for c in range(3)], axis=-1)
 
 
-def overlay(photo: Photo, cam: np.ndarray) -> np.ndarray:
-    """The photo with the map laid over the crop the network saw: ``(H, W, 3)`` uint8."""
+def overlay(photo: Photo, cam: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """The photo with the map laid over the crop the network saw: ``(H, W, 3)`` uint8.
+
+    A photo longer than ``max_side`` on a side is drawn on a reduced copy
+    (its shape then is the photo's scaled to fit, the crop box with it).
+    """
     from PIL import Image
 
+    photo = _bounded(photo, max_side)
     left, top, right, bottom = photo.box
     small = Image.fromarray(normalise(cam).astype(np.float32))
-    heat = np.asarray(small.resize((right - left, bottom - top), Image.Resampling.BILINEAR), dtype=np.float64)
-    out = photo.rgb.astype(np.float64) * DIM
-    seen = photo.rgb[top:bottom, left:right].astype(np.float64)
+    heat = np.asarray(small.resize((right - left, bottom - top), Image.Resampling.BILINEAR), dtype=np.float32)
+    out = photo.rgb.astype(np.float32) * np.float32(DIM)
+    seen = photo.rgb[top:bottom, left:right].astype(np.float32)
     out[top:bottom, left:right] = (1 - BLEND) * seen + BLEND * heat_colours(heat)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _bounded(photo: Photo, max_side: int) -> Photo:
+    """``photo`` itself if it fits ``max_side``, else a reduced copy with its crop box scaled alike."""
+    from PIL import Image
+
+    height, width = photo.rgb.shape[:2]
+    if max(height, width) <= max_side:
+        return photo
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # reducing_gap: Pillow first shrinks by whole factors (cheap), then resamples the rest.
+    rgb = np.asarray(Image.fromarray(photo.rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    left, top, right, bottom = photo.box
+    box = tuple(int(round(v * scale)) for v in (left, top, right, bottom))
+    return Photo(rgb, (box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1)))

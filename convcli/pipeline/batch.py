@@ -34,6 +34,7 @@ class BatchPlan:
     jobs: list[Job] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not media, link out of tree, ...
     refused: list[dict] = field(default_factory=list)  # records of inputs refused before any work
+    order: list[str] = field(default_factory=list)  # the input of every job and refusal, in argument then walk order
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Summary:
 def is_batch(inputs: list[str], output: str | None) -> bool:
     """Batch mode: several inputs, a folder, or an output that is an existing folder."""
     return len(inputs) > 1 or any(os.path.isdir(p) for p in inputs if p != "-") or (
-        output is not None and output != "-" and os.path.isdir(output)
+        output is not None and output != "-" and (os.path.isdir(output) or output.endswith(os.sep))
     )
 
 
@@ -81,8 +82,8 @@ def plan(
             subject="-o/--output",
         )
     out_root = os.path.realpath(output) if output else None
-    if out_root is not None and os.path.exists(out_root) and not os.path.isdir(out_root):
-        raise UsageError("is a file; in batch mode -o names a folder", subject=output)
+    if out_root is not None:
+        _check_folder_name(output, out_root)
     inputs = list(inputs)
     if out_root is not None:
         _check_output_folder(inputs, output, out_root)
@@ -97,11 +98,19 @@ def plan(
         elif os.path.lexists(item):
             walked.append([(item, os.path.basename(item))])
         else:
-            result.refused.append(_refusal(item, "no such file or folder"))
+            walked.append([(item, None)])
     # Every input file, so that no output may land on any of them (not only its own).
-    sources = {os.path.realpath(path) for pairs in walked for path, _ in pairs}
+    sources = {os.path.realpath(path) for pairs in walked for path, relative in pairs if relative is not None}
+    own_outputs = _own_outputs(walked, output, suffix, extension) if needs_output else set()
     for pairs in walked:
         for path, relative in pairs:
+            if relative is None:
+                result.order.append(path)
+                result.refused.append(_refusal(path, "no such file or folder"))
+                continue
+            if os.path.realpath(path) in own_outputs:
+                result.ignored.append((path, "an output of this command (another input's --suffix name)"))
+                continue
             if not _regular(path):
                 result.ignored.append((path, "not a regular file"))
                 continue
@@ -111,13 +120,49 @@ def plan(
             dest = None
             if needs_output:
                 dest = _destination(path, relative, output, suffix, extension)
-                problem = _clash(path, dest, claimed, sources)
+                problem = _clash(path, dest, claimed, sources - own_outputs)
+                result.order.append(path)
                 if problem:
                     result.refused.append(_refusal(path, problem, dest))
                     continue
                 claimed[os.path.realpath(dest)] = path
+            else:
+                result.order.append(path)
             result.jobs.append(Job(path, dest))
     return result
+
+
+def _own_outputs(walked: list, output: str | None, suffix: str | None, extension: str | None) -> set[str]:
+    """Inputs that are the ``--suffix`` outputs of other inputs: a rerun must not filter its own results again.
+
+    ``photo.jpg`` with ``--suffix _soft`` writes ``photo_soft.jpg`` beside
+    it; on the next run that file is in the folder too.  Taking it as an input
+    would make ``photo_soft_soft.jpg`` and refuse ``photo.jpg`` (its output
+    would overwrite an input).  With ``-o`` outputs go elsewhere: nothing to
+    leave out.
+    """
+    if output is not None or not suffix:
+        return set()
+    files = [(path, relative) for pairs in walked for path, relative in pairs if relative is not None]
+    present = {os.path.realpath(path) for path, _ in files}
+    made = {os.path.realpath(_destination(path, relative, None, suffix, extension)) for path, relative in files}
+    return present & made
+
+
+def _check_folder_name(output: str, out_root: str) -> None:
+    """Several outputs need a folder: refuse a name that is, or reads as, one file; nothing is created.
+
+    A folder is an existing one, a name ending in ``/``, or a new name
+    without a media extension (created).  ``-o single.png`` would otherwise
+    become a folder called ``single.png``.
+    """
+    from ..io.formats import from_extension
+
+    advice = "several inputs or a folder write several outputs; name a folder (out/, ending in /), or give one input"
+    if os.path.exists(out_root) and not os.path.isdir(out_root):
+        raise UsageError(f"is a file; {advice}", subject=output)
+    if not os.path.exists(out_root) and not output.endswith(os.sep) and from_extension(output) is not None:
+        raise UsageError(f"names a file (a media extension); {advice}", subject=output)
 
 
 def _check_output_folder(inputs: list[str], output: str, out_root: str) -> None:

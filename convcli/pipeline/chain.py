@@ -192,6 +192,7 @@ class Chain:
                 "stride": [p.stride for p in plan.axes],
                 "input_shape": list(self.axes.signal_shape(shape)),
                 "output_shape": list(self.axes.signal_shape(plan.output_shape)),
+                "method": methods[0],  # what runs, as -v and --explain name it; "methods": one per weight array
                 "methods": methods,
                 "precision": self.precision,
                 "why": why,
@@ -326,11 +327,14 @@ class Run:
         return note(self.alpha, self.requested, data[..., -1:], self.space.full)
 
     def describe(self) -> dict:
-        """The colour space and alpha mode, for ``--explain``."""
+        """The colour space, alpha mode, border mode and range mode, for ``--explain``."""
         alpha = None if self.alpha is None else (
             f"auto: {self.alpha}" if self.requested == "auto" else self.alpha)
-        return {"colorspace": self.space.name if self.space.name != "stored" else self.chain.options.colorspace,
-                "alpha": alpha}
+        chain = self.chain
+        range_mode = chain.options.range or f"{chain.kernels[-1].range_default} (the kernel's default)"
+        return {"colorspace": self.space.name if self.space.name != "stored" else chain.options.colorspace,
+                "alpha": alpha, "pad_mode": chain.pad_mode, "range": range_mode,
+                "operation": "convolution" if chain.options.convolve else "correlation"}
 
 
 def prepare(signal, kernels, options: FilterOptions, axes: Axes | None = None) -> Run:

@@ -26,7 +26,8 @@ class ClassifyResult:
 
     def as_dict(self) -> dict:
         """The JSON form: ``{"file": ..., "predictions": [{"index", "label", "probability"}, ...]}``."""
-        record = {"file": self.file, "predictions": [asdict(p) for p in self.predictions]}
+        record = {"file": self.file, "predictions": [asdict(p) for p in self.predictions],
+                  "seconds": round(self.seconds, 6)}
         if self.cam is not None:
             record["cam"] = self.cam
         return record

@@ -45,12 +45,19 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions, *, on_progress=None) -> FilterReport:
+def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *, on_frames=None) -> FilterReport:
     """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
 
-    A video is streamed into a video (:mod:`.video`), reporting frames done
-    to ``on_progress(done, expected)``.
+    ``progress(done, added)``, if given, hears of the engine's units of work
+    (bands, planes, chunks) as they are added and done; see
+    :func:`convcli.parallel.progress_to`.  A video is streamed into a video
+    (:mod:`.video`) and counts frames instead: ``on_frames(done, expected)``.
     """
+    if progress is not None:
+        from ..parallel import progress_to
+
+        with progress_to(progress):
+            return filter_file(source, dest, options, on_frames=on_frames)
     from .. import io
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
@@ -62,7 +69,10 @@ def filter_file(source: str, dest: str, options: FilterOptions, *, on_progress=N
     if io.formats.family_of(fmt) == "video":
         from .video import filter_video
 
-        run = filter_video(source, dest, options, on_progress=on_progress)
+        from ..parallel import progress_to
+
+        with progress_to(None):  # the engine's blocks of every frame would be a second, endless count
+            run = filter_video(source, dest, options, on_progress=on_frames)
         return FilterReport(input=source_name, output=str(dest), input_shape=run.input_shape,
                             output_shape=run.output_shape, kernels=run.steps, clipped=run.clipped,
                             seconds=time.perf_counter() - start, notes=run.notes)
@@ -117,6 +127,8 @@ def input_notes(signal) -> list[str]:
         present, declared = meta["short_read"]
         notes.append(f"cut short: the header declares {declared:,} frames but the file holds {present:,}; "
                      "those were filtered")
+    if meta.get("metadata_damaged"):
+        notes.append(f"damaged metadata ({meta['metadata_damaged']}): what could not be read was left out")
     if meta.get("spacing_invalid"):
         notes.append(f"voxel sizes {meta['spacing_invalid']} are invalid and were ignored")
     return notes

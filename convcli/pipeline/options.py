@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ParameterError, check_choice
+from ..errors import ParameterError, check_choice, shown
 
 ALPHA_MODES = ("auto", "premultiply", "keep", "channel")
 # The values filtered: as stored (a video's Y, U and V each at its own resolution), linear light
@@ -116,6 +116,8 @@ class FilterOptions:
             check_axes(self.axes)
         if self.range is not None:
             check_choice(self.range, RANGE_MODES, "range")
+        if self.precision is not None:
+            check_choice(self.precision, ("float32", "float64"), "precision")
         if self.kind is not None:
             check_choice(self.kind, KINDS, "kind")
         check_compress_level(self.compress_level)
@@ -146,9 +148,9 @@ class ClassifyOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.top, bool) or not isinstance(self.top, int) or not 1 <= self.top <= 1000:
-            raise ParameterError(f"must be a whole number from 1 to 1000, got {self.top!r}", subject="top")
+            raise ParameterError(f"must be a whole number from 1 to 1000, got {shown(self.top)}", subject="top")
         if not (isinstance(self.every, (int, float)) and self.every > 0 and self.every < float("inf")):
-            raise ParameterError(f"must be a positive time, got {self.every!r}", subject="every")
+            raise ParameterError(f"must be a positive time, got {shown(self.every)}", subject="every")
 
 
 @dataclass(frozen=True)
@@ -161,4 +163,4 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ParameterError(f"must be at least 1, got {self.workers!r}", subject="jobs")
+            raise ParameterError(f"must be at least 1, got {shown(self.workers)}", subject="jobs")

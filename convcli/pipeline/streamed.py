@@ -1,10 +1,13 @@
-"""Filter a file larger than the memory budget, band by band, from one memory map into another.
+"""Filter a file larger than the memory budget, chunk by chunk of rows, into a memory-mapped output.
 
 Only a ``.npy`` array or an uncompressed float NIfTI volume streams (``io``
-maps them read-only when they are over the budget), into a file of its own
-format, with one kernel of one weight array computed by a strategy that
-works band by band.  The pages of finished rows of both files are let go as
-the bands go, so the resident memory stays a few bands whatever the size.
+maps them read-only when they are over the budget, for their shape and
+layout), into a file of its own format, with one kernel of one weight array
+computed by a strategy that works band by band.  The input's rows are read
+into a buffer, never through its map (a file cut short under a mapped read
+kills the process with SIGBUS); the pages of finished output rows are let
+go as the bands go, so the resident memory stays a chunk and a few bands
+whatever the size.
 """
 from __future__ import annotations
 
@@ -85,26 +88,98 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     args = dict(geometry.step(last=True), channel_axis=signal.channel_axis, method=options.method,
                 precision=run.chain.precision, spatial_ndim=nd)
     plan = engine.make_plan(x.shape, weights, x_dtype=x.dtype, streamed=True, **args)
+    chunk = _chunk_rows(plan, x, budget)
     need, rows = engine.streamed_band_bytes(plan, trail=x.shape[-1] if signal.channel_axis is not None else 1)
+    need += _chunk_bytes(plan, x, chunk)
     if need > budget:
         raise DataError(f"{over}, and streaming it in bands of {rows} rows needs {io.human_size(need)}; "
                         "raise --memory-budget", subject=str(source))
     steps = run.steps
-    steps[0]["methods"] = [plan.method]  # planned on the C-ordered transpose of a NIfTI volume
+    steps[0]["method"] = plan.method  # planned on the C-ordered transpose of a NIfTI volume
+    steps[0]["methods"] = [plan.method]
     steps[0]["why"] = streamed_why(plan.method)
     out_shape = plan.output_shape[::-1] if flipped else plan.output_shape
     like = io.derive(signal, np.broadcast_to(np.zeros((), plan.dtype), out_shape),
                      stride=run.chain.strides(steps), origin=run.chain.origin(steps))
-    run = engine.convolve if options.convolve else engine.correlate
-    drop_input = io.release_rows(x)
-    with io.mapped_output(dest, like, plan.dtype, format=fmt) as mapped:
+    with io.open_rows(x, str(source)) as reader, io.mapped_output(dest, like, plan.dtype, format=fmt) as mapped:
         out = mapped.T if flipped else mapped
-        drop_output = io.release_rows(out)
-
-        def on_rows(input_rows: int, output_rows: int) -> None:
-            drop_input(input_rows)
-            drop_output(output_rows)
-
-        run(x, weights, out=out, on_rows=on_rows, **args)
+        _in_chunks(reader, out, weights, plan, dict(args, method=plan.method), options.convolve, chunk)
     return Streamed(steps, tuple(out_shape),
                     f"streamed in bands: the input is over the memory budget of {io.human_size(budget)}")
+
+
+# Input rows read at a time: large enough that a read and an engine call per chunk cost
+# nothing beside the filtering, small beside any budget that streams.
+CHUNK_BYTES = 32 << 20
+
+
+def _chunk_rows(plan, x, budget: int) -> int:
+    """Output rows computed from one read of input rows: about CHUNK_BYTES (an eighth of the budget at most)."""
+    p0 = plan.axes[0]
+    target = max(1, min(CHUNK_BYTES, budget // 8) // _row_bytes(plan, x))
+    return max(1, min(p0.out, (target - p0.span) // p0.stride + 1))
+
+
+def _row_bytes(plan, x) -> int:
+    import math
+
+    return plan.dtype.itemsize * math.prod(x.shape[1:])
+
+
+def _chunk_bytes(plan, x, rows: int) -> int:
+    """Memory one chunk holds: its input rows in the compute type (and as stored, when the types differ)."""
+    p0 = plan.axes[0]
+    count = (rows - 1) * p0.stride + p0.span
+    stored = 0 if x.dtype == plan.dtype else count * x.dtype.itemsize * (_row_bytes(plan, x) // plan.dtype.itemsize)
+    return count * _row_bytes(plan, x) + stored
+
+
+def _in_chunks(reader, out, weights, plan, args: dict, flip: bool, chunk: int) -> None:
+    """Fill ``out`` chunk by chunk: input rows read (with the border rows of axis 0), then filtered by the engine.
+
+    Each chunk is a valid correlation along axis 0 of rows that already
+    hold their padding, with the other axes padded as the whole input's
+    plan pads them, so every output sample is computed exactly as in one
+    run over the whole input.  The pages of finished output rows are let go
+    as the engine reports them.
+    """
+    import numpy as np
+
+    from .. import engine, io
+
+    p0 = plan.axes[0]
+    args["padding"] = ((0, 0),) + tuple((p.before, p.after) for p in plan.axes[1:])
+    drop_output = io.release_rows(out)
+    buffer = np.empty(((chunk - 1) * p0.stride + p0.span,) + reader.shape[1:], dtype=plan.dtype)
+    plans = {}
+    for start in range(0, p0.out, chunk):
+        stop = min(start + chunk, p0.out)
+        first = start * p0.stride - p0.before  # input row of the chunk's first padded row
+        block = buffer[:(stop - 1 - start) * p0.stride + p0.span]
+        _read_padded(reader, block, first, plan)
+        if block.shape not in plans:
+            plans[block.shape] = engine.make_plan(block.shape, weights, x_dtype=block.dtype, streamed=True, **args)
+
+        def on_rows(_input_rows: int, output_rows: int, start=start) -> None:
+            drop_output(start + output_rows)
+
+        engine.execute(plans[block.shape], block, weights, flip=flip, out=out[start:stop], on_rows=on_rows)
+
+
+def _read_padded(reader, block, first: int, plan) -> None:
+    """Rows ``first ..`` of the input into ``block``, rows before the first and past the last by the border rule."""
+    import numpy as np
+
+    from .. import engine
+
+    n = reader.shape[0]
+    lo, hi = max(first, 0), min(first + len(block), n)
+    if lo < hi:
+        reader.read(lo, hi, block[lo - first:hi - first])
+    outside = np.r_[0:min(max(-first, 0), len(block)), max(n - first, 0):len(block)]
+    sources = engine.source_index(outside + first, n, plan.border)
+    for i, src in zip(outside.tolist(), sources.tolist()):
+        if src < 0:
+            block[i] = plan.border_value
+        else:
+            reader.read(src, src + 1, block[i:i + 1])
