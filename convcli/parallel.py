@@ -48,7 +48,9 @@ def cores() -> int:
 
 
 def thread_count() -> int:
-    """How many threads the shared pool has: the cores, at most :data:`MAX_THREADS`."""
+    """How many threads the shared pool has: the cores, at most :data:`MAX_THREADS` (1 inside :func:`one_thread`)."""
+    if getattr(_LOCAL, "single", False):
+        return 1
     return min(cores(), MAX_THREADS)
 
 
@@ -58,7 +60,23 @@ def _mark_worker() -> None:
 
 def in_worker() -> bool:
     """Whether this thread is one of the pool's (its parallel work then runs inline)."""
-    return getattr(_LOCAL, "worker", False)
+    return getattr(_LOCAL, "worker", False) or getattr(_LOCAL, "single", False)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Within the block, this thread's work runs on it alone, cut as if the machine had one core.
+
+    For a chunk of a Dask graph: the chunks already keep the cores busy, and
+    a chunk's result must not depend on how many cores its worker has (a box
+    filter cut in one band per core sums in another order).
+    """
+    before = getattr(_LOCAL, "single", False)
+    _LOCAL.single = True
+    try:
+        yield
+    finally:
+        _LOCAL.single = before
 
 
 def _pool():
@@ -109,6 +127,11 @@ def run_all(work, items, *, parallel: bool = True) -> None:
 
 
 _progress = contextvars.ContextVar("convcli_progress", default=None)
+
+
+def progress_report():
+    """The ``report(done, added)`` of the enclosing :func:`progress_to`, or None: for work counted outside run_all."""
+    return _progress.get()
 
 
 @contextlib.contextmanager
@@ -208,6 +231,100 @@ def background(target, name: str):
     thread = threading.Thread(target=target, name=f"convcli-{name}", daemon=True)
     thread.start()
     return thread
+
+
+def prefetched(items, *, depth: int = 2, name: str = "prefetch"):
+    """Iterate over ``items`` (a generator that reads or decodes) in a thread of its own, ``depth`` items ahead.
+
+    The caller computes on one item while the next is being read: a long
+    sound's decoding overlaps its filtering.  An exception in ``items`` is
+    raised at the caller's next step; a caller that stops early stops the
+    thread and closes ``items`` there.
+    """
+    import queue
+
+    ahead: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    return
+            offer(("done", None))
+        except BaseException as exc:  # handed to the caller
+            offer(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = background(produce, name)
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def behind(consume, *, depth: int = 2, name: str = "behind"):
+    """Yield ``put(item)``; a thread of its own calls ``consume(item)`` on every item, in order, ``depth`` behind.
+
+    The caller computes the next item while the last is written: a long
+    sound's encoding overlaps its filtering.  An exception in ``consume`` is
+    raised at the next ``put`` or on leaving the block; leaving the block
+    waits for every item to be consumed.
+    """
+    import queue
+
+    waiting: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    failed: list = []
+
+    def run() -> None:
+        while True:
+            item = waiting.get()
+            if item is _END:
+                return
+            if not failed:
+                try:
+                    consume(item)
+                except BaseException as exc:  # handed to the caller
+                    failed.append(exc)
+
+    consume = _as_data(consume)
+    thread = background(run, name)
+
+    def put(item) -> None:
+        if failed:
+            raise failed[0]
+        waiting.put(item)
+
+    try:
+        yield put
+    finally:
+        waiting.put(_END)
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+_END = object()
 
 
 @contextlib.contextmanager

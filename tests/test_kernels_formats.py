@@ -107,22 +107,43 @@ def test_impulse_response_is_a_causal_convolution(tmp_path, prefix, ext):
     h = np.array([1.0, 0.5, -0.25, 0.125])
     path = tmp_path / f"room{ext}"
     soundfile.write(path, h, 8000, subtype="FLOAT" if ext == ".wav" else "PCM_24")
-    k = resolve(f"{prefix}{path}", ndim=1, sample_rate=8000)
-    assert k.name == f"ir:room{ext}"
+    k = resolve(f"{prefix}{path}", ndim=1, sample_rate=8000, ir_norm="none")
+    assert k.name == f"ir:room{ext}" and k.causal
     x = np.random.default_rng(0).normal(size=50)
     got = k.apply(x, pad_mode="zeros")
     want = np.convolve(x, soundfile.read(path)[0])[: x.size]  # the echo follows the sound
     np.testing.assert_allclose(got, want, atol=1e-12)
+    assert k.shape == (4,)  # the response itself, not padded to centre it
+
+
+@pytest.mark.parametrize("norm, level", [("energy", lambda h: np.sqrt((h * h).sum())), ("peak", lambda h: 1.0),
+                                         ("none", lambda h: np.abs(h).max())])
+def test_impulse_response_levels(tmp_path, norm, level):
+    h = np.array([-0.2, 0.5, -0.25, 0.125, 0.05])  # a negative first tap: its sum is no measure of loudness
+    path = _wav(tmp_path / "room.wav", h)
+    w = resolve(f"ir:{path}", ndim=1, sample_rate=8000, ir_norm=norm).weights[0]
+    np.testing.assert_allclose(w[::-1] / np.abs(w).max(), h / np.abs(h).max(), rtol=1e-6)  # polarity kept
+    assert np.isclose(np.sqrt((w * w).sum()) if norm == "energy" else np.abs(w).max(), level(h) if norm == "none"
+                      else 1.0, rtol=1e-6)
+
+
+def test_impulse_response_at_another_rate_is_resampled(tmp_path):
+    h = np.zeros(480)
+    h[0], h[240] = 1.0, 0.5  # a click and its echo 5 ms later
+    path = _wav(tmp_path / "room.wav", h, rate=48000)
+    k = resolve(f"ir:{path}", ndim=1, sample_rate=24000, ir_norm="none")
+    assert "resampled from 48000 Hz" in k.notes[0]
+    w = k.weights[0][::-1]
+    assert w.size == 240 and np.argmax(w[60:]) + 60 == 120  # the echo still 5 ms after the click
 
 
 def test_impulse_response_errors(tmp_path):
-    stereo = _wav(tmp_path / "stereo.wav", np.array([1.0, 0.5]), channels=2)
-    with pytest.raises(UsageError, match="2 channels") as info:
-        resolve(f"ir:{stereo}", ndim=1)
-    assert info.value.subject == str(stereo)
+    three = _wav(tmp_path / "three.wav", np.array([1.0, 0.5]), channels=3)
+    with pytest.raises(UsageError, match="3 channels does not fit an input of 2 channels; the layouts are: a mono"
+                       ) as info:
+        resolve(f"ir:{three}", ndim=1, channels=2)
+    assert info.value.subject == str(three)
     mono = _wav(tmp_path / "mono.wav", np.array([1.0, 0.5]), rate=8000)
-    with pytest.raises(UsageError, match="8000 Hz and the input at 44100 Hz"):
-        resolve(f"ir:{mono}", ndim=1, sample_rate=44100)
     with pytest.raises(UsageError, match="filters audio"):
         resolve(f"ir:{mono}", ndim=2)
     with pytest.raises(UsageError, match="no such impulse-response file"):
@@ -131,6 +152,13 @@ def test_impulse_response_errors(tmp_path):
     junk.write_bytes(b"RIFF not really")
     with pytest.raises(UsageError, match="cannot read the impulse response"):
         resolve(f"ir:{junk}", ndim=1)
+    with pytest.raises(UsageError, match="not an impulse response's loudness") as info:
+        resolve(f"ir:{mono}", ndim=1, normalize=True)
+    assert info.value.subject == "--normalize"
+    silent = _wav(tmp_path / "silent.wav", np.zeros(4))
+    with pytest.raises(UsageError, match="silent"):
+        resolve(f"ir:{silent}", ndim=1)
+    assert resolve(f"ir:{silent}", ndim=1, ir_norm="none").weights[0].tolist() == [0.0] * 4
 
 
 # ---------------------------------------------------------------- the user's folders

@@ -378,6 +378,7 @@ def test_progress_goes_to_a_callback_frame_by_frame(tmp_path):
     (["--depth", "16"], "--depth"),  # a video's sample type is its pixel format
     (["--quality", "80"], "--quality"),  # a video's quality is --crf or --bitrate
     (["--alpha", "premultiply"], "--alpha"),
+    (["--gain", "-6"], "--gain"),  # the soundtrack is copied, never filtered
     (["-k", "median:3"], "--kernel"),  # a rank filter's footprint is not weights to sum frames with
     (["-k", "maxpool:2"], "--kernel"),
 ])

@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     import signal
 
-    from . import report
+    from . import parse, report
 
     process = argv is None
-    args = _debug_first(sys.argv[1:] if process else [str(a) for a in argv])
+    args = parse.optional_values(_debug_first(sys.argv[1:] if process else [str(a) for a in argv]))
     _guard_closed_streams()
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     saved_hook = sys.unraisablehook

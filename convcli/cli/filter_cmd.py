@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -21,16 +22,20 @@ def filter_command(
         help="Input files or folders ('-' for stdin). Several inputs or a folder run as a batch into the -o folder.",
     ),
     kernel: List[str] = typer.Option(
-        ..., "-k", "--kernel", metavar="SPEC", autocompletion=complete_kernel,
-        help="Kernel: a name (sobel, gaussian:sigma=2, ...), a kernel file, or an inline matrix "
-        "such as '[[1,0,-1],[2,0,-2],[1,0,-1]]'. Repeat to apply several in order.",
+        [], "-k", "--kernel", metavar="SPEC", autocompletion=complete_kernel,
+        help="Kernel: a name (sobel, gaussian:sigma=2, ...), a kernel file, an impulse response (ir:hall.wav), "
+        "or an inline matrix such as '[[1,0,-1],[2,0,-2],[1,0,-1]]'. Repeat to apply several in order.",
     ),
     output: Optional[str] = typer.Option(
         None, "-o", "--output", metavar="OUTPUT", help="Output file; in batch mode an output folder (mirrors the inputs)."
     ),
     stride: str = typer.Option("1", "--stride", metavar="S", help="Step between output samples: N or one per axis (2,1)."),
-    padding: str = typer.Option("same", "--padding", metavar="P", help="same (TensorFlow rule) | valid | full | N | N,M."),
-    pad_mode: str = typer.Option("reflect", "--pad-mode", metavar="MODE", autocompletion=completion.complete_pad_mode, help=help_text()),
+    padding: str = typer.Option(
+        "same", "--padding", metavar="P",
+        help="same (TensorFlow rule) | valid | full | causal (all before: out[i] reads no later sample) | N | N,M."),
+    pad_mode: Optional[str] = typer.Option(
+        None, "--pad-mode", metavar="MODE", autocompletion=completion.complete_pad_mode,
+        help=help_text() + " An impulse response (ir:) takes zeros unless told otherwise: silence around the sound."),
     dilation: str = typer.Option("1", "--dilation", metavar="D", help="Spacing between kernel taps: N or one per axis."),
     convolve: bool = typer.Option(
         False, "--convolve",
@@ -114,6 +119,31 @@ def filter_command(
         None, "--memory-budget", metavar="SIZE", help="Memory a file may cost, e.g. 4G (default: half the available memory)."
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input with the result (atomically)."),
+    tail: Optional[str] = typer.Option(
+        None, "--tail", metavar="[DURATION]", rich_help_panel="Audio",
+        help="Audio: write the input plus the kernels' decay (n + k - 1 samples for an impulse response of k) "
+        "instead of cutting the reverb at the input's end; --tail 2s keeps at most 2 s of it, the cut faded out."),
+    fade: Optional[str] = typer.Option(
+        None, "--fade", metavar="DURATION", rich_help_panel="Audio",
+        help="Audio: fade the end of the output out over this long (default: 50ms where --tail DURATION cuts the "
+        "decay, else none; 0 for a hard cut)."),
+    mix: Optional[str] = typer.Option(
+        None, "--mix", metavar="WET", rich_help_panel="Audio",
+        help="Audio: the filtered (wet) share, 0-1 or 0%-100% (default 1): a linear crossfade with the input; "
+        "0 gives the input back exactly."),
+    gain: Optional[str] = typer.Option(
+        None, "--gain", metavar="DB", rich_help_panel="Audio", help="Audio: multiply the result by 10^(DB/20)."),
+    normalize_peak: Optional[str] = typer.Option(
+        None, "--normalize-peak", metavar="DB", rich_help_panel="Audio",
+        help="Audio: scale the result so that its largest sample is DB below full scale (e.g. -1); nothing "
+        "clips. Two passes over the input."),
+    ir_norm: str = typer.Option(
+        "energy", "--ir-norm", metavar="MODE", rich_help_panel="Audio",
+        help="Level of ir: impulse responses: energy (default: unit energy, the wet as loud as the dry), "
+        "peak (largest tap 1) or none (as recorded). One gain for all of a response's channels."),
+    rate: Optional[str] = typer.Option(
+        None, "--rate", metavar="HZ", rich_help_panel="Audio",
+        help="Audio: resample the result to this rate (44100, 48k) by a polyphase FIR; -k may then be left out."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
     codec: Optional[str] = typer.Option(
         None, "--codec", metavar="NAME", help="Video: encode as h264, hevc, vp9, av1, ffv1, prores, mjpeg (default: the input's)."
@@ -125,6 +155,14 @@ def filter_command(
     pix_fmt: Optional[str] = typer.Option(
         None, "--pix-fmt", metavar="FMT", help="Video: the pixel format written, e.g. yuv444p, yuv420p10le, gray (default: the input's)."
     ),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
+        help="Run a chunked input's tasks on the Dask cluster at ADDRESS (tcp://host:8786; default: this "
+        "machine's threads; env DASK_SCHEDULER_ADDRESS). Workers must see the same files.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Complete an interrupted chunked output (OUT.zarr.partial): only missing chunks are computed."
+    ),
 ) -> None:
     """Filter a signal, image or volume with one or more kernels.
 
@@ -134,19 +172,32 @@ def filter_command(
     """
     hold_blas_to_one_thread()
     from ..pipeline import batch
+    from ..io.zarr import is_zarr
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
-    from ..pipeline.options import BatchOptions, FilterOptions, Geometry, VideoOptions
+    from ..pipeline.options import AudioOptions, BatchOptions, FilterOptions, Geometry, VideoOptions
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
+    chunked = len(inputs) == 1 and is_zarr(inputs[0])
+    mix_share = parse.share(mix, "--mix")
+    keep_tail, tail_max = parse.tail(tail)
+    sound = AudioOptions(tail=keep_tail, tail_max=tail_max, fade=parse.duration(fade, "--fade"),
+                         mix=1.0 if mix_share is None else mix_share, gain=parse.decibels(gain, "--gain") or 0.0,
+                         normalize_peak=parse.decibels(normalize_peak, "--normalize-peak"), ir_norm=ir_norm,
+                         rate=parse.rate(rate))
     video = VideoOptions(codec=codec, crf=crf, bitrate=parse.bitrate(bitrate), pix_fmt=pix_fmt, fail_fast=fail_fast)
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
         normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, video=video,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, audio=sound, video=video,
+        scheduler=scheduler if chunked and scheduler else None,
+        resume=resume,
     )
+    if scheduler and not chunked and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("runs the chunks of a Zarr input on a Dask cluster; other inputs and batches run on "
+                         "this machine (-j)", subject="--scheduler")
     # Checked for one input too: -j 0 is the same mistake whatever follows it.
     runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
     if batch.is_batch(inputs, output):
@@ -249,7 +300,7 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(steps))
         return
-    if steps:
+    if steps and not steps[0].get("audio"):
         first = steps[0]
         print(f"colour space: {first.get('colorspace', 'stored')}")
         if first.get("alpha"):
@@ -264,6 +315,11 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         for key in ("shape", "operator", "sum", "separable", "rank"):
             if key in k:
                 print(f"  {key}: {k[key]}")
+        if k.get("causal"):
+            print("  causal: its first tap is time zero (padding all before)")
+        if k.get("routing"):
+            r = k["routing"]
+            print(f"  channels: {r['layout']}, {r['input_channels']} in, {r['output_channels']} out")
         print(f"  axes: {', '.join(step['axes'])}")
         for axis, (before, after) in zip(step["axes"], step["padding"]):
             print(f"  padding axis {axis}: {before} before, {after} after")
@@ -271,3 +327,30 @@ def _print_explain(steps: list[dict], as_json: bool) -> None:
         print(f"  output shape: {tuple(step['output_shape'])}")
         print(f"  precision: {step['precision']}")
         print(f"  method: {step['why']}")
+    if steps and steps[0].get("audio"):
+        _print_audio(steps[0]["audio"])
+
+
+def _print_audio(facts: dict) -> None:
+    """The sound's own plan: length, channels, rate, mix, level; the resampler's filter."""
+    print(f"audio: {facts['frames']:,} frames x {facts['channels']} at {facts['sample_rate']:g} Hz -> "
+          f"{facts['output_frames']:,} frames x {facts['output_channels']} at {facts['output_rate']:g} Hz")
+    if facts["tail"]:
+        print(f"  tail: kept ({facts['kept_frames']:,} frames before resampling, the last {facts['fade_frames']:,} "
+              "faded out)")
+    elif facts["fade_frames"]:
+        print(f"  fade-out: the last {facts['fade_frames']:,} frames")
+    print(f"  mix: {facts['mix']:g} wet, {1 - facts['mix']:g} dry")
+    if facts["gain_db"]:
+        print(f"  gain: {facts['gain_db']:+g} dB")
+    if facts["peak_dbfs"] is not None:
+        print(f"  peak: set to {facts['peak_dbfs']:g} dBFS (two passes)")
+    print(f"  in blocks: {'yes' if facts['in_blocks'] else 'no (the kernels need the whole signal)'}")
+    r = facts.get("resampling")
+    if r:
+        print(f"  resampling: {r['rate_in']} -> {r['rate_out']} Hz, up {r['up']}, down {r['down']}; "
+              f"{r['window']} low-pass of {r['filter_taps']:,} taps ({r['taps_per_output']} per output)")
+        print(f"    passband: 0-{r['passband_hz']:g} Hz, ripple {r['passband_ripple_db']:g} dB")
+        print(f"    stopband: from {r['stopband_hz']:g} Hz, attenuated {r['stopband_attenuation_db']:g} dB or more")
+    for note in facts.get("notes") or ():
+        print(f"  note: {note}")

@@ -62,10 +62,13 @@ def correlate(
 
     Parameters
     ----------
-    x : array_like
+    x : array_like or dask.array.Array
         The signal.  Its spatial axes are the last ``spatial_ndim`` axes that
         are not ``channel_axis``; other leading axes are batch axes, filtered
-        with the same kernel.
+        with the same kernel.  A Dask array gives a lazy Dask array: each
+        output chunk reads its halo from the neighbouring chunks and the
+        border rule applies only at the array's true edges, so the computed
+        result is the in-memory one to float rounding.
     kernel : array_like
         The weights, one axis per spatial axis; with ``channel_axis`` set, a
         leading axis of length C gives every channel its own weights
@@ -110,9 +113,9 @@ def correlate(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         The result, laid out like ``x`` with spatial lengths from the geometry
-        (``out`` itself when given).
+        (``out`` itself when given; lazy for a Dask ``x``).
 
     Examples
     --------
@@ -151,6 +154,16 @@ def convolve(
 
 def _run(x, kernel, flip, stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim,
          out=None, on_rows=None, overwrite_x=False):
+    if type(x).__module__.startswith("dask."):
+        from .chunked import is_dask_array, lazy_correlate
+
+        if is_dask_array(x):
+            if out is not None or on_rows is not None:
+                raise ParameterError("a Dask array is filtered lazily: store the result with dask, not out= or "
+                                     "on_rows=", subject="x")
+            return lazy_correlate(x, kernel, flip=flip, stride=stride, padding=padding, pad_mode=pad_mode,
+                                  dilation=dilation, channel_axis=channel_axis, method=method, precision=precision,
+                                  spatial_ndim=spatial_ndim)
     x = _as_samples(x)
     kernel = _as_kernel(kernel)
     streamed = on_rows is not None

@@ -17,6 +17,17 @@ Output length per axis (n input, k kernel, s stride, d dilation):
       out = ceil(n / s)
       total = max((out - 1) s + d(k-1) + 1 - n, 0)
       before = total // 2, after = total - before
+
+- ``causal``: every axis padded only before, by the kernel's whole span less
+  one, so that the window of output ``i`` ends at input sample ``i`` and no
+  output reads a later sample (a filter in time: ``out[i] = sum_j w[j]
+  x[i - d(k-1) + dj]``, an impulse response starting at its click)::
+
+      before = d(k-1), after = 0, out = ceil(n / s)
+
+  On an image or a volume the same holds on every axis: each output reads
+  only samples at or above and to the left of (or before, on every axis) its
+  own position.
 """
 from __future__ import annotations
 
@@ -24,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import ParameterError
 
-PADDING_WORDS = ("same", "valid", "full")
+PADDING_WORDS = ("same", "valid", "full", "causal")
 
 
 @dataclass(frozen=True)
@@ -93,11 +104,12 @@ def _is_int(item) -> bool:
 
 
 def parse_padding(value, ndim: int):
-    """Normalise ``padding`` into a word (same/valid/full), one int per axis, or one (before, after) pair per axis."""
+    """Normalise ``padding`` into a word (same/valid/full/causal), one int per axis, or one (before, after) pair per axis."""
     if isinstance(value, str):
         word = value.strip().lower()
         if word not in PADDING_WORDS:
-            raise ParameterError(f"must be same, valid, full or samples per axis, got {value!r}", subject="padding")
+            raise ParameterError(f"must be same, valid, full, causal or samples per axis, got {value!r}",
+                                 subject="padding")
         return word
     if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
         if len(value) != ndim or not all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
@@ -119,6 +131,9 @@ def plan_axes(spatial_shape, kernel_shape, *, stride=1, padding="same", dilation
             out = -(-n // s)
             total = max((out - 1) * s + span - n, 0)
             before, after = total // 2, total - total // 2
+        elif pad == "causal":
+            before, after = span - 1, 0
+            out = (n - 1) // s + 1
         else:
             p = {"valid": 0, "full": span - 1}.get(pad) if isinstance(pad, str) else pad[axis]
             before, after = p if isinstance(p, tuple) else (p, p)

@@ -117,8 +117,16 @@ def block_size(span: int) -> int:
     return 1 << max(1, int(np.ceil(np.log2(max(BLOCK_SPANS * span, MIN_BLOCK)))))
 
 
+def transform_size(plan: AxisPlan) -> int:
+    """The overlap-save block :func:`correlate_1d` transforms for ``plan``: a few spans, or the whole padded signal."""
+    size = block_size(plan.span)
+    if plan.padded < MIN_BLOCKS * size:
+        size = _transforms().fast_length(plan.padded)  # one transform of the whole signal
+    return size
+
+
 def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.ndarray, border: BorderMode,
-                 value: float) -> np.ndarray:
+                 value: float, cache: dict | None = None) -> np.ndarray:
     """Fill ``out`` (``(lanes, m, trail)``) from the unpadded ``x`` (``(lanes, n, trail)``) by overlap-save.
 
     ``weights`` is ``(taps, wl, wt)``, as for :func:`.toeplitz.correlate_1d`.
@@ -126,23 +134,30 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
     (border rule applied, integers converted: one pass, no padded copy of
     the signal), a group of blocks is transformed at a time, and the groups
     of every channel run on the engine's threads, each with its own scratch.
+    A caller that correlates many pieces of one signal with the same weights
+    (:mod:`.stream`) passes one ``cache`` dict to every call, so the
+    kernel's spectra are computed once.
     """
     transforms = _transforms()
     span, stride = plan.span, plan.stride
-    padded = plan.padded
-    size = block_size(span)
-    if padded < MIN_BLOCKS * size:
-        size = transforms.fast_length(padded)  # one transform of the whole signal
+    size = transform_size(plan)
     step = size - span + 1
     needed = (plan.out - 1) * stride + 1  # stride-1 outputs up to the last kept one
     count = -(-needed // step)
     group = max(1, min(count, GROUP_SAMPLES // size))
     dtype = np.dtype(out.dtype)
-    kernel = flipped_kernel(np.moveaxis(weights, 1, 0), (plan,))  # (wl, span, wt)
-    responses = {(lane, t): transforms.spectrum(kernel[lane, :, t].astype(dtype), size, group)
-                 for lane in range(kernel.shape[0]) for t in range(kernel.shape[-1])}
-    peaks = {key: transforms.peak(response) for key, response in responses.items()}
-    non_negative = {key: bool(kernel[key[0], :, key[1]].min() >= 0) for key in responses}
+    key = (size, group, dtype.str)
+    if cache is None or key not in cache:
+        kernel = flipped_kernel(np.moveaxis(weights, 1, 0), (plan,))  # (wl, span, wt)
+        spectra = {(lane, t): transforms.spectrum(kernel[lane, :, t].astype(dtype), size, group)
+                   for lane in range(kernel.shape[0]) for t in range(kernel.shape[-1])}
+        facts = (spectra, {k: transforms.peak(r) for k, r in spectra.items()},
+                 {k: bool(kernel[k[0], :, k[1]].min() >= 0) for k in spectra}, kernel.shape)
+        if cache is not None:
+            cache[key] = facts
+    else:
+        facts = cache[key]
+    responses, peaks, non_negative, kernel_shape = facts
     scratch: dict[int, dict] = {}
 
     def one(job: tuple[int, int, int]) -> None:
@@ -153,7 +168,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
         for r in range(rows):
             lo = (start + r) * step
             _gather(x, lane, t, blocks[r], lo, plan, border, value)
-        key = (min(lane, kernel.shape[0] - 1), min(t, kernel.shape[-1] - 1))
+        key = (min(lane, kernel_shape[0] - 1), min(t, kernel_shape[-1] - 1))
         result = transforms.circular(blocks, responses[key], own)
         for r in range(rows):
             # Stride-1 outputs p0..p1 of this block; keep every stride-th of the plan's.

@@ -56,6 +56,17 @@ def matrix(taps: np.ndarray, plan: AxisPlan, b: int, dtype) -> np.ndarray:
     return t
 
 
+def band_outputs(plan: AxisPlan, lanes: int, trail: int, itemsize: int) -> int:
+    """Outputs per band: whole matrix rows of :func:`row_outputs` each, bands starting at output 0.
+
+    Every output is one row of a band times one column of ``T``, so a piece
+    of the signal whose outputs start at a multiple of this (:mod:`.stream`)
+    gets exactly the numbers the whole signal gets there.
+    """
+    b = row_outputs(plan)
+    return -(-bands.band_rows((plan,), lanes, trail, itemsize) // b) * b
+
+
 def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.ndarray, border: BorderMode, value: float):
     """Fill ``out`` (``(lanes, m, trail)``) from the unpadded ``x`` (``(lanes, n, trail)``).
 
@@ -68,7 +79,7 @@ def correlate_1d(x: np.ndarray, out: np.ndarray, plan: AxisPlan, weights: np.nda
         for t in range(weights.shape[2]):
             cache[lane, t] = matrix(weights[:, lane, t], plan, b, out.dtype)
 
-    band = -(-bands.band_rows((plan,), x.shape[0], x.shape[-1], out.dtype.itemsize) // b)  # matrix rows per band
+    band = band_outputs(plan, x.shape[0], x.shape[-1], out.dtype.itemsize) // b  # matrix rows per band
     scratch: dict[int, dict] = {}
 
     def compute(block: np.ndarray, target: np.ndarray, band_plans) -> None:

@@ -20,7 +20,7 @@ from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "open_source", "write", "derive", "mapped_output", "output_format", "open_rows",
+__all__ = ["read", "open_source", "write", "audio_writer", "derive", "mapped_output", "output_format", "open_rows",
            "release_rows", "memory_budget", "human_size", "check_compress_level", "check_quality", "Signal",
            "Written", "KINDS"]
 
@@ -49,7 +49,9 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
         A ``.npy`` file (or an uncompressed float NIfTI volume) over the
         memory budget is memory-mapped read-only instead of refused, and
         ``Signal.streamed`` is set: for a caller that filters it band by
-        band into :func:`mapped_output`.
+        band into :func:`mapped_output`.  An audio file over the budget is
+        opened for reading in blocks (``Signal.blocks``), for a caller that
+        writes with :func:`audio_writer`.
 
     Raises
     ------
@@ -71,7 +73,7 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     row = formats.get(fmt)
     reader = row.read_function()
     sig = reader(src, fmt, limits=limits, kind=kind, key=key, auto_orient=auto_orient,
-                 stream=stream and row.streamed)
+                 stream=stream and (row.streamed or row.family == "audio"))
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
     return sig
@@ -149,6 +151,33 @@ def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "
             flag = "--" + option.replace("_", "-")
             written.notes.append(f"{flag} does not apply to {row.description} output; ignored")
     return written
+
+
+def audio_writer(like: Signal, dest, *, format=None, channels: int, frames: int | None = None, rate=None,
+                 compress_level=None, depth=None, quality=None):
+    """An audio file to write a block at a time, atomically: :class:`convcli.io.audio.AudioWriter`.
+
+    The format is chosen as :func:`write` chooses it; `like` is the signal
+    whose metadata the output keeps (the input: format, subtype, bits),
+    `channels`, `frames` and `rate` describe what will be written.  Notes
+    say what the format changed and which options it ignores.
+    """
+    from .audio import AudioWriter
+    from .samples import check_depth
+
+    dest = str(dest)
+    fmt = output_format(dest, format) or like.meta.get("format")
+    row = formats.get(fmt)
+    if row.family != "audio":
+        raise UsageError(f"{row.description} is not audio; write the sound as WAV, FLAC, ...", subject=dest)
+    check_compress_level(compress_level)
+    check_quality(quality)
+    writer = AudioWriter(dest, fmt, like=like, channels=channels, frames=frames, rate=rate,
+                         compress_level=compress_level, depth=check_depth(depth))
+    for option, value in (("compress_level", compress_level), ("quality", quality)):
+        if value is not None and option not in row.options:
+            writer.notes.append(f"--{option.replace('_', '-')} does not apply to {row.description} output; ignored")
+    return writer
 
 
 def check_compress_level(level) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 from ..errors import ConvcliError, DataError, FormatMismatch, OutputError, UsageError
 
@@ -59,7 +60,11 @@ def read_audio(source, fmt: str, *, limits, kind=None, key=None, auto_orient=Tru
     """Reader for every format libsndfile decodes.
 
     A file holding fewer frames than its header declares (cut short) is read
-    as far as it goes, and ``meta["short_read"]`` gives both counts.
+    as far as it goes, and ``meta["short_read"]`` gives both counts.  With
+    ``stream``, a file whose samples are over the memory budget is not read
+    but opened for reading in blocks: ``Signal.streamed`` is set, ``data``
+    only gives the shape and type, and ``Signal.blocks`` reads the samples
+    (see :class:`AudioBlocks`).
     """
     import numpy as np
     import soundfile as sf
@@ -71,45 +76,133 @@ def read_audio(source, fmt: str, *, limits, kind=None, key=None, auto_orient=Tru
     subject = source.name
     try:
         with _quiet_decoder(fmt), source.open() as fh, sf.SoundFile(fh) as snd:
-            rate, channels, subtype, frames = snd.samplerate, snd.channels, snd.subtype, snd.frames
-            if not rate or rate <= 0:
-                raise DataError(f"impossible sample rate {rate}", subject=subject)
-            if not 1 <= channels <= MAX_CHANNELS:
-                raise DataError(f"impossible channel count {channels} (1..{MAX_CHANNELS} supported)", subject=subject)
-            raw = subtype in _RAW_BYTES and snd.format in _RAW_CONTAINERS
-            if raw:
-                # A lying header must not make us allocate: at most as many
-                # frames as the bytes present can hold.
-                frames = min(frames, source.size // (channels * _RAW_BYTES[subtype]))
-            if frames <= 0:
-                raise DataError("no audio samples (0 frames)", subject=subject)
-            dtype, bits = _samples_of(subtype)
-            limits.check_samples((frames, channels), np.dtype(dtype).itemsize, subject)
-            if raw:
-                data, stopped = snd.read(frames=frames, dtype=dtype, always_2d=True), False
+            head = _Header.of(snd, source, fmt)
+            if stream and kind != "signal" and head.plausible(source) \
+                    and not limits.fits_samples((head.frames, head.channels), head.itemsize):
+                blocks = AudioBlocks(source, head)
+                shape = (head.frames,) if head.channels == 1 else (head.frames, head.channels)
+                return Signal(data=np.broadcast_to(np.zeros((), head.dtype), shape), kind="audio",
+                              channel_axis=None if head.channels == 1 else -1, sample_rate=float(head.rate),
+                              meta=dict(head.meta), streamed=True, blocks=blocks)
+            limits.check_samples((head.frames, head.channels), head.itemsize, subject)
+            if head.raw:
+                data, stopped = snd.read(frames=head.frames, dtype=head.dtype, always_2d=True), False
             else:
-                data, stopped = _read_blocks(snd, frames, dtype)
+                data, stopped = _read_blocks(snd, head.frames, head.dtype)
             reported = snd.frames
-            meta = {"format": fmt, "sf_format": snd.format, "subtype": subtype, "endian": snd.endian,
-                    "dtype": dtype, "bits": bits}
     except DataError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
         raise DataError(f"cannot decode the audio: {_libsndfile_words(exc)}", subject=subject) from None
     if len(data) == 0:
         raise DataError("no audio samples (0 frames)", subject=subject)
-    declared = _declared_frames(source, meta, channels, reported, stopped)
+    meta = dict(head.meta)
+    declared = _declared_frames(source, meta, head.channels, reported, stopped)
     if declared is not None and len(data) < declared:
         meta["short_read"] = (len(data), declared)
-    if bits is not None and bits < np.iinfo(data.dtype).bits:
-        # libsndfile scales every integer type to the container's full range;
-        # shift back to the stored precision (exact: the low bits are zero).
-        data >>= np.iinfo(data.dtype).bits - bits
+    data = head.shifted(data)
     if data.shape[1] == 1:
         data = data[:, 0]
     data = np.ascontiguousarray(data)
     return Signal(data=data, kind=kind or "audio", channel_axis=None if data.ndim == 1 else -1,
-                  sample_rate=float(rate), meta=meta)
+                  sample_rate=float(head.rate), meta=meta)
+
+
+class _Header:
+    """What an audio file's header says, checked: rate, channels, subtype, frames (bounded by the bytes present)."""
+
+    def __init__(self, **facts):
+        self.__dict__.update(facts)
+
+    @classmethod
+    def of(cls, snd, source, fmt: str) -> "_Header":
+        import numpy as np
+
+        subject = source.name
+        rate, channels, subtype, frames = snd.samplerate, snd.channels, snd.subtype, snd.frames
+        if not rate or rate <= 0:
+            raise DataError(f"impossible sample rate {rate}", subject=subject)
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise DataError(f"impossible channel count {channels} (1..{MAX_CHANNELS} supported)", subject=subject)
+        raw = subtype in _RAW_BYTES and snd.format in _RAW_CONTAINERS
+        if raw:
+            # A lying header must not make us allocate: at most as many
+            # frames as the bytes present can hold.
+            frames = min(frames, source.size // (channels * _RAW_BYTES[subtype]))
+        if frames <= 0:
+            raise DataError("no audio samples (0 frames)", subject=subject)
+        dtype, bits = _samples_of(subtype)
+        meta = {"format": fmt, "sf_format": snd.format, "subtype": subtype, "endian": snd.endian,
+                "dtype": dtype, "bits": bits}
+        return cls(rate=rate, channels=channels, subtype=subtype, frames=frames, raw=raw, dtype=dtype, bits=bits,
+                   itemsize=np.dtype(dtype).itemsize, meta=meta, fmt=fmt)
+
+    def plausible(self, source) -> bool:
+        """Whether the frame count can be believed enough to read the file in blocks.
+
+        PCM counts are bounded by the bytes present; a compressed stream's
+        header may claim anything (a FLAC of 64 KiB announcing 2**36 frames),
+        so it is believed up to :data:`~convcli.io.limits.BOMB_RATIO` times
+        its size, and beyond that refused from the header as any over-budget
+        file is.
+        """
+        from .limits import BOMB_RATIO
+
+        return self.raw or self.frames * self.channels * self.itemsize <= BOMB_RATIO * max(source.size, 1)
+
+    def shifted(self, data):
+        """Integer samples back at their stored precision: libsndfile scales every integer type to the
+        container's full range (exact: the low bits are zero)."""
+        import numpy as np
+
+        if self.bits is not None and self.bits < np.iinfo(data.dtype).bits:
+            data >>= np.iinfo(data.dtype).bits - self.bits
+        return data
+
+
+class AudioBlocks:
+    """An audio file read a block of frames at a time, as often as asked: each call reads it from the start.
+
+    ``blocks = signal.blocks; for part in blocks(): ...`` gives the samples
+    as :func:`read_audio` would (mono 1-D, more channels frames x channels,
+    integers at their stored precision), in blocks of ``frames`` frames.
+    After a pass, :attr:`short_read` is (frames read, frames declared) for a
+    file cut short, else None.  A stream that cannot be decoded raises a
+    :class:`~convcli.errors.DataError` naming the file.
+    """
+
+    def __init__(self, source, header: _Header):
+        self.source, self.header = source, header
+        self.short_read: tuple[int, int] | None = None
+
+    @property
+    def frames(self) -> int:
+        return self.header.frames
+
+    def __call__(self, frames: int | None = None):
+        import soundfile as sf
+
+        head, subject = self.header, self.source.name
+        done, stopped = 0, False
+        try:
+            with _quiet_decoder(head.fmt), self.source.open() as fh, sf.SoundFile(fh) as snd:
+                for block, stopped in _decoded(snd, head.frames, head.dtype, frames or READ_FRAMES,
+                                               recover=not head.raw):
+                    if not len(block):
+                        continue
+                    done += len(block)
+                    block = head.shifted(block)
+                    yield block[:, 0] if head.channels == 1 else block
+                reported = snd.frames
+        except DataError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
+            raise DataError(f"cannot decode the audio: {_libsndfile_words(exc)}", subject=subject) from None
+        if done == 0:
+            raise DataError("no audio samples (0 frames)", subject=subject)
+        declared = _declared_frames(self.source, head.meta, head.channels, reported, stopped)
+        declared = max(declared or 0, head.frames)
+        self.short_read = (done, declared) if done < declared else None
 
 
 # Containers whose PCM samples are stored as they are: their size is known from the bytes.
@@ -154,25 +247,46 @@ def _read_blocks(snd, frames: int, dtype):
     """
     import numpy as np
 
-    blocks, done, step, stopped = [], 0, READ_FRAMES, False
-    while done < frames:
-        try:
-            block = snd.read(frames=min(frames - done, step), dtype=dtype, always_2d=True)
-        except RuntimeError:  # soundfile's LibsndfileError
-            if step == RECOVER_FRAMES or not _seek(snd, done):
-                if done == 0:
-                    raise
-                stopped = True
-                break
-            step = RECOVER_FRAMES
-            continue
-        if len(block) == 0:
-            break
+    blocks, stopped = [], False
+    for block, stopped in _decoded(snd, frames, dtype, READ_FRAMES, recover=True):
         blocks.append(block)
-        done += len(block)
     if not blocks:
         return np.zeros((0, snd.channels), dtype=dtype), stopped
     return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), stopped
+
+
+def _decoded(snd, frames: int, dtype, step: int, *, recover: bool):
+    """Yield (block, stopped) pairs: up to ``frames`` frames in blocks of ``step``.
+
+    With ``recover``, after an undecodable frame the block is decoded again
+    in small steps, so that all that precedes the damage is kept, and
+    ``stopped`` turns true where decoding could go no further; a stream with
+    nothing decodable raises libsndfile's error.
+    """
+    done, size = 0, step
+    while done < frames:
+        try:
+            block = snd.read(frames=min(frames - done, size), dtype=dtype, always_2d=True)
+        except RuntimeError:  # soundfile's LibsndfileError
+            if not recover:
+                raise
+            if size == RECOVER_FRAMES or not _seek(snd, done):
+                if done == 0:
+                    raise
+                yield _empty(snd, dtype), True
+                return
+            size = RECOVER_FRAMES
+            continue
+        if len(block) == 0:
+            return
+        done += len(block)
+        yield block, False
+
+
+def _empty(snd, dtype):
+    import numpy as np
+
+    return np.zeros((0, snd.channels), dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -240,53 +354,153 @@ def write_audio(sig, dest: str, fmt: str, *, compress_level=None, range_mode: st
     their loudness, brought from the input's full scale to the output's.
     """
     import numpy as np
-    import soundfile as sf
 
-    from .files import atomic_path
-    from .signal import Written
-
-    if sig.spatial_ndim != 1:
-        raise FormatMismatch(f"a {sig.spatial_ndim}-D {sig.kind} cannot be written as audio; use .npy", subject=dest)
-    if not sig.sample_rate or sig.sample_rate <= 0:
-        raise OutputError("audio needs a sample rate and this signal has none (read it from an audio file)",
-                          subject=dest)
     data = np.asarray(sig.data)
-    if data.ndim == 2 and data.shape[1] > MAX_CHANNELS:
-        raise FormatMismatch(f"{data.shape[1]} channels is more than audio formats hold", subject=dest)
-    notes: list[str] = []
-    dtype = np.dtype(sig.meta.get("dtype") or data.dtype)
-    in_bits = sig.meta["bits"] if "bits" in sig.meta else _bits_of(dtype)
-    wanted = _depth_subtype(depth, fmt, notes) if depth is not None else None
-    sf_format, subtype, endian, kind_notes = _output_kind(sig.meta, fmt, dtype, in_bits, wanted)
-    notes += kind_notes
-    rate = int(round(sig.sample_rate))
-    if rate != sig.sample_rate:
-        notes.append(f"sample rate {sig.sample_rate:g} Hz rounded to {rate} Hz")
-    out_dtype, out_bits = _samples_of(subtype)
-    convert = _Converter(data, out_dtype, out_bits, subtype, range_mode, _full_scale(out_bits) / _full_scale(in_bits))
-    options = {}
-    if compress_level is not None and fmt == "flac":
-        options["compression_level"] = int(compress_level) / 9.0
     channels = 1 if data.ndim == 1 else data.shape[1]
-    try:
-        with atomic_path(dest, suffix=f".{fmt}") as tmp, open_sink(tmp) as sink:
+    with AudioWriter(dest, fmt, like=sig, channels=channels, frames=len(data), compress_level=compress_level,
+                     depth=depth, range_mode=range_mode) as out:
+        step = len(data) if range_mode == "rescale" else WRITE_FRAMES  # rescale needs the whole signal's range
+        for start in range(0, max(len(data), 1), max(step, 1)):
             try:
-                with sink.signals_held():
-                    snd = sf.SoundFile(sink, "w", rate, channels, subtype, endian, sf_format, **options)
-                try:
-                    for samples in convert.blocks():
-                        with sink.signals_held():
-                            snd.write(samples)
-                finally:
-                    with sink.signals_held():
-                        snd.close()
-            finally:
-                sink.raise_error()  # the disk's own words (OSError: atomic_path names the output)
-    except ConvcliError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise OutputError(f"cannot write {fmt.upper()} audio: {_libsndfile_words(exc)}", subject=dest) from None
-    return Written(path=dest, format=fmt, clipped=convert.clipped, notes=notes)
+                out.write(data[start:start + step])
+            except DataError:
+                if step >= len(data):
+                    raise
+                out.converter.convert(data)  # counts the whole signal's non-finite samples in its error
+                raise
+    return out.written
+
+
+# A RIFF WAV counts its bytes in 32 bits: a longer one is written as RF64, which libsndfile reads back.
+WAV_MAX_BYTES = (1 << 32) - (1 << 20)
+
+
+class AudioWriter:
+    """An audio file written a block at a time, atomically: nothing at ``dest`` until it is complete.
+
+    ``like`` is a Signal whose metadata (format, subtype, bits, rate) the
+    output keeps; ``channels`` and ``frames`` (when known: a WAV longer than
+    4 GiB is written as RF64, and said) describe what will be written.  In a
+    ``with`` block, :meth:`write` takes float (or integer) samples in the
+    input's units, 1-D or frames x channels; on leaving without an error the
+    file is renamed onto ``dest``.  :attr:`written` then counts clipped
+    samples and carries the notes.
+    """
+
+    def __init__(self, dest: str, fmt: str, *, like, channels: int, frames: int | None = None, compress_level=None,
+                 depth=None, range_mode: str = "clip", rate: float | None = None):
+        import numpy as np
+
+        if like.spatial_ndim != 1:
+            raise FormatMismatch(f"a {like.spatial_ndim}-D {like.kind} cannot be written as audio; use .npy",
+                                 subject=dest)
+        rate = like.sample_rate if rate is None else rate
+        if not rate or rate <= 0:
+            raise OutputError("audio needs a sample rate and this signal has none (read it from an audio file)",
+                              subject=dest)
+        if channels > MAX_CHANNELS:
+            raise FormatMismatch(f"{channels} channels is more than audio formats hold", subject=dest)
+        self.dest, self.fmt, self.channels = dest, fmt, channels
+        self.notes: list[str] = []
+        dtype = np.dtype(like.meta.get("dtype") or like.data.dtype)
+        in_bits = like.meta["bits"] if "bits" in like.meta else _bits_of(dtype)
+        wanted = _depth_subtype(depth, fmt, self.notes) if depth is not None else None
+        sf_format, subtype, endian, kind_notes = _output_kind(like.meta, fmt, dtype, in_bits, wanted)
+        self.notes += kind_notes
+        out_dtype, out_bits = _samples_of(subtype)
+        if sf_format in ("WAV", "WAVEX") and frames is not None and subtype in _RAW_BYTES \
+                and frames * channels * _RAW_BYTES[subtype] > WAV_MAX_BYTES:
+            sf_format = "RF64"
+            self.notes.append("more than 4 GiB of samples: written as RF64, the WAV that holds them")
+        self.rate = int(round(rate))
+        if self.rate != rate:
+            self.notes.append(f"sample rate {rate:g} Hz rounded to {self.rate} Hz")
+        self.format = (sf_format, subtype, endian)
+        self.converter = _Converter(out_dtype, out_bits, subtype, range_mode,
+                                    _full_scale(out_bits) / _full_scale(in_bits))
+        self.options = {}
+        if compress_level is not None and fmt == "flac":
+            self.options["compression_level"] = int(compress_level) / 9.0
+        self._stack = None
+        self._snd = None
+        self._sink = None
+        self.frames = 0
+
+    def __enter__(self) -> "AudioWriter":
+        import soundfile as sf
+
+        from .files import atomic_path
+
+        stack = contextlib.ExitStack()
+        try:
+            tmp = stack.enter_context(atomic_path(self.dest, suffix=f".{self.fmt}"))
+            sink = stack.enter_context(open_sink(tmp))
+            stack.callback(sink.raise_error)  # the disk's own words (OSError: atomic_path names the output)
+            sf_format, subtype, endian = self.format
+            self._sink = sink
+            # Every libsndfile call with SIGINT/SIGTERM held (see Sink.signals_held): a signal is acted on after it.
+            with sink.signals_held():
+                self._snd = self._guard(lambda: sf.SoundFile(
+                    sink, "w", self.rate, self.channels, subtype, endian, sf_format, **self.options))
+            stack.callback(self._close)
+        except BaseException:
+            stack.__exit__(*sys.exc_info())
+            raise
+        self._stack = stack
+        return self
+
+    def write(self, values) -> None:
+        """Convert and append ``values`` (in the input's units) to the file."""
+        values = values if values.ndim == 1 or self.channels > 1 else values.reshape(-1)
+        step = max(len(values), 1) if self.converter.mode == "rescale" else WRITE_FRAMES  # the block's own range
+        for start in range(0, max(len(values), 1), step):
+            part = values[start:start + step] if len(values) > step else values
+            samples = self.converter.convert(part)
+            with self._sink.signals_held():
+                self._guard(lambda: self._snd.write(samples))
+            self.frames += len(part)
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        stack, self._stack = self._stack, None
+        try:
+            return stack.__exit__(kind, value, traceback)
+        except ConvcliError:
+            raise
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise OutputError(f"cannot write {self.fmt.upper()} audio: {_libsndfile_words(exc)}",
+                              subject=self.dest) from None
+
+    def _close(self) -> None:
+        with self._sink.signals_held():
+            self._guard(self._snd.close)
+
+    @property
+    def scales(self) -> tuple[float, float | None]:
+        """The output's full scale and its largest sample (None for floats, which hold more), in the input's units."""
+        convert = self.converter
+        full = _full_scale(convert.out_bits)
+        if convert.out_bits is not None:
+            top = full - 1.0
+        else:
+            top = None if convert.subtype in ("FLOAT", "DOUBLE") else 1.0  # lossy encoders clip at full scale
+        return full / convert.scale, None if top is None else top / convert.scale
+
+    @property
+    def written(self):
+        from .signal import Written
+
+        return Written(path=self.dest, format=self.fmt, clipped=self.converter.clipped, notes=self.notes)
+
+    def _guard(self, call):
+        import soundfile as sf
+
+        try:
+            return call()
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            if isinstance(exc, ConvcliError):
+                raise
+            raise OutputError(f"cannot write {self.fmt.upper()} audio: {_libsndfile_words(exc)}",
+                              subject=self.dest) from None
 
 
 # Frames converted and written at a time: the block's samples, and libsndfile's
@@ -299,25 +513,13 @@ class _Converter:
     """Float results to the output subtype's samples by :func:`convcli.samples.to_samples`, block by block.
 
     Values are brought from the input's full scale to the output's first
-    (24-bit in, 16-bit out: divided by 256).  ``rescale`` needs the whole
-    signal's range, so it converts in one block.
+    (24-bit in, 16-bit out: divided by 256).
     """
 
-    def __init__(self, data, out_dtype, out_bits, subtype: str, mode: str, scale: float):
-        self.data, self.out_dtype, self.out_bits, self.subtype = data, out_dtype, out_bits, subtype
+    def __init__(self, out_dtype, out_bits, subtype: str, mode: str, scale: float):
+        self.out_dtype, self.out_bits, self.subtype = out_dtype, out_bits, subtype
         self.mode, self.scale = mode, scale
         self.clipped = 0
-
-    def blocks(self):
-        step = len(self.data) if self.mode == "rescale" else WRITE_FRAMES
-        for start in range(0, max(len(self.data), 1), max(step, 1)):
-            try:
-                yield self.convert(self.data[start:start + step])
-            except DataError:
-                if step >= len(self.data):
-                    raise
-                self.convert(self.data)  # counts the whole signal's non-finite samples in its error
-                raise
 
     def convert(self, part):
         import numpy as np

@@ -96,16 +96,17 @@ class Limits:
                 subject=subject,
             )
 
+    def fits_samples(self, shape, itemsize: int, *, work_itemsize: int = 4) -> bool:
+        """Whether a declared array can be read and filtered within the memory budget (see :meth:`check_samples`)."""
+        return _sample_cost(shape, itemsize, work_itemsize) <= self.memory_budget
+
     def check_samples(self, shape, itemsize: int, subject: str, *, work_itemsize: int = 4) -> None:
         """Refuse a declared array whose decoding and filtering would exceed the memory budget.
 
         The cost counted is the samples themselves plus two float working
         copies (the input converted to float and the result).
         """
-        count = 1
-        for n in shape:
-            count *= int(n)
-        need = count * int(itemsize) + 2 * count * int(work_itemsize)
+        need = _sample_cost(shape, itemsize, work_itemsize)
         if need > self.memory_budget:
             dims = "x".join(str(int(n)) for n in shape)
             raise DataError(
@@ -125,3 +126,10 @@ class Limits:
                 "decompression bomb; pass --memory-budget to read it anyway",
                 subject=subject,
             )
+
+
+def _sample_cost(shape, itemsize: int, work_itemsize: int) -> int:
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count * int(itemsize) + 2 * count * int(work_itemsize)

@@ -105,6 +105,9 @@ class Signal:
     spacing: tuple[float, ...] | None = None  # per spatial axis, in millimetres
     meta: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False  # ``data`` maps a file over the memory budget, read-only: filter it band by band
+    # A streamed audio input: ``data`` gives only its shape and type, and ``blocks()`` reads its samples
+    # block by block from the start, as often as called (see convcli.io.audio.AudioBlocks).
+    blocks: Any = None
     frames: bool = False  # ``data``'s first axis is frames (an animation, a video, time points), not spatial
 
     @property

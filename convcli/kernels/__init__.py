@@ -16,6 +16,6 @@ parametrised families, ``files`` the file formats.
 from __future__ import annotations
 
 from .kernel import Kernel
-from .resolve import apply, known_names, resolve, resolve_all
+from .resolve import apply, file_of, known_names, resolve, resolve_all
 
-__all__ = ["Kernel", "apply", "resolve", "resolve_all", "known_names"]
+__all__ = ["Kernel", "apply", "file_of", "resolve", "resolve_all", "known_names"]

@@ -1,4 +1,4 @@
-"""Kernel file formats: .npy, text/CSV, JSON, libvips .mat, SoX FIR coefficients, audio impulse responses.
+"""Kernel file formats: .npy, text/CSV, JSON, libvips .mat, SoX FIR coefficients (audio impulse responses: :mod:`.impulse`).
 
 Every reader returns a :class:`Definition`: the weights (one list per
 dimension for library files written in sections, or one list of any
@@ -840,53 +840,3 @@ def read_sox_fir(text: str, *, subject: str, budget: KernelBudget = KernelBudget
     if not values.size:
         raise UsageError("the kernel is empty (no coefficients)", subject=subject)
     return check_weights(values, subject=subject)
-
-
-# ---------------------------------------------------------------- impulse responses
-
-
-def read_impulse_response(path, *, subject: str, sample_rate: float | None,
-                          budget: KernelBudget = KernelBudget()) -> np.ndarray:
-    """A mono WAV/FLAC/... file as a causal 1D correlation kernel (convolution reverb).
-
-    The response h is stored reversed, with n-1 zeros after it, so that the
-    engine's centred correlation computes y[i] = sum_m h[m] x[i-m]: the
-    reverberation follows the sound and never precedes it.
-    """
-    import soundfile
-
-    if not Path(str(path)).exists():
-        raise UsageError("no such impulse-response file", subject=subject)
-    _check_regular(Path(str(path)), subject, budget)
-    try:
-        with soundfile.SoundFile(str(path)) as snd:
-            frames = snd.frames
-            # A lying header must not make us allocate: at most as many frames as
-            # the bytes present can hold (even 8-bit samples take one byte).
-            frames = min(frames, Path(str(path)).stat().st_size // max(snd.channels, 1))
-            if frames <= 0:
-                raise UsageError("the impulse response holds no samples", subject=subject)
-            if 2 * frames - 1 > MAX_WEIGHTS:
-                raise UsageError(f"an impulse response of {frames:,} samples is too long for a kernel",
-                                 subject=subject)
-            budget.check_weights(2 * frames - 1, subject, verb="would have")
-            rate = snd.samplerate
-            data = snd.read(frames=frames, dtype="float64", always_2d=True)
-    except (RuntimeError, OSError, ValueError, TypeError, soundfile.LibsndfileError) as exc:
-        raise UsageError(f"cannot read the impulse response as audio ({exc})", subject=subject) from None
-    if len(data) == 0:
-        raise UsageError("the impulse response holds no samples", subject=subject)
-    if data.shape[1] != 1:
-        raise UsageError(
-            f"the impulse response has {data.shape[1]} channels; convcli takes a mono response "
-            "(mix it down first, e.g. sox in.wav -c 1 mono.wav)",
-            subject=subject,
-        )
-    if sample_rate is not None and abs(rate - sample_rate) > 1e-6:
-        raise UsageError(
-            f"the impulse response is sampled at {rate:g} Hz and the input at {sample_rate:g} Hz; "
-            "resample one of them first",
-            subject=subject,
-        )
-    h = check_weights(data[:, 0], subject=subject)
-    return np.concatenate([h[::-1], np.zeros(h.size - 1)])

@@ -43,6 +43,16 @@ class Kernel:
         A kernel that is not a weighted sum (see :mod:`.operators`): it runs
         instead of a correlation, and ``weights`` holds its footprint (1 on
         its taps, 0 elsewhere), which gives the window's shape.
+    causal : bool
+        The window ends at its output sample (an impulse response, whose
+        first sample is time zero): ``same`` padding becomes the engine's
+        ``causal`` (everything before), so nothing precedes the sound.
+    routing : convcli.kernels.impulse.Routing, optional
+        A multichannel impulse response: which input channel each of its
+        channels filters and into which output channel (``weights`` then
+        holds its first channel, for the facts).
+    notes : tuple of str
+        What resolving changed that the user should hear (a response resampled).
     """
 
     spec: str
@@ -52,6 +62,9 @@ class Kernel:
     range_default: str = "clip"
     description: str = ""
     operator: object = None
+    causal: bool = False
+    routing: object = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:
@@ -99,13 +112,18 @@ class Kernel:
             float32, or float64 for float64 input (the engine's rule); an
             operator's own type (a rank filter keeps the input's).
         """
+        if engine_kwargs.get("pad_mode", "") is None:
+            engine_kwargs["pad_mode"] = self.border
         if self.operator is not None:
             x = np.asarray(x)
             return self.operator.execute(self.plan(x.shape, x.dtype, convolve=convolve, **engine_kwargs), x)
         from .. import engine
 
         run = engine.convolve if convolve else engine.correlate
+        engine_kwargs = self.window_args(dict(engine_kwargs), None)
         engine_kwargs.setdefault("spatial_ndim", self.ndim)
+        if self.routing is not None:
+            return self._routed(run, np.asarray(x), engine_kwargs)
         if len(self.weights) > 1:  # every response reads the same samples
             engine_kwargs.pop("overwrite_x", None)
         return self.combined(run(x, w, **engine_kwargs) for w in self.weights)
@@ -129,11 +147,51 @@ class Kernel:
         """The operator's plan for an input of ``x_shape`` (output shape, padding, algorithm), computing nothing."""
         if self.operator is None:
             raise ValueError("plan() is an operator's: a weighted kernel is planned by convcli.engine.make_plan")
+        if engine_kwargs.get("pad_mode", "") is None:
+            engine_kwargs["pad_mode"] = self.border
         return self.operator.plan(x_shape, x_dtype, convolve=convolve, **engine_kwargs)
 
     def window_args(self, args: dict, spatial_shape) -> dict:
-        """The engine's geometry keywords as this kernel lays its windows (a pool: its own stride and padding)."""
-        return args if self.operator is None else self.operator.window_args(args, spatial_shape)
+        """The engine's geometry keywords as this kernel lays its windows.
+
+        A pool takes its own stride and padding; a causal kernel (an impulse
+        response) turns ``same`` padding into ``causal``; a ``pad_mode`` of
+        None becomes the kernel's own :attr:`border`.
+        """
+        if "pad_mode" in args and args["pad_mode"] is None:
+            args = dict(args, pad_mode=self.border)
+        if self.operator is not None:
+            return self.operator.window_args(args, spatial_shape)
+        padding = args.get("padding", "same")
+        if self.causal and isinstance(padding, str) and padding.strip().lower() == "same":
+            return dict(args, padding="causal")
+        return args
+
+    @property
+    def border(self) -> str:
+        """The border mode when none is given: reflect, or zeros for a causal kernel.
+
+        An impulse response filters a sound in time: before its first sample
+        and after its last there is silence, not a mirror image of it (whose
+        reverberation would be heard at both ends).
+        """
+        return "zeros" if self.causal else "reflect"
+
+    def _routed(self, run, x: np.ndarray, engine_kwargs: dict) -> np.ndarray:
+        """A multichannel impulse response on ``x`` (1-D, or frames x channels): its passes summed."""
+        routing = self.routing
+        channels = 1 if x.ndim == 1 else x.shape[-1]
+        if channels != routing.inputs_count:
+            raise UsageError(f"this impulse response ({routing.layout}) takes {routing.inputs_count} channels, "
+                             f"the input has {channels}", subject=self.spec)
+        columns = x[:, None] if x.ndim == 1 else x
+        args = dict(engine_kwargs, channel_axis=-1, spatial_ndim=1)
+        args.pop("overwrite_x", None)
+        out = None
+        for i, (inputs, _) in enumerate(routing.passes):
+            part = run(np.ascontiguousarray(columns[:, list(inputs)]), routing.pass_weights(i), **args)
+            out = part if out is None else np.add(out, part, out=out)
+        return out
 
     def describe(self) -> dict:
         """Facts about the weights: shape, sum, separability, rank, symmetry, value range.
@@ -143,6 +201,9 @@ class Kernel:
         are its own (what it computes, its taps, its scipy or PyTorch twin).
         """
         w = self.weights[0]
+        facts = {} if self.routing is None else {"routing": self.routing.describe()}
+        if self.causal:
+            facts["causal"] = True
         if self.operator is not None:
             return {"spec": self.spec, "name": self.name, "description": self.description, "ndim": w.ndim,
                     "shape": list(w.shape), "kernels": 1, "combine": self.combine,
@@ -170,6 +231,7 @@ class Kernel:
             "separable": separable,
             "rank": None if rank is None else rank[0] if len(rank) <= 2 else list(rank),
             "symmetry": symmetry(w),
+            **facts,
         }
 
 

@@ -22,6 +22,8 @@ def resolve(
     sample_rate: float | None = None,
     spacing: tuple[float, ...] | None = None,
     normalize: bool = False,
+    channels: int | None = None,
+    ir_norm: str = "energy",
     memory_budget: int | str | None = None,
 ) -> Kernel:
     """Resolve one kernel spec for an input with ``ndim`` spatial axes.
@@ -39,7 +41,15 @@ def resolve(
     spacing : tuple of float, optional
         Sample spacing per spatial axis in millimetres; needed by ``1.5mm``.
     normalize : bool
-        Divide the weights by their sum (refused for zero-sum kernels).
+        Divide the weights by their sum (refused for zero-sum kernels and
+        for impulse responses, whose sum is not their loudness).
+    channels : int, optional
+        The input's channels, which an ``ir:`` response with several
+        channels is laid onto (see :mod:`convcli.kernels.impulse`); None:
+        as many as the response has.
+    ir_norm : {"energy", "peak", "none"}
+        The level an ``ir:`` response is given: unit energy (the default),
+        its largest tap 1, or as recorded.
     memory_budget : int or str, optional
         Bytes the run may use (``--memory-budget``; None: half the available
         memory): a kernel file's size and every kernel's weights are held to
@@ -68,8 +78,13 @@ def resolve(
         raise ParameterError(f"must be a positive number, not {shown(sample_rate)}", subject="sample_rate")
 
     budget = files.KernelBudget.within(Limits(memory_budget=memory_budget).memory_budget)
-    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget)
+    kernel = _resolve(spec, ndim=ndim, sample_rate=sample_rate, spacing=spacing, budget=budget, channels=channels,
+                      ir_norm=ir_norm)
     _check_size(kernel, spec, budget)
+    if normalize and kernel.causal:
+        raise UsageError("divides by the kernel's sum, which is not an impulse response's loudness (a sum of -33 "
+                         "would turn the sound upside down); impulse responses are levelled by --ir-norm (energy by "
+                         "default)", subject="--normalize")
     if normalize and kernel.operator is None:  # a rank filter or a pool has no sum to divide by
         subject = _file_subject(spec) or spec
         kernel = Kernel(
@@ -109,7 +124,7 @@ def apply(
     *,
     stride=1,
     padding="same",
-    pad_mode="reflect",
+    pad_mode=None,
     dilation=1,
     channel_axis=None,
     method="auto",
@@ -126,7 +141,8 @@ def apply(
     (``"gaussian:sigma=2"``, ``"median:5"``, ``"erode:disk=2"``,
     ``"maxpool:2"``, a kernel file, a matrix), or a list of them applied in
     order with the stride at the last, as ``-k`` repeated.  The keywords are
-    :func:`convcli.correlate`'s.
+    :func:`convcli.correlate`'s; ``pad_mode`` None is each kernel's own
+    border: reflect, or zeros for an impulse response.
 
     Parameters
     ----------
@@ -171,6 +187,12 @@ def apply(
     return x
 
 
+def file_of(spec: str) -> str | None:
+    """The file a spec reads (a kernel file, an ``ir:`` response), or None for names and inline matrices."""
+    subject = _file_subject(spec)
+    return None if subject is None else str(Path(subject).expanduser())
+
+
 def _check_size(kernel: Kernel, spec: str, budget: files.KernelBudget) -> None:
     """Refuse a kernel with more weights than the budget allows: a file's as bad data, a typed spec's as usage."""
     subject = _file_subject(spec)
@@ -189,7 +211,8 @@ def _file_subject(spec: str) -> str | None:
     return None
 
 
-def _resolve(spec: str, *, ndim: int, sample_rate, spacing, budget: files.KernelBudget) -> Kernel:
+def _resolve(spec: str, *, ndim: int, sample_rate, spacing, budget: files.KernelBudget, channels=None,
+             ir_norm="energy") -> Kernel:
     kind = classify(spec)
     s = spec.strip()
     if kind == "inline":
@@ -198,12 +221,11 @@ def _resolve(spec: str, *, ndim: int, sample_rate, spacing, budget: files.Kernel
     if kind == "imagemagick":
         w = fit_ndim(files.parse_imagemagick(s, subject=spec), ndim, subject=spec)
         return Kernel(spec, "inline", (w,), description="inline matrix (ImageMagick syntax)")
-    if kind == "ir":
-        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, budget=budget)
+    if kind == "ir" or (kind == "file" and Path(_file_subject(spec)).suffix.lower() in files.AUDIO_EXTS):
+        return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, channels=channels, norm=ir_norm,
+                                 budget=budget)
     if kind == "file":
         path = Path(_file_subject(spec)).expanduser()
-        if path.suffix.lower() in files.AUDIO_EXTS:
-            return _impulse_response(spec, ndim=ndim, sample_rate=sample_rate, budget=budget)
         with _file_errors():
             defn = files.read_definition(path, subject=str(path), budget=budget)
             return _from_definition(spec, defn, ndim=ndim, subject=str(path))
@@ -221,15 +243,17 @@ def _file_errors():
         raise KernelFileError(exc.message, subject=exc.subject) from None
 
 
-def _impulse_response(spec: str, *, ndim: int, sample_rate, budget: files.KernelBudget) -> Kernel:
+def _impulse_response(spec: str, *, ndim: int, sample_rate, channels, norm: str,
+                      budget: files.KernelBudget) -> Kernel:
+    from . import impulse
+
     path = Path(_file_subject(spec)).expanduser()
     if ndim != 1:
         raise UsageError(
             f"an impulse response filters audio (1 spatial axis); this input has {ndim}", subject=str(path)
         )
     with _file_errors():
-        w = files.read_impulse_response(path, subject=str(path), sample_rate=sample_rate, budget=budget)
-    return Kernel(spec, f"ir:{path.name}", (w,), description="impulse response (causal convolution)")
+        return impulse.kernel(spec, path, sample_rate=sample_rate, channels=channels, norm=norm, budget=budget)
 
 
 def _from_definition(spec: str, defn: files.Definition, *, ndim: int, subject: str) -> Kernel:

@@ -91,7 +91,7 @@ def parse_named(spec: str) -> NamedSpec:
 
 _NUMBER = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-zµ]*)\s*$")
 TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
-DISTANCE_UNITS = {"mm": 1.0, "um": 1e-3, "µm": 1e-3, "cm": 10.0, "m": 1000.0}  # voxel spacing is in mm
+DISTANCE_UNITS = {"mm": 1.0, "um": 1e-3, "µm": 1e-3, "nm": 1e-6, "cm": 10.0, "m": 1000.0}  # voxel spacing is in mm
 SAMPLE_UNITS = {"": 1.0, "px": 1.0, "samples": 1.0, "sample": 1.0, "vox": 1.0, "voxels": 1.0}
 FREQ_UNITS = {"": 1.0, "hz": 1.0, "k": 1e3, "khz": 1e3, "mhz": 1e6}
 

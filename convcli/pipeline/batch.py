@@ -52,9 +52,12 @@ class Summary:
 
 # --------------------------------------------------------------------------- planning
 def is_batch(inputs: list[str], output: str | None) -> bool:
-    """Batch mode: several inputs, a folder, or an output that is an existing folder."""
-    return len(inputs) > 1 or any(os.path.isdir(p) for p in inputs if p != "-") or (
-        output is not None and output != "-" and (os.path.isdir(output) or output.endswith(os.sep))
+    """Batch mode: several inputs, a folder, or an output that is an existing folder (a Zarr store is one input)."""
+    from ..io.zarr import is_zarr, names_zarr
+
+    return len(inputs) > 1 or any(os.path.isdir(p) and not is_zarr(p) for p in inputs if p != "-") or (
+        output is not None and output != "-" and not names_zarr(output)
+        and (os.path.isdir(output) or output.endswith(os.sep))
     )
 
 

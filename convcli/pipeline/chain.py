@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ParameterError
 from .axes import Axes, axes_of
 from .options import FilterOptions
+
+# The border of a chain whose --pad-mode is not given (an impulse response's own is zeros: see Kernel.window_args).
+DEFAULT_BORDER = "reflect"
 
 # float32's significand holds 24 bits: a sample of up to 16 bits leaves 8 for
 # the rounding of a kernel's sums, so the result stays within half a step of
@@ -59,11 +63,37 @@ def resolve_kernels(options: FilterOptions, signal, axes: Axes | None = None) ->
     from ..kernels import resolve
 
     axes = axes_of(signal, options.axes) if axes is None else axes
+    channels = None if signal.channel_axis is None else signal.data.shape[signal.channel_axis]
     return [
         resolve(spec, ndim=axes.ndim, sample_rate=axes.sample_rate(signal), spacing=axes.spacing(signal),
-                normalize=options.normalize, memory_budget=options.memory_budget)
+                normalize=options.normalize, channels=channels or 1, ir_norm=options.audio.ir_norm,
+                memory_budget=options.memory_budget)
         for spec in options.kernels
     ]
+
+
+def kernel_args(kernel, args: dict, spatial_shape, *, tail: bool = False) -> dict:
+    """The engine's keywords for one kernel over samples of ``spatial_shape``: its own window rule, and ``tail``.
+
+    A causal kernel (an impulse response) turns ``same`` into ``causal``;
+    with ``tail`` the padding keeps that alignment before the samples and
+    adds the whole span less one after them, so the output runs on until
+    the last input sample has left the window (``n + k - 1`` samples for an
+    impulse response of ``k``).
+    """
+    from ..engine import plan_axes
+
+    if kernel.operator is not None:
+        return args  # an operator lays its own windows (a pool's stride and padding)
+    args = kernel.window_args(args, spatial_shape)
+    if not tail:
+        return args
+    padding = args.get("padding", "same")
+    if not (isinstance(padding, str) and padding in ("same", "causal")):
+        raise ParameterError(f"keeps the alignment of --padding same or causal, not {padding!r}", subject="tail")
+    plans = plan_axes(spatial_shape, kernel.shape, stride=args.get("stride", 1), padding=padding,
+                      dilation=args.get("dilation", 1))
+    return dict(args, padding=tuple((p.before, p.span - 1) for p in plans))
 
 
 class Chain:
@@ -80,7 +110,7 @@ class Chain:
         self.signal, self.kernels, self.options, self.axes = signal, kernels, options, axes
         self.precision = precision
         self.work = np.dtype(precision)
-        self.constant = border_constant(options.geometry.pad_mode)
+        self.constant = border_constant(options.geometry.pad_mode or DEFAULT_BORDER)
         self.pad_mode = options.geometry.pad_mode
         if self.constant is not None and pad_value is not None:
             self.constant = pad_value(self.constant)
@@ -110,9 +140,12 @@ class Chain:
         pad_mode = f"constant:{float(constant)!r}" if constant is not None and self.constant is not None else None
         clamp = self.non_negative and _non_negative(data)
         x = self.axes.to_engine(data)
+        channels = self.signal.channel_axis is not None
         for i, kernel in enumerate(self.kernels):
-            x = kernel.apply(x, convolve=self.options.convolve, overwrite_x=owned,
-                             **self.args(i == len(self.kernels) - 1, pad_mode or self.pad_mode))
+            spatial = x.shape[x.ndim - self.axes.ndim - channels:x.ndim - channels]
+            args = kernel_args(kernel, self.args(i == len(self.kernels) - 1, pad_mode or self.pad_mode), spatial,
+                               tail=self.options.audio.tail)
+            x = kernel.apply(x, convolve=self.options.convolve, overwrite_x=owned, **args)
             owned = True
         if clamp:
             _clamp_at_zero(x)
@@ -176,7 +209,10 @@ class Chain:
         shape, dtype = self.axes.engine_shape(self.signal.data.shape), self.signal.data.dtype
         steps = []
         for i, kernel in enumerate(self.kernels):
-            args = self.args(i == len(self.kernels) - 1, self.pad_mode)
+            channels = self.signal.channel_axis is not None
+            spatial = shape[len(shape) - self.axes.ndim - channels:len(shape) - channels]
+            args = kernel_args(kernel, self.args(i == len(self.kernels) - 1, self.pad_mode), spatial,
+                               tail=self.options.audio.tail)
             if kernel.operator is not None:  # rank, morphology, pooling: the operator plans itself
                 plan = kernel.plan(shape, dtype, convolve=self.options.convolve, **args)
                 methods, why = [plan.method], plan.reason()
@@ -333,7 +369,9 @@ class Run:
         chain = self.chain
         range_mode = chain.options.range or f"{chain.kernels[-1].range_default} (the kernel's default)"
         return {"colorspace": self.space.name if self.space.name != "stored" else chain.options.colorspace,
-                "alpha": alpha, "pad_mode": chain.pad_mode, "range": range_mode,
+                "alpha": alpha, "range": range_mode,
+                # None given: each kernel's own border (reflect; zeros for an impulse response)
+                "pad_mode": chain.pad_mode or ", ".join(dict.fromkeys(k.border for k in chain.kernels)),
                 "operation": "convolution" if chain.options.convolve else "correlation"}
 
 

@@ -50,26 +50,40 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *
 
     ``progress(done, added)``, if given, hears of the engine's units of work
     (bands, planes, chunks) as they are added and done; see
-    :func:`convcli.parallel.progress_to`.  A video is streamed into a video
-    (:mod:`.video`) and counts frames instead: ``on_frames(done, expected)``.
+    :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
+    instead (of all its passes: two with ``--normalize-peak``); a Zarr store
+    is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
+    are written; a video is streamed into a video (:mod:`.video`) and counts
+    frames instead: ``on_frames(done, expected)``.
     """
-    if progress is not None:
-        from ..parallel import progress_to
+    from ..parallel import progress_to
 
-        with progress_to(progress):
-            return filter_file(source, dest, options, on_frames=on_frames)
+    with progress_to(progress):
+        return _filter_file(source, dest, options, progress, on_frames)
+
+
+def _filter_file(source: str, dest: str, options: FilterOptions, progress, on_frames) -> FilterReport:
     from .. import io
+    from ..io.zarr import is_zarr
+    from ..parallel import progress_report, progress_to
+    from . import audio
     from .outputs import refuse_input_as_output
     from .streamed import filter_streamed, may_stream
 
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
+    refuse_kernel_file_as_output(dest, options)
+    if is_zarr(source):
+        from .chunked import filter_chunked
+
+        done = filter_chunked(source, dest, options, progress=progress_report())
+        return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
+                            output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
+                            seconds=time.perf_counter() - start, notes=done.notes)
     source_name = str(source)
     source, fmt = io.open_source(source, memory_budget=options.memory_budget)
     if io.formats.family_of(fmt) == "video":
         from .video import filter_video
-
-        from ..parallel import progress_to
 
         with progress_to(None):  # the engine's blocks of every frame would be a second, endless count
             run = filter_video(source, dest, options, on_progress=on_frames)
@@ -78,7 +92,16 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *
                             seconds=time.perf_counter() - start, notes=run.notes)
     signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
-                     stream=may_stream(dest, options))
+                     stream=may_stream(dest, options) or audio.may_stream(dest, options))
+    if audio.is_sound(signal):
+        with progress_to(None):  # the engine's chunks are not counted twice
+            done = audio.filter_audio(signal, dest, options, progress)
+        note = audio.streamed_note(signal, options)
+        return FilterReport(
+            input=source_name, output=str(dest), input_shape=tuple(signal.data.shape), output_shape=done.output_shape,
+            kernels=done.steps, seconds=time.perf_counter() - start, clipped=done.clipped,
+            notes=input_notes(signal) + ([note] if note else []) + done.notes)
+    refuse_audio_options(signal, options)
     if signal.streamed:
         streamed = filter_streamed(signal, source_name, dest, options)
         return FilterReport(
@@ -110,8 +133,37 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
         return explain_video(opened, options)
     signal = io.read(opened, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
+    from . import audio
+
+    if audio.is_sound(signal):
+        return audio.explain(signal, options)
+    refuse_audio_options(signal, options)
     run = prepare(signal, resolve_kernels(options, signal), options)
     return [dict(step, **run.describe()) for step in run.steps]
+
+
+def refuse_kernel_file_as_output(dest: str, options: FilterOptions) -> None:
+    """Refuse an output that is a kernel file the run reads (an ``ir:`` response named as the output by mistake)."""
+    from ..kernels import file_of
+    from .outputs import refuse_input_as_output
+
+    for spec in options.kernels:
+        path = file_of(spec)
+        if path is not None:
+            refuse_input_as_output(path, dest, advice=f"is the kernel file of -k {spec}; choose another output")
+
+
+def refuse_audio_options(signal, options: FilterOptions) -> None:
+    """The options for sound (tail, mix, gain, level, rate) given for an input that is not audio: one line."""
+    from ..errors import ParameterError
+
+    given = options.audio.given()
+    if given:
+        what = {"image": "an image", "volume": "a volume", "audio": "samples without a sample rate"}.get(
+            signal.kind, "a signal (not read as audio)")
+        raise ParameterError(f"applies to audio, and this input is {what}", subject=given[0])
+    if not options.kernels:
+        raise ParameterError("give at least one kernel", subject="kernel")
 
 
 def input_notes(signal) -> list[str]:

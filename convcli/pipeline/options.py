@@ -31,7 +31,9 @@ class Geometry:
     stride: int | tuple[int, ...] = 1  # step between outputs; applied once, by the last kernel of a chain
     padding: str | int | tuple[int, ...] = "same"  # same | valid | full | samples per axis; every kernel
     dilation: int | tuple[int, ...] = 1  # spacing between taps; every kernel
-    pad_mode: str = "reflect"  # a border mode, an alias or constant:V (see convcli.engine.BORDER_MODES)
+    # A border mode, an alias or constant:V (see convcli.engine.BORDER_MODES); None: each kernel's own,
+    # reflect, or zeros for an impulse response (silence before the sound and after it).
+    pad_mode: str | None = None
 
     def step(self, last: bool) -> dict:
         """The engine's keyword arguments for one kernel of the chain (stride only at the ``last``)."""
@@ -78,6 +80,57 @@ class VideoOptions:
 
 
 @dataclass(frozen=True)
+class AudioOptions:
+    """What ``convcli filter`` does to the length, level and rate of audio (audio inputs only; see :mod:`.audio`)."""
+
+    tail: bool = False  # the input plus the kernels' decay (n + k - 1 samples for an impulse response of k)
+    tail_max: float | None = None  # seconds of decay kept at most (implies tail); the cut is faded out
+    fade: float | None = None  # seconds of fade-out at the output's end; None: FADE when tail_max cuts the decay
+    mix: float = 1.0  # the filtered (wet) share, 0..1: out = (1 - mix) input + mix filtered
+    gain: float = 0.0  # dB applied to the result
+    normalize_peak: float | None = None  # dBFS the result's largest sample is set to (at most 0)
+    ir_norm: str = "energy"  # the level of ir: kernels, one of convcli.kernels.impulse.NORMS
+    rate: int | None = None  # resample the result to this many samples per second
+
+    FADE = 0.05  # seconds: a cut decay fades out over this much, so the cut never clicks
+
+    def __post_init__(self) -> None:
+        from ..kernels.impulse import NORMS
+
+        check_choice(self.ir_norm, NORMS, "ir_norm")
+        _check_number(self.mix, "mix", 0.0, 1.0)
+        _check_number(self.gain, "gain", -200.0, 200.0)
+        if self.normalize_peak is not None:
+            _check_number(self.normalize_peak, "normalize_peak", -200.0, 0.0)
+        for name in ("tail_max", "fade"):
+            if getattr(self, name) is not None:
+                _check_number(getattr(self, name), name, 0.0, 1e7)
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, int)
+                                      or not 1 <= self.rate <= 10_000_000):
+            raise ParameterError(f"must be a whole number of samples per second, 1..10000000, got {self.rate!r}",
+                                 subject="rate")
+        if self.tail_max is not None:
+            object.__setattr__(self, "tail", True)
+        if self.gain != 0.0 and self.normalize_peak is not None:
+            raise ParameterError("and --gain both set the level; give one", subject="normalize_peak")
+
+    def given(self) -> list[str]:
+        """The options set away from their defaults, as flags (audio-only options on another input are refused)."""
+        flags = {"tail": "--tail", "tail_max": "--tail DURATION", "fade": "--fade", "mix": "--mix", "gain": "--gain",
+                 "normalize_peak": "--normalize-peak", "ir_norm": "--ir-norm", "rate": "--rate"}
+        default = AudioOptions()
+        return [flag for name, flag in flags.items() if getattr(self, name) != getattr(default, name)]
+
+
+def _check_number(value, name: str, low: float, high: float) -> None:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ParameterError(f"must be a number from {low:g} to {high:g}, got {value!r}", subject=name)
+
+
+@dataclass(frozen=True)
 class FilterOptions:
     """What to do to every input of ``convcli filter``."""
 
@@ -102,14 +155,17 @@ class FilterOptions:
     key: str | None = None  # the array of a .npz archive
     in_place: bool = False  # allow the output to be the input file
     video: VideoOptions = VideoOptions()  # how a video is encoded
+    audio: AudioOptions = AudioOptions()  # tail, mix, gain, peak level, impulse-response level, rate
+    scheduler: str | None = None  # a Dask scheduler's address (tcp://host:8786) for chunked work; None: local threads
+    resume: bool = False  # complete a chunked output's partial store (out.zarr.partial) instead of refusing it
 
     def __post_init__(self) -> None:
         from ..io import KINDS, check_compress_level, check_quality
         from ..io.limits import Limits
         from ..io.samples import RANGE_MODES, check_depth
 
-        if not self.kernels:
-            raise ParameterError("give at least one kernel", subject="kernel")
+        if not self.kernels and self.audio.rate is None:
+            raise ParameterError("give at least one kernel (or --rate to resample audio)", subject="kernel")
         check_choice(self.alpha, ALPHA_MODES, "alpha")
         check_choice(self.colorspace, COLORSPACES, "colorspace")
         if self.axes is not None:

@@ -85,7 +85,8 @@ def filter_streamed(signal, source: str, dest: str, options: FilterOptions) -> S
     flipped = not x.flags.c_contiguous  # a NIfTI volume: run on its C-ordered (z, y, x) transpose
     if flipped:
         x, weights, geometry = x.T, np.asarray(weights).T, geometry.reversed_axes(nd)
-    args = dict(geometry.step(last=True), channel_axis=signal.channel_axis, method=options.method,
+    args = dict(kernels[0].window_args(geometry.step(last=True), x.shape), channel_axis=signal.channel_axis,
+                method=options.method,
                 precision=run.chain.precision, spatial_ndim=nd)
     plan = engine.make_plan(x.shape, weights, x_dtype=x.dtype, streamed=True, **args)
     chunk = _chunk_rows(plan, x, budget)

@@ -154,7 +154,8 @@ def _time_axis(kernel, options: FilterOptions, ndim: int, last: bool) -> tuple[T
     else:
         time = TimeAxis(1, 1, 1, "valid")  # frame by frame
     spatial = {"stride": strides[-2:], "padding": spatial_padding, "dilation": dilations[-2:],
-               "pad_mode": geometry.pad_mode, "method": options.method, "precision": options.precision}
+               "pad_mode": geometry.pad_mode or kernel.border, "method": options.method,
+               "precision": options.precision}
     return time, spatial
 
 
@@ -492,6 +493,9 @@ def _refuse(options: FilterOptions) -> None:
     if options.range == "rescale":
         raise UsageError("rescale needs the whole clip's range before its first frame is written; a video is "
                          "streamed (use clip, abs or offset)", subject="--range")
+    given = options.audio.given()
+    if given:
+        raise UsageError("shapes a sound; a video's audio is copied packet for packet", subject=given[0])
     if options.alpha != "auto":
         raise UsageError("a video's alpha plane (yuva420p, ProRes 4444) is filtered like its other planes; --alpha "
                          "modes are for images", subject="--alpha")
@@ -696,7 +700,7 @@ def _rules(planes, kernel, options: FilterOptions) -> tuple[PlaneRule, ...]:
 
     from ..engine import extend_indices
 
-    constant = extend_indices(1, 1, 0, options.geometry.pad_mode)[0][0] == -1
+    constant = extend_indices(1, 1, 0, options.geometry.pad_mode or kernel.border)[0][0] == -1
     unit_sum = len(kernel.weights) == 1 and abs(float(np.sum(kernel.weights[0])) - 1.0) < 1e-9
     rules = []
     for plane in planes:

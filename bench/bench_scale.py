@@ -1,0 +1,83 @@
+"""Chunked volumes: a Zarr volume against the same volume in memory, and against dask-image on the same chunks.
+
+    python bench/bench_scale.py make DIR [--side-z 256]   # DIR/vol.zarr (64^3 chunks, zstd) and DIR/vol.npy
+    python bench/bench_scale.py run DIR [-n 3]             # farm-bench pairs, medians printed by farm-bench
+
+Pairs (each A/B taken run by run by ``farm-bench``):
+
+1. ``convcli filter vol.zarr -k gaussian:sigma=2`` against ``convcli filter vol.npy`` (one process, in memory);
+2. the same chunked run against ``dask_image.ndfilters.gaussian_filter`` (sigma 2, mode mirror = our reflect,
+   truncate 4 = our radius) on a Dask array over the same .npy with the same chunks, threaded scheduler, stored
+   into a .npy (dask-image runs in the peers' venv, /work/peers, which has no zarr);
+3. peak memory of the chunked run with ``--memory-budget 128M``.
+
+Peers are yardsticks, never dependencies.  The volume is float32, 512 x 512 x SIDE_Z.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+PEERS_PYTHON = "/work/peers/bin/python"
+CHUNK = 64
+
+DASK_IMAGE = """
+import sys, numpy as np, dask.array as da
+from dask_image.ndfilters import gaussian_filter
+src, dst, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+x = np.load(src, mmap_mode="r")
+y = gaussian_filter(da.from_array(x, chunks=chunk), sigma=2, mode="mirror", truncate=4.0)
+out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=x.shape)
+da.store(y, out, scheduler="threads")
+"""
+
+
+def make(folder: str, side_z: int) -> None:
+    import numpy as np
+    import zarr
+
+    os.makedirs(folder, exist_ok=True)
+    shape = (side_z, 512, 512)
+    rng = np.random.default_rng(0)
+    volume = np.lib.format.open_memmap(os.path.join(folder, "vol.npy"), mode="w+", dtype=np.float32, shape=shape)
+    array = zarr.create_array(os.path.join(folder, "vol.zarr"), shape=shape, chunks=(CHUNK,) * 3, dtype="f4",
+                              overwrite=True)
+    for z in range(0, side_z, CHUNK):
+        block = rng.standard_normal((min(CHUNK, side_z - z), 512, 512)).astype(np.float32)
+        volume[z:z + len(block)] = block
+        array[z:z + len(block)] = block
+    volume.flush()
+    with open(os.path.join(folder, "dask_image_gaussian.py"), "w") as fh:
+        fh.write(DASK_IMAGE)
+
+
+def run(folder: str, runs: int) -> None:
+    convcli = f"{sys.executable} -m convcli filter"
+    zarr_in, npy_in = os.path.join(folder, "vol.zarr"), os.path.join(folder, "vol.npy")
+    zarr_out, npy_out = os.path.join(folder, "out.zarr"), os.path.join(folder, "out.npy")
+    chunked = f"rm -rf {zarr_out}; {convcli} {zarr_in} -k gaussian:sigma=2 -o {zarr_out}"
+    budget = chunked + " --memory-budget 128M"
+    in_memory = f"{convcli} {npy_in} -k gaussian:sigma=2 -o {npy_out}"
+    peer = f"{PEERS_PYTHON} {os.path.join(folder, 'dask_image_gaussian.py')} {npy_in} {npy_out} {CHUNK}"
+    for a, b in ((chunked, in_memory), (chunked, peer), (budget, in_memory)):
+        print(f"\n$ farm-bench -n {runs} --warmup 0 --timeout 3600 --vs \"sh -c '{b}'\" -- sh -c '{a}'", flush=True)
+        subprocess.run(["farm-bench", "-n", str(runs), "--warmup", "0", "--timeout", "3600", "--vs", f"sh -c '{b}'",
+                        "--", "sh", "-c", a], check=False)
+    shutil.rmtree(zarr_out, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("make", "run"))
+    parser.add_argument("folder")
+    parser.add_argument("--side-z", type=int, default=1024)
+    parser.add_argument("-n", type=int, default=3)
+    args = parser.parse_args()
+    make(args.folder, args.side_z) if args.action == "make" else run(args.folder, args.n)
+
+
+if __name__ == "__main__":
+    main()
