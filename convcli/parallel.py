@@ -20,7 +20,7 @@ Everything in convcli that uses more than one core goes through here:
 - :func:`run_processes` runs batch jobs in worker processes, a bounded
   number in flight; a worker that dies costs only the item it was running,
   and the workers die with their parent, however it ends;
-- :func:`ahead` and :func:`behind` run the ends of a stream (a video's
+- :func:`stream_ahead` and :func:`stream_behind` run the ends of a stream (a video's
   decoder and encoder) in threads of their own beside the caller, with a
   bounded queue between each and the caller.
 """
@@ -658,7 +658,7 @@ class _Failed:
 
 
 class Ahead:
-    """The items of an iterable, produced up to ``depth`` ahead by a thread of its own (see :func:`ahead`)."""
+    """The items of an iterable, produced up to ``depth`` ahead by a thread of its own (see :func:`stream_ahead`)."""
 
     def __init__(self, items, depth: int, name: str) -> None:
         import queue
@@ -718,7 +718,7 @@ class Ahead:
         self._thread.join()
 
 
-def ahead(items, *, depth: int, name: str) -> Ahead:
+def stream_ahead(items, *, depth: int, name: str) -> Ahead:
     """Iterate over ``items`` while a thread of its own makes the next ones, at most ``depth`` ahead.
 
     For a producer whose work releases the interpreter (a video decoder): it
@@ -731,7 +731,7 @@ def ahead(items, *, depth: int, name: str) -> Ahead:
 
 
 class Behind:
-    """A consumer running in a thread of its own, fed at most ``depth`` items ahead (see :func:`behind`)."""
+    """A consumer running in a thread of its own, fed at most ``depth`` items ahead (see :func:`stream_behind`)."""
 
     def __init__(self, consume, depth: int, name: str) -> None:
         import queue
@@ -790,7 +790,7 @@ class Behind:
         raise RuntimeError("the consumer thread ended before its work")
 
 
-def behind(consume, *, depth: int, name: str) -> Behind:
+def stream_behind(consume, *, depth: int, name: str) -> Behind:
     """A thread of its own that calls ``consume(item)`` for each item put, in order, up to ``depth`` behind.
 
     For a consumer whose work releases the interpreter (a video encoder): it

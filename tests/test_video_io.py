@@ -9,7 +9,7 @@ import pytest
 
 from convcli.engine import weighted_sum
 from convcli.io.detect import sniff
-from convcli.parallel import ahead, behind
+from convcli.parallel import stream_ahead, stream_behind
 
 
 @pytest.mark.parametrize("head, fmt", [
@@ -83,7 +83,7 @@ def test_a_producer_ahead_runs_beside_the_consumer_and_its_failure_is_raised_the
             yield i
         raise ValueError("the decoder broke")
 
-    items = ahead(produce(), depth=2, name="test")
+    items = stream_ahead(produce(), depth=2, name="test")
     try:
         assert [next(items) for _ in range(5)] == list(range(5))
         with pytest.raises(ValueError, match="decoder broke"):
@@ -104,7 +104,7 @@ def test_closing_the_consumer_stops_the_producer_and_runs_its_cleanup():
         finally:
             cleaned.set()
 
-    items = ahead(endless(), depth=2, name="test")
+    items = stream_ahead(endless(), depth=2, name="test")
     assert next(items) == 0
     items.close()
     assert cleaned.is_set() and not items._thread.is_alive()
@@ -112,7 +112,7 @@ def test_closing_the_consumer_stops_the_producer_and_runs_its_cleanup():
 
 def test_a_consumer_behind_keeps_order_and_its_failure_reaches_the_feeder():
     seen = []
-    sink = behind(seen.append, depth=2, name="test")
+    sink = stream_behind(seen.append, depth=2, name="test")
     for i in range(10):
         sink.put(i)
     sink.close()
@@ -123,12 +123,12 @@ def test_a_consumer_behind_keeps_order_and_its_failure_reaches_the_feeder():
             raise OSError("disk full")
         time.sleep(0.001)
 
-    sink = behind(fail, depth=1, name="test")
+    sink = stream_behind(fail, depth=1, name="test")
     with pytest.raises(OSError, match="disk full"):
         for i in range(100):
             sink.put(i)
         sink.close()
-    stopped = behind(lambda item: time.sleep(0.05), depth=1, name="test")
+    stopped = stream_behind(lambda item: time.sleep(0.05), depth=1, name="test")
     stopped.put(1)
     stopped.abort()
     assert not stopped._thread.is_alive()

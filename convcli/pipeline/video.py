@@ -20,8 +20,8 @@ and an edge kernel gives no colour where the colour does not change.
 ``--range`` applies to the other planes.
 
 Decoding, filtering and encoding overlap: the decoder runs ahead in a
-thread of its own, the encoder behind in another (:func:`convcli.parallel.ahead`,
-:func:`convcli.parallel.behind`), with a few pictures queued between them.
+thread of its own, the encoder behind in another (:func:`convcli.parallel.stream_ahead`,
+:func:`convcli.parallel.stream_behind`), with a few pictures queued between them.
 Nothing here prints: progress goes to a callback.
 """
 from __future__ import annotations
@@ -762,10 +762,10 @@ class _Encoder:
 
 def _stream(reader, stages, encoder: _Encoder, on_progress, total: int | None) -> int:
     """Decode ahead, filter here, encode behind; return the frames written."""
-    from ..parallel import ahead, behind, floats_as_data
+    from ..parallel import floats_as_data, stream_ahead, stream_behind
 
-    pictures = ahead(reader.pictures(), depth=DECODE_AHEAD, name="decode")
-    sink = behind(encoder, depth=ENCODE_BEHIND, name="encode")
+    pictures = stream_ahead(reader.pictures(), depth=DECODE_AHEAD, name="decode")
+    sink = stream_behind(encoder, depth=ENCODE_BEHIND, name="encode")
     done = 0
     try:
         stream = run_stages(stages, pictures)
