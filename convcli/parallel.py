@@ -20,7 +20,10 @@ Everything in convcli that uses more than one core goes through here:
   threads (3-5x slower when the cores are busy);
 - :func:`run_processes` runs batch jobs in worker processes, a bounded
   number in flight; a worker that dies costs only the item it was running,
-  and the workers die with their parent, however it ends.
+  and the workers die with their parent, however it ends;
+- :func:`stream_ahead` and :func:`stream_behind` run the ends of a stream (a video's
+  decoder and encoder) in threads of their own beside the caller, with a
+  bounded queue between each and the caller.
 """
 from __future__ import annotations
 
@@ -684,3 +687,157 @@ def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.2)
     os._exit(1)
+
+
+# --------------------------------------------------------------------------- stages of a stream
+_END = object()
+_WAIT = 0.1  # seconds between looks at a stop flag while a queue is full or empty
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Ahead:
+    """The items of an iterable, produced up to ``depth`` ahead by a thread of its own (see :func:`stream_ahead`)."""
+
+    def __init__(self, items, depth: int, name: str) -> None:
+        import queue
+
+        self._items = iter(items)
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = background(self._produce, name)
+
+    def _produce(self) -> None:
+        try:
+            for item in self._items:
+                if not self._offer(item):
+                    break
+            else:
+                self._offer(_END)
+        except BaseException as exc:  # raised again in the consumer, where it is reported
+            self._offer(_Failed(exc))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()  # a generator stopped early runs its cleanup in the thread that ran it
+
+    def _offer(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_WAIT)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> "Ahead":
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is _END:
+            self._thread.join()
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self._thread.join()
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        """Stop the producer after the item it is making and wait for it (its iterable is closed in its thread)."""
+        import queue
+
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=_WAIT)
+        self._thread.join()
+
+
+def stream_ahead(items, *, depth: int, name: str) -> Ahead:
+    """Iterate over ``items`` while a thread of its own makes the next ones, at most ``depth`` ahead.
+
+    For a producer whose work releases the interpreter (a video decoder): it
+    runs beside the consumer instead of before it.  An exception in the
+    producer is raised by the consumer's ``next``; :meth:`Ahead.close` (call
+    it in a ``finally``) stops the producer and waits for it, so nothing
+    runs on after the consumer has gone.
+    """
+    return Ahead(items, depth, name)
+
+
+class Behind:
+    """A consumer running in a thread of its own, fed at most ``depth`` items ahead (see :func:`stream_behind`)."""
+
+    def __init__(self, consume, depth: int, name: str) -> None:
+        import queue
+
+        self._consume = consume
+        self._queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = background(self._run, name)
+
+    def _run(self) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=_WAIT)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            try:
+                self._consume(item)
+            except BaseException as exc:  # raised again in the feeder, at its next put or at close
+                self._error = exc
+                return
+
+    def put(self, item) -> None:
+        """Hand ``item`` to the consumer, waiting while ``depth`` items wait; raise the consumer's failure."""
+        import queue
+
+        while True:
+            if self._error is not None or not self._thread.is_alive():
+                self._raise()
+            try:
+                self._queue.put(item, timeout=_WAIT)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait until every item is consumed; raise the consumer's failure."""
+        self.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            self._raise()
+
+    def abort(self) -> None:
+        """Stop the consumer after the item it is on, dropping the rest, and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+    def _raise(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        raise RuntimeError("the consumer thread ended before its work")
+
+
+def stream_behind(consume, *, depth: int, name: str) -> Behind:
+    """A thread of its own that calls ``consume(item)`` for each item put, in order, up to ``depth`` behind.
+
+    For a consumer whose work releases the interpreter (a video encoder): it
+    runs beside the producer instead of after it.  A failure in ``consume``
+    is raised by the next :meth:`Behind.put` or by :meth:`Behind.close`;
+    :meth:`Behind.abort` (call it when the producer fails) stops it.
+    """
+    return Behind(consume, depth, name)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import List, Optional
 
 import typer
 
 from ..errors import ConvcliError, UsageError
 from ..parallel import cores, hold_blas_to_one_thread
-from . import Command, app
+from . import Command, app, parse
 
 
 @app.command("classify", cls=Command)
@@ -30,6 +31,10 @@ def classify_command(
         "For one input file OUT is the PNG; for several inputs or a folder OUT is a folder mirroring them.",
     ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary line for several images."),
+    every: str = typer.Option(
+        "1s", "--every", metavar="TIME",
+        help="A video: classify one frame every TIME (1s, 500ms), from the first; each is a row, its file FILE#t=SECONDS.",
+    ),
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="Report each image's time (and files skipped as not images) on stderr."
     ),
@@ -46,11 +51,11 @@ def classify_command(
     """
     hold_blas_to_one_thread()
     from ..pipeline import batch
-    from ..pipeline.classify import classify_file, classify_job
+    from ..pipeline.classify import classify_file, classify_frames, classify_job, is_video
     from ..pipeline.options import BatchOptions, ClassifyOptions
     from ..pipeline.outputs import refuse_input_as_output
 
-    options = ClassifyOptions(top=top)
+    options = ClassifyOptions(top=top, every=parse.seconds(every, "--every"))
     runs = BatchOptions(workers=cores() if jobs is None else jobs)
     if cam == "-":
         raise UsageError("the map is a PNG file; name one (stdout carries the predictions)", subject="--cam")
@@ -69,7 +74,11 @@ def classify_command(
     refuse_input_as_output(inputs[0], cam, advice="is the input photo; write the map to another file",
                            error=UsageError)
     try:
-        record = classify_file(inputs[0], ClassifyOptions(top=top, cam=cam)).as_dict()
+        if is_video(inputs[0]):
+            for record in classify_frames(inputs[0], replace(options, cam=cam)):
+                show(dict(record, input=inputs[0], status="ok"))
+            return
+        record = classify_file(inputs[0], replace(options, cam=cam)).as_dict()
     except ConvcliError as exc:
         if as_json:
             from .batch_report import failure_line
@@ -92,16 +101,23 @@ def _is_image(path: str) -> bool:
 
     fmt = batch.media_format(path)
     # "unreadable": let the work report the real problem for this file.
-    return fmt == "unreadable" or family_of(fmt) == "image"
+    return fmt == "unreadable" or family_of(fmt) in ("image", "video")
 
 
 # --------------------------------------------------------------------------- output
 def _printer(as_json: bool):
-    if as_json:
-        return lambda record: _write(json.dumps(json_record(record)) + "\n")
-    if _stdout_is_terminal():
-        return print_table
-    return lambda record: _write("".join(tsv_lines(record)))
+    """How a record is shown: JSON Lines, a table on a terminal, else lines of tabs (a video's: frame by frame)."""
+    terminal = not as_json and _stdout_is_terminal()
+
+    def show(record: dict) -> None:
+        for one in record.get("frames", [record]):  # a video's record: one per frame classified
+            if as_json:
+                _write(json.dumps(json_record(one)) + "\n")
+            elif terminal:
+                print_table(one)
+            else:
+                _write("".join(tsv_lines(one)))
+    return show
 
 
 def _stdout_is_terminal() -> bool:
@@ -127,24 +143,37 @@ def json_record(record: dict) -> dict:
     """The JSON Lines object of one image, whatever became of it.
 
     ``input`` (as given), ``status`` (ok, failed), ``error`` (null or the
-    one-line message), ``file`` (the name the predictions are for),
-    ``predictions`` (null unless ok) and, if written, ``cam``.
+    one-line message), ``file`` (the name the predictions are for), for a
+    video's frame ``time`` (seconds) and ``frame`` (its index), ``predictions``
+    (null unless ok) and, if written, ``cam``.  A whole video (a batch's
+    record) has ``frames`` instead of ``predictions``: time, frame and
+    predictions of each frame classified.
     """
     ok = record.get("status", "ok") == "ok"
     out = {"input": record.get("input", record.get("file")), "status": record.get("status", "ok"),
-           "error": record.get("error"), "file": record.get("file", record.get("input")),
-           "predictions": record["predictions"] if ok else None}
+           "error": record.get("error"), "file": record.get("file", record.get("input"))}
+    if "time" in record:
+        out.update(time=record["time"], frame=record["frame"])
+    if ok and "frames" in record:  # a video in a batch: still one line per input
+        out["frames"] = [{"time": f["time"], "frame": f["frame"], "predictions": f["predictions"]}
+                         for f in record["frames"]]
+        return out
+    out["predictions"] = record["predictions"] if ok else None
     if ok and record.get("cam"):
         out["cam"] = record["cam"]
     return out
 
 
 def tsv_lines(record: dict) -> list[str]:
-    """One ``file<TAB>rank<TAB>label<TAB>probability`` line per prediction."""
-    return [
-        f"{record['file']}\t{rank}\t{p['label']}\t{p['probability']:.6f}\n"
-        for rank, p in enumerate(record["predictions"], 1)
-    ]
+    """One ``file<TAB>rank<TAB>label<TAB>probability`` line per prediction (a video's frame: ``file#t=SECONDS``)."""
+    name = _name(record)
+    return [f"{name}\t{rank}\t{p['label']}\t{p['probability']:.6f}\n"
+            for rank, p in enumerate(record["predictions"], 1)]
+
+
+def _name(record: dict) -> str:
+    """The file, or a video's frame as a media fragment (W3C): ``clip.mp4#t=12.5``."""
+    return f"{record['file']}#t={record['time']:g}" if "time" in record else record["file"]
 
 
 def print_table(record: dict, console=None) -> None:
@@ -153,7 +182,7 @@ def print_table(record: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=record["file"], title_justify="left", show_edge=False)
+    table = Table(title=_name(record), title_justify="left", show_edge=False)
     table.add_column("rank", justify="right")
     table.add_column("label")
     table.add_column("probability", justify="right")

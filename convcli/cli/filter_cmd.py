@@ -75,7 +75,9 @@ def filter_command(
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: skip inputs whose output exists (resume a run)."),
     fail_fast: bool = typer.Option(
-        False, "--fail-fast", help="Batch: stop at the first file that fails (finished outputs are kept)."
+        False, "--fail-fast",
+        help="Batch: stop at the first file that fails (finished outputs are kept). Video: a corrupt packet or a "
+        "clip cut short fails the file instead of a warning.",
     ),
     quiet: bool = typer.Option(
         False, "-q", "--quiet", help="No warnings (notes on what was changed or left out), no progress bar, "
@@ -94,13 +96,15 @@ def filter_command(
         "stored", "--colorspace", metavar="SPACE", autocompletion=completion.complete_colorspace,
         help="Images: the values filtered. stored (default: the samples as stored), linear (linear light: "
         "the sRGB or ICC tone curve undone, then redone; blurs do not darken), luma (only the BT.709 luma, "
-        "colour differences kept: sharpening without colour fringes).",
+        "colour differences kept: sharpening without colour fringes). Videos: stored (Y, U and V as stored, "
+        "each at its own size), luma (Y only), rgb (converted to RGB and back).",
     ),
     axes: Optional[str] = typer.Option(
         None, "--axes", metavar="AXES",
         help="Run the kernel along these axes only: x, y, z (last, second-to-last, third-to-last spatial "
         "axis), t (frames), e.g. '--axes x' (a 1D kernel along rows) or '--axes y,x' on a volume (a 2D "
-        "kernel on every slice). The kernel has one axis per name, in that order.",
+        "kernel on every slice). The kernel has one axis per name, in that order. Videos: t,y,x (kernels "
+        "over time too, the first axis in frames) or y,x (frame by frame); default from the kernel.",
     ),
     range_mode: Optional[str] = typer.Option(
         None, "--range", metavar="MODE", autocompletion=completion.complete_range,
@@ -141,6 +145,16 @@ def filter_command(
         None, "--rate", metavar="HZ", rich_help_panel="Audio",
         help="Audio: resample the result to this rate (44100, 48k) by a polyphase FIR; -k may then be left out."),
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The array to take from a .npz archive."),
+    codec: Optional[str] = typer.Option(
+        None, "--codec", metavar="NAME", help="Video: encode as h264, hevc, vp9, av1, ffv1, prores, mjpeg (default: the input's)."
+    ),
+    crf: Optional[int] = typer.Option(
+        None, "--crf", metavar="N", help="Video: constant quality, lower is better (default: x264 23, x265 28, VP9 31, AV1 35)."
+    ),
+    bitrate: Optional[str] = typer.Option(None, "--bitrate", metavar="RATE", help="Video: bits per second instead, e.g. 5M."),
+    pix_fmt: Optional[str] = typer.Option(
+        None, "--pix-fmt", metavar="FMT", help="Video: the pixel format written, e.g. yuv444p, yuv420p10le, gray (default: the input's)."
+    ),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
         help="Run a chunked input's tasks on the Dask cluster at ADDRESS (tcp://host:8786; default: this "
@@ -160,7 +174,7 @@ def filter_command(
     from ..pipeline import batch
     from ..io.zarr import is_zarr
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
-    from ..pipeline.options import AudioOptions, BatchOptions, FilterOptions, Geometry
+    from ..pipeline.options import AudioOptions, BatchOptions, FilterOptions, Geometry, VideoOptions
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
@@ -171,12 +185,13 @@ def filter_command(
                          mix=1.0 if mix_share is None else mix_share, gain=parse.decibels(gain, "--gain") or 0.0,
                          normalize_peak=parse.decibels(normalize_peak, "--normalize-peak"), ir_norm=ir_norm,
                          rate=parse.rate(rate))
+    video = VideoOptions(codec=codec, crf=crf, bitrate=parse.bitrate(bitrate), pix_fmt=pix_fmt, fail_fast=fail_fast)
     options = FilterOptions(
         kernels=tuple(kernel), geometry=geometry, convolve=convolve, method=method, precision=precision,
         normalize=normalize, out_format=out_format, compress_level=compress_level, depth=depth, quality=quality,
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
-        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, audio=sound,
+        memory_budget=parse.size(memory_budget), key=key, in_place=in_place, audio=sound, video=video,
         scheduler=scheduler if chunked and scheduler else None,
         resume=resume,
     )
@@ -202,11 +217,13 @@ def filter_command(
         _print_explain(plan_of(input, options), as_json)
         return
     output = _single_output(input, output, in_place)
+    from .frame_progress import FrameProgress
     from .progress import FileProgress, stderr_is_terminal
 
     progress = FileProgress(_short(input), enabled=not quiet and stderr_is_terminal())
+    frames = FrameProgress(enabled=not quiet)
     try:
-        report = filter_file(input, output, options, progress=progress)
+        report = filter_file(input, output, options, progress=progress, on_frames=frames.update)
     except ConvcliError as exc:
         if as_json:  # one JSON object per input, failures too; the error line and exit code as always
             from .batch_report import failure_line
@@ -216,6 +233,7 @@ def filter_command(
         raise
     finally:
         progress.close()
+        frames.close()
     if not quiet:
         warn_notes(report.input, report.notes)
     if report.clipped and not quiet and (verbose or _is_audio(report.output)):

@@ -66,6 +66,32 @@ def names(text: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip().lower() for p in str(text).split(","))
 
 
+_SI = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def bitrate(text: str | None, flag: str = "--bitrate") -> int | None:
+    """Bits per second as FFmpeg writes them: ``800k``, ``5M``, ``2500000`` (None stays None)."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:b(?:it)?/?s|bps)?\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ParameterError(f"must be a positive bit rate such as 800k or 5M, got {text!r}", subject=flag)
+    return int(float(m.group(1)) * _SI[m.group(2).lower()])
+
+
+def seconds(text: str, flag: str) -> float:
+    """A time in seconds: ``1s``, ``500ms``, ``2.5`` (seconds)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(s|sec|ms)?\s*", str(text), re.IGNORECASE)
+    value = float(m.group(1)) * (1e-3 if (m.group(2) or "").lower() == "ms" else 1.0) if m else 0.0
+    if not value > 0:
+        raise ParameterError(f"must be a positive time such as 1s or 500ms, got {text!r}", subject=flag)
+    return value
+
+
 def _number(text: str, flag: str, what: str) -> float:
     import math
 

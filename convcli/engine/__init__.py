@@ -22,7 +22,7 @@ depthwise layer).
 from importlib import import_module
 
 _EXPORTS = {
-    "BORDER_MODES": "borders", "help_text": "borders",
+    "BORDER_MODES": "borders", "help_text": "borders", "extend_indices": "borders", "reads_far_end": "borders",
     "Plan": "correlation", "convolve": "correlation", "correlate": "correlation", "execute": "correlation",
     "make_plan": "correlation", "rows_independent": "correlation",
     "DEPTHWISE_METHODS": "depthwise", "DepthwisePlan": "depthwise", "plan_depthwise": "depthwise",
@@ -30,6 +30,7 @@ _EXPORTS = {
     "AxisPlan": "geometry", "per_axis": "geometry", "plan_axes": "geometry",
     "streamed_band_bytes": "bands", "source_index": "bands",
     "METHODS": "strategies", "Choice": "strategies", "choose_method": "strategies",
+    "weighted_sum": "weighted",
     "RankPlan": "rank", "execute_rank": "rank", "plan_rank": "rank", "rank_filter": "rank",
     "MorphologyPlan": "morphology", "OPERATIONS": "morphology", "execute_morphology": "morphology",
     "morphology_filter": "morphology", "plan_morphology": "morphology",

@@ -101,3 +101,26 @@ def parse_pad_mode(spec: str) -> tuple[BorderMode, float]:
         raise ParameterError(f"unknown border mode {spec!r}; use one of {allowed} or constant:V{hint}",
                              subject="pad_mode")
     return mode, value
+
+
+def extend_indices(n: int, before: int, after: int, pad_mode: str):
+    """Which of ``n`` samples each position of an axis padded by ``before`` and ``after`` reads, and the constant.
+
+    Returns ``(indices, value)``: ``indices[i]`` is the sample that position
+    ``i - before`` of the axis takes under the border mode, or -1 where the
+    mode pads with the constant ``value``.  For a caller that extends an axis
+    it never holds whole (a video's frames, which arrive one by one).
+
+    >>> extend_indices(4, 2, 3, "reflect")[0].tolist()
+    [2, 1, 0, 1, 2, 3, 2, 1, 0]
+    """
+    import numpy as np
+
+    mode, value = parse_pad_mode(pad_mode)
+    extra = {"constant_values": -1} if mode.numpy_mode == "constant" else {}
+    return np.pad(np.arange(n), (before, after), mode=mode.numpy_mode, **extra), value
+
+
+def reads_far_end(pad_mode: str) -> bool:
+    """Whether the border before an axis's first sample reads its last ones (circular): the whole axis is needed first."""
+    return parse_pad_mode(pad_mode)[0].numpy_mode == "wrap"

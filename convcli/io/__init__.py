@@ -20,7 +20,7 @@ from .signal import KINDS, Signal, Written
 
 STREAMED_FORMATS = formats.STREAMED  # read and written in place through a memory map
 
-__all__ = ["read", "write", "audio_writer", "derive", "mapped_output", "output_format", "open_rows", "release_rows",
+__all__ = ["read", "open_source", "write", "audio_writer", "derive", "mapped_output", "output_format", "open_rows", "release_rows",
            "memory_budget", "human_size", "check_compress_level", "check_quality", "open_input", "open_image_rows",
            "rows_writable", "row_output", "Signal", "Written", "KINDS"]
 
@@ -69,15 +69,28 @@ def row_output(dest, like, *, format=None, range="clip", depth=None, quality=Non
                   compress_level=compress_level)
 
 
+def open_source(source, *, memory_budget=None):
+    """A path or ``-`` opened as an input (:func:`open_input`), and its format told from its content.
+
+    Returns ``(source, format)``: what :func:`read` takes in place of the
+    path, and the row name of the table of formats, for a caller that
+    decides by the format how to read it (a video is streamed, not read whole).
+    """
+    from .detect import detect
+
+    src = open_input(source, memory_budget=memory_budget)
+    return src, detect(src)
+
+
 def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memory_budget=None,
          stream=False) -> Signal:
     """Read a file (or ``-`` for stdin) into a Signal, detecting the format from its content.
 
     Parameters
     ----------
-    source : str or path-like
-        The input file, or ``"-"`` to read the bytes of stdin (or what
-        :func:`open_input` returned for them).
+    source : str or path-like or Source
+        The input file, or ``"-"`` to read the bytes of stdin, or a
+        :class:`~convcli.io.files.Source` already opened (see :func:`open_input` and :func:`open_source`).
     kind : {"signal", "audio", "image", "volume"}, optional
         How to interpret the samples when the content allows more than one
         reading (a 2-D ``.npy`` as a grey image or as multichannel audio).
@@ -121,6 +134,22 @@ def read(source, *, kind=None, key=None, auto_orient=True, max_pixels=None, memo
     sig.meta.setdefault("format", fmt)
     sig.meta["source"] = src.name
     return sig
+
+
+def open_source(source, *, memory_budget=None):
+    """A path or ``-`` opened as an input (stdin read now, within the budget), and its format from its content.
+
+    Returns ``(source, format)``: the :class:`~convcli.io.files.Source` that
+    :func:`read` takes in place of the path, and the row name of the table of
+    formats, for a caller that decides by the format how to read it (a video
+    is streamed, not read whole).
+    """
+    from .detect import detect
+    from .files import Source
+    from .limits import Limits
+
+    src = Source.open_input(source, max_bytes=Limits(memory_budget=memory_budget).memory_budget)
+    return src, detect(src)
 
 
 def write(sig: Signal, dest, *, format=None, compress_level=None, range: str = "clip", depth=None,

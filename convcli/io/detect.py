@@ -22,6 +22,9 @@ def sniff(head: bytes) -> str | None:
     """
     if head.startswith(b"\x93NUMPY"):
         return "npy"
+    video = sniff_video(head)
+    if video is not None:
+        return video
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "npz"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -58,6 +61,34 @@ def sniff(head: bytes) -> str | None:
         return "nifti"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
+    return None
+
+
+# ISO base media files that are not videos: still images (HEIF, AVIF) and audio (M4A, M4B).
+_NOT_VIDEO_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"M4A ", b"M4B ",
+                     b"M4P ", b"F4A "}
+# The atoms a QuickTime file written before the ftyp atom existed may start with.
+_QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"pnot")
+
+
+def sniff_video(head: bytes) -> str | None:
+    """The video container named by the first bytes: mp4, mov, mkv, webm, avi, or None.
+
+    MP4 and QuickTime share the ISO box layout and differ by the ftyp brand
+    (``qt  `` is QuickTime); Matroska and WebM share EBML and differ by the
+    DocType near the start of the header.
+    """
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _NOT_VIDEO_BRANDS:
+            return None
+        return "mov" if brand == b"qt  " else "mp4"
+    if len(head) >= 8 and head[4:8] in _QUICKTIME_ATOMS and struct.unpack(">I", head[:4])[0] >= 8:
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm" if b"webm" in head[:64] else "mkv"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
     return None
 
 

@@ -7,7 +7,7 @@ gives its outputs the row's first extension.
 
 Readers and writers are named ``"module:function"`` (a module of
 :mod:`convcli.io`) and imported only when a file of that format is read or
-written: start-up imports none of numpy, Pillow, soundfile or nibabel, and
+written: start-up imports none of numpy, Pillow, soundfile, nibabel or PyAV, and
 this module imports none of the modules it names.  Their calls are the same
 for every format:
 
@@ -39,7 +39,7 @@ class Format:
     """One format: how it is named, what it is, which functions read and write it, and what it can hold."""
 
     name: str  # as the detector reports it and meta["format"] keeps it: "png", "nifti-gz"
-    family: str  # "array", "image", "audio" or "nifti": content and name must agree on it
+    family: str  # "array", "image", "audio", "nifti" or "video": content and name must agree on it
     description: str  # for messages: "PNG image"
     extensions: tuple[str, ...]  # lower case, with the dot; the first is the one a batch gives its outputs
     reader: str  # "module:function" in convcli.io
@@ -84,6 +84,7 @@ _ARRAY = {"reader": "arrays:read_array_signal", "writer": "arrays:write_array_si
 _IMAGE = {"reader": "image:read_image", "writer": "image:write_image"}
 _AUDIO = {"reader": "audio:read_audio", "writer": "audio:write_audio"}
 _NIFTI = {"reader": "nifti:read_nifti", "writer": "nifti:write_nifti"}
+_VIDEO = {"reader": "video:read_video", "writer": "video:write_video", "frames": True}
 
 _LEVEL, _QUALITY = frozenset({"compress_level"}), frozenset({"quality"})
 
@@ -116,6 +117,13 @@ FORMATS = (
     Format("mp3", "audio", "MP3 audio", (".mp3",), **_AUDIO),
     Format("nifti", "nifti", "NIfTI volume", (".nii",), **_NIFTI, streamed=True),
     Format("nifti-gz", "nifti", "gzipped NIfTI volume", (".nii.gz",), **_NIFTI),
+    # Videos are filtered as a stream of frames (convcli.pipeline.video); the
+    # reader and writer here take a whole clip, as frames of RGB samples.
+    Format("mp4", "video", "MP4 video", (".mp4", ".m4v"), **_VIDEO),
+    Format("mov", "video", "QuickTime video", (".mov", ".qt"), **_VIDEO),
+    Format("mkv", "video", "Matroska video", (".mkv",), **_VIDEO),
+    Format("webm", "video", "WebM video", (".webm",), **_VIDEO),
+    Format("avi", "video", "AVI video", (".avi",), **_VIDEO),
 )
 
 _BY_NAME = {row.name: row for row in FORMATS}

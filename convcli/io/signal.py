@@ -58,6 +58,7 @@ nifti_header           NIfTI reader                  NIfTI writer: every field k
 affine                 NIfTI reader                  NIfTI writer: the stride applied to qform and sform;
                                                      ``derive`` strides it
 spacing_invalid        NIfTI reader                  ``pipeline.filter``'s input notes
+frame_rate             video reader (a whole clip)   video writer: frames per second
 =====================  ============================  ======================================================
 
 Values are as the file states them: ``format`` a row name of the table,

@@ -129,7 +129,11 @@ class Kernel:
             engine_kwargs.pop("overwrite_x", None)
         method = engine_kwargs.pop("method", "auto")
         methods = (method,) * len(self.weights) if isinstance(method, str) else tuple(method)
-        responses = (run(x, w, method=m, **engine_kwargs) for w, m in zip(self.weights, methods))
+        return self.combined(run(x, w, method=m, **engine_kwargs) for w, m in zip(self.weights, methods))
+
+    def combined(self, responses) -> np.ndarray:
+        """The responses of the weight arrays, in order, combined by ``combine`` (the first one's memory reused)."""
+        responses = iter(responses)
         if self.combine == "single":
             return next(responses)
         if self.combine == "max":

@@ -136,7 +136,8 @@ def length_in_samples(
     spacing: tuple[float, ...] | None,
 ) -> float:
     """A length along ``axis`` in samples: plain numbers are samples, ``5ms`` uses the
-    sample rate, ``1.5mm`` the voxel spacing of that axis."""
+    sample rate (of the first axis: audio's samples, a video's frames), ``1.5mm`` the
+    voxel spacing of that axis."""
     value, unit = split_unit(text, param=param, spec=spec)
     if unit in SAMPLE_UNITS:
         return value * SAMPLE_UNITS[unit]
@@ -144,6 +145,13 @@ def length_in_samples(
         if not sample_rate:
             raise UsageError(
                 f"{param}={text} is a time, but this input has no sample rate; give {param} in samples",
+                subject=spec,
+            )
+        if axis != 0:
+            # The rate counts samples along the first axis only: audio's one axis, a video's frames.
+            raise UsageError(
+                f"{param}={text} is a time, but axis {axis} is not: only the first axis (a video's frames) is "
+                f"timed; give one value per axis, e.g. {param}={text},2,2",
                 subject=spec,
             )
         return value * TIME_UNITS[unit] * sample_rate

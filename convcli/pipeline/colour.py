@@ -235,6 +235,9 @@ def colour_space(signal, name: str, alpha: bool) -> Space:
     full = float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
     if name == "stored":
         return Space(name, colour, full)
+    if name == "rgb":
+        raise UsageError("rgb converts a video's Y, U and V planes to RGB and back; an image is filtered as "
+                         "stored (its RGB)", subject="--colorspace")
     if signal.kind != "image":
         raise UsageError(f"{name} applies to images (RGB or grey), and this input is {_a(signal.kind)}",
                          subject="--colorspace")

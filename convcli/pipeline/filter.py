@@ -4,7 +4,8 @@
 (source, destination, options) that returns a :class:`FilterReport`, so a
 batch can schedule it in worker processes.  The chain is :mod:`.chain`'s;
 a large JPEG photo is filtered band by band as it decodes (:mod:`.banded`),
-an input over the memory budget takes the streamed path (:mod:`.streamed`).
+an input over the memory budget takes the streamed path (:mod:`.streamed`), a
+video the path of frames (:mod:`.video`).
 Nothing here prints.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ def filter_job(source: str, dest: str, options: FilterOptions) -> dict:
     return filter_file(source, dest, options).as_dict()
 
 
-def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -> FilterReport:
+def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *, on_frames=None) -> FilterReport:
     """Read ``source``, filter it and write ``dest`` atomically; raise a ConvcliError on failure.
 
     ``progress(done, added)``, if given, hears of the engine's units of work
@@ -53,15 +54,16 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None) -
     :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
     instead (of all its passes: two with ``--normalize-peak``); a Zarr store
     is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
-    are written.
+    are written; a video is streamed into a video (:mod:`.video`) and counts
+    frames instead: ``on_frames(done, expected)``.
     """
     from ..parallel import progress_to
 
     with progress_to(progress):
-        return _filter_file(source, dest, options, progress)
+        return _filter_file(source, dest, options, progress, on_frames)
 
 
-def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> FilterReport:
+def _filter_file(source: str, dest: str, options: FilterOptions, progress, on_frames) -> FilterReport:
     from .. import io
     from ..io.zarr import is_zarr
     from ..parallel import progress_report, progress_to
@@ -80,11 +82,20 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
         return FilterReport(input=str(source), output=str(dest), input_shape=done.input_shape,
                             output_shape=done.output_shape, kernels=done.steps, clipped=done.clipped,
                             seconds=time.perf_counter() - start, notes=done.notes)
-    src = io.open_input(source, memory_budget=options.memory_budget)
+    source_name = str(source)
+    src, fmt = io.open_source(source, memory_budget=options.memory_budget)
+    if io.formats.family_of(fmt) == "video":
+        from .video import filter_video
+
+        with progress_to(None):  # the engine's blocks of every frame would be a second, endless count
+            run = filter_video(src, dest, options, on_progress=on_frames)
+        return FilterReport(input=source_name, output=str(dest), input_shape=run.input_shape,
+                            output_shape=run.output_shape, kernels=run.steps, clipped=run.clipped,
+                            seconds=time.perf_counter() - start, notes=run.notes)
     if options.kind in (None, "image"):
         banded = filter_in_bands(src, dest, options)
         if banded is not None:
-            banded.input, banded.seconds = str(source), time.perf_counter() - start
+            banded.input, banded.seconds = source_name, time.perf_counter() - start
             return banded
     signal = io.read(src, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget,
@@ -94,21 +105,21 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress) -> Fi
             done = audio.filter_audio(signal, dest, options, progress)
         note = audio.streamed_note(signal, options)
         return FilterReport(
-            input=str(source), output=str(dest), input_shape=tuple(signal.data.shape), output_shape=done.output_shape,
+            input=source_name, output=str(dest), input_shape=tuple(signal.data.shape), output_shape=done.output_shape,
             kernels=done.steps, seconds=time.perf_counter() - start, clipped=done.clipped,
             notes=input_notes(signal) + ([note] if note else []) + done.notes)
     refuse_audio_options(signal, options)
     if signal.streamed:
-        streamed = filter_streamed(signal, source, dest, options)
+        streamed = filter_streamed(signal, source_name, dest, options)
         return FilterReport(
-            input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
+            input=source_name, output=str(dest), input_shape=tuple(signal.data.shape),
             output_shape=streamed.output_shape, kernels=streamed.steps, seconds=time.perf_counter() - start,
             notes=input_notes(signal) + [streamed.note])
     filtered = filter_signal(signal, options, consume=True)
     written = io.write(filtered.signal, dest, format=options.out_format, compress_level=options.compress_level,
                        range=filtered.range, depth=options.depth, quality=options.quality)
     return FilterReport(
-        input=str(source), output=str(dest), input_shape=tuple(signal.data.shape),
+        input=source_name, output=str(dest), input_shape=tuple(signal.data.shape),
         output_shape=tuple(filtered.signal.data.shape), kernels=filtered.steps, seconds=time.perf_counter() - start,
         clipped=written.clipped, notes=input_notes(signal) + filtered.notes + written.notes,
     )
@@ -122,7 +133,12 @@ def explain(source: str, options: FilterOptions) -> list[dict]:
     """
     from .. import io
 
-    signal = io.read(source, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
+    opened, fmt = io.open_source(source, memory_budget=options.memory_budget)
+    if io.formats.family_of(fmt) == "video":
+        from .video import explain_video
+
+        return explain_video(opened, options)
+    signal = io.read(opened, kind=options.kind, key=options.key, auto_orient=options.auto_orient,
                      max_pixels=options.max_pixels, memory_budget=options.memory_budget, stream=True)
     from . import audio
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from ..errors import ParameterError, check_choice, shown
 
 ALPHA_MODES = ("auto", "premultiply", "keep", "channel")
-COLORSPACES = ("stored", "linear", "luma")
+# The values filtered: as stored (a video's Y, U and V each at its own resolution), linear light
+# (images), luma only, or a video's planes converted to RGB and back.
+COLORSPACES = ("stored", "linear", "luma", "rgb")
 AXIS_NAMES = ("x", "y", "z", "t")  # last, second-to-last, third-to-last spatial axis; frames
 
 
@@ -56,6 +58,25 @@ class Geometry:
         padding = self.padding if isinstance(self.padding, str) else per_axis(self.padding, ndim, "padding",
                                                                                 minimum=0)[::-1]
         return Geometry(self.strides(ndim)[::-1], padding, self.dilations(ndim)[::-1], self.pad_mode)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a filtered video is encoded (None keeps the input's choice) and how damage in it is treated."""
+
+    codec: str | None = None  # h264, hevc, vp9, av1, ffv1, prores, mjpeg, or an FFmpeg encoder name
+    crf: int | None = None  # constant quality (lower is better); None: the encoder's usual default
+    bitrate: int | None = None  # bits per second instead of constant quality
+    pix_fmt: str | None = None  # the pixel format written: yuv420p, yuv444p, yuv420p10le, gray, ...
+    fail_fast: bool = False  # a corrupt packet or a clip cut short fails the file instead of being noted
+
+    def __post_init__(self) -> None:
+        if self.crf is not None and (isinstance(self.crf, bool) or not isinstance(self.crf, int) or self.crf < 0):
+            raise ParameterError(f"must be a whole number from 0, got {self.crf!r}", subject="crf")
+        if self.bitrate is not None and (isinstance(self.bitrate, bool) or not isinstance(self.bitrate, int)
+                                         or self.bitrate <= 0):
+            raise ParameterError(f"must be a positive number of bits per second, got {self.bitrate!r}",
+                                 subject="bitrate")
 
 
 @dataclass(frozen=True)
@@ -125,7 +146,7 @@ class FilterOptions:
     quality: int | None = None  # 1-100 for JPEG/WebP outputs; None: a JPEG input's own, else 90
     kind: str | None = None  # audio | image | volume | signal; None: from the file's content
     alpha: str = "auto"  # one of ALPHA_MODES; auto: premultiply a smoothing chain, else keep alpha
-    colorspace: str = "stored"  # one of COLORSPACES: the values filtered (stored, linear light, luma only)
+    colorspace: str = "stored"  # one of COLORSPACES: the values filtered (stored, linear light, luma only, rgb)
     axes: tuple[str, ...] | None = None  # the AXIS_NAMES the kernels run along; None: every spatial axis
     range: str | None = None  # clip | abs | offset | rescale; None: the last kernel's range_default
     auto_orient: bool = True  # apply the EXIF orientation of photos
@@ -133,6 +154,7 @@ class FilterOptions:
     memory_budget: int | None = None  # bytes; None: half the available memory
     key: str | None = None  # the array of a .npz archive
     in_place: bool = False  # allow the output to be the input file
+    video: VideoOptions = VideoOptions()  # how a video is encoded
     audio: AudioOptions = AudioOptions()  # tail, mix, gain, peak level, impulse-response level, rate
     scheduler: str | None = None  # a Dask scheduler's address (tcp://host:8786) for chunked work; None: local threads
     resume: bool = False  # complete a chunked output's partial store (out.zarr.partial) instead of refusing it
@@ -178,10 +200,13 @@ class ClassifyOptions:
     top: int = 5  # predictions reported per image, highest probability first
     cam: str | None = None  # where to write the class-activation map (PNG), or None
     max_pixels: int | None = None  # larger images are refused before decoding; None: Pillow's bomb threshold
+    every: float = 1.0  # a video: seconds between the frames classified, from the first
 
     def __post_init__(self) -> None:
         if isinstance(self.top, bool) or not isinstance(self.top, int) or not 1 <= self.top <= 1000:
             raise ParameterError(f"must be a whole number from 1 to 1000, got {shown(self.top)}", subject="top")
+        if not (isinstance(self.every, (int, float)) and self.every > 0 and self.every < float("inf")):
+            raise ParameterError(f"must be a positive time, got {shown(self.every)}", subject="every")
 
 
 @dataclass(frozen=True)
