@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..parallel import run_all
+from .shiftadd import add_scaled
 
 # Rows of a band: a band's sum and scratch (float32) stay within a core's L2 cache.
 BAND_BYTES = 1 << 18
@@ -43,7 +44,8 @@ def weighted_sum(arrays, weights, *, dtype=np.float32, out: np.ndarray | None = 
     if out is None:
         out = np.empty(shape, dtype=dtype)
     scalar = out.dtype.type  # a weight of the compute type keeps uint8 * weight in it (not float64)
-    terms = [(a, scalar(w)) for a, w in zip(arrays, weights) if w != 0]
+    # A weight of +-1 stays a Python float, which add_scaled takes in one pass (a copy, an add or a subtraction).
+    terms = [(a, float(w) if abs(w) == 1 else scalar(w)) for a, w in zip(arrays, weights) if w != 0]
     if not terms:
         out[...] = 0
         return out
@@ -57,19 +59,7 @@ def weighted_sum(arrays, weights, *, dtype=np.float32, out: np.ndarray | None = 
         acc = out[part]
         scratch = None
         for i, (a, w) in enumerate(terms):
-            view = a[part]
-            if i == 0:
-                if w == 1:
-                    np.copyto(acc, view)
-                else:
-                    np.multiply(view, w, out=acc)
-            elif w == 1:
-                np.add(acc, view, out=acc)
-            else:
-                if scratch is None:
-                    scratch = np.empty(acc.shape, dtype=acc.dtype)
-                np.multiply(view, w, out=scratch)
-                np.add(acc, scratch, out=acc)
+            scratch = add_scaled(acc, a[part], w, scratch, first=i == 0)
 
     run_all(band, starts, parallel=out.size >= PARALLEL_SAMPLES)
     return out
