@@ -128,6 +128,26 @@ def convcli_process(*args, text: bool = False, timeout: float = 120, **kwargs) -
                           timeout=timeout, **kwargs)
 
 
+def convcli_on_terminal(*args, stdout_too: bool = False, cwd=None, timeout: float = 120) -> tuple[int, str]:
+    """Run ``python -m convcli ARGS`` with stderr (and stdout) on a pseudo-terminal: its exit code and what the terminal got."""
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], stderr=follower,
+                            stdout=follower if stdout_too else subprocess.DEVNULL, cwd=cwd,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end closed: the run is over
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return proc.wait(timeout=timeout), shown.decode("utf-8", "replace")
+
+
 def leftovers(root) -> list[str]:
     """Names of the atomic writer's temporary files anywhere below ``root``, sorted."""
     return sorted(name for _, _, names in os.walk(root) for name in names if TEMP_MARKER in name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import convcli_process, leftovers
+from conftest import convcli_on_terminal, convcli_process, leftovers
 from convcli import correlate
 
 KERNEL = "[[1,2,1],[2,4,2],[1,2,1]]"
@@ -180,22 +180,8 @@ def test_a_batch_on_a_terminal_shows_its_progress(tmp_path):
     root.mkdir()
     for i in range(300):
         np.save(root / f"f{i:03d}.npy", np.full((8, 8), i, np.float32))
-    leader, follower = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "convcli", "filter", str(root), "-o", str(tmp_path / "out"), "-k",
-                             KERNEL, "-j", "2"], stderr=follower, stdout=subprocess.DEVNULL)
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal's other end closed: the run is over
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(leader)
-    assert proc.wait(timeout=60) == 0
-    text = shown.decode("utf-8", "replace")
+    code, text = convcli_on_terminal("filter", root, "-o", tmp_path / "out", "-k", KERNEL, "-j", "2", timeout=60)
+    assert code == 0
     assert "300/300" in text and "files/s" in text  # the last count is shown before the bar goes
     assert "convcli: 300 done, 0 failed in" in text
     assert len(_finished(tmp_path / "out")) == 300

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, convcli, convcli_process
+from conftest import ROOT, convcli, convcli_on_terminal, convcli_process
 
 PHOTO = str(ROOT / "examples" / "photo.jpg")
 
@@ -330,26 +330,6 @@ def test_completion_offers_the_values_of_options_with_a_fixed_set(flag, typed, e
 
 
 # --------------------------------------------------------------------------- progress on a terminal
-def _on_a_terminal(args, *, stdout_too: bool = False, cwd=None) -> tuple[int, str]:
-    """Run convcli with stderr (and stdout) on a pseudo-terminal; return its exit code and what the terminal got."""
-    leader, follower = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], stderr=follower,
-                            stdout=follower if stdout_too else subprocess.DEVNULL, cwd=cwd,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal's other end closed: the run is over
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(leader)
-    return proc.wait(timeout=120), shown.decode("utf-8", "replace")
-
-
 @pytest.fixture(scope="module")
 def long_file(tmp_path_factory):
     """A file that takes seconds: 2000x2000 samples through a 31x31 kernel, forced to the direct method."""
@@ -361,11 +341,11 @@ def long_file(tmp_path_factory):
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_one_long_file_shows_its_progress_on_a_terminal_and_not_with_q(long_file, tmp_path):
     args = ["filter", long_file, "-k", "box:31", "--method", "direct", "-o", tmp_path / "out.npy"]
-    code, text = _on_a_terminal(args)
+    code, text = convcli_on_terminal(*args)
     assert code == 0
     plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)
     assert "blocks ETA" in plain and re.search(r"(\d+)/\1 blocks", plain), plain[-500:]  # the last count shown
-    code, text = _on_a_terminal(args + ["-q"])
+    code, text = convcli_on_terminal(*args, "-q")
     assert code == 0 and text == ""
     piped = convcli_process(*args)
     assert piped.returncode == 0 and piped.stderr == b""
@@ -376,7 +356,7 @@ def test_classify_tables_are_never_glued_to_a_stale_progress_line(tmp_path):
     for i in range(3):
         _image(tmp_path / f"photo{i}.png", size=(64, 48), seed=i)
     names = [f"photo{i}.png" for i in range(3)]
-    code, text = _on_a_terminal(["classify", *names, "-j", "1", "--top", "1"], stdout_too=True, cwd=tmp_path)
+    code, text = convcli_on_terminal("classify", *names, "-j", "1", "--top", "1", stdout_too=True, cwd=tmp_path)
     assert code == 0
     plain = re.sub(r"\x1b\[[0-9;?]*[mlh]", "", text)  # colours and cursor visibility; erasures stay
     for i in range(3):
