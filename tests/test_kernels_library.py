@@ -417,3 +417,21 @@ def test_huge_separable_gaussian_runs_one_axis_at_a_time():
 def test_keyword_lists_end_at_the_next_key():
     k = resolve("gaussian:sigma=2,0,0.5,truncate=2", ndim=3)
     assert k.weights[0].shape == (9, 1, 3)
+
+
+@pytest.mark.parametrize("method", ["direct", "opencv", "fft"])
+def test_a_magnitude_leaves_the_input_alone_and_is_exact(method):
+    """Responses are squared in place: never the caller's samples, even when a response could be them."""
+    from convcli.kernels.kernel import Kernel
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 30)).astype(np.float32)
+    before = x.copy()
+    kernel = Kernel(spec="test", name="test", weights=(np.array([[1.0]]), np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])),
+                    combine="magnitude")
+    out = kernel.apply(x, method=method, pad_mode="zeros")
+    assert np.array_equal(x, before)
+    shifted = np.zeros_like(x)
+    shifted[:, :-1] = 2 * x[:, 1:]
+    np.testing.assert_allclose(out, np.sqrt(x.astype(np.float64) ** 2 + shifted.astype(np.float64) ** 2), rtol=2e-6,
+                               atol=1e-5)

@@ -141,9 +141,11 @@ class Kernel:
             for r in responses:
                 np.maximum(out, r, out=out)
             return out
-        out = np.square(next(responses))
+        # Squared in place where the engine handed over an array of its own: a new array per square costs
+        # more than the arithmetic (a Sobel magnitude of a 24 MP photo: 0.19 s against 0.09).
+        out = _squared(next(responses), x)
         for r in responses:
-            out += np.square(r)
+            out += _squared(r, x)
         return np.sqrt(out, out=out)
 
     def plan(self, x_shape, x_dtype, *, convolve: bool = False, **engine_kwargs):
@@ -337,3 +339,11 @@ def normalized(w: np.ndarray, *, subject: str) -> np.ndarray:
             subject=subject,
         )
     return w / w.sum()
+
+
+def _squared(response, x):
+    """``response ** 2``, in place unless the response is read-only or shares memory with the input."""
+    if (isinstance(response, np.ndarray) and response.flags.writeable
+            and not (isinstance(x, np.ndarray) and np.may_share_memory(response, x))):
+        return np.square(response, out=response)
+    return np.square(response)
