@@ -129,10 +129,16 @@ class Kernel:
             engine_kwargs.pop("overwrite_x", None)
         method = engine_kwargs.pop("method", "auto")
         methods = (method,) * len(self.weights) if isinstance(method, str) else tuple(method)
-        return self.combined(run(x, w, method=m, **engine_kwargs) for w, m in zip(self.weights, methods))
+        return self.combined((run(x, w, method=m, **engine_kwargs) for w, m in zip(self.weights, methods)), x)
 
-    def combined(self, responses) -> np.ndarray:
-        """The responses of the weight arrays, in order, combined by ``combine`` (the first one's memory reused)."""
+    def combined(self, responses, x=None) -> np.ndarray:
+        """The responses of the weight arrays, in order, combined by ``combine`` (the first one's memory reused).
+
+        With the input ``x`` given, a response of the engine's own (writable,
+        not sharing memory with ``x``) is squared in place; without it every
+        response is left as it is (a caller's responses may be views of data
+        it still needs).
+        """
         responses = iter(responses)
         if self.combine == "single":
             return next(responses)
@@ -342,8 +348,8 @@ def normalized(w: np.ndarray, *, subject: str) -> np.ndarray:
 
 
 def _squared(response, x):
-    """``response ** 2``, in place unless the response is read-only or shares memory with the input."""
-    if (isinstance(response, np.ndarray) and response.flags.writeable
+    """``response ** 2``, in place when ``x`` is given and the response is writable and does not share its memory."""
+    if (x is not None and isinstance(response, np.ndarray) and response.flags.writeable
             and not (isinstance(x, np.ndarray) and np.may_share_memory(response, x))):
         return np.square(response, out=response)
     return np.square(response)
