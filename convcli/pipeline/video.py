@@ -523,6 +523,7 @@ def _steps(reader, kernels, ndim: int, options: FilterOptions, frames: int | Non
     """The plan of each kernel: padding per axis, the luma plane's shape in and out, the 2-D method, the time taps."""
     from ..engine import make_plan
 
+    _load_compiled()
     shape = (frames, reader.info.height, reader.info.width)
     precision = options.precision or "float32"
     steps = []
@@ -541,6 +542,20 @@ def _steps(reader, kernels, ndim: int, options: FilterOptions, frames: int | Non
                       "colorspace": options.colorspace, "why": plan.choice.reason() + reach})
         shape = out
     return steps
+
+
+def _load_compiled() -> None:
+    """Import OpenCV now, where it is installed: a clip is hundreds of calls of the same plan.
+
+    The cost model charges OpenCV's import (25 ms) to the call that would
+    import it, and plans are kept by what is imported: unloaded, a 1080p
+    frame's plan picked numpy's separable passes (114 ms a frame against
+    OpenCV's 10) and kept them for the whole clip.
+    """
+    from ..engine import compiled
+
+    if compiled.available():
+        compiled._cv2()
 
 
 @dataclass
