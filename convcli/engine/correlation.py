@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ParameterError, did_you_mean
 from . import bands, compiled, running, shiftadd, spectral, strategies, toeplitz
 from .borders import BorderMode, parse_pad_mode
-from .geometry import AxisPlan, plan_axes
+from .geometry import AxisPlan, output_shape, plan_axes
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,7 @@ class Plan:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the result, in the layout of the input."""
-        spatial = [p.out for p in self.axes]
-        shape = list(self.batch_shape) + spatial
-        if self.channel_axis is not None:
-            shape.insert(self.channel_axis, self.channels)
-        return tuple(shape)
+        return output_shape(self.batch_shape, self.axes, self.channel_axis, self.channels)
 
     def padding(self) -> tuple[tuple[int, int], ...]:
         """Samples of padding (before, after) on each spatial axis."""

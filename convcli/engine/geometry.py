@@ -73,6 +73,14 @@ class AxisPlan:
         return replace(self, length=self.padded, before=0, after=0)
 
 
+def output_shape(batch_shape, axes, channel_axis, channels) -> tuple[int, ...]:
+    """A plan's result shape in the layout of its input: batch axes, each axis plan's ``out``, channels in place."""
+    shape = list(batch_shape) + [p.out for p in axes]
+    if channel_axis is not None:
+        shape.insert(channel_axis, channels)
+    return tuple(shape)
+
+
 def per_axis(value, ndim: int, name: str, *, minimum: int) -> tuple[int, ...]:
     """Normalise an int or a sequence of ints into one int per axis."""
     if isinstance(value, (list, tuple)):

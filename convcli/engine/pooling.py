@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import ParameterError
 from . import bands, selection
 from .borders import parse_pad_mode
-from .geometry import AxisPlan, per_axis
+from .geometry import AxisPlan, output_shape, per_axis
 
 KINDS = ("max", "avg")
 _CONSTANT = parse_pad_mode("zeros")[0]
@@ -52,10 +52,7 @@ class PoolPlan:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        shape = list(self.batch_shape) + [p.out for p in self.axes]
-        if self.channel_axis is not None:
-            shape.insert(self.channel_axis, self.channels)
-        return tuple(shape)
+        return output_shape(self.batch_shape, self.axes, self.channel_axis, self.channels)
 
     @property
     def method(self) -> str:

@@ -32,7 +32,7 @@ from ..errors import ParameterError, shown
 from ..parallel import map_ordered, thread_count
 from . import bands, compiled_rank, selection
 from .borders import BorderMode, parse_pad_mode
-from .geometry import AxisPlan, plan_axes
+from .geometry import AxisPlan, output_shape, plan_axes
 
 METHODS = ("auto", "direct", "opencv")
 # Taps beyond which one footprint is refused: a window this large is a mistake, not a filter.
@@ -68,10 +68,7 @@ class RankPlan:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the result, in the layout of the input."""
-        shape = list(self.batch_shape) + [p.out for p in self.axes]
-        if self.channel_axis is not None:
-            shape.insert(self.channel_axis, self.channels)
-        return tuple(shape)
+        return output_shape(self.batch_shape, self.axes, self.channel_axis, self.channels)
 
     def padding(self) -> tuple[tuple[int, int], ...]:
         """Samples of padding (before, after) on each spatial axis."""
