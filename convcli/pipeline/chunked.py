@@ -57,8 +57,9 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     signal = _placeholder(image, tuple(image.array.shape[i] for i in order))
     kernels = resolve_kernels(options, signal)
     for kernel in kernels:
-        if kernel.operator is not None or len(kernel.weights) != 1:
-            raise DataError(f"a chunked input is filtered by weighted kernels, not {kernel.spec}", subject=source)
+        if kernel.routing is not None:
+            raise DataError(f"a chunked input is not filtered by a multichannel impulse response ({kernel.spec})",
+                            subject=source)
     run = prepare(signal, kernels, options)
     chain = run.chain
     y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget))
@@ -184,8 +185,6 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     import dask.array as da
 
     from .. import io
-    from ..engine import convolve, correlate
-    from ..engine.chunked import lazy_correlate
     from ..parallel import thread_count
 
     ndim = len(image.array.shape)
@@ -193,8 +192,7 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     view = _Permuted(image.array, permutation)
     spatial = [permutation.index(i) for i in image.spatial]
     stored = [image.array.chunks[i] for i in permutation]
-    reach = chain.reach()
-    apply = convolve if chain.options.convolve else correlate
+    reach = _reach(chain)
     shared = _shared_chunks(image, permutation, spatial, reach, thread_count(), budget)
     y = None
     if shared is not None:
@@ -212,12 +210,47 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     for i, kernel in enumerate(chain.kernels):
         args = chain.args(i == len(chain.kernels) - 1, chain.pad_mode or kernel.border)
         if y is None:
-            y = lazy_correlate(view, kernel.weights[0], flip=chain.options.convolve, read_chunks=grid, **args)
+            y = _lazy_kernel(kernel, view, args, chain.options.convolve, grid)
         else:
-            y = apply(y, kernel.weights[0], **args)
-    if chain.non_negative and signal.data.dtype.kind in "ub":
+            y = _lazy_kernel(kernel, y, args, chain.options.convolve, None)
+    if chain.non_negative and signal.data.dtype.kind in "ub" and y.dtype.kind == "f":
         y = da.maximum(y, 0)  # round-off below zero of non-negative kernels on unsigned samples
     return y.transpose(_inverse(permutation))
+
+
+def _lazy_kernel(kernel, x, args: dict, convolve: bool, read_chunks):
+    """One kernel of the chain on ``x`` (a Dask array, or a stored array read in ``read_chunks``), lazily.
+
+    An operator (rank, morphology, pooling) is planned for the whole array
+    as in memory and runs that plan on every chunk; a kernel of several
+    weight arrays (sobel's magnitude) combines its lazy responses chunk by
+    chunk as :meth:`Kernel.combined` combines them in memory.
+    """
+    import dask.array as da
+
+    from ..engine.chunked import lazy_correlate, lazy_operator
+
+    if kernel.operator is not None:
+        return lazy_operator(x, kernel.plan(x.shape, x.dtype, convolve=convolve, **args), read_chunks=read_chunks)
+    args = kernel.window_args(dict(args), None)
+    responses = [lazy_correlate(x, w, flip=convolve, read_chunks=read_chunks, **args) for w in kernel.weights]
+    if len(responses) == 1:
+        return responses[0]
+    return da.map_blocks(_combined, *responses, kernel=kernel, dtype=responses[0].dtype)
+
+
+def _combined(*responses, kernel):
+    return kernel.combined(responses)
+
+
+def _reach(chain) -> int:
+    """How far an output's chain of windows reaches, in samples: a two-step morphology reaches twice its footprint."""
+    dilation = chain.options.geometry.dilations(chain.axes.ndim)
+
+    def passes(kernel) -> int:
+        return 2 if getattr(kernel.operator, "operation", None) in ("open", "close", "tophat", "blackhat") else 1
+
+    return max(sum(passes(k) * d * (k.shape[axis] // 2) for k in chain.kernels) for axis, d in enumerate(dilation))
 
 
 def _shared_chunks(image, permutation, spatial, reach: int, threads: int, budget: int):
