@@ -139,6 +139,43 @@ def test_rank_morphology_pooling_and_magnitudes_run_chunked_as_in_memory(tmp_pat
                                       np.load(tmp_path / f"{mode}.npy"))
 
 
+@pytest.mark.parametrize("kernel, extra", [
+    ("sobel", ["--range", "rescale"]),  # the whole result's min..max, found by a pass before the writes
+    ("laplacian", ["--range", "rescale", "--depth", "8"]),
+    ("gaussian:sigma=1", ["--depth", "8"]),
+    ("laplacian", ["--range", "offset", "--depth", "24"]),
+    ("box:3", ["--depth", "1"]),
+    ("median:3", ["--depth", "32f"]),
+])
+@pytest.mark.parametrize("budget", ["1M", "1G"])
+def test_depth_and_rescale_write_the_in_memory_samples(tmp_path, kernel, extra, budget):
+    image = (np.random.default_rng(8).random((30, 41)) * 60000).astype(np.uint16)
+    source = _plain(tmp_path / "v.zarr", image, (7, 9), zarr_format=3)
+    np.save(tmp_path / "v.npy", image)
+    run = convcli("filter", source, "-k", kernel, *extra, "-o", str(tmp_path / "o.zarr"), "--memory-budget", budget)
+    assert run.exit_code == 0, run.stderr
+    # In memory, a .npy output takes the depth asked (16 where none is: the Zarr keeps uint16).
+    depth = [] if "--depth" in extra else ["--depth", "16"]
+    assert convcli("filter", str(tmp_path / "v.npy"), "-k", kernel, *extra, *depth,
+                   "-o", str(tmp_path / "o.npy")).exit_code == 0
+    got, want = zarr.open_array(str(tmp_path / "o.zarr"), mode="r")[...], np.load(tmp_path / "o.npy")
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    if extra[:2] == ["--range", "rescale"]:
+        assert got.min() == 0 and got.max() == np.iinfo(got.dtype).max
+
+
+def test_rescale_refuses_nan_before_anything_is_written(tmp_path):
+    image = np.random.default_rng(9).standard_normal((30, 41)).astype(np.float32)
+    image[3, 4] = np.nan
+    source = _plain(tmp_path / "n.zarr", image, (7, 9))
+    run = convcli("filter", source, "-k", "box:3", "--depth", "8", "--range", "rescale", "-o", str(tmp_path / "o.zarr"))
+    assert run.exit_code == 1
+    assert run.stderr == f"convcli: error: {source}: 9 non-finite samples (NaN or infinity) in the result cannot be " \
+                         "written as uint8 (a float output type keeps them)\n"
+    assert sorted(os.listdir(tmp_path)) == ["n.zarr"]
+
+
 def test_a_zarr_store_is_one_input_not_a_batch_folder(tmp_path):
     source = _plain(tmp_path / "store", np.ones((6, 7), np.float32), (3, 3), zarr_format=3)  # no .zarr in its name
     run = convcli("filter", source, "-k", "box:3", "-o", str(tmp_path / "o.zarr"))

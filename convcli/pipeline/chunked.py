@@ -43,7 +43,8 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     """Filter the Zarr store ``source`` into the Zarr store ``dest``; see the module docstring.
 
     ``progress(done, added)`` (as :func:`convcli.parallel.progress_to`'s) hears
-    of the chunks to compute, then of each as it is written.
+    of the chunks to compute, then of each as it is written (with ``--range
+    rescale`` every chunk is counted twice: its bounds, then its samples).
     """
     from .. import io
     from ..io import zarr as zarr_io
@@ -66,9 +67,9 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     mode = options.range or kernels[-1].range_default
     strides = dict(zip(image.spatial, chain.strides(run.steps)))
     chunks = tuple(c[0] for c in y.chunks)
-    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, image.array.dtype, strides,
-                                         resume=options.resume)
-    clipped = _store(y, array, mode, options.scheduler, progress)
+    dtype, convert = samples_of(y, image.array.dtype, options.depth, mode, options.scheduler, progress, source)
+    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, dtype, strides, resume=options.resume)
+    clipped = _store(y, array, convert, options.scheduler, progress)
     zarr_io.finish(partial, dest)
     notes = []
     if image.levels > 1:
@@ -76,14 +77,70 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     return Chunked(run.steps, tuple(image.array.shape), tuple(y.shape), clipped, notes)
 
 
+def samples_of(y, stored, depth: str | None, mode: str, scheduler: str | None, progress, source: str):
+    """The output's sample type and the function that makes a chunk of ``y`` its samples, as in memory.
+
+    ``stored`` is the input's sample type, ``depth`` the ``--depth`` asked
+    (None: the input's).  The function returns (samples, samples clipped),
+    as :func:`convcli.io.samples.to_samples` (or ``to_depth``) does for the
+    whole array.  ``--range rescale`` into integers needs the whole
+    result's minimum and maximum: they are computed first, by one more pass
+    over the lazy result (each chunk computed and reduced to its bounds, so
+    the memory stays that of the tasks), and every chunk is stretched by them.
+    """
+    import functools
+
+    import numpy as np
+
+    from ..io.samples import depth_type
+
+    dtype = np.dtype(stored) if depth is None else depth_type(depth, stored)[0]
+    bounds = None
+    if mode == "rescale" and dtype.kind in "iub":
+        bounds = _bounds(y, dtype, scheduler, progress, source)
+    return dtype, functools.partial(_samples, stored=np.dtype(stored), depth=depth, mode=mode, bounds=bounds)
+
+
+def _samples(values, *, stored, depth, mode, bounds):
+    from ..io.samples import to_depth, to_samples
+
+    if depth is None:
+        return to_samples(values, stored, mode, bounds=bounds)
+    return to_depth(values, stored, depth, mode, bounds=bounds)
+
+
+def _bounds(y, dtype, scheduler: str | None, progress, source: str) -> tuple[float, float]:
+    """The minimum and maximum of the lazy result ``y``, computed chunk by chunk; NaN or infinity refused."""
+    import dask.array as da
+    import numpy as np
+    from dask.highlevelgraph import HighLevelGraph
+
+    indices = list(_indices(y))
+    name = "convcli-bounds-" + y.name
+    dsk = {(name, j, 0): (_block_bounds, (y.name,) + index) for j, index in enumerate(indices)}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[y])
+    found = da.Array(graph, name, chunks=((1,) * len(indices), (3,)), dtype=np.float64,
+                     meta=np.empty((0, 0), np.float64))
+    if progress is not None:
+        progress(0, len(indices))
+    found = np.asarray(_compute(found, scheduler, progress)).reshape(-1, 3)
+    bad = int(found[:, 2].sum())
+    if bad:
+        raise DataError(f"{bad} non-finite sample{'s' if bad != 1 else ''} (NaN or infinity) in the result cannot "
+                        f"be written as {dtype} (a float output type keeps them)", subject=source)
+    return float(found[:, 0].min()), float(found[:, 1].max())
+
+
+def _block_bounds(values):
+    import numpy as np
+
+    low, high = float(np.min(values)), float(np.max(values))
+    bad = 0 if np.isfinite(low) and np.isfinite(high) else values.size - int(np.count_nonzero(np.isfinite(values)))
+    return np.array([[low, high, bad]], dtype=np.float64)
+
+
 def _refuse_whole_array_options(options: FilterOptions, source: str) -> None:
-    """Options that need the whole array at once, or a format a Zarr store is not."""
-    if options.range == "rescale":
-        raise UsageError("--range rescale needs the whole result's minimum and maximum; a chunked input takes "
-                         "clip, abs or offset", subject="--range")
-    if options.depth is not None:
-        raise UsageError("a chunked input is written in its own sample type; --depth is not available",
-                         subject="--depth")
+    """Options a Zarr store cannot take."""
     if options.colorspace != "stored":
         raise UsageError("a chunked input is filtered in its stored values; --colorspace is not available",
                          subject="--colorspace")
@@ -308,8 +365,11 @@ def _indices(y):
     return itertools.product(*(range(len(c)) for c in y.chunks))
 
 
-def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
-    """Compute the chunks of ``y`` the store lacks and write each where it belongs; return the samples clipped."""
+def _store(y, array, convert, scheduler: str | None, progress) -> int:
+    """Compute the chunks of ``y`` the store lacks and write each where it belongs; return the samples clipped.
+
+    ``convert`` makes a chunk's values samples (see :func:`samples_of`).
+    """
     import dask.array as da
     import numpy as np
     from dask.highlevelgraph import HighLevelGraph
@@ -320,7 +380,7 @@ def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
     if not missing:
         return 0
     name = "convcli-store-" + y.name
-    dsk = {(name, j): (_store_block, (y.name,) + index, array, index, mode) for j, index in enumerate(missing)}
+    dsk = {(name, j): (_store_block, (y.name,) + index, array, index, convert) for j, index in enumerate(missing)}
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[y])
     counts = da.Array(graph, name, chunks=((1,) * len(missing),), dtype=np.int64, meta=np.empty((0,), np.int64))
     if progress is not None:
@@ -328,12 +388,10 @@ def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
     return int(_compute(counts, scheduler, progress).sum())
 
 
-def _store_block(values, array, index, mode):
+def _store_block(values, array, index, convert):
     import numpy as np
 
-    from ..io.samples import to_samples
-
-    samples, clipped = to_samples(values, array.dtype, mode)
+    samples, clipped = convert(values)
     region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, array.chunks, values.shape))
     array[region] = samples
     return np.array([clipped], dtype=np.int64)
