@@ -176,6 +176,48 @@ def test_rescale_refuses_nan_before_anything_is_written(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["n.zarr"]
 
 
+def _ome_rgb(path, image, chunks):
+    """A 2-D OME-Zarr image with its channels first (c, y, x), as microscopy and slide tools write them."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}]}
+    array = group.create_array("0", shape=(image.shape[2],) + image.shape[:2], chunks=chunks, dtype=image.dtype,
+                               dimension_names=["c", "y", "x"])
+    array[...] = np.moveaxis(image, -1, 0)
+    return str(path)
+
+
+@pytest.mark.parametrize("colorspace, kernel, extra, budget", [
+    ("linear", "gaussian:sigma=1.5", [], "1M"),
+    ("linear", "open:disk=2", [], "1G"),
+    ("luma", "sharpen", ["--stride", "2"], "1G"),  # the colour moved onto the strided grid, lazily
+    ("luma", "median:3", [], "1M"),
+])
+def test_colorspace_converts_each_chunk_as_in_memory(tmp_path, colorspace, kernel, extra, budget):
+    from PIL import Image
+
+    image = (np.random.default_rng(10).random((37, 45, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "i.png")
+    source = _ome_rgb(tmp_path / "i.ome.zarr", image, (1, 8, 9))  # one channel a chunk: a pixel's are read together
+    run = convcli("filter", source, "-k", kernel, "--colorspace", colorspace, *extra, "-o", str(tmp_path / "o.zarr"),
+                  "--memory-budget", budget)
+    assert run.exit_code == 0, run.stderr
+    assert convcli("filter", str(tmp_path / "i.png"), "-k", kernel, "--colorspace", colorspace, *extra,
+                   "-o", str(tmp_path / "o.png")).exit_code == 0
+    got = np.moveaxis(zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["0"][...], 0, -1)
+    np.testing.assert_array_equal(got, np.asarray(Image.open(tmp_path / "o.png")))
+
+
+def test_colorspace_on_a_volume_is_one_line(tmp_path):
+    source = _plain(tmp_path / "v.zarr", np.ones((6, 7, 8), np.uint8), (3, 3, 3))
+    run = convcli("filter", source, "-k", "box:3", "--colorspace", "linear", "-o", str(tmp_path / "o.zarr"))
+    assert run.exit_code == 2
+    assert run.stderr == "convcli: error: --colorspace: linear applies to images (RGB or grey), and this input " \
+                         "is a volume\n"
+    assert sorted(os.listdir(tmp_path)) == ["v.zarr"]
+
+
 def test_a_zarr_store_is_one_input_not_a_batch_folder(tmp_path):
     source = _plain(tmp_path / "store", np.ones((6, 7), np.float32), (3, 3), zarr_format=3)  # no .zarr in its name
     run = convcli("filter", source, "-k", "box:3", "-o", str(tmp_path / "o.zarr"))

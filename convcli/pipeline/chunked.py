@@ -53,7 +53,6 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     if not zarr_io.names_zarr(dest):
         raise UsageError(f"a Zarr input is written to a Zarr store: name the output NAME.zarr, not {dest}",
                          subject="--output")
-    _refuse_whole_array_options(options, source)
     order = _signal_order(image)
     signal = _placeholder(image, tuple(image.array.shape[i] for i in order))
     kernels = resolve_kernels(options, signal)
@@ -63,7 +62,7 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
                             subject=source)
     run = prepare(signal, kernels, options)
     chain = run.chain
-    y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget))
+    y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget), run.space)
     mode = options.range or kernels[-1].range_default
     strides = dict(zip(image.spatial, chain.strides(run.steps)))
     chunks = tuple(c[0] for c in y.chunks)
@@ -137,13 +136,6 @@ def _block_bounds(values):
     low, high = float(np.min(values)), float(np.max(values))
     bad = 0 if np.isfinite(low) and np.isfinite(high) else values.size - int(np.count_nonzero(np.isfinite(values)))
     return np.array([[low, high, bad]], dtype=np.float64)
-
-
-def _refuse_whole_array_options(options: FilterOptions, source: str) -> None:
-    """Options a Zarr store cannot take."""
-    if options.colorspace != "stored":
-        raise UsageError("a chunked input is filtered in its stored values; --colorspace is not available",
-                         subject="--colorspace")
 
 
 def _signal_order(image) -> list[int]:
@@ -233,13 +225,71 @@ def _placeholder(image, shape):
                   meta={"format": "zarr", "dtype": np.dtype(image.array.dtype).name})
 
 
-def _lazy_chain(chain, image, order, signal, source: str, budget: int):
+class _Working:
+    """A stored array (in the engine's layout, channels last) seen in the values a ``--colorspace`` filters.
+
+    The conversion is the in-memory one (:meth:`Space.to_working`), sample by
+    sample, or pixel by pixel for luma: a window is read with all its
+    channels, converted, and cut to the channels asked for.
+    """
+
+    def __init__(self, view, space, work, channels: bool):
+        import numpy as np
+
+        self.view, self.space, self.work, self.channels = view, space, np.dtype(work), channels
+        self.dtype = self.work
+        self.shape = tuple(view.shape[:-1]) + (_working_channels(space, view.shape[-1]),) if channels else view.shape
+
+    def __getitem__(self, cut):
+        if not self.channels:
+            return self.space.to_working(self.view[cut], self.work)
+        cut = tuple(cut) + (slice(None),) * (len(self.shape) - len(cut))
+        samples = self.view[cut[:-1] + (slice(None),)]
+        return self.space.to_working(samples, self.work)[..., cut[-1]]
+
+
+def _working_channels(space, channels: int) -> int:
+    return channels - space.colour + 1 if space.name == "luma" else channels
+
+
+def _lazy_working(y, view):
+    """The Dask array ``y`` of samples (engine layout) in working values, as ``view`` (a :class:`_Working`) gives."""
+    if not view.channels:
+        return y.map_blocks(view.space.to_working, view.work, dtype=view.work)
+    y = y.rechunk({y.ndim - 1: -1})
+    return y.map_blocks(view.space.to_working, view.work, dtype=view.work,
+                        chunks=y.chunks[:-1] + ((view.shape[-1],),))
+
+
+def _lazy_colour(chain, y, view, stored, space):
+    """The lazy result ``y`` (working values, engine layout) back in sample values, as :meth:`Run.filter` does.
+
+    ``stored`` is the input as a Dask array in the engine's layout: luma adds
+    the filtered change to its colour moved onto the output grid
+    (:meth:`Chain.grid`, lazily).
+    """
+    if chain.signal.channel_axis is None:
+        return y.map_blocks(space.from_working, dtype=y.dtype)
+    y = y.rechunk({y.ndim - 1: -1})
+    if space.name != "luma":
+        return y.map_blocks(space.from_working, dtype=y.dtype)
+    colour = stored[..., :space.colour]
+    base = chain.axes.to_engine(chain.grid(chain.axes.from_engine(colour)))
+    base = base.rechunk(y.chunks[:-1] + ((space.colour,),))
+    channels = view.shape[-1]
+    return y.map_blocks(space.from_working, base, dtype=y.dtype, chunks=y.chunks[:-1] + ((channels,),))
+
+
+def _lazy_chain(chain, image, order, signal, source: str, budget: int, space=None):
     """The chain's kernels applied lazily (a Dask array in the stored array's axis order).
 
     The first kernel's tasks read their windows from the store; the next
-    ones take their halos from the previous kernel's chunks.
+    ones take their halos from the previous kernel's chunks.  A ``space``
+    other than stored (``--colorspace``) converts the samples before the
+    first kernel and back after the last, as in memory.
     """
     import dask.array as da
+    import numpy as np
 
     from .. import io
     from ..parallel import thread_count
@@ -247,6 +297,10 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     ndim = len(image.array.shape)
     permutation = _permutation(chain, order, ndim)
     view = _Permuted(image.array, permutation)
+    stored_view = view
+    colour = space is not None and space.name != "stored"
+    if colour:
+        view = _Working(view, space, chain.work, chain.signal.channel_axis is not None)
     spatial = [permutation.index(i) for i in image.spatial]
     stored = [image.array.chunks[i] for i in permutation]
     reach = _reach(chain)
@@ -255,6 +309,9 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     if shared is not None:
         # Every stored chunk read and decoded once; its neighbours take their halos from it in memory.
         y = da.from_zarr(image.array, chunks=shared).transpose(permutation)
+        samples = y
+        if colour:
+            y = _lazy_working(y, view)
     else:
         # Within a tight budget each task reads its own window (stored chunks at its edges decoded again).
         chunks = plan_chunks(view.shape, spatial, stored, reach, max(view.dtype.itemsize, 4), view.dtype.itemsize,
@@ -264,6 +321,10 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
                             f"possible with kernels that reach {reach} samples; raise --memory-budget",
                             subject=source)
         grid = tuple(_regular(n, c) for n, c in zip(view.shape, chunks))
+        samples = None
+        if colour and space.name == "luma":
+            samples = da.from_array(stored_view, chunks=grid[:-1] + (stored_view.shape[-1],), asarray=True,
+                                    lock=False, meta=np.empty((0,) * ndim, stored_view.dtype))
     for i, kernel in enumerate(chain.kernels):
         args = chain.args(i == len(chain.kernels) - 1, chain.pad_mode or kernel.border)
         if y is None:
@@ -272,6 +333,8 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
             y = _lazy_kernel(kernel, y, args, chain.options.convolve, None)
     if chain.non_negative and signal.data.dtype.kind in "ub" and y.dtype.kind == "f":
         y = da.maximum(y, 0)  # round-off below zero of non-negative kernels on unsigned samples
+    if colour:
+        y = _lazy_colour(chain, y, stored_view, samples, space)
     return y.transpose(_inverse(permutation))
 
 
