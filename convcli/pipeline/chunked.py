@@ -476,9 +476,12 @@ def _compute(counts, scheduler: str | None, progress):
 def _local(counts, workers: int, progress):
     import dask
     import numpy as np
+    from dask.threaded import get
 
+    # The threaded scheduler given as its function: named by its string, Dask first imports
+    # distributed to look for a client (a quarter of a second at every start).
     if progress is None:
-        return counts.compute(scheduler="threads", num_workers=workers)
+        return counts.compute(scheduler=get, num_workers=workers)
     from dask.callbacks import Callback
 
     class _Written(Callback):
@@ -487,7 +490,7 @@ def _local(counts, workers: int, progress):
                 progress(1, 0)
 
     with _Written():
-        parts = dask.compute(counts, scheduler="threads", num_workers=workers)[0]
+        parts = dask.compute(counts, scheduler=get, num_workers=workers)[0]
     return np.asarray(parts)
 
 
