@@ -61,7 +61,6 @@ def classify_command(
     from ..pipeline.classify import classify_file, classify_frames, classify_job, is_video
     from ..pipeline.options import BatchOptions, ClassifyOptions
     from ..pipeline.outputs import refuse_input_as_output
-
     from .batch_report import batch_scheduler, run_batch
 
     options = ClassifyOptions(top=top, every=parse.seconds(every, "--every"))
