@@ -6,9 +6,6 @@
     python bench/bench_cluster.py tiny DIR [-n 3] [--files 2000]  # tiny files: grouped tasks against one per file
     python bench/bench_cluster.py volume DIR [-n 3]               # chunked Zarr: --scheduler against threads, identity
 
-``--worker-env NAME=VALUE`` (repeatable) goes into the scheduler's and the workers' environment, e.g.
-``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728``.
-
 Each part starts the scheduler and the workers (``dask scheduler``, ``dask
 worker``), runs the two commands in turns (A B A B ...: drift hits both), prints
 every run and the medians, checks the outputs are the same bytes, and stops
@@ -64,15 +61,12 @@ def make_tiny(folder: Path, files: int) -> Path:
     return out
 
 
-WORKER_ENV: dict[str, str] = {}  # --worker-env NAME=VALUE
-
-
 @contextlib.contextmanager
 def cluster(folder: Path):
     """A scheduler and two one-thread worker processes on 127.0.0.1; its address; all stopped on the way out."""
     info = folder / "scheduler.json"
     info.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **WORKER_ENV)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     started = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                  "--scheduler-file", str(info)], env=env, stderr=subprocess.DEVNULL,
                                 start_new_session=True)]
@@ -195,10 +189,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--files", type=int, default=None)
     parser.add_argument("-n", type=int, default=3)
-    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="set in the scheduler's and workers' environment (e.g. a Dask setting)")
     args = parser.parse_args()
-    WORKER_ENV.update(item.split("=", 1) for item in args.worker_env)
     if args.action == "make":
         make(args.folder, args.files or 200)
     elif args.action == "photos":
