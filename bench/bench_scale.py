@@ -1,7 +1,7 @@
 """Chunked volumes: a Zarr volume against the same volume in memory, and against dask-image on the same chunks.
 
-    python bench/bench_scale.py make DIR [--side-z 256]   # DIR/vol.zarr (64^3 chunks, zstd) and DIR/vol.npy
-    python bench/bench_scale.py run DIR [-n 3]             # farm-bench pairs, medians printed by farm-bench
+    python bench/bench_scale.py make DIR [--side-z 256]   # DIR/vol.zarr (64^3 chunks, zstd), vol_raw.zarr, vol.npy
+    python bench/bench_scale.py run DIR [-n 3] [--pairs memory,dask-image,budget,raw,raw-dask-image]
 
 Pairs (each A/B taken run by run by ``farm-bench``):
 
@@ -9,7 +9,9 @@ Pairs (each A/B taken run by run by ``farm-bench``):
 2. the same chunked run against ``dask_image.ndfilters.gaussian_filter`` (sigma 2, mode mirror = our reflect,
    truncate 4 = our radius) on a Dask array over the same .npy with the same chunks, threaded scheduler, stored
    into a .npy (dask-image runs in the peers' venv, /work/peers, which has no zarr);
-3. peak memory of the chunked run with ``--memory-budget 128M``.
+3. peak memory of the chunked run with ``--memory-budget 128M``;
+4. (``raw``, ``raw-dask-image``) pairs 1 and 2 from ``vol_raw.zarr``, the same volume uncompressed: what the
+   chunked run costs without zstd, which the in-memory ``.npy`` and dask-image's ``.npy`` do not pay.
 
 Peers are yardsticks, never dependencies.  The volume is float32, 512 x 512 x SIDE_Z.
 """
@@ -43,26 +45,34 @@ def make(folder: str, side_z: int) -> None:
     shape = (side_z, 512, 512)
     rng = np.random.default_rng(0)
     volume = np.lib.format.open_memmap(os.path.join(folder, "vol.npy"), mode="w+", dtype=np.float32, shape=shape)
-    array = zarr.create_array(os.path.join(folder, "vol.zarr"), shape=shape, chunks=(CHUNK,) * 3, dtype="f4",
-                              overwrite=True)
+    arrays = [zarr.create_array(os.path.join(folder, name), shape=shape, chunks=(CHUNK,) * 3, dtype="f4",
+                                overwrite=True, **({} if name == "vol.zarr" else {"compressors": None}))
+              for name in ("vol.zarr", "vol_raw.zarr")]
     for z in range(0, side_z, CHUNK):
         block = rng.standard_normal((min(CHUNK, side_z - z), 512, 512)).astype(np.float32)
         volume[z:z + len(block)] = block
-        array[z:z + len(block)] = block
+        for array in arrays:
+            array[z:z + len(block)] = block
     volume.flush()
     with open(os.path.join(folder, "dask_image_gaussian.py"), "w") as fh:
         fh.write(DASK_IMAGE)
 
 
-def run(folder: str, runs: int) -> None:
+PAIRS = ("memory", "dask-image", "budget", "raw", "raw-dask-image")
+
+
+def run(folder: str, runs: int, pairs: list[str]) -> None:
     convcli = f"{sys.executable} -m convcli filter"
     zarr_in, npy_in = os.path.join(folder, "vol.zarr"), os.path.join(folder, "vol.npy")
     zarr_out, npy_out = os.path.join(folder, "out.zarr"), os.path.join(folder, "out.npy")
     chunked = f"rm -rf {zarr_out}; {convcli} {zarr_in} -k gaussian:sigma=2 -o {zarr_out}"
+    raw = chunked.replace(zarr_in, os.path.join(folder, "vol_raw.zarr"))
     budget = chunked + " --memory-budget 128M"
     in_memory = f"{convcli} {npy_in} -k gaussian:sigma=2 -o {npy_out}"
     peer = f"{PEERS_PYTHON} {os.path.join(folder, 'dask_image_gaussian.py')} {npy_in} {npy_out} {CHUNK}"
-    for a, b in ((chunked, in_memory), (chunked, peer), (budget, in_memory)):
+    table = {"memory": (chunked, in_memory), "dask-image": (chunked, peer), "budget": (budget, in_memory),
+             "raw": (raw, in_memory), "raw-dask-image": (raw, peer)}
+    for a, b in (table[p] for p in pairs):
         print(f"\n$ farm-bench -n {runs} --warmup 0 --timeout 3600 --vs \"sh -c '{b}'\" -- sh -c '{a}'", flush=True)
         subprocess.run(["farm-bench", "-n", str(runs), "--warmup", "0", "--timeout", "3600", "--vs", f"sh -c '{b}'",
                         "--", "sh", "-c", a], check=False)
@@ -75,8 +85,13 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--side-z", type=int, default=1024)
     parser.add_argument("-n", type=int, default=3)
+    parser.add_argument("--pairs", default="memory,dask-image,budget",
+                        help=f"comma-separated, of {', '.join(PAIRS)}")
     args = parser.parse_args()
-    make(args.folder, args.side_z) if args.action == "make" else run(args.folder, args.n)
+    pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+    if any(p not in PAIRS for p in pairs):
+        parser.error(f"--pairs takes {', '.join(PAIRS)}")
+    make(args.folder, args.side_z) if args.action == "make" else run(args.folder, args.n, pairs)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,102 @@ def test_a_dask_array_takes_no_out():
     x = da.zeros((8, 8), chunks=4)
     with pytest.raises(ValueError, match="lazily"):
         correlate(x, np.ones((3, 3)), out=np.zeros((8, 8), np.float32))
+
+
+# ---------------------------------------------------------------- rank filters, morphology and pooling
+from convcli.engine import (  # noqa: E402
+    execute_morphology,
+    execute_pool,
+    execute_rank,
+    plan_morphology,
+    plan_pool,
+    plan_rank,
+)
+from convcli.engine.chunked import lazy_operator  # noqa: E402
+from convcli.engine.morphology import OPERATIONS  # noqa: E402
+
+RANK_MODES = [m for m in MODES if m != "circular"] + ["circular"]
+
+
+@st.composite
+def operator_cases(draw):
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 10), min_size=nd, max_size=nd)))
+    chunks = tuple(draw(st.integers(1, n)) for n in shape)  # often thinner than the reach
+    footprint = np.array(draw(st.lists(st.booleans(), min_size=1, max_size=27)), dtype=bool)
+    taps = tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    footprint = np.resize(footprint, taps)
+    footprint.flat[draw(st.integers(0, footprint.size - 1))] = True
+    return dict(shape=shape, chunks=chunks, footprint=footprint, stride=draw(st.integers(1, 3)),
+                dilation=draw(st.integers(1, 2)), padding=draw(st.sampled_from(["same", "valid", 1, 3])),
+                mode=draw(st.sampled_from(RANK_MODES)), seed=draw(st.integers(0, 2**16)),
+                dtype=draw(st.sampled_from([np.float32, np.uint8, np.int16])),
+                operation=draw(st.sampled_from(("rank",) + OPERATIONS)), nan=draw(st.booleans()))
+
+
+def _samples(shape, dtype, seed, nan):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        x = rng.standard_normal(shape).astype(dtype)
+        if nan and x.size > 2:
+            x.flat[rng.integers(0, x.size)] = np.nan
+        return x
+    return rng.integers(0, 60, shape).astype(dtype)  # ties: a selection must still pick the same sample
+
+
+@given(operator_cases())
+def test_chunked_rank_and_morphology_are_the_in_memory_ones_exactly(case):
+    x = _samples(case["shape"], case["dtype"], case["seed"], case["nan"])
+    geometry = dict(stride=case["stride"], dilation=case["dilation"], padding=case["padding"], pad_mode=case["mode"],
+                    x_dtype=x.dtype)
+    try:
+        if case["operation"] == "rank":
+            taps = int(case["footprint"].sum())
+            plan = plan_rank(x.shape, case["footprint"], case["seed"] % taps, **geometry)
+            want = execute_rank(plan, x)
+        else:
+            plan = plan_morphology(x.shape, case["operation"], case["footprint"], **geometry)
+            want = execute_morphology(plan, x)
+    except ValueError:  # no output samples: refused by the plan, before anything is lazy
+        return
+    got = lazy_operator(da.from_array(x, chunks=case["chunks"]), plan).compute(scheduler="sync")
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)  # selections are exact: NaN where in memory, nowhere else
+
+
+@st.composite
+def pool_cases(draw):
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(2, 11), min_size=nd, max_size=nd)))
+    window = tuple(draw(st.lists(st.integers(1, 4), min_size=nd, max_size=nd)))
+    return dict(shape=shape, chunks=tuple(draw(st.integers(1, n)) for n in shape), window=window,
+                stride=tuple(draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd))),
+                padding=tuple(draw(st.integers(0, k // 2)) for k in window), ceil=draw(st.booleans()),
+                count_pad=draw(st.booleans()), kind=draw(st.sampled_from(["max", "avg"])),
+                dtype=draw(st.sampled_from([np.float32, np.uint8, np.float64])), seed=draw(st.integers(0, 2**16)))
+
+
+@given(pool_cases())
+def test_chunked_pooling_is_the_in_memory_one_exactly(case):
+    # Chunks that are not multiples of the stride; ceil_mode's last windows past the padding;
+    # a mean divided by the count of its place in the whole array, in the same order.
+    x = _samples(case["shape"], case["dtype"], case["seed"], False)
+    try:
+        plan = plan_pool(x.shape, case["kind"], case["window"], stride=case["stride"], padding=case["padding"],
+                         ceil_mode=case["ceil"], count_include_pad=case["count_pad"], x_dtype=x.dtype)
+    except ValueError:
+        return
+    want = execute_pool(plan, x)
+    got = lazy_operator(da.from_array(x, chunks=case["chunks"]), plan).compute(scheduler="sync")
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_operator_reads_its_windows_from_a_stored_array():
+    # The chunked CLI's first step: each task slices its own window from the store (here a memory array).
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 255, (30, 26, 3)).astype(np.uint8)
+    plan = plan_morphology(x.shape, "tophat", np.ones((5, 3), bool), channel_axis=-1, pad_mode="symmetric",
+                           x_dtype=x.dtype)
+    got = lazy_operator(x, plan, read_chunks=((7, 7, 7, 7, 2), (9, 9, 8), (1, 1, 1))).compute(scheduler="threads")
+    np.testing.assert_array_equal(got, execute_morphology(plan, x))

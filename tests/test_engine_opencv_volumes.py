@@ -128,3 +128,20 @@ def test_planes_one_sample_high_or_wide_agree_with_direct(shape, axis, small_tas
         opts = dict(channel_axis=axis, spatial_ndim=3, pad_mode="replicate")
         got = correlate(x, kernel, method="opencv", **opts)
         np.testing.assert_allclose(got, correlate(x, kernel, method="direct", **opts), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("planes", [20, 31, 90])
+def test_a_separable_chunk_with_its_z_halo_agrees_with_direct(planes, monkeypatch):
+    # A chunk of a larger volume: valid on z (its halo read), padded on y and x.  Its last planes
+    # (within the kernel's span of the end) take the z pass's scratch band, not numpy's taps.
+    monkeypatch.setattr(compiled, "Z_COLUMNS", 64)  # several calls per band, the last one narrower
+    rng = np.random.default_rng(planes)
+    x = rng.standard_normal((planes, 9, 11)).astype(np.float64)
+    g = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2)
+    kernel = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    args = dict(padding=((0, 0), (3, 3), (3, 3)), pad_mode="reflect")
+    got = correlate(x, kernel, method="opencv", **args)
+    assert make_plan(x.shape, kernel, method="opencv", **args).method == "opencv"
+    want = correlate(x, kernel, method="direct", **args)
+    assert got.shape == want.shape == (planes - 6, 9, 11)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())

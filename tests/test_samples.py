@@ -119,3 +119,21 @@ def test_samples_already_of_the_output_type_are_kept_as_they_are(dtype, mode):
                        info.min, info.max)
     np.testing.assert_array_equal(out.astype(np.float64), expected)
     assert out.dtype == np.dtype(dtype) and clipped == int(mode == "offset" and info.min == 0)
+
+
+@given(hnp.arrays(np.float32, st.integers(2, 40), elements=st.floats(-1e4, 1e4, width=32)),
+       st.integers(1, 39), st.sampled_from(["uint8", "uint16", "int16"]), st.sampled_from([None, "8", "16"]))
+def test_rescale_in_parts_with_the_whole_bounds_is_the_whole_rescaled(values, cut, dtype, depth):
+    # A chunked run stretches each chunk by the whole result's min and max: the parts join into the whole.
+    from convcli.io.samples import to_depth
+
+    cut = min(cut, values.size - 1)
+    bounds = (float(values.min()), float(values.max()))
+    if depth is None:
+        whole = to_samples(values, dtype, "rescale")
+        parts = [to_samples(p, dtype, "rescale", bounds=bounds) for p in (values[:cut], values[cut:])]
+    else:
+        whole = to_depth(values, dtype, depth, "rescale")
+        parts = [to_depth(p, dtype, depth, "rescale", bounds=bounds) for p in (values[:cut], values[cut:])]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[0])
+    assert sum(p[1] for p in parts) == whole[1]

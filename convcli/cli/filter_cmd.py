@@ -110,7 +110,8 @@ def filter_command(
     range_mode: Optional[str] = typer.Option(
         None, "--range", metavar="MODE", autocompletion=completion.complete_range,
         help="How results become integer samples: clip | abs | offset (signed results around mid-grey) | "
-        "rescale (min..max to the full range). Default: the kernel's choice (offset for edge kernels), else clip.",
+        "rescale (min..max to the full range; a chunked input takes one more pass over the data to find them). "
+        "Default: the kernel's choice (offset for edge kernels), else clip.",
     ),
     no_auto_orient: bool = typer.Option(False, "--no-auto-orient", help="Keep a photo's stored pixels; ignore its EXIF orientation."),
     max_pixels: Optional[int] = typer.Option(

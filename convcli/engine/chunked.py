@@ -1,4 +1,4 @@
-"""Correlation of a Dask array: a lazy Dask array whose chunks each see exactly the samples they need.
+"""Correlation, rank filters, morphology and pooling of a Dask array: lazy, each chunk seeing exactly what it needs.
 
 Every output chunk is one task.  It gathers the slivers of the input chunks
 its window reaches (the halo), extends them by the engine's own border rule
@@ -15,10 +15,15 @@ chunk whose window holds NaN or infinity, as in memory), and every chunk
 runs on one thread: a chunk's samples do not depend on which worker
 computed it, nor on how many cores that worker has.
 
+Rank filters, morphology and pooling (:func:`lazy_operator`) take the same
+windows and run the operator's in-memory plan on each, with the window's
+own padding: their chunks are the in-memory samples exactly.
+
 Dask is imported only here, and only when a Dask array is passed.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 
@@ -45,10 +50,6 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
     run in (a Dask array's chunks wait in memory for their neighbours).
     Output chunks are the input chunks divided by the stride.
     """
-    import dask.array as da
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
-
     kernel = _as_kernel(kernel)
     geometry = make_plan(x.shape, kernel, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation,
                          channel_axis=channel_axis, method="direct", precision=precision,
@@ -65,14 +66,9 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
             x = x.rechunk({geometry.channel_axis: -1})
             grid = list(x.chunks)
     plans = axis_plans(geometry, len(x.shape))
-    out_chunks = tuple(_output_chunks(p, c) for p, c in zip(plans, grid))
-    ndim = len(x.shape)
     mode = geometry.border.numpy_mode
-    sources = [_source_index(p, n, mode) for p, n in zip(plans, x.shape)]
-    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
-    per_axis = [[_block_axis(sources[a], bounds[a], plans[a], x.shape[a], mode, o0, o1)
-                 for o0, o1 in _edges(out_chunks[a])] for a in range(ndim)]
-    spatial = [a for a, p in enumerate(plans) if p is not None and a in _spatial_axes(geometry, ndim)]
+    out_chunks, per_axis = _windows(x.shape, plans, grid, mode)
+    spatial = [a for a, p in enumerate(plans) if p is not None and a in _spatial_axes(geometry, len(x.shape))]
     args = dict(stride=stride, padding="valid", pad_mode=pad_mode, dilation=dilation, channel_axis=channel_axis,
                 precision=str(geometry.dtype), spatial_ndim=geometry.spatial_ndim)
     # As in memory: the cheapest method for the largest chunk, unless a chunk's window holds NaN or
@@ -86,23 +82,125 @@ def lazy_correlate(x, kernel, *, flip=False, stride=1, padding="same", pad_mode=
         args["method_non_finite"] = make_plan(shape, kernel, **dict(sample, method=method), x_dtype=x.dtype,
                                               finite=False).method
     args["method"] = plan.method
-    constant = mode == "constant"
+    compute = functools.partial(_correlate_window, kernel, args)
+    fill = (np.dtype(np.float32), np.dtype(np.float64))
+    token = ("correlate", kernel, args, plans, out_chunks, geometry.border_value)
+    return _lazy(x, stored, grid, out_chunks, per_axis, spatial, geometry.border_value, fill, compute, token,
+                 geometry.dtype)
 
+
+def lazy_operator(x, plan, *, read_chunks=None):
+    """A rank filter, morphology or pooling (a plan of :mod:`.rank`, :mod:`.morphology` or :mod:`.pooling`), lazily.
+
+    ``plan`` is the operator's plan for the whole of ``x`` (the geometry,
+    border and algorithm of the in-memory run); every chunk runs that plan
+    on its window with the window's own padding, so a chunk's samples are
+    the in-memory ones exactly (a selection, or the same sums divided by the
+    same counts).  ``read_chunks`` as in :func:`lazy_correlate`.  A two-step
+    morphology (open, close, tophat, blackhat) is two lazy rank filters, the
+    second taking its halo from the first's chunks: at the array's true
+    edges its border rule then extends the first step's result, as in memory.
+    """
+    kind = type(plan).__name__
+    if kind == "RankPlan":
+        return _lazy_rank(x, plan, read_chunks)
+    if kind == "PoolPlan":
+        return _lazy_pool(x, plan, read_chunks)
+    if kind == "MorphologyPlan":
+        return _lazy_morphology(x, plan, read_chunks)
+    raise TypeError(f"not an operator's plan: {kind}")
+
+
+def _lazy_rank(x, plan, read_chunks):
+    fill = (plan.work_dtype, plan.work_dtype)
+    return _lazy_plan(x, plan, read_chunks, plan.border.numpy_mode, plan.border_value, fill,
+                      functools.partial(_rank_window, plan), ("rank", plan.footprint, plan.rank, plan.method, plan.algorithm))
+
+
+def _lazy_pool(x, plan, read_chunks):
+    from .pooling import _counts, _lowest
+
+    work = plan.dtype if plan.kind == "avg" or plan.dtype.kind == "f" else np.dtype(x.dtype)
+    value = float(_lowest(work)) if plan.kind == "max" else 0.0
+    counts = _counts(plan) if plan.kind == "avg" else None
+    return _lazy_plan(x, plan, read_chunks, "constant", value, (np.dtype(x.dtype), np.dtype(x.dtype)),
+                      functools.partial(_pool_window, plan, counts), ("pool", plan.kind, plan.count_include_pad, plan.padding_each))
+
+
+def _lazy_morphology(x, plan, read_chunks):
+    import dask.array as da
+
+    from .morphology import _difference
+    from .rank import execute_rank  # noqa: F401 (the chunks' own import, made once here)
+
+    op = plan.operation
+    if op == "gradient":
+        return da.map_blocks(_difference, _lazy_rank(x, plan.outer, read_chunks),
+                             _lazy_rank(x, plan.grid, read_chunks), plan.dtype, dtype=plan.dtype)
+    first = x if plan.inner is None else _lazy_rank(x, plan.inner, read_chunks)
+    second = _lazy_rank(first, plan.outer, read_chunks if plan.inner is None else None)
+    if op in ("erode", "dilate", "open", "close"):
+        return second if second.dtype == plan.dtype else second.astype(plan.dtype)
+    centre = _lazy_rank(x, _centre_plan(plan.grid), read_chunks)
+    pair = (centre, second) if op == "tophat" else (second, centre)
+    return da.map_blocks(_difference, *pair, plan.dtype, dtype=plan.dtype)
+
+
+def _centre_plan(plan):
+    """The rank plan that takes each window's centre tap: ``x`` on the plan's output grid (as centre_samples)."""
+    from dataclasses import replace
+
+    centre = np.zeros(plan.footprint.shape, dtype=bool)
+    centre[tuple((k - 1) // 2 for k in plan.footprint.shape)] = True
+    return replace(plan, footprint=centre, rank=0, method="direct", algorithm="extrema")
+
+
+def _lazy_plan(x, plan, read_chunks, mode, value, fill, compute, token):
+    stored = read_chunks is not None
+    grid = list(read_chunks if stored else x.chunks)
+    ndim = len(x.shape)
+    plans = axis_plans(plan, ndim)
+    out_chunks, per_axis = _windows(x.shape, plans, grid, mode)
+    spatial = _spatial_axes(plan, ndim)
+    return _lazy(x, stored, grid, out_chunks, per_axis, spatial, value, fill, compute,
+                 token + (plans, out_chunks, mode, value), plan.dtype)
+
+
+def _windows(shape, plans, grid, mode):
+    """Output chunks (the input's divided by the stride) and, per axis and output chunk, the window it reads."""
+    out_chunks = tuple(_output_chunks(p, c) for p, c in zip(plans, grid))
+    sources = [_source_index(p, n, mode) for p, n in zip(plans, shape)]
+    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
+    per_axis = [[_block_axis(sources[a], bounds[a], plans[a], shape[a], mode, o0, o1)
+                 for o0, o1 in _edges(out_chunks[a])] for a in range(len(shape))]
+    return out_chunks, per_axis
+
+
+def _lazy(x, stored, grid, out_chunks, per_axis, spatial, value, fill, compute, token, dtype):
+    """The Dask array whose every chunk is ``compute`` on the window its ``per_axis`` entries describe."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    ndim = len(x.shape)
+    bounds = [np.cumsum((0,) + tuple(c)) for c in grid]
+    constant = any(ax.outside is not None for blocks in per_axis for ax in blocks)
     origin = tokenize(x) if stored else x.name
-    name = "convcli-correlate-" + tokenize(origin, kernel, args, plans, out_chunks, geometry.border_value)
+    name = f"convcli-{token[0]}-" + tokenize(origin, token)
+    starts = [np.cumsum((0,) + tuple(c)) for c in out_chunks]
     dsk = {}
     for index in itertools.product(*(range(len(c)) for c in out_chunks)):
         axes = [per_axis[a][i] for a, i in enumerate(index)]
-        window = ([ax.local for ax in axes], [ax.outside for ax in axes] if constant else None,
-                  geometry.border_value, tuple(ax.length for ax in axes))
+        outs = tuple((int(starts[a][index[a]]), int(starts[a][index[a] + 1])) for a in spatial)
+        window = ([ax.local for ax in axes], [ax.outside for ax in axes] if constant else None, value,
+                  tuple(ax.length for ax in axes), fill)
         pads = tuple(axes[a].pad for a in spatial)
-        here = args if not any(b or e for b, e in pads) else dict(args, padding=pads)
         if stored:
-            dsk[(name,) + index] = (_read_block, x, _runs(axes, bounds), *window, kernel, here)
+            dsk[(name,) + index] = (_read_block, x, _runs(axes, bounds), *window, compute, pads, outs)
         else:
-            dsk[(name,) + index] = (_compute_block, _slivers(x.name, axes), *window, kernel, here)
+            dsk[(name,) + index] = (_compute_block, _slivers(x.name, axes), *window, compute, pads, outs)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[] if stored else [x])
-    return da.Array(graph, name, chunks=out_chunks, dtype=geometry.dtype, meta=np.empty((0,) * ndim, geometry.dtype))
+    return da.Array(graph, name, chunks=out_chunks, dtype=dtype, meta=np.empty((0,) * ndim, dtype))
 
 
 def _spatial_axes(plan, ndim: int) -> list[int]:
@@ -236,13 +334,13 @@ def _runs(axes: list[_BlockAxis], bounds) -> list[list[slice]] | None:
     return runs
 
 
-def _read_block(source, runs, local, outside, value, shape, kernel, args):
+def _read_block(source, runs, local, outside, value, shape, fill, compute, pads, outs):
     if runs is None:
         pieces = None
     else:
         pieces = [np.asarray(source[cut]) for cut in itertools.product(*runs)]
         pieces = _nest(pieces, [len(r) for r in runs])
-    return _compute_block(pieces, local, outside, value, shape, kernel, args)
+    return _compute_block(pieces, local, outside, value, shape, fill, compute, pads, outs)
 
 
 def _nest(flat: list, counts: list[int]):
@@ -253,12 +351,17 @@ def _nest(flat: list, counts: list[int]):
     return [_nest(flat[i * step:(i + 1) * step], counts[1:]) for i in range(counts[0])]
 
 
-def _compute_block(pieces, local, outside, value, shape, kernel, args):
-    from .correlation import _all_finite, correlate
+def _compute_block(pieces, local, outside, value, shape, fill, compute, pads, outs):
+    """The window of one output chunk, gathered and extended where the engine does not pad it, then computed.
 
-    args = dict(args)
+    ``fill`` is the type of a window extended by a constant (from the
+    input's and the first type) and of a window wholly in the constant (the
+    second); ``compute`` is called with the window, the padding the engine
+    adds on each spatial axis and the output chunk's range on each spatial
+    axis.
+    """
     if pieces is None:
-        window = np.full(shape, value, dtype=np.float64)
+        window = np.full(shape, value, dtype=fill[1])
     else:
         window = np.block(pieces) if isinstance(pieces, list) else pieces
         for axis, index in enumerate(local):
@@ -267,12 +370,48 @@ def _compute_block(pieces, local, outside, value, shape, kernel, args):
             elif index != slice(0, window.shape[axis]):
                 window = window[(slice(None),) * axis + (index,)]
         if outside is not None and any(o is not None for o in outside):
-            window = window.astype(np.result_type(window.dtype, np.float32), copy=True)
+            window = window.astype(np.result_type(window.dtype, fill[0]), copy=True)
             for axis, where in enumerate(outside):
                 if where is not None:
                     window[(slice(None),) * axis + (where,)] = value
+    with one_thread():
+        return compute(window, pads, outs)
+
+
+def _correlate_window(kernel, args, window, pads, outs):
+    from .correlation import _all_finite, correlate
+
+    args = dict(args)
+    if any(b or e for b, e in pads):
+        args["padding"] = pads
     fallback = args.pop("method_non_finite", None)
     if fallback is not None and not _all_finite(window):
         args["method"] = fallback
-    with one_thread():
-        return correlate(window, kernel, **args)
+    return correlate(window, kernel, **args)
+
+
+def _chunk_plan(plan, shape, pads, outs):
+    """``plan`` (an operator's, for the whole array) for one chunk's window: its own padding and outputs."""
+    from dataclasses import replace
+
+    from .bands import split_shape
+
+    _, batch, spatial, channels = split_shape(shape, plan.channel_axis, plan.spatial_ndim)
+    axes = tuple(replace(p, length=n, before=b, after=a, out=o1 - o0)
+                 for p, n, (b, a), (o0, o1) in zip(plan.axes, spatial, pads, outs))
+    return replace(plan, batch_shape=batch, channels=channels, axes=axes)
+
+
+def _rank_window(plan, window, pads, outs):
+    from .rank import execute_rank
+
+    return execute_rank(_chunk_plan(plan, window.shape, pads, outs), window)
+
+
+def _pool_window(plan, counts, window, pads, outs):
+    from .pooling import execute_pool
+
+    if counts is not None:  # a mean divides by the counts of its place in the whole array
+        constant, varying = counts
+        counts = (constant, [(axis, c[outs[axis][0]:outs[axis][1]]) for axis, c in varying])
+    return execute_pool(_chunk_plan(plan, window.shape, pads, outs), window, counts=counts)

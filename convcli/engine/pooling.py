@@ -156,8 +156,12 @@ def avg_pool(x, window, *, stride=None, padding=0, ceil_mode=False, count_includ
     return execute_pool(plan, x)
 
 
-def execute_pool(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
-    """Run a plan made by :func:`plan_pool` on ``x``."""
+def execute_pool(plan: PoolPlan, x: np.ndarray, *, counts=None) -> np.ndarray:
+    """Run a plan made by :func:`plan_pool` on ``x``.
+
+    ``counts`` replaces the divisors of a mean (as ``_counts`` gives them)
+    for a window cut from a larger array: those of its place in the whole.
+    """
     if x.size == 0:
         raise ParameterError(f"is empty (shape {x.shape})", subject="x")
     layout = bands.layout_of(x.shape, plan.channel_axis, plan.spatial_ndim)
@@ -173,7 +177,7 @@ def execute_pool(plan: PoolPlan, x: np.ndarray) -> np.ndarray:
         if plan.kind == "max":
             compute = lambda block, target, plans: selection.box_extreme(block, plans, np.maximum, target)  # noqa: E731
         else:
-            constant, varying = _counts(plan)
+            constant, varying = _counts(plan) if counts is None else counts
             compute = _window_sums(np.dtype(work), constant)
         # Without padding a band is a view of the input (no copy): the other axes' plans stay as they are.
         bands.run_bands(xi, out, plan.axes, _CONSTANT, fill, compute, work=float(xi.size),

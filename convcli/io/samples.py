@@ -101,12 +101,13 @@ def rescale(values, src, dst, *, src_bits: int | None = None, dst_bits: int | No
     return v * scale
 
 
-def to_depth(values, stored, depth: str, mode: str = "clip", *, bits: int | None = None):
+def to_depth(values, stored, depth: str, mode: str = "clip", *, bits: int | None = None, bounds=None):
     """Float results in the units of the `stored` type as samples of ``--depth`` `depth`; return (samples, n_clipped).
 
     The values are brought into the new type's units by :func:`rescale`,
     then converted by :func:`to_samples`; depth ``"1"`` thresholds the
-    8-bit result at mid-grey (0 or 255).
+    8-bit result at mid-grey (0 or 255).  ``bounds`` as in :func:`to_samples`,
+    in the `stored` type's units.
 
     >>> import numpy as np
     >>> to_depth(np.array([0.0, 127.6, 255.0]), "uint8", "16")[0].tolist()
@@ -115,8 +116,13 @@ def to_depth(values, stored, depth: str, mode: str = "clip", *, bits: int | None
     [0, 255]
     """
     dst, dst_bits = depth_type(depth, stored)
+    if bounds is not None:  # the same conversion as every value's, so they stay the converted values' bounds
+        import numpy as np
+
+        bounds = tuple(float(b) for b in np.atleast_1d(rescale(np.array(bounds, dtype=np.float64), stored, dst,
+                                                                       src_bits=bits, dst_bits=dst_bits)))
     samples, clipped = to_samples(rescale(values, stored, dst, src_bits=bits, dst_bits=dst_bits), dst, mode,
-                                  bits=dst_bits)
+                                  bits=dst_bits, bounds=bounds)
     if depth == "1":
         import numpy as np
 
@@ -140,7 +146,7 @@ def sample_range(dtype, bits: int | None = None) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, alpha: bool = False):
+def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, alpha: bool = False, bounds=None):
     """Convert float results to samples of `dtype` under a range mode; return (samples, n_clipped).
 
     Parameters
@@ -158,6 +164,11 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, al
     alpha : bool
         The last channel (last axis) is alpha: converted as ``clip``, the mode
         applying to the other channels only.
+    bounds : (float, float), optional
+        The minimum and maximum ``rescale`` maps onto the type's range, for
+        `values` that are one part of a larger result (a chunk): the whole
+        result's, so that every part is stretched alike.  By default those
+        of `values`.
 
     Returns
     -------
@@ -216,7 +227,7 @@ def to_samples(values, dtype, mode: str = "clip", *, bits: int | None = None, al
     # For 64-bit types float(hi) rounds up past the type's range: clip just below it.
     top = float(hi) if float(hi) <= hi else float(np.nextafter(float(hi), 0.0))
     if mode == "rescale" or values.ndim == 0:
-        return _whole(values, dtype, mode, work, lo, hi, top)
+        return _whole(values, dtype, mode, work, lo, hi, top, bounds)
     return _in_blocks(values, dtype, mode, work, lo, hi, top)
 
 
@@ -291,8 +302,8 @@ def _refuse_non_finite(values, dtype):
     )
 
 
-def _whole(values, dtype, mode: str, work, lo: int, hi: int, top: float):
-    """The whole array at once: rescale needs its min and max before any sample is converted."""
+def _whole(values, dtype, mode: str, work, lo: int, hi: int, top: float, bounds=None):
+    """The whole array at once: rescale needs its min and max (or the whole result's ``bounds``) first."""
     import numpy as np
 
     v = np.array(values, dtype=work, copy=True)
@@ -303,7 +314,7 @@ def _whole(values, dtype, mode: str, work, lo: int, hi: int, top: float):
     elif mode == "offset":
         v += (lo + hi + 1) / 2
     elif mode == "rescale" and v.size:
-        vmin, vmax = float(v.min()), float(v.max())
+        vmin, vmax = (float(v.min()), float(v.max())) if bounds is None else bounds
         if vmax > vmin:
             # (v - vmin) / (vmax - vmin) in [0, 1] before stretching, in float64
             # so that the ends land exactly on lo and hi.

@@ -43,7 +43,8 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     """Filter the Zarr store ``source`` into the Zarr store ``dest``; see the module docstring.
 
     ``progress(done, added)`` (as :func:`convcli.parallel.progress_to`'s) hears
-    of the chunks to compute, then of each as it is written.
+    of the chunks to compute, then of each as it is written (with ``--range
+    rescale`` every chunk is counted twice: its bounds, then its samples).
     """
     from .. import io
     from ..io import zarr as zarr_io
@@ -52,22 +53,22 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     if not zarr_io.names_zarr(dest):
         raise UsageError(f"a Zarr input is written to a Zarr store: name the output NAME.zarr, not {dest}",
                          subject="--output")
-    _refuse_whole_array_options(options, source)
     order = _signal_order(image)
     signal = _placeholder(image, tuple(image.array.shape[i] for i in order))
     kernels = resolve_kernels(options, signal)
     for kernel in kernels:
-        if kernel.operator is not None or len(kernel.weights) != 1:
-            raise DataError(f"a chunked input is filtered by weighted kernels, not {kernel.spec}", subject=source)
+        if kernel.routing is not None:
+            raise DataError(f"a chunked input is not filtered by a multichannel impulse response ({kernel.spec})",
+                            subject=source)
     run = prepare(signal, kernels, options)
     chain = run.chain
-    y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget))
+    y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget), run.space)
     mode = options.range or kernels[-1].range_default
     strides = dict(zip(image.spatial, chain.strides(run.steps)))
     chunks = tuple(c[0] for c in y.chunks)
-    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, image.array.dtype, strides,
-                                         resume=options.resume)
-    clipped = _store(y, array, mode, options.scheduler, progress)
+    dtype, convert = samples_of(y, image.array.dtype, options.depth, mode, options.scheduler, progress, source)
+    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, dtype, strides, resume=options.resume)
+    clipped = _store(y, array, convert, options.scheduler, progress)
     zarr_io.finish(partial, dest)
     notes = []
     if image.levels > 1:
@@ -75,17 +76,66 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     return Chunked(run.steps, tuple(image.array.shape), tuple(y.shape), clipped, notes)
 
 
-def _refuse_whole_array_options(options: FilterOptions, source: str) -> None:
-    """Options that need the whole array at once, or a format a Zarr store is not."""
-    if options.range == "rescale":
-        raise UsageError("--range rescale needs the whole result's minimum and maximum; a chunked input takes "
-                         "clip, abs or offset", subject="--range")
-    if options.depth is not None:
-        raise UsageError("a chunked input is written in its own sample type; --depth is not available",
-                         subject="--depth")
-    if options.colorspace != "stored":
-        raise UsageError("a chunked input is filtered in its stored values; --colorspace is not available",
-                         subject="--colorspace")
+def samples_of(y, stored, depth: str | None, mode: str, scheduler: str | None, progress, source: str):
+    """The output's sample type and the function that makes a chunk of ``y`` its samples, as in memory.
+
+    ``stored`` is the input's sample type, ``depth`` the ``--depth`` asked
+    (None: the input's).  The function returns (samples, samples clipped),
+    as :func:`convcli.io.samples.to_samples` (or ``to_depth``) does for the
+    whole array.  ``--range rescale`` into integers needs the whole
+    result's minimum and maximum: they are computed first, by one more pass
+    over the lazy result (each chunk computed and reduced to its bounds, so
+    the memory stays that of the tasks), and every chunk is stretched by them.
+    """
+    import functools
+
+    import numpy as np
+
+    from ..io.samples import depth_type
+
+    dtype = np.dtype(stored) if depth is None else depth_type(depth, stored)[0]
+    bounds = None
+    if mode == "rescale" and dtype.kind in "iub":
+        bounds = _bounds(y, dtype, scheduler, progress, source)
+    return dtype, functools.partial(_samples, stored=np.dtype(stored), depth=depth, mode=mode, bounds=bounds)
+
+
+def _samples(values, *, stored, depth, mode, bounds):
+    from ..io.samples import to_depth, to_samples
+
+    if depth is None:
+        return to_samples(values, stored, mode, bounds=bounds)
+    return to_depth(values, stored, depth, mode, bounds=bounds)
+
+
+def _bounds(y, dtype, scheduler: str | None, progress, source: str) -> tuple[float, float]:
+    """The minimum and maximum of the lazy result ``y``, computed chunk by chunk; NaN or infinity refused."""
+    import dask.array as da
+    import numpy as np
+    from dask.highlevelgraph import HighLevelGraph
+
+    indices = list(_indices(y))
+    name = "convcli-bounds-" + y.name
+    dsk = {(name, j, 0): (_block_bounds, (y.name,) + index) for j, index in enumerate(indices)}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[y])
+    found = da.Array(graph, name, chunks=((1,) * len(indices), (3,)), dtype=np.float64,
+                     meta=np.empty((0, 0), np.float64))
+    if progress is not None:
+        progress(0, len(indices))
+    found = np.asarray(_compute(found, scheduler, progress)).reshape(-1, 3)
+    bad = int(found[:, 2].sum())
+    if bad:
+        raise DataError(f"{bad} non-finite sample{'s' if bad != 1 else ''} (NaN or infinity) in the result cannot "
+                        f"be written as {dtype} (a float output type keeps them)", subject=source)
+    return float(found[:, 0].min()), float(found[:, 1].max())
+
+
+def _block_bounds(values):
+    import numpy as np
+
+    low, high = float(np.min(values)), float(np.max(values))
+    bad = 0 if np.isfinite(low) and np.isfinite(high) else values.size - int(np.count_nonzero(np.isfinite(values)))
+    return np.array([[low, high, bad]], dtype=np.float64)
 
 
 def _signal_order(image) -> list[int]:
@@ -175,31 +225,93 @@ def _placeholder(image, shape):
                   meta={"format": "zarr", "dtype": np.dtype(image.array.dtype).name})
 
 
-def _lazy_chain(chain, image, order, signal, source: str, budget: int):
+class _Working:
+    """A stored array (in the engine's layout, channels last) seen in the values a ``--colorspace`` filters.
+
+    The conversion is the in-memory one (:meth:`Space.to_working`), sample by
+    sample, or pixel by pixel for luma: a window is read with all its
+    channels, converted, and cut to the channels asked for.
+    """
+
+    def __init__(self, view, space, work, channels: bool):
+        import numpy as np
+
+        self.view, self.space, self.work, self.channels = view, space, np.dtype(work), channels
+        self.dtype = self.work
+        self.shape = tuple(view.shape[:-1]) + (_working_channels(space, view.shape[-1]),) if channels else view.shape
+
+    def __getitem__(self, cut):
+        if not self.channels:
+            return self.space.to_working(self.view[cut], self.work)
+        cut = tuple(cut) + (slice(None),) * (len(self.shape) - len(cut))
+        samples = self.view[cut[:-1] + (slice(None),)]
+        return self.space.to_working(samples, self.work)[..., cut[-1]]
+
+
+def _working_channels(space, channels: int) -> int:
+    return channels - space.colour + 1 if space.name == "luma" else channels
+
+
+def _lazy_working(y, view):
+    """The Dask array ``y`` of samples (engine layout) in working values, as ``view`` (a :class:`_Working`) gives."""
+    if not view.channels:
+        return y.map_blocks(view.space.to_working, view.work, dtype=view.work)
+    y = y.rechunk({y.ndim - 1: -1})
+    return y.map_blocks(view.space.to_working, view.work, dtype=view.work,
+                        chunks=y.chunks[:-1] + ((view.shape[-1],),))
+
+
+def _lazy_colour(chain, y, view, stored, space):
+    """The lazy result ``y`` (working values, engine layout) back in sample values, as :meth:`Run.filter` does.
+
+    ``stored`` is the input as a Dask array in the engine's layout: luma adds
+    the filtered change to its colour moved onto the output grid
+    (:meth:`Chain.grid`, lazily).
+    """
+    if chain.signal.channel_axis is None:
+        return y.map_blocks(space.from_working, dtype=y.dtype)
+    y = y.rechunk({y.ndim - 1: -1})
+    if space.name != "luma":
+        return y.map_blocks(space.from_working, dtype=y.dtype)
+    colour = stored[..., :space.colour]
+    base = chain.axes.to_engine(chain.grid(chain.axes.from_engine(colour)))
+    base = base.rechunk(y.chunks[:-1] + ((space.colour,),))
+    channels = view.shape[-1]
+    return y.map_blocks(space.from_working, base, dtype=y.dtype, chunks=y.chunks[:-1] + ((channels,),))
+
+
+def _lazy_chain(chain, image, order, signal, source: str, budget: int, space=None):
     """The chain's kernels applied lazily (a Dask array in the stored array's axis order).
 
     The first kernel's tasks read their windows from the store; the next
-    ones take their halos from the previous kernel's chunks.
+    ones take their halos from the previous kernel's chunks.  A ``space``
+    other than stored (``--colorspace``) converts the samples before the
+    first kernel and back after the last, as in memory.
     """
     import dask.array as da
+    import numpy as np
 
     from .. import io
-    from ..engine import convolve, correlate
-    from ..engine.chunked import lazy_correlate
     from ..parallel import thread_count
 
     ndim = len(image.array.shape)
     permutation = _permutation(chain, order, ndim)
     view = _Permuted(image.array, permutation)
+    stored_view = view
+    colour = space is not None and space.name != "stored"
+    if colour:
+        view = _Working(view, space, chain.work, chain.signal.channel_axis is not None)
     spatial = [permutation.index(i) for i in image.spatial]
     stored = [image.array.chunks[i] for i in permutation]
-    reach = chain.reach()
-    apply = convolve if chain.options.convolve else correlate
+    reach = _reach(chain)
     shared = _shared_chunks(image, permutation, spatial, reach, thread_count(), budget)
     y = None
     if shared is not None:
         # Every stored chunk read and decoded once; its neighbours take their halos from it in memory.
         y = da.from_zarr(image.array, chunks=shared).transpose(permutation)
+        samples = y
+        if colour:
+            y = _lazy_working(y, view)
     else:
         # Within a tight budget each task reads its own window (stored chunks at its edges decoded again).
         chunks = plan_chunks(view.shape, spatial, stored, reach, max(view.dtype.itemsize, 4), view.dtype.itemsize,
@@ -209,15 +321,56 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
                             f"possible with kernels that reach {reach} samples; raise --memory-budget",
                             subject=source)
         grid = tuple(_regular(n, c) for n, c in zip(view.shape, chunks))
+        samples = None
+        if colour and space.name == "luma":
+            samples = da.from_array(stored_view, chunks=grid[:-1] + (stored_view.shape[-1],), asarray=True,
+                                    lock=False, meta=np.empty((0,) * ndim, stored_view.dtype))
     for i, kernel in enumerate(chain.kernels):
         args = chain.args(i == len(chain.kernels) - 1, chain.pad_mode or kernel.border)
         if y is None:
-            y = lazy_correlate(view, kernel.weights[0], flip=chain.options.convolve, read_chunks=grid, **args)
+            y = _lazy_kernel(kernel, view, args, chain.options.convolve, grid)
         else:
-            y = apply(y, kernel.weights[0], **args)
-    if chain.non_negative and signal.data.dtype.kind in "ub":
+            y = _lazy_kernel(kernel, y, args, chain.options.convolve, None)
+    if chain.non_negative and signal.data.dtype.kind in "ub" and y.dtype.kind == "f":
         y = da.maximum(y, 0)  # round-off below zero of non-negative kernels on unsigned samples
+    if colour:
+        y = _lazy_colour(chain, y, stored_view, samples, space)
     return y.transpose(_inverse(permutation))
+
+
+def _lazy_kernel(kernel, x, args: dict, convolve: bool, read_chunks):
+    """One kernel of the chain on ``x`` (a Dask array, or a stored array read in ``read_chunks``), lazily.
+
+    An operator (rank, morphology, pooling) is planned for the whole array
+    as in memory and runs that plan on every chunk; a kernel of several
+    weight arrays (sobel's magnitude) combines its lazy responses chunk by
+    chunk as :meth:`Kernel.combined` combines them in memory.
+    """
+    import dask.array as da
+
+    from ..engine.chunked import lazy_correlate, lazy_operator
+
+    if kernel.operator is not None:
+        return lazy_operator(x, kernel.plan(x.shape, x.dtype, convolve=convolve, **args), read_chunks=read_chunks)
+    args = kernel.window_args(dict(args), None)
+    responses = [lazy_correlate(x, w, flip=convolve, read_chunks=read_chunks, **args) for w in kernel.weights]
+    if len(responses) == 1:
+        return responses[0]
+    return da.map_blocks(_combined, *responses, kernel=kernel, dtype=responses[0].dtype)
+
+
+def _combined(*responses, kernel):
+    return kernel.combined(responses)
+
+
+def _reach(chain) -> int:
+    """How far an output's chain of windows reaches, in samples: a two-step morphology reaches twice its footprint."""
+    dilation = chain.options.geometry.dilations(chain.axes.ndim)
+
+    def passes(kernel) -> int:
+        return 2 if getattr(kernel.operator, "operation", None) in ("open", "close", "tophat", "blackhat") else 1
+
+    return max(sum(passes(k) * d * (k.shape[axis] // 2) for k in chain.kernels) for axis, d in enumerate(dilation))
 
 
 def _shared_chunks(image, permutation, spatial, reach: int, threads: int, budget: int):
@@ -275,8 +428,11 @@ def _indices(y):
     return itertools.product(*(range(len(c)) for c in y.chunks))
 
 
-def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
-    """Compute the chunks of ``y`` the store lacks and write each where it belongs; return the samples clipped."""
+def _store(y, array, convert, scheduler: str | None, progress) -> int:
+    """Compute the chunks of ``y`` the store lacks and write each where it belongs; return the samples clipped.
+
+    ``convert`` makes a chunk's values samples (see :func:`samples_of`).
+    """
     import dask.array as da
     import numpy as np
     from dask.highlevelgraph import HighLevelGraph
@@ -287,7 +443,7 @@ def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
     if not missing:
         return 0
     name = "convcli-store-" + y.name
-    dsk = {(name, j): (_store_block, (y.name,) + index, array, index, mode) for j, index in enumerate(missing)}
+    dsk = {(name, j): (_store_block, (y.name,) + index, array, index, convert) for j, index in enumerate(missing)}
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[y])
     counts = da.Array(graph, name, chunks=((1,) * len(missing),), dtype=np.int64, meta=np.empty((0,), np.int64))
     if progress is not None:
@@ -295,12 +451,10 @@ def _store(y, array, mode: str, scheduler: str | None, progress) -> int:
     return int(_compute(counts, scheduler, progress).sum())
 
 
-def _store_block(values, array, index, mode):
+def _store_block(values, array, index, convert):
     import numpy as np
 
-    from ..io.samples import to_samples
-
-    samples, clipped = to_samples(values, array.dtype, mode)
+    samples, clipped = convert(values)
     region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, array.chunks, values.shape))
     array[region] = samples
     return np.array([clipped], dtype=np.int64)
@@ -322,9 +476,12 @@ def _compute(counts, scheduler: str | None, progress):
 def _local(counts, workers: int, progress):
     import dask
     import numpy as np
+    from dask.threaded import get
 
+    # The threaded scheduler given as its function: named by its string, Dask first imports
+    # distributed to look for a client (a quarter of a second at every start).
     if progress is None:
-        return counts.compute(scheduler="threads", num_workers=workers)
+        return counts.compute(scheduler=get, num_workers=workers)
     from dask.callbacks import Callback
 
     class _Written(Callback):
@@ -333,7 +490,7 @@ def _local(counts, workers: int, progress):
                 progress(1, 0)
 
     with _Written():
-        parts = dask.compute(counts, scheduler="threads", num_workers=workers)[0]
+        parts = dask.compute(counts, scheduler=get, num_workers=workers)[0]
     return np.asarray(parts)
 
 
