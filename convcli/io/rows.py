@@ -74,6 +74,12 @@ class RowSink:
     def close(self) -> None:
         self._encoder.close()
 
+    def abort(self) -> None:
+        """A failed run: stop the encoder's helpers (the file is removed by the caller)."""
+        stop = getattr(self._encoder, "abort", None)
+        if stop is not None:
+            stop()
+
 
 def _encoder(fh, like, dest: str, fmt: str, quality, compress_level, notes: list[str]):
     """The stripe encoder of `fmt`, with the metadata and options the whole-image writer would use."""
@@ -89,9 +95,10 @@ def _encoder(fh, like, dest: str, fmt: str, quality, compress_level, notes: list
         channels = 1 if like.channel_axis is None else like.data.shape[-1]
         return PngStripes(fh, height, width, channels, level, icc_profile=meta.get("icc_profile"),
                           dpi=meta.get("dpi"), exif=meta.get("exif"))
-    from .jpeg_stream import JpegStripes
+    from . import jpeg_stream
 
-    return JpegStripes(fh, height, width, meta["mode"], _save_options(fmt, meta, 0, quality, notes), dest)
+    stripes = jpeg_stream.ForkedStripes if jpeg_stream.FORKED else jpeg_stream.JpegStripes
+    return stripes(fh, height, width, meta["mode"], _save_options(fmt, meta, 0, quality, notes), dest)
 
 
 @contextlib.contextmanager
@@ -105,5 +112,9 @@ def row_output(dest, like, *, format=None, range: str = "clip", depth=None, qual
     with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
         sink = RowSink(fh, like, dest, fmt, range_mode=range, depth=depth, quality=quality,
                        compress_level=compress_level)
-        yield sink
-        sink.close()
+        try:
+            yield sink
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise

@@ -136,7 +136,6 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
     from .filter import FilterReport, input_notes
 
     rows = band_rows(bands.like.spatial_shape[1], reader.channels)
-    reader.start(ahead=BANDS_AHEAD * rows + bands.extent)
     # OpenCV on one thread: the decoder, the filter and the encoder already share the cores, and a band's
     # small calls waking OpenCV's threads would fight them (OpenCV loads while the first rows decode).
     uses_opencv = any("opencv" in methods for methods in bands.methods)
@@ -147,6 +146,8 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
             sink = stack.enter_context(io.row_output(
                 dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
                 quality=options.quality, compress_level=options.compress_level))
+            # The decoder's thread starts after the sink, which may fork its encoder: a fork copies no thread.
+            reader.start(ahead=BANDS_AHEAD * rows + bands.extent)
             _filter_bands(reader, bands, sink, rows)
     finally:
         reader.close()
