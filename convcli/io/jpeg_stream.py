@@ -49,7 +49,7 @@ FORKED = hasattr(os, "fork")
 SLOTS = 4  # stripes in shared memory on their way to the encoder: one being filled, others waiting or encoded
 # Messages between a forked decoder or encoder and the caller: two integers, a kind (or a buffer number) and a value.
 _MESSAGE = struct.Struct("<ii")
-FINISHED, FAILED, DECODED, RELEASED = -1, -2, -3, -4  # kinds, beside buffer numbers (0 and up)
+FINISHED, FAILED, DECODED, RELEASED, AHEAD = -1, -2, -3, -4, -5  # kinds, beside buffer numbers (0 and up)
 
 
 def open_rows(source, fmt: str, *, limits, auto_orient: bool = True) -> "JpegRows | None":
@@ -127,6 +127,12 @@ class JpegRows:
 
         self._ahead = max(1, int(ahead))
         self._thread = background(self._decode, "jpeg-decoder")
+
+    def allow(self, ahead: int) -> None:
+        """From now on the decoder may hold `ahead` rows beyond those released (the plan knows its halo)."""
+        with self._changed:
+            self._ahead = max(1, int(ahead))
+            self._changed.notify_all()
 
     def rows(self, lo: int, hi: int):
         """Rows ``lo..hi`` as a new uint8 array ``(rows, width[, channels])``, once they are decoded."""
@@ -272,6 +278,11 @@ class ForkedJpegRows(JpegRows):
             os.close(told_read)
         self._news, self._told = news_read, told_write
 
+    def allow(self, ahead: int) -> None:
+        """From now on the decoder may hold `ahead` rows beyond those released (the plan knows its halo)."""
+        self._ahead = max(1, int(ahead))
+        self._tell(AHEAD, self._ahead)
+
     def rows(self, lo: int, hi: int):
         """Rows ``lo..hi`` as a new uint8 array ``(rows, width[, channels])``, once they are decoded."""
         while self._ready < hi and self._error is None and not self._finished:
@@ -288,8 +299,11 @@ class ForkedJpegRows(JpegRows):
         if end > start:
             self._give_back(start, end)
         self._released = max(self._released, below)
+        self._tell(RELEASED, self._released)
+
+    def _tell(self, kind: int, value: int) -> None:
         try:
-            os.write(self._told, _MESSAGE.pack(RELEASED, self._released))
+            os.write(self._told, _MESSAGE.pack(kind, value))
         except OSError:
             pass  # the decoder has finished (or failed: rows() or finish() says so)
 
@@ -356,7 +370,11 @@ class ForkedJpegRows(JpegRows):
             message = _read_exactly(self._told, _MESSAGE.size)
             if not message:
                 raise EOFError("the filter stopped reading")
-            self._released = max(self._released, _MESSAGE.unpack(message)[1])
+            kind, value = _MESSAGE.unpack(message)
+            if kind == AHEAD:
+                self._ahead = value
+            else:
+                self._released = max(self._released, value)
 
 
 def _without_fourth_byte(pixels, channels: int):
@@ -519,17 +537,30 @@ class ForkedStripes:
 
     def write(self, samples) -> None:
         """Append rows (uint8, ``(rows, width[, 3])``); each whole stripe goes to the encoder."""
-        done = 0
-        while done < samples.shape[0]:
+        def copy(lo, hi, out):
+            out[...] = samples[lo:hi]
+            return 0
+        self.fill(samples.shape[0], copy)
+
+    def fill(self, count: int, fill) -> int:
+        """Append `count` rows that ``fill(lo, hi, out)`` writes (rows ``lo..hi`` into the uint8 array `out`).
+
+        The rows go straight into the shared buffers: a conversion writes
+        there without a copy of its own.  Returns the sum of what ``fill``
+        returned (a clipped count).
+        """
+        done = total = 0
+        while done < count:
             if self._slot is None:
                 self._slot = self._free.pop() if self._free else self._wait_for_slot()
-            rows = min(STRIPE_ROWS - self._filled, samples.shape[0] - done)
-            self._slots[self._slot][self._filled:self._filled + rows] = samples[done:done + rows]
+            rows = min(STRIPE_ROWS - self._filled, count - done)
+            total += fill(done, done + rows, self._slots[self._slot][self._filled:self._filled + rows])
             self._filled += rows
             done += rows
             if self._filled == STRIPE_ROWS:
                 self._send(self._slot, STRIPE_ROWS)
                 self._slot, self._filled = None, 0
+        return total
 
     def close(self) -> None:
         """Send what is left, wait for the encoder to write the end of the image; raise what went wrong."""

@@ -47,10 +47,15 @@ def filter_in_bands(src, dest: str, options: FilterOptions):
         return None
     if reader.height * reader.width < MIN_PIXELS:
         return None
-    bands = _plan(reader.signal, dest, options)
-    if bands is None:
-        return None
-    return _run(reader, bands, src, dest, options)
+    # Decoding starts before the plan (OpenCV's import, the kernels): the cores are otherwise idle then.
+    reader.start(ahead=BANDS_AHEAD * band_rows(reader.width, reader.channels))
+    try:
+        bands = _plan(reader.signal, dest, options)
+        if bands is None:
+            return None
+        return _run(reader, bands, src, dest, options)
+    finally:
+        reader.close()
 
 
 def _options_stream(options: FilterOptions) -> bool:
@@ -139,18 +144,14 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
     # OpenCV on one thread: the decoder, the filter and the encoder already share the cores, and a band's
     # small calls waking OpenCV's threads would fight them (OpenCV loads while the first rows decode).
     uses_opencv = any("opencv" in methods for methods in bands.methods)
-    try:
-        with contextlib.ExitStack() as stack:
-            if uses_opencv:
-                stack.enter_context(opencv_threads(1))
-            sink = stack.enter_context(io.row_output(
-                dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
-                quality=options.quality, compress_level=options.compress_level))
-            # The decoder's thread starts after the sink, which may fork its encoder: a fork copies no thread.
-            reader.start(ahead=BANDS_AHEAD * rows + bands.extent)
-            _filter_bands(reader, bands, sink, rows)
-    finally:
-        reader.close()
+    with contextlib.ExitStack() as stack:
+        if uses_opencv:
+            stack.enter_context(opencv_threads(1))
+        sink = stack.enter_context(io.row_output(
+            dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
+            quality=options.quality, compress_level=options.compress_level))
+        reader.allow(BANDS_AHEAD * rows + bands.extent)
+        _filter_bands(reader, bands, sink, rows)
     signal = reader.signal
     return FilterReport(
         input=src.name, output=str(dest), input_shape=tuple(signal.data.shape),
