@@ -406,3 +406,31 @@ def test_a_signal_mid_photo_leaves_no_output_and_no_process(big_photo, tmp_path,
         time.sleep(0.01)
     assert session_members(proc.pid) == []
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2 ** 32 - 1), low=st.floats(-3, 1), high=st.floats(250, 260),
+       halves=st.booleans(), bad=st.sampled_from([None, np.nan, np.inf, -np.inf]))
+def test_the_plain_8_bit_conversion_is_to_samples(seed, low, high, halves, bad):
+    """clip_to_uint8 (min, max, OpenCV's rounding) gives to_samples' samples and clipped count, and refuses alike."""
+    import cv2  # noqa: F401  (the fast path is taken once OpenCV is loaded)
+
+    from convcli.errors import DataError
+    from convcli.io.samples import clip_to_uint8, to_samples
+
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(low, high, (19, 23, 3)).astype(np.float32)
+    if halves:  # ties, where half to even and half away from zero differ
+        values = (np.floor(values) + np.float32(0.5)).astype(np.float32)
+    if bad is not None:
+        values[rng.integers(19), rng.integers(23), rng.integers(3)] = bad
+    out = np.empty(values.shape, np.uint8)
+    try:
+        expected, clipped = to_samples(values, np.uint8, "clip")
+    except DataError as exc:
+        with pytest.raises(DataError) as fast:
+            clip_to_uint8(values, out)
+        assert str(fast.value) == str(exc)
+        return
+    assert clip_to_uint8(values, out) == clipped
+    assert np.array_equal(out, expected)
