@@ -29,6 +29,7 @@ MIN_PIXELS = 1 << 22
 # caches' reach and keeps the rows in flight (decoded, filtered, encoding) to a few dozen MB.
 BAND_BYTES = 6 << 20
 BANDS_AHEAD = 3  # bands of input rows the decoder may hold beyond those the filter released
+BANDS_IN_FLIGHT = 2  # bands filtered at once (one per core), the oldest converted as soon as it is done
 
 
 def filter_in_bands(src, dest: str, options: FilterOptions):
@@ -160,17 +161,38 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
 
 
 def _filter_bands(reader, bands: _Bands, sink, rows: int) -> None:
-    """Every band of output rows, in order: its input rows as they decode, filtered, handed to the sink."""
-    from ..parallel import floats_as_data
+    """Every band of output rows, in order: its input rows as they decode, filtered, handed to the sink.
+
+    Two bands are filtered at a time on the shared threads (OpenCV gives the
+    GIL up while it computes) while this thread takes the next band's rows
+    and converts the finished one into the encoder's buffers, in order.
+    """
+    from collections import deque
+
+    from ..parallel import floats_as_data, submit
 
     chain = bands.run.chain
-    for o0 in range(0, bands.height, rows):
-        o1 = min(bands.height, o0 + rows)
-        lo, hi = bands.inputs(o0, o1, reader.height)
+
+    def filtered(band, o0: int, o1: int, lo: int):
         with floats_as_data():
             # No clamp at zero: the integer samples made of the result clip there, and round-off
             # (|v| << 0.5) below zero rounds to 0 without counting as clipped.
-            out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods, clamp=False)
-        sink.write(out[o0 - lo:o1 - lo])
-        reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
+            out = chain.run(band, owned=True, methods=bands.methods, clamp=False)
+        return out[o0 - lo:o1 - lo]
+
+    pending: deque = deque()
+    try:
+        for o0 in range(0, bands.height, rows):
+            o1 = min(bands.height, o0 + rows)
+            lo, hi = bands.inputs(o0, o1, reader.height)
+            band = reader.rows(lo, hi)  # a copy: the decoder may reuse what the next band does not read
+            reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
+            pending.append(submit(lambda band=band, o0=o0, o1=o1, lo=lo: filtered(band, o0, o1, lo)))
+            while len(pending) >= BANDS_IN_FLIGHT:
+                sink.write(pending.popleft().result())
+        while pending:
+            sink.write(pending.popleft().result())
+    finally:
+        for future in pending:  # a failed run: nothing more is written
+            future.cancel()
     reader.finish()
