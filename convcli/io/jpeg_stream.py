@@ -21,6 +21,13 @@ its last row is.  Here both ends work on rows:
   DRI segment and two bytes per row of MCUs).  Stripes are encoded on the
   shared threads while the caller filters the next band.
 
+Pillow's decoder and encoder hold the GIL while they code, so where the
+system forks safely (Linux, :data:`FORKED`) each runs in a forked copy of the process
+instead of a thread (:class:`ForkedJpegRows`, :class:`ForkedStripes`): the
+rows and stripes pass through shared memory, short messages through pipes,
+and the filter's threads keep the interpreter to themselves.  The bytes
+written are the same either way.
+
 Only what streams takes this path: a baseline JPEG, RGB or grey, one frame,
 upright as stored.  A progressive file, CMYK, or an EXIF rotation (which
 needs every row before the first output row) is read whole, by
@@ -31,6 +38,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 import threading
 
 import numpy as np
@@ -43,9 +51,10 @@ BLOCK = 1 << 16  # bytes handed to the decoder at a time (what Pillow's loader r
 STRIPE_ROWS = 128
 STRIPES_IN_FLIGHT = 3  # encoded on the shared threads while the caller makes the next ones
 OPAQUE = 255  # the fourth byte Pillow's unpacker writes for every decoded pixel
-# Decode and encode in forked processes (ForkedJpegRows, ForkedStripes) where the system can fork:
-# Pillow's decoder and encoder hold the GIL while they work.
-FORKED = hasattr(os, "fork")
+# Decode and encode in forked processes (ForkedJpegRows, ForkedStripes) on Linux: Pillow's decoder and
+# encoder hold the GIL while they work.  (macOS forks, but its system libraries may not survive a fork
+# once threads have run.)
+FORKED = hasattr(os, "fork") and sys.platform.startswith("linux")
 SLOTS = 4  # stripes in shared memory on their way to the encoder: one being filled, others waiting or encoded
 # Messages between a forked decoder or encoder and the caller: two integers, a kind (or a buffer number) and a value.
 _MESSAGE = struct.Struct("<ii")
@@ -383,8 +392,6 @@ def _without_fourth_byte(pixels, channels: int):
     numpy copies three bytes of four at 0.5 GB/s; OpenCV's vector loops are
     15x faster, so they do it once the filter has loaded OpenCV.
     """
-    import sys
-
     cv2 = sys.modules.get("cv2")
     if cv2 is None:
         band = pixels[..., :channels]

@@ -2,11 +2,13 @@
 
 A 24-megapixel JPEG filtered whole is decoded (72 MB of samples), filtered
 (a 288 MB float32 result), converted and encoded one step after the other:
-561 MiB and 2.5 times vips' time.  Here the decoder runs in a thread of its
-own (:func:`convcli.io.open_image_rows`), each band of output rows is filtered
-from the input rows it needs (its halo included) as soon as they are
-decoded, converted to samples, and handed to an encoder that writes stripes
-on the shared threads (:func:`convcli.io.row_output`).
+561 MiB and 2.5 times vips' time.  Here the decoder runs beside the filter
+(:func:`convcli.io.open_image_rows`: a forked process where the system has
+one), from before the chain is planned; each band of output rows is
+filtered from the input rows it needs (its halo included) as soon as they
+are decoded, two bands at a time on the shared threads, and converted to
+samples straight into the buffers of an encoder that writes stripes beside
+it (:func:`convcli.io.row_output`).
 
 The result is the whole-image path's bit for bit: every kernel runs with
 the method planned for the whole image, and only where that method
