@@ -16,7 +16,7 @@ there, not copied: bench_engine.py (engine vs scipy.ndimage, OpenCV, FFT,
 numpy), bench_rank.py (median, morphology and pooling vs OpenCV, scipy.ndimage,
 numpy; PyTorch's max_pool2d through ``--peer-python``), bench_whole_process.py (4K PNG gaussian vs a cv2 script, vips,
 ImageMagick), bench_photo.py (24 MP camera JPEG, whole process, vs vips: wall and
-peak memory), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
+peak memory; full size and medians of at least 3 even with ``--quick``), bench_classify.py (EfficientNet-Lite0 vs PyTorch, onnxruntime)
 and bench_batch.py (batch mode vs ImageMagick mogrify); the closing line is
 auto's regret on 15 cases of bench_regret.py's grid (each dimension and size once).  Only the SoX rows
 (whole-process audio FIR) are defined here: ``sox in.wav out.wav fir
@@ -218,15 +218,17 @@ def photo_rows(args, tmp: Path) -> None:
     if not shutil.which("vips"):
         skip("vips (apt-get install libvips-tools)")
         return
-    size = (1500, 1000) if args.quick else (6000, 4000)
+    # Full size even with --quick (a few seconds a round): the README quotes these rows, and a smaller
+    # photo would take the whole-image path (MIN_PIXELS), not the camera path it measures.
+    size = (6000, 4000)
     src = tmp / "photo.jpg"
     bench_photo.make_photo(src, size)
     options = argparse.Namespace(before=None, magick=False)
     for name in bench_photo.WORKLOADS:
-        medians = bench_photo.race(bench_photo.tools(name, src, tmp, options), args.repeats)
+        medians = bench_photo.race(bench_photo.tools(name, src, tmp, options), max(3, args.repeats))
         (wall, _, peak), (peer_wall, _, peer_peak) = medians["convcli"], medians["vips"]
         add(f"whole process: {name} {size[0]}x{size[1]} JPEG", "vips", wall, peer_wall,
-            f"peak {peak:.0f}/{peer_peak:.0f} MiB")
+            f"peak {peak:.0f}/{peer_peak:.0f} MiB = {peak / peer_peak:.2f}x")
 
 
 def regret_line(args) -> str:

@@ -20,7 +20,9 @@ Everything in convcli that uses more than one core goes through here:
   threads (3-5x slower when the cores are busy);
 - :func:`run_processes` runs batch jobs in worker processes, a bounded
   number in flight; a worker that dies costs only the item it was running,
-  and the workers die with their parent, however it ends;
+  and the workers die with their parent, however it ends; :class:`Forked`
+  runs one stage in a forked copy of the process (a JPEG encoder that holds
+  the GIL);
 - :func:`stream_ahead` and :func:`stream_behind` run the ends of a stream (a video's
   decoder and encoder) in threads of their own beside the caller, with a
   bounded queue between each and the caller.
@@ -687,6 +689,80 @@ def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.2)
     os._exit(1)
+
+
+class Forked:
+    """``work()`` run in a forked copy of this process, beside the caller: a stage that must not share the GIL.
+
+    Pillow's JPEG encoder holds the interpreter while it codes; in a copy of
+    the process (no new interpreter to start, every module already loaded) it
+    runs beside the filter instead of taking turns with it.  The copy talks
+    to its parent only through what ``work`` was given (pipes, shared
+    memory), ends with ``work`` (exit 0, or 1 if it raised), never runs the
+    parent's cleanups, ignores Ctrl-C (the parent decides) and dies with the
+    parent however that ends.  Fork from the thread that outlives the child:
+    the death signal follows the forking thread.
+    """
+
+    def __init__(self, work) -> None:
+        parent = os.getpid()
+        with _interrupts_held():
+            pid = os.fork()
+            if pid == 0:
+                _run_forked(work, parent)
+        self.pid = pid
+        self.code: int | None = None
+
+    def wait(self) -> int:
+        """Wait for the child to end; its exit code (minus the signal that killed it)."""
+        if self.code is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def kill(self) -> None:
+        """End the child at once (no unwinding) and reap it."""
+        import signal
+
+        if self.code is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait()
+
+    def why(self) -> str:
+        """How the (ended) child ended, in words: ``killed by SIGKILL``, ``ended (exit 1)``."""
+        import signal
+
+        code = self.wait()
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"ended (exit {code})"
+
+
+def _run_forked(work, parent: int) -> None:
+    """The forked child's whole life: never returns into the parent's frames (their cleanups are the parent's)."""
+    global _POOL
+
+    code = 1
+    try:
+        import signal
+
+        _POOL = None  # the parent's pool threads were not copied: a pool here starts its own
+        _die_with(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        work()
+        code = 0
+    except BaseException:  # reported by work() through its own pipe, if at all
+        pass
+    finally:
+        os._exit(code)
 
 
 # --------------------------------------------------------------------------- stages of a stream

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from conftest import EXAMPLES, convcli, convcli_process, leftovers
+from convcli.io import jpeg_stream
 from convcli.pipeline import banded
 
 HEIGHT, WIDTH = 700, 530  # 6 bands of 128 rows, the last one short
@@ -299,3 +302,135 @@ def test_a_piped_photo_and_a_batch_in_worker_processes(big_photo, tmp_path, monk
     assert done.returncode == 0, done.stderr
     for i in range(2):
         assert np.array_equal(pixels(tmp_path / "out" / f"p{i}.png"), pixels(whole))
+
+
+# --------------------------------------------------------------------------- the decoder and encoder processes
+def counting_forks(monkeypatch) -> list:
+    """Count the processes forked from here on (each fork's child is one entry)."""
+    forks, real = [], os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return forks
+
+
+@pytest.mark.parametrize("chain", CHAINS[:3] + CHAINS[5:6], ids=lambda c: " ".join(c[1::2]))
+@pytest.mark.parametrize("kind,suffix", [("rgb", ".jpg"), ("grey", ".jpg"), ("444", ".jpg"), ("rgb", ".png")])
+def test_decoding_and_encoding_in_processes_writes_the_bytes_threads_write(photos, tmp_path, monkeypatch, bands,
+                                                                          chain, kind, suffix):
+    written = []
+    for forked in (True, False):
+        monkeypatch.setattr(jpeg_stream, "FORKED", forked)
+        forks = counting_forks(monkeypatch)
+        out = tmp_path / f"{forked}{suffix}"
+        run = convcli("filter", photos[kind], "-o", out, *chain)
+        assert run.exit_code == 0, run.stderr
+        # the decoder, and for a JPEG the encoder, each in a process of its own; none with threads
+        assert len(forks) == (forked * (2 if suffix == ".jpg" else 1))
+        written.append(out.read_bytes())
+    assert written[0] == written[1]
+
+
+def dying_on_call(number: int, work):
+    """`work` that kills its own process (as the out-of-memory killer would) on its `number`-th call there."""
+    calls = []
+
+    def run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return work(*args, **kwargs)
+    return run
+
+
+def test_an_encoder_process_that_dies_fails_in_one_line_and_leaves_nothing(photos, tmp_path, monkeypatch, bands):
+    monkeypatch.setattr(jpeg_stream, "_encode_stripe", dying_on_call(3, jpeg_stream._encode_stripe))
+    out = tmp_path / "out.jpg"
+    run = convcli("filter", photos["rgb"], "-k", "sharpen", "-o", out)
+    assert run.exit_code == 1 and "Traceback" not in run.stderr
+    assert run.stderr == (f"convcli: error: {out}: cannot write this image as JPEG: "
+                          "the encoder process was killed by SIGKILL\n")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_decoder_process_that_dies_fails_in_one_line_and_leaves_nothing(photos, tmp_path, monkeypatch, bands):
+    monkeypatch.setattr(jpeg_stream.ForkedJpegRows, "_publish",
+                        dying_on_call(1, jpeg_stream.ForkedJpegRows._publish))
+    out = tmp_path / "out.jpg"
+    run = convcli("filter", photos["rgb"], "-k", "sharpen", "-o", out)
+    assert run.exit_code == 1 and "Traceback" not in run.stderr
+    assert run.stderr == f"convcli: error: {photos['rgb']}: the JPEG decoder process was killed by SIGKILL\n"
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of a session: the run's own, and any it would have left behind."""
+    alive = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != b"Z":
+            alive.append(int(entry))
+    return alive
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_photo_leaves_no_output_and_no_process(big_photo, tmp_path, signum):
+    out = tmp_path / "out.jpg"
+    slow = [arg for _ in range(8) for arg in ("-k", "gaussian:sigma=6")]  # time to stop it mid-photo
+    proc = subprocess.Popen([sys.executable, "-m", "convcli", "filter", big_photo, *slow, "-o", out],
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(session_members(proc.pid)) < 3:  # decoding and encoding
+        time.sleep(0.002)
+    assert len(session_members(proc.pid)) == 3, "the run ended before its decoder and encoder were seen"
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole process group
+    else:
+        os.kill(proc.pid, signum)  # `kill PID` reaches the parent only
+    code = proc.wait(timeout=30)
+    stderr = proc.stderr.read().decode()
+    assert code in (-signum, 128 + signum), stderr
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 5
+    while session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session_members(proc.pid) == []
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2 ** 32 - 1), low=st.floats(-3, 1), high=st.floats(250, 260),
+       halves=st.booleans(), bad=st.sampled_from([None, np.nan, np.inf, -np.inf]))
+def test_the_plain_8_bit_conversion_is_to_samples(seed, low, high, halves, bad):
+    """clip_to_uint8 (min, max, OpenCV's rounding) gives to_samples' samples and clipped count, and refuses alike."""
+    import cv2  # noqa: F401  (the fast path is taken once OpenCV is loaded)
+
+    from convcli.errors import DataError
+    from convcli.io.samples import clip_to_uint8, to_samples
+
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(low, high, (19, 23, 3)).astype(np.float32)
+    if halves:  # ties, where half to even and half away from zero differ
+        values = (np.floor(values) + np.float32(0.5)).astype(np.float32)
+    if bad is not None:
+        values[rng.integers(19), rng.integers(23), rng.integers(3)] = bad
+    out = np.empty(values.shape, np.uint8)
+    try:
+        expected, clipped = to_samples(values, np.uint8, "clip")
+    except DataError as exc:
+        with pytest.raises(DataError) as fast:
+            clip_to_uint8(values, out)
+        assert str(fast.value) == str(exc)
+        return
+    assert clip_to_uint8(values, out) == clipped
+    assert np.array_equal(out, expected)

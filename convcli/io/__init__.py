@@ -42,7 +42,7 @@ def open_image_rows(source, *, auto_orient=True, max_pixels=None, memory_budget=
     `source` comes from :func:`open_input`.  A baseline JPEG photo (RGB or
     grey, upright) streams; see :mod:`convcli.io.rows`.  The result's
     ``signal`` has the metadata :func:`read` would give and a stand-in for
-    ``data`` (the shape only); ``start``, ``rows``, ``release``, ``finish``
+    ``data`` (the shape only); ``start``, ``allow``, ``rows``, ``release``, ``finish``
     and ``close`` drive the decoder.
     """
     from .rows import open_rows as rows_of

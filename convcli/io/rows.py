@@ -51,6 +51,7 @@ class RowSink:
         self._channels = 1 if like.channel_axis is None else like.data.shape[-1]
         self.written = Written(path=dest, format=fmt)
         self._noted = False
+        self._plain = False  # known from the first band
         self._encoder = _encoder(fh, like, dest, fmt, quality, compress_level, self.written.notes)
         row = formats.get(fmt)
         for option, value in (("compress_level", compress_level), ("quality", quality)):
@@ -62,17 +63,43 @@ class RowSink:
         """The next rows of the result (floats in the input's units), converted and encoded."""
         from .image import convert
 
+        if self._plain:
+            self.written.clipped += self._write_plain(values)
+            return
         notes: list[str] = []
-        samples, _mode, clipped = convert(values, self._channels, self._like.meta, self._fmt, self._range,
-                                          self._depth, notes, False)
+        samples, mode, clipped = convert(values, self._channels, self._like.meta, self._fmt, self._range,
+                                         self._depth, notes, False)
         if not self._noted:  # every band says the same
             self.written.notes[:0] = notes
             self._noted = True
+            # 8-bit in, 8-bit out in the same mode, clipped: every later band is to_samples(values, uint8, "clip")
+            self._plain = (self._range == "clip" and self._depth is None and samples.dtype.name == "uint8"
+                           and mode == self._like.meta.get("mode") and self._like.meta.get("dtype") == "uint8")
         self.written.clipped += clipped
         self._encoder.write(samples)
 
+    def _write_plain(self, values) -> int:
+        """Rows converted by :func:`~convcli.io.samples.clip_to_uint8`, into the encoder's own memory if it has some."""
+        import numpy as np
+
+        from .samples import clip_to_uint8
+
+        fill = getattr(self._encoder, "fill", None)
+        if fill is not None:
+            return fill(values.shape[0], lambda lo, hi, out: clip_to_uint8(values[lo:hi], out))
+        samples = np.empty(values.shape, dtype=np.uint8)
+        clipped = clip_to_uint8(values, samples)
+        self._encoder.write(samples)
+        return clipped
+
     def close(self) -> None:
         self._encoder.close()
+
+    def abort(self) -> None:
+        """A failed run: stop the encoder's helpers (the file is removed by the caller)."""
+        stop = getattr(self._encoder, "abort", None)
+        if stop is not None:
+            stop()
 
 
 def _encoder(fh, like, dest: str, fmt: str, quality, compress_level, notes: list[str]):
@@ -89,9 +116,10 @@ def _encoder(fh, like, dest: str, fmt: str, quality, compress_level, notes: list
         channels = 1 if like.channel_axis is None else like.data.shape[-1]
         return PngStripes(fh, height, width, channels, level, icc_profile=meta.get("icc_profile"),
                           dpi=meta.get("dpi"), exif=meta.get("exif"))
-    from .jpeg_stream import JpegStripes
+    from . import jpeg_stream
 
-    return JpegStripes(fh, height, width, meta["mode"], _save_options(fmt, meta, 0, quality, notes), dest)
+    stripes = jpeg_stream.ForkedStripes if jpeg_stream.FORKED else jpeg_stream.JpegStripes
+    return stripes(fh, height, width, meta["mode"], _save_options(fmt, meta, 0, quality, notes), dest)
 
 
 @contextlib.contextmanager
@@ -105,5 +133,9 @@ def row_output(dest, like, *, format=None, range: str = "clip", depth=None, qual
     with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
         sink = RowSink(fh, like, dest, fmt, range_mode=range, depth=depth, quality=quality,
                        compress_level=compress_level)
-        yield sink
-        sink.close()
+        try:
+            yield sink
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise

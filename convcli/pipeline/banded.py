@@ -2,11 +2,13 @@
 
 A 24-megapixel JPEG filtered whole is decoded (72 MB of samples), filtered
 (a 288 MB float32 result), converted and encoded one step after the other:
-561 MiB and 2.5 times vips' time.  Here the decoder runs in a thread of its
-own (:func:`convcli.io.open_image_rows`), each band of output rows is filtered
-from the input rows it needs (its halo included) as soon as they are
-decoded, converted to samples, and handed to an encoder that writes stripes
-on the shared threads (:func:`convcli.io.row_output`).
+561 MiB and 2.5 times vips' time.  Here the decoder runs beside the filter
+(:func:`convcli.io.open_image_rows`: a forked process where the system has
+one), from before the chain is planned; each band of output rows is
+filtered from the input rows it needs (its halo included) as soon as they
+are decoded, two bands at a time on the shared threads, and converted to
+samples straight into the buffers of an encoder that writes stripes beside
+it (:func:`convcli.io.row_output`).
 
 The result is the whole-image path's bit for bit: every kernel runs with
 the method planned for the whole image, and only where that method
@@ -29,6 +31,7 @@ MIN_PIXELS = 1 << 22
 # caches' reach and keeps the rows in flight (decoded, filtered, encoding) to a few dozen MB.
 BAND_BYTES = 6 << 20
 BANDS_AHEAD = 3  # bands of input rows the decoder may hold beyond those the filter released
+BANDS_IN_FLIGHT = 2  # bands filtered at once (one per core), the oldest converted as soon as it is done
 
 
 def filter_in_bands(src, dest: str, options: FilterOptions):
@@ -47,10 +50,15 @@ def filter_in_bands(src, dest: str, options: FilterOptions):
         return None
     if reader.height * reader.width < MIN_PIXELS:
         return None
-    bands = _plan(reader.signal, dest, options)
-    if bands is None:
-        return None
-    return _run(reader, bands, src, dest, options)
+    # Decoding starts before the plan (OpenCV's import, the kernels): the cores are otherwise idle then.
+    reader.start(ahead=BANDS_AHEAD * band_rows(reader.width, reader.channels))
+    try:
+        bands = _plan(reader.signal, dest, options)
+        if bands is None:
+            return None
+        return _run(reader, bands, src, dest, options)
+    finally:
+        reader.close()
 
 
 def _options_stream(options: FilterOptions) -> bool:
@@ -136,20 +144,17 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
     from .filter import FilterReport, input_notes
 
     rows = band_rows(bands.like.spatial_shape[1], reader.channels)
-    reader.start(ahead=BANDS_AHEAD * rows + bands.extent)
     # OpenCV on one thread: the decoder, the filter and the encoder already share the cores, and a band's
     # small calls waking OpenCV's threads would fight them (OpenCV loads while the first rows decode).
     uses_opencv = any("opencv" in methods for methods in bands.methods)
-    try:
-        with contextlib.ExitStack() as stack:
-            if uses_opencv:
-                stack.enter_context(opencv_threads(1))
-            sink = stack.enter_context(io.row_output(
-                dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
-                quality=options.quality, compress_level=options.compress_level))
-            _filter_bands(reader, bands, sink, rows)
-    finally:
-        reader.close()
+    with contextlib.ExitStack() as stack:
+        if uses_opencv:
+            stack.enter_context(opencv_threads(1))
+        sink = stack.enter_context(io.row_output(
+            dest, bands.like, format=options.out_format, range=bands.range, depth=options.depth,
+            quality=options.quality, compress_level=options.compress_level))
+        reader.allow(BANDS_AHEAD * rows + bands.extent)
+        _filter_bands(reader, bands, sink, rows)
     signal = reader.signal
     return FilterReport(
         input=src.name, output=str(dest), input_shape=tuple(signal.data.shape),
@@ -158,17 +163,38 @@ def _run(reader, bands: _Bands, src, dest: str, options: FilterOptions):
 
 
 def _filter_bands(reader, bands: _Bands, sink, rows: int) -> None:
-    """Every band of output rows, in order: its input rows as they decode, filtered, handed to the sink."""
-    from ..parallel import floats_as_data
+    """Every band of output rows, in order: its input rows as they decode, filtered, handed to the sink.
+
+    Two bands are filtered at a time on the shared threads (OpenCV gives the
+    GIL up while it computes) while this thread takes the next band's rows
+    and converts the finished one into the encoder's buffers, in order.
+    """
+    from collections import deque
+
+    from ..parallel import floats_as_data, submit
 
     chain = bands.run.chain
-    for o0 in range(0, bands.height, rows):
-        o1 = min(bands.height, o0 + rows)
-        lo, hi = bands.inputs(o0, o1, reader.height)
+
+    def filtered(band, o0: int, o1: int, lo: int):
         with floats_as_data():
             # No clamp at zero: the integer samples made of the result clip there, and round-off
             # (|v| << 0.5) below zero rounds to 0 without counting as clipped.
-            out = chain.run(reader.rows(lo, hi), owned=True, methods=bands.methods, clamp=False)
-        sink.write(out[o0 - lo:o1 - lo])
-        reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
+            out = chain.run(band, owned=True, methods=bands.methods, clamp=False)
+        return out[o0 - lo:o1 - lo]
+
+    pending: deque = deque()
+    try:
+        for o0 in range(0, bands.height, rows):
+            o1 = min(bands.height, o0 + rows)
+            lo, hi = bands.inputs(o0, o1, reader.height)
+            band = reader.rows(lo, hi)  # a copy: the decoder may reuse what the next band does not read
+            reader.release(bands.inputs(o1, o1 + 1, reader.height)[0])
+            pending.append(submit(lambda band=band, o0=o0, o1=o1, lo=lo: filtered(band, o0, o1, lo)))
+            while len(pending) >= BANDS_IN_FLIGHT:
+                sink.write(pending.popleft().result())
+        while pending:
+            sink.write(pending.popleft().result())
+    finally:
+        for future in pending:  # a failed run: nothing more is written
+            future.cancel()
     reader.finish()
