@@ -16,6 +16,8 @@ cluster whose workers see the same files.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 from ..errors import DataError, UsageError
@@ -40,36 +42,46 @@ class Chunked:
 
 
 def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=None) -> Chunked:
-    """Filter the Zarr store ``source`` into the Zarr store ``dest``; see the module docstring.
+    """Filter the Zarr store or large TIFF ``source`` into the Zarr store or tiled BigTIFF ``dest``; see the module docstring.
 
     ``progress(done, added)`` (as :func:`convcli.parallel.progress_to`'s) hears
     of the chunks to compute, then of each as it is written.
     """
     from .. import io
-    from ..io import zarr as zarr_io
+    from ..io import tiff_chunked, zarr as zarr_io
+    from .chunked_tiff import refuse_alpha
 
-    image = zarr_io.open_zarr(source)
-    if not zarr_io.names_zarr(dest):
-        raise UsageError(f"a Zarr input is written to a Zarr store: name the output NAME.zarr, not {dest}",
-                         subject="--output")
+    image = zarr_io.open_zarr(source) if zarr_io.is_zarr(source) else tiff_chunked.open_tiff(
+        source, memory_budget=options.memory_budget)
+    refuse_alpha(image, options, source)
+    to_tiff = tiff_chunked.names_tiff(dest)
+    if not (zarr_io.names_zarr(dest) or to_tiff):
+        raise UsageError(f"a chunked input is written to a Zarr store or a TIFF: name the output NAME.zarr or "
+                         f"NAME.tif, not {dest}", subject="--output")
     _refuse_whole_array_options(options, source)
     order = _signal_order(image)
     signal = _placeholder(image, tuple(image.array.shape[i] for i in order))
     kernels = resolve_kernels(options, signal)
     for kernel in kernels:
-        if kernel.operator is not None or len(kernel.weights) != 1:
+        if kernel.operator is not None or kernel.routing is not None:
             raise DataError(f"a chunked input is filtered by weighted kernels, not {kernel.spec}", subject=source)
     run = prepare(signal, kernels, options)
     chain = run.chain
     y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget))
     mode = options.range or kernels[-1].range_default
     strides = dict(zip(image.spatial, chain.strides(run.steps)))
-    chunks = tuple(c[0] for c in y.chunks)
-    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, image.array.dtype, strides,
-                                         resume=options.resume)
-    clipped = _store(y, array, mode, options.scheduler, progress)
-    zarr_io.finish(partial, dest)
-    notes = []
+    notes = list(image.notes)
+    if to_tiff:
+        from .chunked_tiff import store_tiff
+
+        clipped, written = store_tiff(y, image, dest, mode, strides, options, progress)
+        notes += written
+    else:
+        chunks = tuple(c[0] for c in y.chunks)
+        array, partial = zarr_io.create_like(image, dest, y.shape, chunks, image.array.dtype, strides,
+                                             resume=options.resume)
+        clipped = _store(y, array, mode, options.scheduler, progress)
+        zarr_io.finish(partial, dest)
     if image.levels > 1:
         notes.append(f"only level 0 of the input's {image.levels} resolution levels was filtered and written")
     return Chunked(run.steps, tuple(image.array.shape), tuple(y.shape), clipped, notes)
@@ -212,12 +224,25 @@ def _lazy_chain(chain, image, order, signal, source: str, budget: int):
     for i, kernel in enumerate(chain.kernels):
         args = chain.args(i == len(chain.kernels) - 1, chain.pad_mode or kernel.border)
         if y is None:
-            y = lazy_correlate(view, kernel.weights[0], flip=chain.options.convolve, read_chunks=grid, **args)
+            y = _combined(kernel, lambda w: lazy_correlate(view, w, flip=chain.options.convolve, read_chunks=grid,
+                                                           **args))
         else:
-            y = apply(y, kernel.weights[0], **args)
+            y = _combined(kernel, lambda w, x=y: apply(x, w, **args))
     if chain.non_negative and signal.data.dtype.kind in "ub":
         y = da.maximum(y, 0)  # round-off below zero of non-negative kernels on unsigned samples
     return y.transpose(_inverse(permutation))
+
+
+def _combined(kernel, respond):
+    """A kernel's lazy result: its one response, or its responses combined as in memory (a Sobel magnitude, a max)."""
+    import dask.array as da
+
+    responses = [respond(w) for w in kernel.weights]
+    if kernel.combine == "max":
+        return functools.reduce(da.maximum, responses)
+    if kernel.combine == "magnitude":
+        return da.sqrt(functools.reduce(operator.add, (r * r for r in responses)))
+    return responses[0]
 
 
 def _shared_chunks(image, permutation, spatial, reach: int, threads: int, budget: int):
