@@ -35,6 +35,9 @@ OME_UNITS = {"nm": 1e-6, "µm": 1e-3, "um": 1e-3, "\u03bcm": 1e-3, "mm": 1.0, "c
              "Å": 1e-7, "pm": 1e-9}
 # How a stored chunk (tile or strip) may weigh against the memory budget: a task decodes several.
 STORED_SHARE = 16
+# The decoded tiles kept for the next chunks: this share of the budget, at most MAX_CACHE bytes.
+CACHE_SHARE = 8
+MAX_CACHE = 512 << 20
 
 
 def names_tiff(path: str | None) -> bool:
@@ -53,15 +56,20 @@ def is_tiff(path: str) -> bool:
         return False
 
 
-def read_in_chunks(path: str, dest: str, memory_budget) -> bool:
-    """Whether ``path`` is a TIFF to read chunk by chunk: it is over the memory budget, or written to Zarr."""
+def read_in_chunks(path: str, dest: str, memory_budget, max_pixels=None) -> bool:
+    """Whether ``path`` is a TIFF to read chunk by chunk: over the budgets of memory or pixels, or written to Zarr.
+
+    A page over ``--max-pixels`` is read in chunks rather than refused: the
+    pixel limit guards memory, which chunks bound (a file that inflates
+    suspiciously is still refused, :func:`open_tiff`).
+    """
     from .zarr import names_zarr
 
-    return is_tiff(path) and (names_zarr(dest) or over_budget(path, memory_budget))
+    return is_tiff(path) and (names_zarr(dest) or over_budget(path, memory_budget, max_pixels))
 
 
-def over_budget(path: str, memory_budget) -> bool:
-    """Whether ``path`` is a TIFF whose series 0 cannot be read and filtered whole within the memory budget.
+def over_budget(path: str, memory_budget, max_pixels=None) -> bool:
+    """Whether ``path`` is a TIFF whose series 0 cannot be read and filtered whole within the budgets.
 
     Cheap: only the header and the first directories are read.  A file
     tifffile cannot open is not over the budget (the in-memory reader then
@@ -72,7 +80,7 @@ def over_budget(path: str, memory_budget) -> bool:
     from ..errors import ConvcliError
     from .limits import Limits
 
-    limits = Limits(memory_budget=memory_budget)
+    limits = Limits(max_pixels=max_pixels, memory_budget=memory_budget)
     try:
         import tifffile
     except ImportError:
@@ -82,7 +90,9 @@ def over_budget(path: str, memory_budget) -> bool:
     try:
         with tiff_errors(path), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            return not limits.fits_samples(series.shape, series.dtype.itemsize)
+            page = series.keyframe
+            return (page.imagewidth * page.imagelength > limits.max_pixels
+                    or not limits.fits_samples(series.shape, series.dtype.itemsize))
     except ConvcliError:
         return False
 
@@ -143,7 +153,8 @@ def open_tiff(path: str, *, memory_budget=None) -> TiffImage:
                                 "(raise --memory-budget)", subject=path)
             from ..parallel import thread_count
 
-            store = _Store(series, maxworkers=max(2, thread_count()), subject=path)
+            store = _Store(series, maxworkers=max(2, thread_count()), subject=path,
+                           cache=min(limits.memory_budget // CACHE_SHARE, MAX_CACHE))
             array = zarr.open_array(store, mode="r")
             meta = _meta(tif, [page], spec, None, fh)
             axes = _roles(level.get_axes(True), path)
@@ -174,16 +185,29 @@ def _prod(values) -> int:
     return out
 
 
-def _Store(series, *, maxworkers: int, subject: str):
-    """tifffile's Zarr store over the tiles of ``series``'s level 0, whose decoding errors are one DataError naming the file."""
+def _Store(series, *, maxworkers: int, subject: str, cache: int):
+    """tifffile's Zarr store over the tiles of ``series``'s level 0: decoding errors are one DataError naming
+    the file, and the last ``cache`` bytes of decoded tiles are kept.
+
+    The chunk plan reads one channel at a time, and a band's chunks reach
+    into their neighbours' tiles: without the cache each tile of an RGB
+    image would be decoded about six times.
+    """
+    import collections
+    import threading
+
     from tifffile.zarr import ZarrTiffStore
 
     class Store(ZarrTiffStore):
         async def get(self, key, prototype, byte_range=None):
             from ..errors import ConvcliError
 
+            with self._lock:
+                if key in self._kept:
+                    self._kept.move_to_end(key)
+                    return self._kept[key]
             try:
-                return await super().get(key, prototype, byte_range)
+                value = await super().get(key, prototype, byte_range)
             except ConvcliError:
                 raise
             except MemoryError:
@@ -191,8 +215,22 @@ def _Store(series, *, maxworkers: int, subject: str):
             except Exception as exc:  # tifffile's and imagecodecs' errors have no common base
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise DataError(f"cannot decode the TIFF's tile {key}: {text[:200]}", subject=subject) from None
+            if value is not None and byte_range is None and not key.endswith((".zarray", ".zattrs", ".zgroup")):
+                self._keep(key, value)
+            return value
 
-    return Store(series, level=0, maxworkers=maxworkers, squeeze=True)
+        def _keep(self, key, value) -> None:
+            size = len(value)
+            with self._lock:
+                self._kept[key] = value
+                self._kept_bytes += size
+                while self._kept_bytes > cache and self._kept:
+                    _, old = self._kept.popitem(last=False)
+                    self._kept_bytes -= len(old)
+
+    store = Store(series, level=0, maxworkers=maxworkers, squeeze=True)
+    store._kept, store._kept_bytes, store._lock = collections.OrderedDict(), 0, threading.Lock()
+    return store
 
 
 def _refuse_conversions(page, path: str) -> None:

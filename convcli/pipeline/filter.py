@@ -76,7 +76,7 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress, on_fr
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
     refuse_kernel_file_as_output(dest, options)
-    if is_zarr(source) or read_in_chunks(source, dest, options.memory_budget):
+    if is_zarr(source) or read_in_chunks(source, dest, options.memory_budget, options.max_pixels):
         from .chunked import filter_chunked
 
         done = filter_chunked(source, dest, options, progress=progress_report())
