@@ -37,7 +37,7 @@ OME_UNITS = {"nm": 1e-6, "µm": 1e-3, "um": 1e-3, "\u03bcm": 1e-3, "mm": 1.0, "c
 STORED_SHARE = 16
 # The decoded tiles kept for the next chunks: this share of the budget, at most MAX_CACHE bytes.
 CACHE_SHARE = 8
-MAX_CACHE = 512 << 20
+MAX_CACHE = 256 << 20
 
 
 def names_tiff(path: str | None) -> bool:
