@@ -93,20 +93,23 @@ def _one_time_point(y, axes, dest: str):
 def _bands(y, row_axis: int, tile_rows: int, budget: int) -> list[tuple]:
     """The cuts of ``y`` to compute in turn: for each page or plane, bands of whole chunk rows, top to bottom.
 
-    A band is a row of tiles and, where the budget allows, as many
-    chunk rows as there are threads (so that every core computes); bands
-    end on chunk boundaries, so no chunk is computed twice.
+    A band is a row of tiles or a row of chunks, or as many rows of chunks
+    as there are threads where one row has fewer chunks (so that every core
+    computes) and the budget allows; bands end on chunk boundaries, so no
+    chunk is computed twice.
     """
     import itertools
 
     from ..parallel import thread_count
 
-    row_bytes = 4
+    row_bytes, across = 4, 1
     for axis, chunks in enumerate(y.chunks):
         if axis > row_axis:
             row_bytes *= sum(chunks)
+            across *= len(chunks)
     chunk_rows = max(y.chunks[row_axis])
-    wanted = max(tile_rows, thread_count() * chunk_rows)
+    # One row of chunks where it gives every thread a task (channels are chunks of their own), else several.
+    wanted = max(tile_rows, chunk_rows * (1 if across >= thread_count() else thread_count()))
     if wanted * row_bytes * BAND_COPIES > budget:
         wanted = chunk_rows  # the writer keeps the rows of an unfinished row of tiles
     edges, start, top = [], 0, 0
