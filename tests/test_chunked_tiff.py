@@ -199,3 +199,19 @@ def test_ctrl_c_leaves_nothing_under_the_destination(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (-signal.SIGINT, 130), stderr
     assert not dest.exists() and not leftovers(tmp_path)
+
+
+def test_only_series_0_at_full_resolution_is_read_and_a_note_says_what_was_left(tmp_path):
+    image = (np.random.default_rng(9).random((256, 256)) * 255).astype(np.uint8)
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tif", bigtiff=True) as writer:
+        writer.write(image, subifds=1, tile=(64, 64), metadata={"axes": "YX"})
+        writer.write(image[::2, ::2], subfiletype=1, tile=(64, 64))
+    with tifffile.TiffWriter(tmp_path / "two.tif") as writer:
+        writer.write(image, tile=(64, 64))
+        writer.write(np.zeros((40, 50, 3), np.uint8), tile=(64, 64))
+    for name, note in (("pyramid.ome.tif", "only level 0 of the input's 2 resolution levels"),
+                       ("two.tif", "only series 0 of the TIFF's 2 series")):
+        report = _filter(tmp_path / name, tmp_path / f"out-{name}", "256K", "-k", "box:3")
+        assert report["output_shape"] == [256, 256]
+        assert any(n.startswith(note) for n in report["notes"]), report["notes"]
+        assert tifffile.imread(tmp_path / f"out-{name}").shape == (256, 256)
