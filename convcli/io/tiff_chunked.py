@@ -128,7 +128,6 @@ def open_tiff(path: str, *, memory_budget=None) -> TiffImage:
     from .limits import Limits, human
     from .tiff import PageSpec, _Bytes, _meta, page_offsets, tiff_errors
 
-    zarr = zarr_io.require("a TIFF over the memory budget", path)
     import tifffile
 
     limits = Limits(memory_budget=memory_budget)
@@ -153,6 +152,7 @@ def open_tiff(path: str, *, memory_budget=None) -> TiffImage:
                                 "(raise --memory-budget)", subject=path)
             from ..parallel import thread_count
 
+            zarr = zarr_io.require("a TIFF over the memory budget", path)  # after the checks: a bomb costs no Dask
             store = _Store(series, maxworkers=max(2, thread_count()), subject=path,
                            cache=min(limits.memory_budget // CACHE_SHARE, MAX_CACHE))
             array = zarr.open_array(store, mode="r")
