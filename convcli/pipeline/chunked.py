@@ -53,7 +53,7 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
 
     image = zarr_io.open_zarr(source) if zarr_io.is_zarr(source) else tiff_chunked.open_tiff(
         source, memory_budget=options.memory_budget)
-    refuse_alpha(image, options, source)
+    refuse_alpha(image, options)
     to_tiff = tiff_chunked.names_tiff(dest)
     if not (zarr_io.names_zarr(dest) or to_tiff):
         raise UsageError(f"a chunked input is written to a Zarr store or a TIFF: name the output NAME.zarr or "

@@ -26,7 +26,7 @@ def store_tiff(y, image, dest: str, mode: str, strides: dict[int, int], options,
     if options.resume:
         raise UsageError("completes a Zarr output's partial store; a TIFF output is written in one run",
                          subject="--resume")
-    y, roles = _one_time_point(y, image.axes, dest)
+    y, roles = _one_time_point(y, image.axes)
     spatial = [i for i, r in enumerate(roles) if r == "s"]
     channel = [i for i, r in enumerate(roles) if r == "c"]
     if len(spatial) not in (2, 3):
@@ -69,7 +69,7 @@ def store_tiff(y, image, dest: str, mode: str, strides: dict[int, int], options,
     return clipped[0], layout.notes
 
 
-def refuse_alpha(image, options, source: str) -> None:
+def refuse_alpha(image, options) -> None:
     """A TIFF with alpha: chunks filter alpha like a colour, so only ``--alpha channel`` gives what memory would."""
     if (getattr(image, "meta", None) or {}).get("alpha") and options.alpha != "channel":
         raise UsageError(f"a TIFF over the memory budget is filtered in chunks, which filter alpha like a colour; "
@@ -77,7 +77,7 @@ def refuse_alpha(image, options, source: str) -> None:
                          subject="--alpha")
 
 
-def _one_time_point(y, axes, dest: str):
+def _one_time_point(y, axes):
     """``y`` without its time axis (a TIFF output holds one time point) and the roles of the axes left."""
     roles = list(axes)
     if "t" in roles:
