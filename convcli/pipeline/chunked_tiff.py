@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-# A band's float samples, its samples written and the encoder's tiles: its share of the budget.
+# A band's float chunks, its samples and the encoder's tiles: its share of the budget.
 BAND_COPIES = 8
 
 
@@ -41,19 +41,14 @@ def store_tiff(y, image, dest: str, mode: str, strides: dict[int, int], options,
         y = y.transpose(list(range(nd - 2)) + [nd] + [nd - 2, nd - 1])  # planes before rows and columns
     budget = io.memory_budget(options.memory_budget)
     bands = _bands(y, nd - 2 + int(layout.planar), layout.tile[0], budget)
-    clipped = [0]
+    clipped = _Clipped()
+    samples = y.map_blocks(_to_samples, dtype, mode, clipped, dtype=dtype)  # each chunk converted where computed
     if progress is not None:
         progress(0, len(bands))
 
-    def samples():
-        from ..io.samples import to_samples
-
+    def computed():
         for cut in bands:
-            values = _compute(y[cut])
-            out, count = to_samples(values, dtype, mode)
-            clipped[0] += int(count)
-            del values
-            yield out
+            yield _compute(samples[cut])
 
     def counted(items):
         for item in items:
@@ -61,12 +56,27 @@ def store_tiff(y, image, dest: str, mode: str, strides: dict[int, int], options,
             if progress is not None:
                 progress(1, 0)
 
-    ahead = stream_ahead(samples(), depth=1, name="tiff-bands")
+    ahead = stream_ahead(computed(), depth=1, name="tiff-bands")
     try:
         tiff_chunked.write_tiles(dest, layout, counted(ahead), buffer=budget // BAND_COPIES)
     finally:
         ahead.close()
-    return clipped[0], layout.notes
+    return sum(clipped.counts), layout.notes
+
+
+class _Clipped:
+    """The samples clipped, one count per chunk, added by the task that converted the chunk."""
+
+    def __init__(self):
+        self.counts: list[int] = []  # list.append is atomic: tasks on several threads add without a lock
+
+
+def _to_samples(values, dtype, mode: str, clipped: _Clipped):
+    from ..io.samples import to_samples
+
+    out, count = to_samples(values, dtype, mode)
+    clipped.counts.append(int(count))
+    return out
 
 
 def refuse_alpha(image, options) -> None:
@@ -123,7 +133,7 @@ def _bands(y, row_axis: int, tile_rows: int, budget: int) -> list[tuple]:
 
 
 def _compute(block):
-    """A band's values, on this machine's threads."""
+    """A band's samples, on this machine's threads."""
     import numpy as np
 
     from ..parallel import thread_count
