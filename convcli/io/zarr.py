@@ -63,10 +63,22 @@ class ZarrImage:
     spacing: tuple[float, ...] | None  # mm per spatial axis, from the OME scale
     attrs: dict = field(default_factory=dict)  # the group's attributes (OME-Zarr), or {} for a plain array
     levels: int = 1  # datasets of the multiscales (only level 0 is read)
+    notes: list[str] = field(default_factory=list)  # what opening it left out, for the report
 
     @property
     def zarr_format(self) -> int:
+        """The Zarr format of an output like it."""
         return self.array.metadata.zarr_format
+
+    @property
+    def compressors(self):
+        """The compressors of an output like it."""
+        return self.array.compressors
+
+    @property
+    def filters(self):
+        """The filters of an output like it (None: none)."""
+        return self.array.filters or None
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -192,7 +204,7 @@ def create_like(image: ZarrImage, dest: str, shape, chunks, dtype, strides: dict
         root, array_store = partial, os.path.join(partial, path)
         del group
     array = zarr.create_array(array_store, shape=tuple(shape), chunks=tuple(chunks), dtype=dtype,
-                              zarr_format=fmt, compressors=image.array.compressors, filters=_filters(image),
+                              zarr_format=fmt, compressors=image.compressors, filters=image.filters,
                               fill_value=0, config=WRITE_CONFIG, **_dimension_names(image, fmt))
     return array, root
 
@@ -203,13 +215,9 @@ def _array_path(image: ZarrImage) -> str | None:
     return _multiscales(image.attrs)[0]["datasets"][0]["path"]
 
 
-def _filters(image: ZarrImage):
-    filters = image.array.filters
-    return filters if filters else None
-
-
 def _dimension_names(image: ZarrImage, fmt: int) -> dict:
-    names = getattr(image.array.metadata, "dimension_names", None) if fmt == 3 else None
+    names = getattr(image.array.metadata, "dimension_names", None) if fmt == image.array.metadata.zarr_format == 3 \
+        else None
     return {"dimension_names": names} if names else {}
 
 

@@ -40,19 +40,23 @@ class Chunked:
 
 
 def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=None) -> Chunked:
-    """Filter the Zarr store ``source`` into the Zarr store ``dest``; see the module docstring.
+    """Filter the Zarr store or large TIFF ``source`` into the Zarr store or tiled BigTIFF ``dest``; see the module docstring.
 
     ``progress(done, added)`` (as :func:`convcli.parallel.progress_to`'s) hears
     of the chunks to compute, then of each as it is written (with ``--range
     rescale`` every chunk is counted twice: its bounds, then its samples).
     """
     from .. import io
-    from ..io import zarr as zarr_io
+    from ..io import tiff_chunked, zarr as zarr_io
+    from .chunked_tiff import refuse_alpha
 
-    image = zarr_io.open_zarr(source)
-    if not zarr_io.names_zarr(dest):
-        raise UsageError(f"a Zarr input is written to a Zarr store: name the output NAME.zarr, not {dest}",
-                         subject="--output")
+    image = zarr_io.open_zarr(source) if zarr_io.is_zarr(source) else tiff_chunked.open_tiff(
+        source, memory_budget=options.memory_budget)
+    refuse_alpha(image, options)
+    to_tiff = tiff_chunked.names_tiff(dest)
+    if not (zarr_io.names_zarr(dest) or to_tiff):
+        raise UsageError(f"a chunked input is written to a Zarr store or a TIFF: name the output NAME.zarr or "
+                         f"NAME.tif, not {dest}", subject="--output")
     order = _signal_order(image)
     signal = _placeholder(image, tuple(image.array.shape[i] for i in order))
     kernels = resolve_kernels(options, signal)
@@ -65,12 +69,18 @@ def filter_chunked(source: str, dest: str, options: FilterOptions, *, progress=N
     y = _lazy_chain(chain, image, order, signal, source, io.memory_budget(options.memory_budget), run.space)
     mode = options.range or kernels[-1].range_default
     strides = dict(zip(image.spatial, chain.strides(run.steps)))
-    chunks = tuple(c[0] for c in y.chunks)
     dtype, convert = samples_of(y, image.array.dtype, options.depth, mode, options.scheduler, progress, source)
-    array, partial = zarr_io.create_like(image, dest, y.shape, chunks, dtype, strides, resume=options.resume)
-    clipped = _store(y, array, convert, options.scheduler, progress)
-    zarr_io.finish(partial, dest)
-    notes = []
+    notes = list(image.notes)
+    if to_tiff:
+        from .chunked_tiff import store_tiff
+
+        clipped, written = store_tiff(y, image, dest, dtype, convert, strides, options, progress)
+        notes += written
+    else:
+        chunks = tuple(c[0] for c in y.chunks)
+        array, partial = zarr_io.create_like(image, dest, y.shape, chunks, dtype, strides, resume=options.resume)
+        clipped = _store(y, array, convert, options.scheduler, progress)
+        zarr_io.finish(partial, dest)
     if image.levels > 1:
         notes.append(f"only level 0 of the input's {image.levels} resolution levels was filtered and written")
     return Chunked(run.steps, tuple(image.array.shape), tuple(y.shape), clipped, notes)

@@ -53,7 +53,7 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *
     (bands, planes, chunks) as they are added and done; see
     :func:`convcli.parallel.progress_to`.  A sound counts its own blocks
     instead (of all its passes: two with ``--normalize-peak``); a Zarr store
-    is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
+    (or a TIFF over the memory budget or written to Zarr) is filtered chunk by chunk (:mod:`.chunked`), its chunks counted as they
     are written; a video is streamed into a video (:mod:`.video`) and counts
     frames instead: ``on_frames(done, expected)``.
     """
@@ -65,6 +65,7 @@ def filter_file(source: str, dest: str, options: FilterOptions, progress=None, *
 
 def _filter_file(source: str, dest: str, options: FilterOptions, progress, on_frames) -> FilterReport:
     from .. import io
+    from ..io.tiff_chunked import read_in_chunks
     from ..io.zarr import is_zarr
     from ..parallel import progress_report, progress_to
     from . import audio
@@ -75,7 +76,7 @@ def _filter_file(source: str, dest: str, options: FilterOptions, progress, on_fr
     start = time.perf_counter()
     refuse_input_as_output(source, dest, options.in_place)
     refuse_kernel_file_as_output(dest, options)
-    if is_zarr(source):
+    if is_zarr(source) or read_in_chunks(source, dest, options.memory_budget, options.max_pixels):
         from .chunked import filter_chunked
 
         done = filter_chunked(source, dest, options, progress=progress_report())
