@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError, did_you_mean
-from . import bands, compiled, running, shiftadd, spectral, strategies, toeplitz
+from . import bands, compiled, costs, running, shiftadd, spectral, strategies, toeplitz
 from .borders import BorderMode, parse_pad_mode
 from .geometry import AxisPlan, output_shape, plan_axes
 
@@ -202,13 +202,34 @@ def make_plan(
            repr((stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)),
            np.dtype(x_dtype).str, finite, streamed, _imported())
     plan = _PLANS.get(key)
-    if plan is None:
+    if plan is None or _import_pays(plan.choice):
         plan = _make_plan(x_shape, weights, stride, padding, pad_mode, dilation, channel_axis, method, precision,
                           spatial_ndim, x_dtype, finite, streamed)
+        _PLANS.pop(key, None)
         if len(_PLANS) >= PLAN_CACHE_SIZE:
             _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
         _PLANS[key] = plan
+    _give_up_import(plan.choice)
     return plan
+
+
+# Per library not imported yet: the nanoseconds calls of this process gave up by doing without it (the credit
+# of costs.import_cost).  Once they pay for the import, the next such call imports it.
+_FORGONE: dict[str, float] = {}
+
+
+def _import_pays(choice) -> bool:
+    """Whether a plan made without a library should now import it: its saving on this call completes the price."""
+    if choice.forgone is None:
+        return False
+    library, saving = choice.forgone
+    return _FORGONE.get(library, 0.0) + saving >= costs.import_cost(library)
+
+
+def _give_up_import(choice) -> None:
+    if choice.forgone is not None:
+        library, saving = choice.forgone
+        _FORGONE[library] = _FORGONE.get(library, 0.0) + saving
 
 
 def _imported() -> frozenset:
@@ -249,7 +270,7 @@ def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axi
         choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv,
                                           trail=trail, x_dtype=x_dtype, itemsize=dtype.itemsize,
                                           border_native=compiled.pads_itself(border, value),
-                                          imported=_imported())
+                                          imported=_imported(), credit=dict(_FORGONE))
     if streamed:
         choice = _streamed_choice(choice, method)
     chosen = choice.method if method == "auto" else method
@@ -257,7 +278,7 @@ def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axi
     if chosen == "separable" and nd == 1:
         chosen = "direct"  # a 1-D kernel is trivially one pass
     if method != "auto" and choice.costs:  # the costs were weighed (for a factorisation), the user's method runs
-        choice = dataclasses.replace(choice, method=chosen, forced=True, spreads_non_finite=False)
+        choice = dataclasses.replace(choice, method=chosen, forced=True, spreads_non_finite=False, forgone=None)
     return Plan(nd, axis, batch_shape, channels, per_channel, axes, border, value, dtype, choice, chosen)
 
 

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 
 from .geometry import AxisPlan
 
+# The unit that counts a library's import, by the module a strategy imports.
+LIBRARIES = {"import.cv2": "cv2", "import.scipy_fft": "scipy.fft"}
+
 # Above this many multiply-adds the numpy band strategies split their bands over the cores (bands.PARALLEL_WORK).
 PARALLEL_WORK = 1 << 21
 BAND_BYTES = 1 << 20  # bands.BAND_BYTES: padded input one band holds
+# What each core past the first adds to the band strategies' speed (a second core: 1.8x, not 2x).  Below 1,
+# a signal twice as long never looks cheaper than one under PARALLEL_WORK, though the cores start there.
+THREAD_GAIN = 0.8
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,12 @@ class Work:
     border_native: bool  # a border OpenCV pads itself (reflect, symmetric, replicate, zeros)
     threads: int  # cores the engine's threads use
     slices: tuple[int, ...] = ()  # a volume's kernel: non-zero taps of each z slice
-    opencv_loaded: bool = True  # importing OpenCV is a cost only once per process
-    scipy_loaded: bool = True
+    loaded: frozenset = frozenset(LIBRARIES.values())  # libraries imported already: their import costs nothing
+    credit: tuple[tuple[str, float], ...] = ()  # (library, ns) paid off its import already: see import_cost
+
+    def unloaded(self, library: str) -> float:
+        """1 if ``library`` is still to import on this call, else 0 (the count of its ``import.*`` unit)."""
+        return 0.0 if library in self.loaded else 1.0
 
     @property
     def integers(self) -> bool:
@@ -74,10 +84,37 @@ class Work:
 
 
 def estimate(method: str, work: Work, table=None) -> float:
-    """Estimated nanoseconds of `method` on `work`: its :func:`features` times the table's costs."""
+    """Estimated nanoseconds of `method` on `work`: its :func:`features` times the table's costs.
+
+    A library's import is charged less the credit `work` carries for it
+    (:func:`import_cost`).
+    """
     if table is None:
         from .cost_table import NS as table
-    return sum(table.get(unit, 0.0) * count for unit, count in features(method, work).items())
+    credit = dict(work.credit)
+    total = 0.0
+    for unit, count in features(method, work).items():
+        ns = table.get(unit, 0.0)
+        if unit in LIBRARIES:
+            ns = max(0.0, ns - credit.get(LIBRARIES[unit], 0.0))
+        total += ns * count
+    return total
+
+
+def import_cost(library: str, table=None) -> float:
+    """Nanoseconds a process spends importing ``library`` (``cv2``, ``scipy.fft``), once.
+
+    ``auto`` treats it as a ski rental: a call whose fastest method would
+    import the library imports it when this call's saving, plus what earlier
+    calls of the process gave up by not importing it (their *credit*), pays
+    for the import.  A loop of calls too small to pay for it alone imports
+    it once their savings add up to its cost, so a process never spends
+    more than twice what the best choice in hindsight would have.
+    """
+    if table is None:
+        from .cost_table import NS as table
+    unit = next(u for u, name in LIBRARIES.items() if name == library)
+    return table.get(unit, 0.0)
 
 
 def features(method: str, work: Work) -> dict[str, float]:
@@ -95,8 +132,11 @@ def _bands(work: Work) -> int:
     return -(-p0.out // min(rows, p0.out))
 
 
-def _threads(work: Work, per_output: float) -> int:
-    return work.threads if work.outputs * per_output >= PARALLEL_WORK else 1
+def _threads(work: Work, per_output: float) -> float:
+    """The speed-up of the band threads: the cores less what they lose sharing the memory bus and the bands."""
+    if work.outputs * per_output < PARALLEL_WORK or work.threads < 2:
+        return 1.0
+    return 1.0 + (min(work.threads, _bands(work)) - 1) * THREAD_GAIN  # a band is one thread's
 
 
 def _w(name: str, work: Work) -> str:
@@ -172,13 +212,13 @@ def _fft(work: Work) -> dict[str, float]:
         count = -(-((p.out - 1) * p.stride + 1) // step)
         points = work.lanes * count * size
         groups = work.lanes * -(-count // max(1, min(count, GROUP_SAMPLES // size)))
-        return {"fft1.call": 1, "fft1.import": 0.0 if work.opencv_loaded else 1.0, "fft1.block": work.lanes * count,
+        return {"fft1.call": 1, "import.cv2": work.unloaded("cv2"), "fft1.block": work.lanes * count,
                 "fft1.group": groups, _w("fft1.point", work): points * math.log2(max(size, 2)),
                 _w("fft1.out", work): work.outputs}
     from .spectral import next_fast_length
 
     size = math.prod(next_fast_length(p.length) for p in work.plans)
-    return {"fft.call": 1, "fft.import": 0.0 if work.scipy_loaded else 1.0,
+    return {"fft.call": 1, "import.scipy_fft": work.unloaded("scipy.fft"),
             _w("fft.point", work): work.lanes * size * math.log2(max(size, 2)),
             _w("fft.copy", work): work.padded + work.outputs}
 
@@ -190,7 +230,7 @@ DFT_TAPS = 130  # compiled.DFT_TAPS: from this many taps OpenCV's filter2D runs 
 def _opencv(work: Work) -> dict[str, float]:
     if len(work.plans) == 3:
         return _planes(work)
-    units = {"opencv.call": 1, "opencv.import": 0.0 if work.opencv_loaded else 1.0}
+    units = {"opencv.call": 1, "import.cv2": work.unloaded("cv2")}
     groups = (work.lanes // work.trail) * (1 if work.shared and work.trail <= 4 else work.trail)
     native = _native(work.plans, work)
     full = None
@@ -257,7 +297,7 @@ def _filter_units(units: dict, op: str, computed: float, taps, work: Work, *, in
 
 def _planes(work: Work) -> dict[str, float]:
     """A volume plane by plane (compiled.correlate_3d): separable planes, or OpenCV calls per z slice."""
-    units = {"planes.call": 1, "planes.import": 0.0 if work.opencv_loaded else 1.0}
+    units = {"planes.call": 1, "import.cv2": work.unloaded("cv2")}
     if work.x_dtype != f"float{work.itemsize * 8}":  # converted to the compute type first
         _add(units, _w("planes.convert", work), work.samples)
     planes = work.lanes * work.plans[0].out
