@@ -1,6 +1,6 @@
 """Refit auto's cost model: time every strategy on a grid of inputs, fit the nanoseconds per unit of work.
 
-    python bench/fit_costs.py [--cases 200] [--seed 7] [--repeats 3] [--measurements FILE] [--write]
+    python bench/fit_costs.py [--cases 200] [--seed 7] [--repeats 3] [--part K/N] [--measurements FILE...] [--write]
 
 For each case of a deterministic grid (``bench_regret.grid``: 1-D signals,
 images and volumes from 64 samples a side to 8K, kernels of 3 to 101 taps,
@@ -15,7 +15,11 @@ the strategy's units scaled by one factor: :func:`fit`), and the model's regret 
 measured time of the strategy it picks over the fastest one's) is printed
 for the table in the tree and the fitted one.  ``--write`` rewrites
 ``convcli/engine/cost_table.py``.  ``--measurements FILE`` keeps the timings
-(read back if FILE exists: refit without timing again).
+(read back if FILE exists: refit without timing again); a long fit runs in
+parts, ``--part 0/4 --measurements p0.json`` then ``1/4``... and the fit
+reads them all back: ``--measurements p0.json p1.json p2.json p3.json``.
+The timings hold no counts: each case is planned again at fit time, so the
+counts are those of the model being fitted.
 
 Import costs (OpenCV, scipy.fft) are not in the grid's timings (every
 strategy is warmed first); they are timed apart, as whole interpreters
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_regret import grid, materialise  # noqa: E402
+from bench_regret import agrees, case_kernel, geometry_of, grid, materialise, reference  # noqa: E402
 
 from convcli import correlate  # noqa: E402
 from convcli.engine import METHODS, make_plan  # noqa: E402
@@ -50,18 +54,14 @@ LONG_RUN = 2.0  # seconds: a strategy this slow is timed once
 
 
 def measure(case: dict, seed: int, repeats: int) -> dict:
-    """Every strategy's best time on one case, with what each does counted."""
+    """Every strategy's best time on one case (nanoseconds), and the strategies auto weighs."""
     x, kernel = materialise(case, seed)
-    geometry = {"stride": case["stride"], "dilation": case["dilation"], "padding": "same",
-                "channel_axis": -1 if case["channels"] > 1 else None}
+    geometry = geometry_of(case)
     correlate(x, kernel, **geometry)  # loads what auto uses
     plan = make_plan(x.shape, kernel, x_dtype=x.dtype, **geometry)
-    work = plan.choice.work
     candidates = list(plan.choice.costs)
     floor = min(plan.choice.costs.values())
-    reference = correlate(x, kernel, method="direct" if case["taps"] ** len(case["shape"]) < 2000 else plan.method,
-                          **geometry).astype(np.float64)
-    scale = float(np.abs(reference).max()) or 1.0
+    expected = reference(x, kernel, geometry, plan.method)
     runs, once = {}, {}
     for method in candidates:  # what auto weighs; forced, the others may run another path than counted
         try:
@@ -75,7 +75,7 @@ def measure(case: dict, seed: int, repeats: int) -> dict:
         start = time.perf_counter()
         out = run()
         took = time.perf_counter() - start
-        if np.abs(out.astype(np.float64) - reference).max() > 1e-3 * scale:
+        if not agrees(out, expected):
             continue  # disagrees (a NaN spread, a wrong path): not a contender
         (once if took > LONG_RUN else runs)[method] = took if took > LONG_RUN else run
     best = dict(once)
@@ -84,9 +84,18 @@ def measure(case: dict, seed: int, repeats: int) -> dict:
             start = time.perf_counter()
             run()
             best[method] = min(best.get(method, math.inf), time.perf_counter() - start)
-    return {"case": case, "candidates": candidates, "auto": plan.method,
-            "times": {m: t * 1e9 for m, t in best.items()},
-            "features": {m: costs.features(m, work) for m in best}}
+    return {"case": case, "seed": seed, "candidates": candidates, "auto": plan.method,
+            "times": {m: t * 1e9 for m, t in best.items()}}
+
+
+def with_features(row: dict) -> dict:
+    """``row`` with what each timed strategy does counted by the model in this tree (replanned from the case,
+    so stored timings serve a model whose counts changed since)."""
+    case = row["case"]
+    kernel = case_kernel(case, row["seed"])
+    shape = tuple(case["shape"]) + ((case["channels"],) if case["channels"] > 1 else ())
+    work = make_plan(shape, kernel, x_dtype=case["dtype"], **geometry_of(case)).choice.work
+    return {**row, "features": {m: costs.features(m, work) for m in row["times"]}}
 
 
 def fit(rows: list[dict], old: dict) -> dict:
@@ -159,8 +168,7 @@ def import_costs() -> dict:
     base = seconds("import numpy")
     cv2 = max(0.0, seconds("import numpy, cv2") - base)
     scipy = max(0.0, seconds("import numpy, scipy.fft") - base)
-    return {"opencv.import": cv2 * 1e9, "planes.import": cv2 * 1e9, "fft1.import": cv2 * 1e9,
-            "fft.import": scipy * 1e9}
+    return {"import.cv2": cv2 * 1e9, "import.scipy_fft": scipy * 1e9}
 
 
 def write_table(table: dict, note: str) -> None:
@@ -177,23 +185,37 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--measurements", type=Path, help="timings kept here (read back when the file exists)")
+    parser.add_argument("--part", default="0/1", metavar="K/N",
+                        help="time only the cases K, K+N, K+2N... of the grid (a long fit in several sittings)")
+    parser.add_argument("--measurements", type=Path, nargs="+",
+                        help="timings kept in the first FILE; with several FILEs (or one that exists) "
+                             "read back and merged, nothing timed")
     parser.add_argument("--write", action="store_true", help="rewrite convcli/engine/cost_table.py")
     args = parser.parse_args()
     from convcli.engine.cost_table import NS as old
 
-    if args.measurements and args.measurements.exists():
-        rows = json.loads(args.measurements.read_text())
+    part, parts = (int(n) for n in args.part.split("/"))
+    kept = args.measurements or []
+    if len(kept) > 1 or (kept and kept[0].exists()):
+        rows = [row for path in kept for row in json.loads(path.read_text())]
     else:
         rows = []
         for i, case in enumerate(grid(args.cases, args.seed, False)):
+            if i % parts != part:
+                continue
             rows.append(measure(case, args.seed + i, args.repeats))
             t = rows[-1]["times"]
             print(f"{i:4d} {case['shape']} c{case['channels']} {case['dtype']} {case['kind']} k{case['taps']} "
                   f"s{case['stride']} d{case['dilation']}: " + ", ".join(
                       f"{m} {v / 1e6:.3g}" for m, v in sorted(t.items(), key=lambda kv: kv[1])), flush=True)
-            if args.measurements:
-                args.measurements.write_text(json.dumps(rows))
+            if kept:
+                kept[0].write_text(json.dumps(rows))
+        if parts > 1:
+            return  # the fit waits for every part: --measurements PART0 PART1 ...
+    import cv2  # noqa: F401  the timings were taken with every library loaded (warmed): plan them so
+    import scipy.fft  # noqa: F401
+
+    rows = [with_features(r) for r in rows]
     print("fitting:")
     table = fit(rows, old)
     table.update(import_costs())
