@@ -171,3 +171,22 @@ def test_no_estimate_falls_when_the_input_grows(workload, axis):
         assert large.costs[method] >= 0.999 * small.costs[method], (method, shape, grown)
     # the pick's estimate too: more samples never look cheaper
     assert min(large.costs.values()) >= 0.999 * min(small.costs.values())
+
+
+@needs_opencv
+@pytest.mark.parametrize("dtype,shape,taps", [(np.float64, (300, 400), (9, 9)), (np.float64, (6, 40, 50), (3, 8, 8)),
+                                              (np.float32, (6, 40, 50), (3, 12, 12))])
+def test_a_nan_stays_in_its_footprint_where_opencv_would_take_its_dft(dtype, shape, taps):
+    # filter2D takes a DFT from 50 taps in float64 (130 in float32), over a tile around the NaN:
+    # such kernels are never sent to OpenCV with non-finite input, and auto's OpenCV keeps rows apart
+    # only where no DFT runs
+    x = np.random.default_rng(2).random(shape).astype(dtype)
+    x[tuple(n // 2 for n in shape)] = np.nan
+    kernel = np.random.default_rng(3).random(taps) + 0.1
+    kernel[(0,) * len(taps)] = 0.0
+    from convcli import correlate
+
+    got = correlate(x, kernel, pad_mode="zeros")
+    assert int(np.isnan(got).sum()) == np.count_nonzero(kernel)
+    assert compiled.operation(kernel[None], plan_axes(shape[-2:], taps[-2:]), False, dtype) == (
+        "dft" if taps[-1] * taps[-2] >= compiled.dft_taps(dtype) else "filter")

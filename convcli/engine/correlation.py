@@ -300,7 +300,8 @@ def rows_independent(plan: Plan, kernel, x_dtype) -> bool:
         return integers
     if method != "opencv" or plan.spatial_ndim != 2:
         return False
-    op = compiled.operation(_canonical_kernel(_as_kernel(kernel), plan.per_channel), plan.axes, plan.choice.separable)
+    op = compiled.operation(_canonical_kernel(_as_kernel(kernel), plan.per_channel), plan.axes, plan.choice.separable,
+                            plan.dtype)
     return op in ("filter", "separable") or (op == "box" and integers)
 
 
@@ -373,7 +374,7 @@ def _fills_in_place(plan: Plan, x: np.ndarray, kernel: np.ndarray) -> bool:
     if plan.channel_axis is not None and plan.channel_axis != x.ndim - 1:
         return False
     canonical = _canonical_kernel(_as_kernel(kernel), plan.per_channel)
-    return (not plan.per_channel and compiled.operation(canonical, plan.axes, True) == "separable"
+    return (not plan.per_channel and compiled.operation(canonical, plan.axes, True, plan.dtype) == "separable"
             and compiled.fills_in_place(plan.axes, plan.border, plan.border_value, plan.channels))
 
 
@@ -505,7 +506,7 @@ def _run_opencv(plan, xi, kernel, out, layout):
     weights = _weights(kernel, plan.dtype, layout, xi.shape[0])
     internal = np.moveaxis(weights, -2, 0)  # (wl, *taps, wt)
     factors = constant = None
-    op = compiled.operation(kernel, plan.axes, plan.choice.separable)
+    op = compiled.operation(kernel, plan.axes, plan.choice.separable, plan.dtype)
     if plan.spatial_ndim == 3 and op in ("box", "dft"):
         # Planes have no box filter or DFT of their own: a rank-1 box (or any rank-1 kernel) takes the
         # separable planes, as the cost model assumes (sliced, a 15x15x15 box ran 15 DFTs a plane: 20x slower).

@@ -295,9 +295,12 @@ def choose_method(
         candidates.append("fft")
     local = set()
     if opencv and nd >= 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
-        op = compiled.operation(kernel, plans, factors is not None)
+        compute = np.float32 if itemsize == 4 else np.float64
+        op = compiled.operation(kernel, plans, factors is not None, compute)
         if nd == 3 and op in ("box", "dft"):
             op = "filter" if factors is None else "separable"
+        if nd == 3 and op == "filter" and taps[1] * taps[2] >= compiled.dft_taps(compute):
+            op = "dft"  # each z slice goes through filter2D, which takes a DFT for slices this large
         if compiled.keeps_non_finite_local(op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
