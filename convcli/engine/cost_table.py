@@ -34,5 +34,5 @@ NS = {
     "planes.call": 2.0e4, "planes.calls": 1500.0, "planes.convert32": 1.0,
     "planes.convert64": 2.0, "planes.sepmac32": 0.047, "planes.sepmac64": 0.1, "planes.out32": 1.0,
     "planes.out64": 2.0, "planes.pass32": 0.3, "planes.pass64": 0.6, "planes.filter32": 0.1, "planes.filter64": 0.2,
-    "planes.tap32": 0.025, "planes.tap64": 0.05,
+    "planes.tap32": 0.025, "planes.tap64": 0.05, "planes.dft32": 0.7, "planes.dft64": 1.05,
 }

@@ -217,14 +217,16 @@ def _fft(work: Work) -> dict[str, float]:
                 _w("fft1.out", work): work.outputs}
     from .spectral import next_fast_length
 
-    size = math.prod(next_fast_length(p.length) for p in work.plans)
+    size = math.prod(next_fast_length(p.padded) for p in work.plans)  # the padded image (spectral.fft)
     return {"fft.call": 1, "import.scipy_fft": work.unloaded("scipy.fft"),
             _w("fft.point", work): work.lanes * size * math.log2(max(size, 2)),
             _w("fft.copy", work): work.padded + work.outputs}
 
 
 # --------------------------------------------------------------------------- OpenCV
-DFT_TAPS = 130  # compiled.DFT_TAPS: from this many taps OpenCV's filter2D runs a DFT
+def _dft_taps(work: Work) -> int:
+    """compiled.dft_taps: from this many taps OpenCV's filter2D runs a DFT (130 for float32, 50 for float64)."""
+    return 130 if work.itemsize == 4 else 50
 
 
 def _opencv(work: Work) -> dict[str, float]:
@@ -273,7 +275,7 @@ def _opencv(work: Work) -> dict[str, float]:
             accumulate *= n
             sub_taps.append(-(-span // p.stride))
     sub = math.prod(sub_taps)
-    sub_op = "box" if op == "box" else "separable" if op == "separable" else "dft" if sub >= DFT_TAPS else "filter"
+    sub_op = "box" if op == "box" else "separable" if op == "separable" else "dft" if sub >= _dft_taps(work) else "filter"
     _add(units, "opencv.calls", groups * jobs)
     _filter_units(units, sub_op, work.outputs * share * jobs, tuple(sub_taps), work)
     _add(units, _w("opencv.copy", work), 2 * work.outputs * (accumulate - 1))  # scratch, then added
@@ -288,8 +290,9 @@ def _filter_units(units: dict, op: str, computed: float, taps, work: Work, *, in
     elif op == "separable":
         _add(units, f"opencv.sep{kind}", computed * sum(taps))
         _add(units, f"opencv.out{kind}", computed)
-    elif op == "dft":
-        _add(units, f"opencv.dft{kind}", computed * math.log2(max(computed / max(work.lanes, 1), 2)))
+    elif op == "dft":  # over the image with OpenCV's own padding of the kernel's size
+        points = computed * work.padded / max(work.samples, 1)
+        _add(units, f"opencv.dft{kind}", points * math.log2(max(points / max(work.lanes, 1), 2)))
     else:
         _add(units, f"opencv.filter{kind}", computed * math.prod(taps))
         _add(units, f"opencv.out{kind}", computed)
@@ -308,13 +311,20 @@ def _planes(work: Work) -> dict[str, float]:
         return units
     # Each non-zero z slice: one tap is a pass over the plane (an add or a shifted copy), more an OpenCV
     # call; every slice after the first adds into the output plane.
+    # A slice of DFT size goes through filter2D's DFT: its points (the plane with its padding) times their log.
     live = [n for n in work.slices if n] or [work.nonzero]
     calls = [n for n in live if n > 1]
+    dft = work.taps[1] * work.taps[2] >= _dft_taps(work)
     units["planes.calls"] = planes * len(live)
     units[_w("planes.out", work)] = work.outputs
     units[_w("planes.pass", work)] = work.outputs * (len(live) - 1)
     units[_w("planes.filter", work)] = work.outputs * len(calls)
-    units[_w("planes.tap", work)] = work.outputs * sum(calls)
+    if dft:
+        py, px = work.plans[1:]
+        plane = py.padded * px.padded
+        units[_w("planes.dft", work)] = planes * len(calls) * plane * math.log2(max(plane, 2))
+    else:
+        units[_w("planes.tap", work)] = work.outputs * sum(calls)
     return units
 
 
@@ -335,7 +345,7 @@ def _operation(work: Work) -> str:
     if work.separable and min(work.taps) > 3:
         return "separable"
     span = math.prod(p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in work.plans)
-    return "dft" if span >= DFT_TAPS else "filter"
+    return "dft" if span >= _dft_taps(work) else "filter"
 
 
 def _reads_integers(op: str, work: Work) -> bool:
