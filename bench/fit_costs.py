@@ -104,24 +104,35 @@ def fit(rows: list[dict], old: dict) -> dict:
     """Nanoseconds per unit, per strategy: each unit refitted where the timings pin it down, else the whole
     strategy's units scaled by one factor.
 
-    Per strategy, two candidates are weighed on the log error of its own
+    Per strategy, three candidates are weighed on the log error of its own
     timings: the table's units all scaled by the median ratio of measured to
-    estimated time (robust with a handful of timings on a busy machine), and,
-    with at least three timings per unit, every unit fitted by non-negative
-    least squares on the relative error.  The one with the smaller median
-    error is kept.
+    estimated time (robust with a handful of timings on a busy machine);
+    every unit moved from that scaled table by least squares on the relative
+    error, each move held back by a penalty on its size (a unit the timings
+    barely see stays near its old cost); and, with at least three timings
+    per unit, every unit fitted freely by non-negative least squares.  The
+    one with the smaller median error is kept.
     """
-    from scipy.optimize import nnls
+    from scipy.optimize import lsq_linear, nnls
 
     table = dict(old)
     for method in METHODS[1:]:
         data = [(r["features"][method], r["times"][method]) for r in rows if method in r["times"]]
-        units = sorted({u for f, _ in data for u, v in f.items() if v and not u.endswith(".import")})
+        units = sorted({u for f, _ in data for u, v in f.items() if v and not u.startswith("import.")})
         if len(data) < 3 or not units:
             continue
         ratios = [t / max(_estimate(f, old), 1.0) for f, t in data]
         scale = math.exp(statistics.median(math.log(r) for r in ratios))
-        candidates = {"scaled": {u: old.get(u, 0.0) * scale for u in units}}
+        prior = {u: old.get(u, 0.0) * scale for u in units}
+        candidates = {"scaled": prior}
+        moved = [u for u in units if prior[u] > 0]
+        if moved:
+            a = np.array([[f.get(u, 0.0) * prior[u] / t for u in moved] for f, t in data])
+            b = 1.0 - np.array([_estimate(f, {**table, **prior}) / t for f, t in data])
+            penalty = math.sqrt(RIDGE) * np.eye(len(moved))
+            step = lsq_linear(np.vstack([a, penalty]), np.concatenate([b, np.zeros(len(moved))]),
+                              bounds=(-0.95, 50.0)).x
+            candidates["ridge"] = {**prior, **{u: prior[u] * (1.0 + float(d)) for u, d in zip(moved, step)}}
         if len(data) >= 3 * len(units):
             a = np.array([[f.get(u, 0.0) / t for u in units] for f, t in data])
             coefficients, _ = nnls(a, np.ones(len(data)), maxiter=50 * len(units))
@@ -136,6 +147,7 @@ def fit(rows: list[dict], old: dict) -> dict:
     return table
 
 
+RIDGE = 0.3  # the penalty on a unit's relative move, against the squared relative errors of the timings
 SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0)
 
 
