@@ -149,7 +149,21 @@ def _direct(work: Work) -> dict[str, float]:
     # every weight, zero or not, is looked at in Python once a band (a huge kernel of zeros costs seconds)
     return {"direct.call": 1, "direct.tap": _bands(work) * work.nonzero / t,
             "direct.weight": _bands(work) * math.prod(work.taps), _w("direct.mac", work): macs,
-            "direct.strided_mac": macs if work.strided else 0.0, _w("direct.gather", work): work.padded / t}
+            "direct.strided_mac": macs if work.strided else 0.0, "direct.loop": macs / _inner_run(work),
+            _w("direct.gather", work): work.padded / t}
+
+
+def _inner_run(work: Work) -> int:
+    """Samples numpy's innermost loop takes at once in a tap's strided view (each loop costs its own start).
+
+    With stride 1 along the last spatial axis a row and its channels are one
+    run; with a stride there, a run is one sample's channels (an RGB image
+    strided by 2: three samples a loop), or a row of a one-channel image.
+    """
+    last = work.plans[-1]
+    if last.stride > 1 and work.trail > 1:
+        return work.trail
+    return last.out * (1 if last.stride > 1 else work.trail)
 
 
 def separable_work(plans: tuple[AxisPlan, ...]) -> tuple[int, int]:
