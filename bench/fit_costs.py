@@ -12,7 +12,7 @@ each does is counted (:func:`convcli.engine.costs.features`).  Then, per
 strategy, the nanoseconds of each unit are fitted (by non-negative least
 squares on the relative error where the timings pin every unit down, else
 the strategy's units scaled by one factor: :func:`fit`), then each strategy's units are scaled
-together (0.5x-2x) where that lowers the regret of the picks (:func:`tune`: the ranking between
+together (0.8x-1.25x) where that lowers the regret of the picks (:func:`tune`: the ranking between
 strategies is what auto needs), and the model's regret on the grid (the
 measured time of the strategy it picks over the fastest one's) is printed
 for the table in the tree and the fitted one.  ``--write`` rewrites
@@ -111,7 +111,8 @@ def fit(rows: list[dict], old: dict) -> dict:
     error, each move held back by a penalty on its size (a unit the timings
     barely see stays near its old cost); and, with at least three timings
     per unit, every unit fitted freely by non-negative least squares.  The
-    one with the smaller median error is kept.
+    one with the smaller mean log error is kept (a median let the small
+    inputs, a strategy's worst-estimated cases, go unfitted).
     """
     from scipy.optimize import lsq_linear, nnls
 
@@ -139,7 +140,7 @@ def fit(rows: list[dict], old: dict) -> dict:
             candidates["least squares"] = dict(zip(units, map(float, coefficients)))
         errors = {name: [abs(math.log(max(_estimate(f, {**table, **c}), 1.0) / t)) for f, t in data]
                   for name, c in candidates.items()}
-        kept = min(errors, key=lambda name: statistics.median(errors[name]))
+        kept = min(errors, key=lambda name: statistics.fmean(errors[name]))
         table.update(candidates[kept])
         relative = [math.expm1(e) for e in errors[kept]]
         print(f"  {method:10} {len(data):4d} timings, {len(units):2d} units, {kept} (x{scale:.2f}): median error "
@@ -148,11 +149,11 @@ def fit(rows: list[dict], old: dict) -> dict:
 
 
 RIDGE = 0.3  # the penalty on a unit's relative move, against the squared relative errors of the timings
-SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0)
+SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)
 
 
 def tune(rows: list[dict], table: dict, rounds: int = 3) -> dict:
-    """The fitted table with each strategy's units scaled (0.5x-2x) to make the picks' total log regret smallest.
+    """The fitted table with each strategy's units scaled (0.8x-1.25x) to make the picks' total log regret smallest.
 
     Each unit was fitted on its own strategy's timings, which says how
     close an estimate comes, not whether the ranking between strategies
