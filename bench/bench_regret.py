@@ -205,9 +205,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="write every case's figures as JSON")
+    parser.add_argument("--only", metavar="I,J,...", help="time only these cases of the grid (a rerun of the worst)")
     args = parser.parse_args()
+    only = {int(i) for i in args.only.split(",")} if args.only else None
     rows = []
     for i, case in enumerate(grid(args.cases, args.seed, args.quick)):
+        if only is not None and i not in only:
+            continue
         row = measure(case, args.repeats, args.seed + i)
         rows.append(row)
         print(f"{i:4d} {len(row['shape'])}-D {'x'.join(map(str, row['shape'])):>14} c{row['channels']} "
