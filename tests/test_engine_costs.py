@@ -190,3 +190,23 @@ def test_a_nan_stays_in_its_footprint_where_opencv_would_take_its_dft(dtype, sha
     assert int(np.isnan(got).sum()) == np.count_nonzero(kernel)
     assert compiled.operation(kernel[None], plan_axes(shape[-2:], taps[-2:]), False, dtype) == (
         "dft" if taps[-1] * taps[-2] >= compiled.dft_taps(dtype) else "filter")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("size", [1000, correlation.PARALLEL_SCAN + 7])
+def test_the_finiteness_scan_auto_pays_finds_every_nan_and_infinity(dtype, size):
+    # one pass over the samples (their sum of squares), and a closer look where the squares overflow
+    x = np.random.default_rng(6).random(size).astype(dtype)
+    assert correlation._all_finite(x)
+    big = np.full(size, np.finfo(dtype).max / 2, dtype=dtype)
+    assert correlation._all_finite(big)  # its squares overflow, its samples are finite
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, size // 2, size - 1):
+            for sample in (x, big):
+                y = sample.copy()
+                y[where] = bad
+                assert not correlation._all_finite(y), (bad, where)
+    strided = np.random.default_rng(7).random((size // 50, 100)).astype(dtype)[:, ::2]
+    assert correlation._all_finite(strided)
+    strided[3, 7] = np.nan
+    assert not correlation._all_finite(strided)

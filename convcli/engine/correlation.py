@@ -555,12 +555,15 @@ PARALLEL_SCAN = 1 << 22
 
 
 def _all_finite(x: np.ndarray) -> bool:
-    """Whether ``x`` holds no NaN or infinity: its largest and smallest samples are finite.
+    """Whether ``x`` holds no NaN or infinity: the sum of its squares is finite, or its extrema are.
 
-    NaN makes the maximum NaN, +inf and -inf show as the maximum and the
-    minimum.  numpy's vectorised extrema read 4K RGB float32 in 3 ms each
-    where a sum took 8-14 ms: ``auto`` pays this scan on every call that
-    picks a method spreading non-finite values, so it counts in its regret.
+    A NaN or an infinity makes the sum of squares (one BLAS dot product, one
+    pass) non-finite; so can finite samples whose squares overflow, and
+    then the largest and smallest samples decide (NaN makes the maximum NaN,
+    +inf and -inf show as the maximum and the minimum).  ``auto`` pays this
+    scan on every call that picks a method spreading non-finite values, so
+    it counts in its regret: the dot reads 2M float32 samples in 0.33 ms,
+    numpy's two extrema in 0.68 (a sum took 2-4 times as long).
     """
     from ..parallel import map_ordered, thread_count
 
@@ -568,6 +571,11 @@ def _all_finite(x: np.ndarray) -> bool:
         return True
 
     def finite(part) -> bool:
+        if part.dtype in (np.float32, np.float64) and part.flags.c_contiguous:
+            flat = part.reshape(-1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(np.dot(flat, flat)):
+                    return True
         return bool(np.isfinite(part.max()) and np.isfinite(part.min()))
 
     parts = thread_count()
