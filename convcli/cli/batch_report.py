@@ -93,6 +93,28 @@ def run_batch(
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
+def batch_scheduler(scheduler: str | None, jobs: int | None) -> str | None:
+    """The Dask scheduler a batch runs on: ``--scheduler`` (or DASK_SCHEDULER_ADDRESS), unless ``-j`` says here.
+
+    ``-j`` counts this machine's processes; with an explicit ``--scheduler``
+    the cluster's workers run the files, so the two together are refused.
+    Given with the address only in the environment, ``-j`` keeps the batch
+    on this machine.
+    """
+    import os
+
+    from ..errors import UsageError
+
+    if not scheduler:
+        return None
+    if jobs is None:
+        return scheduler
+    if scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("counts this machine's worker processes; with --scheduler the cluster's workers run the "
+                         "files (their number is set by 'dask worker --nworkers/--nthreads')", subject="-j/--jobs")
+    return None
+
+
 def failure_line(exc, input: str) -> str:
     """The one-line message of a failed input, as the error line says it (without ``convcli: error:``)."""
     from .report import cli_subject

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from typing import List, Optional
@@ -23,7 +24,13 @@ def classify_command(
         False, "--json", help='One JSON object per image (JSON Lines): {"file", "predictions": [{"index", "label", "probability"}]}.'
     ),
     jobs: Optional[int] = typer.Option(
-        None, "-j", "--jobs", metavar="N", help="Worker processes for several images (default: the number of cores)."
+        None, "-j", "--jobs", metavar="N", help="Worker processes for several images on this machine (default: the "
+        "number of cores); given, they run here even if DASK_SCHEDULER_ADDRESS is set."
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
+        help="Classify several images on the Dask cluster at ADDRESS (tcp://host:8786; env DASK_SCHEDULER_ADDRESS); "
+        "one image runs here. Workers must see the same files; each loads the weights once.",
     ),
     cam: Optional[str] = typer.Option(
         None, "--cam", metavar="OUT",
@@ -54,19 +61,26 @@ def classify_command(
     from ..pipeline.classify import classify_file, classify_frames, classify_job, is_video
     from ..pipeline.options import BatchOptions, ClassifyOptions
     from ..pipeline.outputs import refuse_input_as_output
+    from .batch_report import batch_scheduler, run_batch
 
     options = ClassifyOptions(top=top, every=parse.seconds(every, "--every"))
-    runs = BatchOptions(workers=cores() if jobs is None else jobs)
+    several = batch.is_batch(inputs, cam)
+    if scheduler and not several and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("classifies several images on a Dask cluster; one image runs on this machine",
+                         subject="--scheduler")
+    runs = BatchOptions(workers=cores() if jobs is None else jobs,
+                        scheduler=batch_scheduler(scheduler, jobs) if several else None)
     if cam == "-":
         raise UsageError("the map is a PNG file; name one (stdout carries the predictions)", subject="--cam")
     show = _printer(as_json)
-    if batch.is_batch(inputs, cam):
+    if several:
         from ..nn.weights import pretrained_model
-        from .batch_report import run_batch
 
         plan = batch.plan(inputs, output=cam, extension=".png", accept=_is_image, needs_output=cam is not None)
-        if plan.jobs:
-            pretrained_model()  # broken weights: one line now, not one per image; a warm cache for the workers
+        if plan.jobs and runs.scheduler is None:
+            # Broken weights: one line now, not one per image; a warm cache for the workers.  On a
+            # cluster the workers load their own (once each), from their own installation.
+            pretrained_model()
         on_ok = show if not verbose else (lambda record: (show(record), _say_time(record)))
         raise typer.Exit(run_batch(plan, classify_job, options, runs, quiet=quiet, verbose=verbose,
                                    as_json=as_json, json_of=json_record, on_ok=None if as_json else on_ok,

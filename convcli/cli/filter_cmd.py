@@ -54,7 +54,8 @@ def filter_command(
     as_json: bool = typer.Option(
         False, "--json", help="Print the report (or --explain) as JSON on stdout; in batch mode one JSON line per file."
     ),
-    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", metavar="N", help="Worker processes for a batch (default: the number of cores)."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", metavar="N", help="Worker processes for a batch on this machine (default: the number of cores); given, "
+        "the batch runs here even if DASK_SCHEDULER_ADDRESS is set."),
     suffix: Optional[str] = typer.Option(
         None, "--suffix", metavar="TEXT", help="Batch: write each output next to its input with this suffix (photo_edges.png)."
     ),
@@ -157,8 +158,8 @@ def filter_command(
     ),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS", show_envvar=False,
-        help="Run a chunked input's tasks on the Dask cluster at ADDRESS (tcp://host:8786; default: this "
-        "machine's threads; env DASK_SCHEDULER_ADDRESS). Workers must see the same files.",
+        help="Run a batch's files, or a Zarr input's chunks, on the Dask cluster at ADDRESS (tcp://host:8786; "
+        "env DASK_SCHEDULER_ADDRESS); one other file runs here. Workers must see the same files.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Complete an interrupted chunked output (OUT.zarr.partial): only missing chunks are computed."
@@ -175,10 +176,12 @@ def filter_command(
     from ..io.zarr import is_zarr
     from ..pipeline.filter import explain as plan_of, filter_file, filter_job
     from ..pipeline.options import AudioOptions, BatchOptions, FilterOptions, Geometry, VideoOptions
+    from .batch_report import batch_scheduler, run_batch
 
     geometry = Geometry(stride=parse.ints(stride, "--stride"), padding=parse.padding(padding),
                         dilation=parse.ints(dilation, "--dilation"), pad_mode=pad_mode)
     chunked = len(inputs) == 1 and is_zarr(inputs[0])
+    several = batch.is_batch(inputs, output)
     mix_share = parse.share(mix, "--mix")
     keep_tail, tail_max = parse.tail(tail)
     sound = AudioOptions(tail=keep_tail, tail_max=tail_max, fade=parse.duration(fade, "--fade"),
@@ -192,19 +195,24 @@ def filter_command(
         kind=kind, alpha=alpha, colorspace=colorspace, axes=parse.names(axes), range=range_mode,
         auto_orient=not no_auto_orient, max_pixels=max_pixels,
         memory_budget=parse.size(memory_budget), key=key, in_place=in_place, audio=sound, video=video,
-        scheduler=scheduler if chunked and scheduler else None,
+        scheduler=scheduler if chunked and scheduler and not several else None,
         resume=resume,
     )
-    if scheduler and not chunked and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
-        raise UsageError("runs the chunks of a Zarr input on a Dask cluster; other inputs and batches run on "
-                         "this machine (-j)", subject="--scheduler")
+    if scheduler and not (chunked or several) and scheduler != os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        raise UsageError("runs the chunks of a Zarr input, or a batch's files, on a Dask cluster; one other "
+                         "file runs on this machine", subject="--scheduler")
     # Checked for one input too: -j 0 is the same mistake whatever follows it.
-    runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast)
-    if batch.is_batch(inputs, output):
+    runs = BatchOptions(workers=cores() if jobs is None else jobs, skip_existing=skip_existing, fail_fast=fail_fast,
+                        scheduler=batch_scheduler(scheduler, jobs) if several else None)
+    if runs.scheduler:
+        from dataclasses import replace
+
+        from ..pipeline.cluster import absolute_kernels
+
+        options = replace(options, kernels=absolute_kernels(options.kernels))
+    if several:
         if explain:
             raise UsageError("--explain takes one input", subject="--explain")
-        from .batch_report import run_batch
-
         plan = batch.plan(
             inputs, output=output, suffix=suffix, accept=lambda p: batch.media_format(p) is not None,
             extension=batch.extension_for(out_format) if out_format else None,

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -334,14 +335,20 @@ def load_model(config: Config = LITE0, source: str | None = None, *, use_cache: 
 
 
 _MODELS: dict[tuple, object] = {}
+_LOADING = threading.Lock()
 
 
 def pretrained_model():
-    """The pretrained network, loaded once per process (and per weights file)."""
+    """The pretrained network, loaded once per process (and per weights file).
+
+    A Dask worker classifies images on several threads: the first loads the
+    weights, the others wait for that one copy instead of loading their own.
+    """
     source = source_path()
     key = tuple(fingerprint(source))
-    model = _MODELS.get(key)
-    if model is None:
-        _MODELS.clear()
-        model = _MODELS[key] = load_model(source=source)
+    with _LOADING:
+        model = _MODELS.get(key)
+        if model is None:
+            _MODELS.clear()
+            model = _MODELS[key] = load_model(source=source)
     return model

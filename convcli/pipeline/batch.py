@@ -2,9 +2,11 @@
 
 The work for one file is a picklable module-level function
 ``work(source, dest, options) -> dict``; this module plans the jobs and runs
-them, in this process (one worker) or in worker processes
+them, in this process (one worker), in worker processes
 (:func:`convcli.parallel.run_processes`, a bounded number of jobs in flight,
-so memory stays flat whatever the number of files).  Nothing here prints:
+so memory stays flat whatever the number of files) or on a Dask cluster
+(:func:`convcli.pipeline.cluster.run_files`, whose workers read and write
+the files themselves).  Nothing here prints:
 records are reported through a callback as they finish.
 """
 from __future__ import annotations
@@ -327,6 +329,47 @@ class _Task:
         return run_one(self.work, job, self.options)
 
 
+@dataclass(frozen=True)
+class _RemoteTask:
+    """One job for a cluster's worker, whose working folder is not ours: ``(job, job with absolute paths)``.
+
+    The record names the files as the user did, like a local run's.
+    """
+
+    work: Callable
+    options: object
+
+    def __call__(self, jobs: tuple[Job, Job]) -> dict:
+        job, there = jobs
+        record = _renamed(run_one(self.work, there, self.options), {there.source: job.source, there.dest: job.dest})
+        error = record.get("error")
+        if error and error.startswith(there.source + ":"):
+            record["error"] = job.source + error[len(there.source):]
+        return record
+
+
+def _renamed(value, names: dict):
+    """``value`` with every string that is a key of ``names`` replaced, in dicts and lists (a video's frames)."""
+    if isinstance(value, str):
+        return names.get(value, value)
+    if isinstance(value, dict):
+        return {key: _renamed(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_renamed(item, names) for item in value]
+    return value
+
+
+def _absolute(job: Job) -> Job:
+    return Job(os.path.abspath(job.source), job.dest and os.path.abspath(job.dest))
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
 def run(
     jobs: list[Job],
     work: Callable,
@@ -336,6 +379,11 @@ def run(
     on_record: Callable[[dict], None] = lambda record: None,
 ) -> Summary:
     """Run every job, reporting each record through ``on_record`` as it finishes.
+
+    The jobs run in this process, in ``batch.workers`` worker processes, or,
+    with ``batch.scheduler``, as tasks on that Dask cluster (:mod:`.cluster`:
+    small files share a task; a file that keeps killing workers is a failed
+    record).
 
     With ``batch.fail_fast``, the first failure cancels the jobs not yet
     started and stops the workers (their temporaries removed);
@@ -358,6 +406,10 @@ def run(
         if batch.fail_fast and status == "failed":
             raise _FailFast
 
+    def lost(job: Job, why: Exception) -> None:
+        remove_temporaries(job.dest)  # a killed worker may have been writing it
+        finish(_failure(job, f"{job.source}: {why}"))
+
     with _interrupts_raised():
         try:
             pending = []
@@ -367,15 +419,23 @@ def run(
                             "error": None})
                 else:
                     pending.append(job)
-            if batch.workers <= 1 or len(pending) <= 1:
+            if batch.scheduler is not None and pending:
+                from .cluster import run_files
+
+                try:
+                    run_files(batch.scheduler, _RemoteTask(work, options), [(job, _absolute(job)) for job in pending],
+                              size_of=lambda jobs: _size(jobs[1].source),
+                              name_of=lambda jobs: os.path.basename(jobs[0].source),
+                              on_result=lambda jobs, record: finish(record),
+                              on_lost=lambda jobs, why: lost(jobs[0], why))
+                finally:
+                    # Nobody hears when a worker dies mid-write and its file runs elsewhere.
+                    remove_temporaries_of([job.dest for job in pending])
+            elif batch.workers <= 1 or len(pending) <= 1:
                 for job in pending:
                     finish(run_one(work, job, options))
             else:
                 from ..parallel import run_processes
-
-                def lost(job: Job, why: Exception) -> None:
-                    remove_temporaries(job.dest)  # a killed worker may have been writing it
-                    finish(_failure(job, f"{job.source}: {why}"))
 
                 run_processes(_Task(work, options), pending, workers=batch.workers,
                               on_result=lambda job, record: finish(record), on_lost=lost,
@@ -415,6 +475,32 @@ def remove_temporaries(dest: str | None) -> None:
                 os.unlink(os.path.join(folder, entry))
             except OSError:
                 pass
+
+
+def remove_temporaries_of(dests: list[str | None]) -> None:
+    """Delete the atomic writer's temporary files for any of ``dests``: one listing per folder, not per file."""
+    from ..io.files import temp_prefix
+
+    wanted: dict[str, set[str]] = {}
+    for dest in dests:
+        if dest and dest != "-":
+            folder, name = os.path.split(os.path.abspath(dest))
+            wanted.setdefault(folder, set()).add(temp_prefix(name))
+    for folder, prefixes in wanted.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            marker = entry.rfind(TEMP_MARKER)
+            if marker < 0:
+                continue
+            head = entry[:marker]  # .<name>.<pid>-<random>: the random part has no dot
+            if head[: head.rfind(".") + 1] in prefixes:
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                except OSError:
+                    pass
 
 
 class _interrupts_raised:

@@ -216,6 +216,7 @@ class BatchOptions:
     workers: int = 1  # worker processes
     skip_existing: bool = False  # skip inputs whose output exists
     fail_fast: bool = False  # stop at the first failure
+    scheduler: str | None = None  # a Dask scheduler's address: the files run on its cluster, not in local workers
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
