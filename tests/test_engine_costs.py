@@ -41,6 +41,7 @@ def test_an_import_is_charged_less_the_savings_earlier_calls_gave_up():
     paid = strategies.choose_method(1, GAUSSIAN_2D[None], plan_axes((256, 256), (17, 17)), opencv=True,
                                     x_dtype="uint8", credit={"cv2": price - saving})
     assert paid.method == "opencv" and paid.forgone is None
+    assert paid.costs == fresh.costs and "import paid" in paid.reason()  # shown at full price, whatever the credit
     short = strategies.choose_method(1, GAUSSIAN_2D[None], plan_axes((256, 256), (17, 17)), opencv=True,
                                      x_dtype="uint8", credit={"cv2": 0.9 * (price - saving)})
     assert short.method == fresh.method
