@@ -112,8 +112,8 @@ def test_a_non_finite_sample_stays_in_the_laplacians_footprint(small_tasks):
 def test_auto_runs_the_3d_laplacian_plane_by_plane_on_a_large_volume():
     plan = make_plan((256, 256, 256), _laplacian(), x_dtype=np.float32)
     assert plan.method == "opencv"
-    # the model's estimate stays near what the path measures (about 25-30 ms on the benchmark machine)
-    assert 15e6 < plan.choice.costs["opencv"] < 45e6
+    # the model's estimate stays within 2x of what the path measures (about 25-30 ms on the benchmark machine)
+    assert 12.5e6 < plan.choice.costs["opencv"] < 60e6
 
 
 @pytest.mark.parametrize("shape,axis", [((6, 1, 5), None), ((6, 5, 1), None), ((6, 1, 5, 3), -1), ((6, 5, 1, 3), -1),

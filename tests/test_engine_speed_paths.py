@@ -343,7 +343,10 @@ def test_auto_weighs_the_opencv_path_that_skips_the_rows_a_stride_drops():
                                      imported=loaded)
     assert strided.method == "opencv"  # not the FFT, which computes every row and then drops three in four
     assert strided.costs["opencv"] < 0.5 * whole.costs["opencv"]
-    assert strided.costs["fft"] > 0.9 * whole.costs["fft"]
+    # the FFT transforms the whole padded image either way (only its copy of the output shrinks)
+    from convcli.engine.costs import features
+
+    assert features("fft", strided.work)["fft.point32"] >= 0.99 * features("fft", whole.work)["fft.point32"]
 
 
 def test_a_library_costs_its_import_only_until_it_is_loaded():

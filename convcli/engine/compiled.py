@@ -33,9 +33,16 @@ from .borders import BorderMode
 from .geometry import AxisPlan
 from .shiftadd import add_scaled
 
-# OpenCV's filter2D switches to a DFT for float kernels of this many taps or
-# more; a DFT spreads a NaN over the whole image, like our own FFT.
+# OpenCV's filter2D switches to a DFT for float32 kernels of this many taps or
+# more, and for float64 ones from DFT_TAPS_FLOAT64 (its dftFilter2D: 130 only for
+# float32 to float32 and 8-bit sources); a DFT spreads a NaN over the image's tile.
 DFT_TAPS = 130
+DFT_TAPS_FLOAT64 = 50
+
+
+def dft_taps(dtype) -> int:
+    """Taps from which filter2D runs a DFT on samples of the compute type ``dtype``."""
+    return DFT_TAPS if np.dtype(dtype) == np.float32 else DFT_TAPS_FLOAT64
 
 _BORDERS = {"reflect": "BORDER_REFLECT_101", "symmetric": "BORDER_REFLECT", "replicate": "BORDER_REPLICATE"}
 
@@ -83,15 +90,16 @@ def native_border(border: BorderMode, value: float, plans: tuple[AxisPlan, ...])
     return getattr(cv2, name) if name else None
 
 
-def operation(kernel: np.ndarray, plans: tuple[AxisPlan, ...], separable: bool) -> str:
-    """Which OpenCV filter computes ``kernel`` (``(C, *taps)``): box, separable, filter or dft."""
+def operation(kernel: np.ndarray, plans: tuple[AxisPlan, ...], separable: bool, dtype=np.float32) -> str:
+    """Which OpenCV filter computes ``kernel`` (``(C, *taps)``) in the compute type ``dtype``: box, separable,
+    filter or dft."""
     flat = kernel.reshape(kernel.shape[0], -1)
     if np.all(flat == flat[:, :1]) and np.all(flat[:, 0] != 0):
         return "box"
     if separable and min(kernel.shape[1:]) > 3:
         return "separable"
     span = np.prod([p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in plans])
-    return "dft" if span >= DFT_TAPS else "filter"
+    return "dft" if span >= dft_taps(dtype) else "filter"
 
 
 def keeps_non_finite_local(op: str, factors=None) -> bool:

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 
 from .geometry import AxisPlan
 
+# The unit that counts a library's import, by the module a strategy imports.
+LIBRARIES = {"import.cv2": "cv2", "import.scipy_fft": "scipy.fft"}
+
 # Above this many multiply-adds the numpy band strategies split their bands over the cores (bands.PARALLEL_WORK).
 PARALLEL_WORK = 1 << 21
 BAND_BYTES = 1 << 20  # bands.BAND_BYTES: padded input one band holds
+# What each core past the first adds to the band strategies' speed (a second core: 1.8x, not 2x).  Below 1,
+# a signal twice as long never looks cheaper than one under PARALLEL_WORK, though the cores start there.
+THREAD_GAIN = 0.8
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,12 @@ class Work:
     border_native: bool  # a border OpenCV pads itself (reflect, symmetric, replicate, zeros)
     threads: int  # cores the engine's threads use
     slices: tuple[int, ...] = ()  # a volume's kernel: non-zero taps of each z slice
-    opencv_loaded: bool = True  # importing OpenCV is a cost only once per process
-    scipy_loaded: bool = True
+    loaded: frozenset = frozenset(LIBRARIES.values())  # libraries imported already: their import costs nothing
+    credit: tuple[tuple[str, float], ...] = ()  # (library, ns) paid off its import already: see import_cost
+
+    def unloaded(self, library: str) -> float:
+        """1 if ``library`` is still to import on this call, else 0 (the count of its ``import.*`` unit)."""
+        return 0.0 if library in self.loaded else 1.0
 
     @property
     def integers(self) -> bool:
@@ -74,10 +84,37 @@ class Work:
 
 
 def estimate(method: str, work: Work, table=None) -> float:
-    """Estimated nanoseconds of `method` on `work`: its :func:`features` times the table's costs."""
+    """Estimated nanoseconds of `method` on `work`: its :func:`features` times the table's costs.
+
+    A library's import is charged less the credit `work` carries for it
+    (:func:`import_cost`).
+    """
     if table is None:
         from .cost_table import NS as table
-    return sum(table.get(unit, 0.0) * count for unit, count in features(method, work).items())
+    credit = dict(work.credit)
+    total = 0.0
+    for unit, count in features(method, work).items():
+        ns = table.get(unit, 0.0)
+        if unit in LIBRARIES:
+            ns = max(0.0, ns - credit.get(LIBRARIES[unit], 0.0))
+        total += ns * count
+    return total
+
+
+def import_cost(library: str, table=None) -> float:
+    """Nanoseconds a process spends importing ``library`` (``cv2``, ``scipy.fft``), once.
+
+    ``auto`` treats it as a ski rental: a call whose fastest method would
+    import the library imports it when this call's saving, plus what earlier
+    calls of the process gave up by not importing it (their *credit*), pays
+    for the import.  A loop of calls too small to pay for it alone imports
+    it once their savings add up to its cost, so a process never spends
+    more than twice what the best choice in hindsight would have.
+    """
+    if table is None:
+        from .cost_table import NS as table
+    unit = next(u for u, name in LIBRARIES.items() if name == library)
+    return table.get(unit, 0.0)
 
 
 def features(method: str, work: Work) -> dict[str, float]:
@@ -95,8 +132,11 @@ def _bands(work: Work) -> int:
     return -(-p0.out // min(rows, p0.out))
 
 
-def _threads(work: Work, per_output: float) -> int:
-    return work.threads if work.outputs * per_output >= PARALLEL_WORK else 1
+def _threads(work: Work, per_output: float) -> float:
+    """The speed-up of the band threads: the cores less what they lose sharing the memory bus and the bands."""
+    if work.outputs * per_output < PARALLEL_WORK or work.threads < 2:
+        return 1.0
+    return 1.0 + (min(work.threads, _bands(work)) - 1) * THREAD_GAIN  # a band is one thread's
 
 
 def _w(name: str, work: Work) -> str:
@@ -109,7 +149,21 @@ def _direct(work: Work) -> dict[str, float]:
     # every weight, zero or not, is looked at in Python once a band (a huge kernel of zeros costs seconds)
     return {"direct.call": 1, "direct.tap": _bands(work) * work.nonzero / t,
             "direct.weight": _bands(work) * math.prod(work.taps), _w("direct.mac", work): macs,
-            "direct.strided_mac": macs if work.strided else 0.0, _w("direct.gather", work): work.padded / t}
+            "direct.strided_mac": macs if work.strided else 0.0, "direct.loop": macs / _inner_run(work),
+            _w("direct.gather", work): work.padded / t}
+
+
+def _inner_run(work: Work) -> int:
+    """Samples numpy's innermost loop takes at once in a tap's strided view (each loop costs its own start).
+
+    With stride 1 along the last spatial axis a row and its channels are one
+    run; with a stride there, a run is one sample's channels (an RGB image
+    strided by 2: three samples a loop), or a row of a one-channel image.
+    """
+    last = work.plans[-1]
+    if last.stride > 1 and work.trail > 1:
+        return work.trail
+    return last.out * (1 if last.stride > 1 else work.trail)
 
 
 def separable_work(plans: tuple[AxisPlan, ...]) -> tuple[int, int]:
@@ -172,25 +226,27 @@ def _fft(work: Work) -> dict[str, float]:
         count = -(-((p.out - 1) * p.stride + 1) // step)
         points = work.lanes * count * size
         groups = work.lanes * -(-count // max(1, min(count, GROUP_SAMPLES // size)))
-        return {"fft1.call": 1, "fft1.import": 0.0 if work.opencv_loaded else 1.0, "fft1.block": work.lanes * count,
+        return {"fft1.call": 1, "import.cv2": work.unloaded("cv2"), "fft1.block": work.lanes * count,
                 "fft1.group": groups, _w("fft1.point", work): points * math.log2(max(size, 2)),
                 _w("fft1.out", work): work.outputs}
     from .spectral import next_fast_length
 
-    size = math.prod(next_fast_length(p.length) for p in work.plans)
-    return {"fft.call": 1, "fft.import": 0.0 if work.scipy_loaded else 1.0,
+    size = math.prod(next_fast_length(p.padded) for p in work.plans)  # the padded image (spectral.fft)
+    return {"fft.call": 1, "import.scipy_fft": work.unloaded("scipy.fft"),
             _w("fft.point", work): work.lanes * size * math.log2(max(size, 2)),
             _w("fft.copy", work): work.padded + work.outputs}
 
 
 # --------------------------------------------------------------------------- OpenCV
-DFT_TAPS = 130  # compiled.DFT_TAPS: from this many taps OpenCV's filter2D runs a DFT
+def _dft_taps(work: Work) -> int:
+    """compiled.dft_taps: from this many taps OpenCV's filter2D runs a DFT (130 for float32, 50 for float64)."""
+    return 130 if work.itemsize == 4 else 50
 
 
 def _opencv(work: Work) -> dict[str, float]:
     if len(work.plans) == 3:
         return _planes(work)
-    units = {"opencv.call": 1, "opencv.import": 0.0 if work.opencv_loaded else 1.0}
+    units = {"opencv.call": 1, "import.cv2": work.unloaded("cv2")}
     groups = (work.lanes // work.trail) * (1 if work.shared and work.trail <= 4 else work.trail)
     native = _native(work.plans, work)
     full = None
@@ -233,7 +289,7 @@ def _opencv(work: Work) -> dict[str, float]:
             accumulate *= n
             sub_taps.append(-(-span // p.stride))
     sub = math.prod(sub_taps)
-    sub_op = "box" if op == "box" else "separable" if op == "separable" else "dft" if sub >= DFT_TAPS else "filter"
+    sub_op = "box" if op == "box" else "separable" if op == "separable" else "dft" if sub >= _dft_taps(work) else "filter"
     _add(units, "opencv.calls", groups * jobs)
     _filter_units(units, sub_op, work.outputs * share * jobs, tuple(sub_taps), work)
     _add(units, _w("opencv.copy", work), 2 * work.outputs * (accumulate - 1))  # scratch, then added
@@ -248,8 +304,9 @@ def _filter_units(units: dict, op: str, computed: float, taps, work: Work, *, in
     elif op == "separable":
         _add(units, f"opencv.sep{kind}", computed * sum(taps))
         _add(units, f"opencv.out{kind}", computed)
-    elif op == "dft":
-        _add(units, f"opencv.dft{kind}", computed * math.log2(max(computed / max(work.lanes, 1), 2)))
+    elif op == "dft":  # over the image with OpenCV's own padding of the kernel's size
+        points = computed * work.padded / max(work.samples, 1)
+        _add(units, f"opencv.dft{kind}", points * math.log2(max(points / max(work.lanes, 1), 2)))
     else:
         _add(units, f"opencv.filter{kind}", computed * math.prod(taps))
         _add(units, f"opencv.out{kind}", computed)
@@ -257,7 +314,7 @@ def _filter_units(units: dict, op: str, computed: float, taps, work: Work, *, in
 
 def _planes(work: Work) -> dict[str, float]:
     """A volume plane by plane (compiled.correlate_3d): separable planes, or OpenCV calls per z slice."""
-    units = {"planes.call": 1, "planes.import": 0.0 if work.opencv_loaded else 1.0}
+    units = {"planes.call": 1, "import.cv2": work.unloaded("cv2")}
     if work.x_dtype != f"float{work.itemsize * 8}":  # converted to the compute type first
         _add(units, _w("planes.convert", work), work.samples)
     planes = work.lanes * work.plans[0].out
@@ -268,13 +325,20 @@ def _planes(work: Work) -> dict[str, float]:
         return units
     # Each non-zero z slice: one tap is a pass over the plane (an add or a shifted copy), more an OpenCV
     # call; every slice after the first adds into the output plane.
+    # A slice of DFT size goes through filter2D's DFT: its points (the plane with its padding) times their log.
     live = [n for n in work.slices if n] or [work.nonzero]
     calls = [n for n in live if n > 1]
+    dft = work.taps[1] * work.taps[2] >= _dft_taps(work)
     units["planes.calls"] = planes * len(live)
     units[_w("planes.out", work)] = work.outputs
     units[_w("planes.pass", work)] = work.outputs * (len(live) - 1)
     units[_w("planes.filter", work)] = work.outputs * len(calls)
-    units[_w("planes.tap", work)] = work.outputs * sum(calls)
+    if dft:
+        py, px = work.plans[1:]
+        plane = py.padded * px.padded
+        units[_w("planes.dft", work)] = planes * len(calls) * plane * math.log2(max(plane, 2))
+    else:
+        units[_w("planes.tap", work)] = work.outputs * sum(calls)
     return units
 
 
@@ -295,7 +359,7 @@ def _operation(work: Work) -> str:
     if work.separable and min(work.taps) > 3:
         return "separable"
     span = math.prod(p.span if p.stride > 1 and p.dilation > 1 else p.taps for p in work.plans)
-    return "dft" if span >= DFT_TAPS else "filter"
+    return "dft" if span >= _dft_taps(work) else "filter"
 
 
 def _reads_integers(op: str, work: Work) -> bool:

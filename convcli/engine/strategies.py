@@ -22,6 +22,7 @@ that use them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -232,26 +233,33 @@ class Choice:
     spreads_non_finite: bool = False  # the method would carry a NaN or infinity beyond its footprint
     forced: bool = False  # --method named it, whatever the costs
     work: object = field(default=None, repr=False)  # what the estimates read (a costs.Work), for bench/fit_costs.py
+    # The library a faster method would have imported, and the ns it would have saved on this call (its import
+    # left out): what the caller adds to that library's credit (costs.import_cost).
+    forgone: tuple[str, float] | None = None
 
     def reason(self) -> str:
         """The method and why: forced, and/or the estimated milliseconds of every candidate, cheapest first."""
         if not self.costs:
             return f"{self.method} (forced)"
         ranked = ", ".join(f"{m} {c / 1e6:.3g}" for m, c in sorted(self.costs.items(), key=lambda kv: kv[1]))
-        return f"{self.method} ({'forced; ' if self.forced else ''}estimated ms: {ranked})"
+        paid = "" if self.forced or min(self.costs, key=self.costs.get) == self.method else (
+            "; its library's import paid by what earlier calls gave up without it")
+        return f"{self.method} ({'forced; ' if self.forced else ''}estimated ms: {ranked}{paid})"
 
 
 def choose_method(
     lanes: int, kernel: np.ndarray, plans: tuple[AxisPlan, ...], *, finite: bool = True, opencv: bool = False,
     trail: int = 1, x_dtype="float32", itemsize: int = 4, border_native: bool = True,
-    imported: frozenset = frozenset(),
+    imported: frozenset = frozenset(), credit: dict | None = None,
 ) -> Choice:
     """Pick the cheapest strategy for ``lanes`` independent (batch x channel) signals.
 
     A pure function of shapes, weights, types and what is installed
     (``opencv``) or already imported (``imported``: OpenCV's and scipy.fft's
-    import costs count only before their first use), so it can be tested
-    and shown by ``--explain`` without touching data.  ``trail`` of the
+    import costs count only before their first use, less the ``credit`` of
+    nanoseconds earlier calls gave up by not importing them:
+    :func:`convcli.engine.costs.import_cost`), so it can be tested and
+    shown by ``--explain`` without touching data.  ``trail`` of the
     lanes are channels laid after the spatial axes, ``x_dtype`` the
     samples' type, ``itemsize`` the compute type's, ``border_native``
     whether OpenCV pads this border itself.  Methods that spread a NaN or
@@ -274,8 +282,8 @@ def choose_method(
     work = Work(lanes=lanes, trail=max(1, trail), plans=tuple(plans), taps=tuple(taps), nonzero=nonzero,
                 itemsize=itemsize, x_dtype=np.dtype(x_dtype).name, separable=factors is not None, terms=terms,
                 constant=constant, shared=kernel.shape[0] == 1, border_native=border_native,
-                threads=thread_count(), slices=slices, opencv_loaded="cv2" in imported,
-                scipy_loaded="scipy.fft" in imported)
+                threads=thread_count(), slices=slices, loaded=frozenset(imported),
+                credit=tuple(sorted((credit or {}).items())))
     candidates = ["direct"]
     if factors is not None and not _is_one_tap(taps):
         candidates.append("separable")
@@ -289,17 +297,39 @@ def choose_method(
         candidates.append("fft")
     local = set()
     if opencv and nd >= 2:  # 1-D through OpenCV is a one-sample-wide image: slow, so only when forced
-        op = compiled.operation(kernel, plans, factors is not None)
+        compute = np.float32 if itemsize == 4 else np.float64
+        op = compiled.operation(kernel, plans, factors is not None, compute)
         if nd == 3 and op in ("box", "dft"):
             op = "filter" if factors is None else "separable"
+        if nd == 3 and op == "filter" and taps[1] * taps[2] >= compiled.dft_taps(compute):
+            op = "dft"  # each z slice goes through filter2D, which takes a DFT for slices this large
         if compiled.keeps_non_finite_local(op, factors):
             local.add("opencv")
         if finite or "opencv" in local:
             candidates.append("opencv")
-    costs = {method: estimate(method, work) for method in candidates}
-    best = min(costs, key=costs.get)
+    # Decided with the credit; shown at the full price of the imports, which depends on what is loaded
+    # only (not on the calls this process made before): a batch's records read the same on any worker.
+    paid = {method: estimate(method, work) for method in candidates}
+    best = min(paid, key=paid.get)
+    costs = paid if not work.credit else {
+        method: estimate(method, dataclasses.replace(work, credit=())) for method in candidates}
     spreads = best in SPREADS_NON_FINITE and best not in local
-    return Choice(best, costs, factors is not None, spreads, work=work)
+    return Choice(best, costs, factors is not None, spreads, work=work, forgone=_forgone(best, paid, work))
+
+
+def _forgone(best: str, costs: dict, work) -> tuple[str, float] | None:
+    """The library whose import kept a faster method out of this choice, and what it would have saved."""
+    from .costs import LIBRARIES, estimate, features
+
+    if len(work.loaded) == len(LIBRARIES):
+        return None
+    everything = dataclasses.replace(work, loaded=frozenset(LIBRARIES.values()))
+    loaded = {method: estimate(method, everything) for method in costs}
+    fastest = min(loaded, key=loaded.get)
+    if fastest == best:
+        return None
+    library = next(LIBRARIES[u] for u, n in features(fastest, work).items() if u in LIBRARIES and n)
+    return library, costs[best] - loaded[fastest]
 
 
 def _is_constant(kernel: np.ndarray) -> bool:
