@@ -78,6 +78,23 @@ def test_a_tiff_over_the_budget_filters_as_it_does_in_memory(tmp_path, kind, lay
     assert page.tags["XResolution"].value[0] / page.tags["XResolution"].value[1] == 300 / stride
 
 
+@pytest.mark.parametrize("args", [["--depth", "16"], ["--range", "rescale"], ["--depth", "32f"]])
+def test_depth_and_range_of_a_tiff_written_from_chunks_are_those_of_memory(tmp_path, args):
+    data = _image("rgb8", np.random.default_rng(5))
+    source = _write(tmp_path / "in.tif", data, "tiled")
+    common = ["-k", "sobel", *args]
+    _filter(source, tmp_path / "memory.tif", BIG, *common)
+    _filter(source, tmp_path / "chunks.tif", SMALL, *common)
+    want, got = tifffile.imread(tmp_path / "memory.tif"), tifffile.imread(tmp_path / "chunks.tif")
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind == "f":
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    else:
+        assert np.array_equal(got, want)
+    if "rescale" in args:  # stretched by the whole result's bounds, not each chunk's
+        assert (got.min(), got.max()) == (0, 255)
+
+
 def test_planar_rgb_stays_planar(tmp_path):
     data = _image("rgb8", np.random.default_rng(1))
     source = _write(tmp_path / "in.tif", np.moveaxis(data, -1, 0), "tiled", photometric="rgb",

@@ -284,6 +284,17 @@ def test_a_worker_killed_mid_batch_has_its_files_run_elsewhere(cluster, slow_pho
     client.wait_for_workers(2, timeout=60)
 
 
+class _KillOnPoison(distributed.WorkerPlugin):
+    """A worker that dies (SIGKILL, as a crash would) whenever a task for a file named poison starts on it."""
+
+    def setup(self, worker):
+        self.pid = os.getpid()
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and "poison" in str(key):
+            os.kill(self.pid, signal.SIGKILL)
+
+
 def test_a_file_that_keeps_killing_workers_is_reported_and_the_rest_completes(cluster, photos, slow_photos, tmp_path):
     address, client = cluster
     small, local, _ = photos
@@ -294,17 +305,14 @@ def test_a_file_that_keeps_killing_workers_is_reported_and_the_rest_completes(cl
         (folder / name).write_bytes((small / name).read_bytes())
     (folder / "poison.png").write_bytes((slow / "p00.png").read_bytes())
     out = tmp_path / "out"
-    process = _start("filter", folder, "-o", out, "-k", kernel, *SLOW, "--scheduler", address)
-    killed = 0
-    while process.poll() is None:  # kill whichever worker holds the poisoned file, each time
-        for worker, keys in client.processing().items():
-            if any("poison" in str(key) for key in keys) and (pid := _worker_pid(client, worker)):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.01)
-    _, stderr = process.communicate(timeout=120)
+    # Each worker kills itself as the poisoned file's task starts: every try dies, however fast the file would run.
+    client.register_plugin(_KillOnPoison(), name="kill-on-poison")
+    try:
+        process = _start("filter", folder, "-o", out, "-k", kernel, *SLOW, "--scheduler", address)
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        client.unregister_worker_plugin("kill-on-poison")
     assert process.returncode == 1, stderr
-    assert killed >= 2
     assert _error_lines(stderr) == [f"convcli: error: {folder / 'poison.png'}: it killed the Dask worker each time "
                                     "it ran (2 times: Dask's distributed.scheduler.allowed-failures)"]
     assert sorted(_outputs(out)) == ["grey.png", "p00.png", "p01.png"]
