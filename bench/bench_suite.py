@@ -324,6 +324,9 @@ def classify_rows(args) -> None:
     def measure(backend: str) -> dict:
         # Each backend in its own process (bench_classify's --backend), so peak memory is its own.
         env = {**os.environ, **({"OPENBLAS_NUM_THREADS": "1"} if backend == "convcli" else {})}
+        # The peers' interpreter decodes the photos with convcli's own decoder, from this checkout.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         out = subprocess.run([sys.executable if backend == "convcli" else python, bench_classify.__file__,
                               "--backend", backend, "--repeats", str(repeats)],
                              capture_output=True, text=True, env=env, check=True)
