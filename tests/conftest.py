@@ -148,6 +148,20 @@ def convcli_on_terminal(*args, stdout_too: bool = False, cwd=None, timeout: floa
     return proc.wait(timeout=timeout), shown.decode("utf-8", "replace")
 
 
+def session_members(sid: int) -> list[int]:
+    """Live processes of the session ``sid``: a run's own, and any it would have left behind."""
+    alive = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != b"Z":
+            alive.append(int(entry))
+    return alive
+
+
 def leftovers(root) -> list[str]:
     """Names of the atomic writer's temporary files anywhere below ``root``, sorted."""
     return sorted(name for _, _, names in os.walk(root) for name in names if TEMP_MARKER in name)

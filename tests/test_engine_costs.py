@@ -54,6 +54,7 @@ def test_an_import_is_charged_less_the_savings_earlier_calls_gave_up():
 @needs_opencv
 def test_a_loop_of_small_calls_imports_opencv_once_their_savings_pay_for_it(monkeypatch):
     # The process as if OpenCV were not imported yet, with no plan and no savings remembered.
+    monkeypatch.setattr(correlation, "_AS_LOADED", False)  # as the engine alone plans: no file filtered yet
     monkeypatch.setattr(correlation, "_imported", frozenset)
     monkeypatch.setattr(correlation, "_PLANS", {})
     monkeypatch.setattr(correlation, "_FORGONE", {})
@@ -211,3 +212,27 @@ def test_the_finiteness_scan_auto_pays_finds_every_nan_and_infinity(dtype, size)
     assert correlation._all_finite(strided)
     strided[3, 7] = np.nan
     assert not correlation._all_finite(strided)
+
+
+@needs_opencv
+def test_a_file_comes_out_the_same_whatever_the_process_filtered_before(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from conftest import convcli, convcli_process
+
+    rng = np.random.default_rng(11)
+    Image.fromarray((rng.random((300, 400, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    alone = tmp_path / "alone.png"
+    assert convcli_process("filter", tmp_path / "in.png", "-k", "gaussian:sigma=2", "-o", alone).returncode == 0
+    # This process as a batch worker's would be after many small calls that did without OpenCV (not imported yet).
+    monkeypatch.setattr(correlation, "_AS_LOADED", False)
+    monkeypatch.setattr(correlation, "_imported",
+                        lambda: frozenset(("cv2", "scipy.fft")) if correlation._AS_LOADED else frozenset())
+    monkeypatch.setattr(correlation, "_PLANS", {})
+    monkeypatch.setattr(correlation, "_FORGONE", {})
+    _, saving = _small_saving().forgone
+    for _ in range(math.ceil(costs.import_cost("cv2") / saving) - 1):
+        make_plan((256, 256), GAUSSIAN_2D, x_dtype=np.uint8)
+    later = tmp_path / "later.png"
+    assert convcli("filter", tmp_path / "in.png", "-k", "gaussian:sigma=2", "-o", later).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(later)), np.asarray(Image.open(alone)))

@@ -20,24 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import convcli, convcli_process, leftovers as temporaries
+from conftest import convcli, convcli_process, leftovers as temporaries, session_members
 
 CONVCLI = [sys.executable, "-m", "convcli"]
-
-
-def session_members(sid: int) -> list[int]:
-    """Live processes of a session (how a forgotten worker would show)."""
-    alive = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != b"Z":
-                alive.append(int(entry))
-    return alive
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from conftest import EXAMPLES, convcli, convcli_process, leftovers
+from conftest import EXAMPLES, convcli, convcli_process, leftovers, session_members
 from convcli.io import jpeg_stream
 from convcli.pipeline import banded
 
@@ -366,20 +366,6 @@ def test_a_decoder_process_that_dies_fails_in_one_line_and_leaves_nothing(photos
     assert run.exit_code == 1 and "Traceback" not in run.stderr
     assert run.stderr == f"convcli: error: {photos['rgb']}: the JPEG decoder process was killed by SIGKILL\n"
     assert not out.exists() and leftovers(tmp_path) == []
-
-
-def session_members(sid: int) -> list[int]:
-    """Live processes of a session: the run's own, and any it would have left behind."""
-    alive = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != b"Z":
-            alive.append(int(entry))
-    return alive
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads Linux's /proc")

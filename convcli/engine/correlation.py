@@ -202,15 +202,33 @@ def make_plan(
            repr((stride, padding, pad_mode, dilation, channel_axis, method, precision, spatial_ndim)),
            np.dtype(x_dtype).str, finite, streamed, _imported())
     plan = _PLANS.get(key)
-    if plan is None or _import_pays(plan.choice):
+    if plan is None or (not _AS_LOADED and _import_pays(plan.choice)):
         plan = _make_plan(x_shape, weights, stride, padding, pad_mode, dilation, channel_axis, method, precision,
                           spatial_ndim, x_dtype, finite, streamed)
         _PLANS.pop(key, None)
         if len(_PLANS) >= PLAN_CACHE_SIZE:
             _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
         _PLANS[key] = plan
-    _give_up_import(plan.choice)
+    if not _AS_LOADED:
+        _give_up_import(plan.choice)
     return plan
+
+
+# Set by plan_as_loaded: every library counts as imported, and no credit is kept.
+_AS_LOADED = False
+
+
+def plan_as_loaded() -> None:
+    """From now on, plan as if every library were imported: no method depends on what this process ran before.
+
+    The file pipeline calls it.  Methods round differently in the last
+    bit, so under the credit below a batch worker's tenth file could come
+    out otherwise than the same file alone, once earlier files had paid
+    for OpenCV's import.  A library is then imported by the first call
+    that picks it.
+    """
+    global _AS_LOADED
+    _AS_LOADED = True
 
 
 # Per library not imported yet: the nanoseconds calls of this process gave up by doing without it (the credit
@@ -236,6 +254,8 @@ def _imported() -> frozenset:
     """The libraries a strategy would import that are loaded already (their import no longer costs)."""
     import sys
 
+    if _AS_LOADED:
+        return frozenset(("cv2", "scipy.fft"))
     return frozenset(name for name in ("cv2", "scipy.fft") if name in sys.modules)
 
 
@@ -270,7 +290,7 @@ def _make_plan(x_shape, kernel, stride, padding, pad_mode, dilation, channel_axi
         choice = strategies.choose_method(lanes, canonical, axes, finite=finite is not False, opencv=opencv,
                                           trail=trail, x_dtype=x_dtype, itemsize=dtype.itemsize,
                                           border_native=compiled.pads_itself(border, value),
-                                          imported=_imported(), credit=dict(_FORGONE))
+                                          imported=_imported(), credit={} if _AS_LOADED else dict(_FORGONE))
     if streamed:
         choice = _streamed_choice(choice, method)
     chosen = choice.method if method == "auto" else method

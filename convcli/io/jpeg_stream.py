@@ -159,6 +159,9 @@ class JpegRows:
         end = below * self.width * 4 // page * page
         if end > start:
             self._give_back(start, end)
+        self._mark_released(below)
+
+    def _mark_released(self, below: int) -> None:
         with self._changed:
             self._released = max(self._released, below)
             self._changed.notify_all()
@@ -300,15 +303,9 @@ class ForkedJpegRows(JpegRows):
             self._raise()
         return _without_fourth_byte(self._pixels[lo:hi], self.channels)
 
-    def release(self, below: int) -> None:
-        """The caller reads no row before `below` again: their memory goes back to the system."""
-        page = mmap.PAGESIZE
-        start = self._released * self.width * 4 // page * page
-        end = below * self.width * 4 // page * page
-        if end > start:
-            self._give_back(start, end)
+    def _mark_released(self, below: int) -> None:
         self._released = max(self._released, below)
-        self._tell(RELEASED, self._released)
+        self._tell(RELEASED, self._released)  # the decoder may now fill the rows given back
 
     def _tell(self, kind: int, value: int) -> None:
         try:

@@ -380,8 +380,11 @@ class Run:
 
 def prepare(signal, kernels, options: FilterOptions, axes: Axes | None = None) -> Run:
     """Decide the chain, colour space and alpha mode for ``signal`` and plan every kernel."""
+    from ..engine.correlation import plan_as_loaded
     from .alpha import has_alpha, resolve_mode
     from .colour import colour_space
+
+    plan_as_loaded()  # a file's result is the same whatever this process filtered before
 
     axes = axes_of(signal, options.axes) if axes is None else axes
     alpha = has_alpha(signal)
