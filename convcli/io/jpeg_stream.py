@@ -236,14 +236,18 @@ class JpegRows:
         return 0
 
     def _publish(self) -> None:
+        """Make the rows the decoder has completed since the last call readable."""
         marks = self._pixels[:, 0, 3]
         ready = self._ready
         while ready < self.height and marks[ready] == OPAQUE:
             ready += 1
         if ready != self._ready:
-            with self._changed:
-                self._ready = ready
-                self._changed.notify_all()
+            self._mark_decoded(ready)
+
+    def _mark_decoded(self, ready: int) -> None:
+        with self._changed:
+            self._ready = ready
+            self._changed.notify_all()
 
     def _wait_for_room(self) -> None:
         with self._changed:
@@ -362,14 +366,9 @@ class ForkedJpegRows(JpegRows):
             report = pickle.dumps(OSError(str(self._error)))
         os.write(news, _MESSAGE.pack(FAILED, len(report)) + report)
 
-    def _publish(self) -> None:
-        marks = self._pixels[:, 0, 3]
-        ready = self._ready
-        while ready < self.height and marks[ready] == OPAQUE:
-            ready += 1
-        if ready != self._ready:
-            self._ready = ready
-            os.write(self._news, _MESSAGE.pack(DECODED, ready))
+    def _mark_decoded(self, ready: int) -> None:
+        self._ready = ready
+        os.write(self._news, _MESSAGE.pack(DECODED, ready))  # in the decoder's process: the parent is told
 
     def _wait_for_room(self) -> None:
         while self._ready - self._released > self._ahead:
