@@ -443,18 +443,24 @@ def tiff_spacing(meta: dict, ndim: int):
 @contextlib.contextmanager
 def tiff_errors(subject: str):
     """Map everything tifffile and its codecs raise on a bad file to one DataError."""
+    with decode_errors(subject, "the TIFF", "the image"), _quiet_log():
+        yield
+
+
+@contextlib.contextmanager
+def decode_errors(subject: str, what: str, whole: str):
+    """tifffile's and its codecs' errors decoding ``what`` (of ``whole``) as one DataError naming ``subject``."""
     from ..errors import ConvcliError
 
     try:
-        with _quiet_log():
-            yield
+        yield
     except ConvcliError:
         raise
     except MemoryError:
-        raise DataError("the image is too large to decode in memory", subject=subject) from None
+        raise DataError(f"{whole} is too large to decode in memory", subject=subject) from None
     except Exception as exc:  # tifffile's and imagecodecs' errors have no common base
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot decode the TIFF: {text[:200]}", subject=subject) from None
+        raise DataError(f"cannot decode {what}: {text[:200]}", subject=subject) from None
 
 
 class _Kept(logging.Handler):

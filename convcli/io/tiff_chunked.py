@@ -198,23 +198,17 @@ def _Store(series, *, maxworkers: int, subject: str, cache: int):
 
     from tifffile.zarr import ZarrTiffStore
 
+    from .tiff import decode_errors
+
     class Store(ZarrTiffStore):
         async def get(self, key, prototype, byte_range=None):
-            from ..errors import ConvcliError
-
             with self._lock:
                 if key in self._kept:
                     self._kept.move_to_end(key)
                     return self._kept[key]
-            try:
+            # Not tiff_errors: its hold on tifffile's logger is not for tasks decoding on several threads.
+            with decode_errors(subject, f"the TIFF's tile {key}", "a tile"):
                 value = await super().get(key, prototype, byte_range)
-            except ConvcliError:
-                raise
-            except MemoryError:
-                raise DataError("a tile is too large to decode in memory", subject=subject) from None
-            except Exception as exc:  # tifffile's and imagecodecs' errors have no common base
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"cannot decode the TIFF's tile {key}: {text[:200]}", subject=subject) from None
             if value is not None and byte_range is None and not key.endswith((".zarray", ".zattrs", ".zgroup")):
                 self._keep(key, value)
             return value
